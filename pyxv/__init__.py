@@ -1,0 +1,2 @@
+"""pyxv: x-vectors meet emotions, a Kaldi-style recipe."""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Command-line entry points: argparse only, the logic lives in pyxv."""

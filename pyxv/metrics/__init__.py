@@ -1,0 +1,1 @@
+"""Metrics: speaker verification (sv) and classification (emotion)."""

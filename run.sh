@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# pyxv: x-vectors meet emotions (Pappagari et al., ICASSP 2020), as a recipe.
+#
+# 1. A ResNet-34 x-vector network with 32-head attention pooling is trained to
+#    tell speakers apart, once on clean speech (ResNet-clean) and once on clean
+#    plus noise/music/babble/reverb copies (ResNet-aug).
+# 2. Its knowledge is reused for speech emotion recognition: logistic regression
+#    on frozen x-vectors, and the whole network fine-tuned with an emotion
+#    output layer; compared with the same network trained from scratch on MFCC
+#    and on GeMAPS, each on clean and on clean+augmented emotion data.
+# 3. Speaker verification on the emotion corpus, every utterance against every
+#    other of the same gender, scored per (enrolment, test) emotion pair.
+#
+# Run everything:        ./run.sh
+# One stage or a range:  ./run.sh --stage 3 --stop-stage 4
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=0
+stop_stage=100
+corpus=demo                      # demo | ravdess | iemocap | msp_podcast | crema_d | manifest
+nj=2                             # parallel jobs for data and feature steps
+gpus=0                           # GPUs for x-vector training (0: CPU)
+demo_root=data/local/demo_corpus # where the synthetic demo corpus is written
+demo_size=full                   # full | small (a reduced demo corpus, for tests)
+ravdess_root=
+iemocap_root=
+msp_podcast_root=
+msp_test_set=Test1               # MSP-Podcast test partition
+crema_d_root=
+manifest=                        # CSV with path,speaker,emotion[,utt,gender,split,start,end]
+manifest_folds=5                 # speaker-independent folds when the manifest has no split column
+voxceleb_root=                   # VoxCeleb 1/2 wav tree for pre-training (real corpora)
+musan_root=                      # MUSAN (real corpora); the demo makes its own
+rirs_root=                       # RIRS_NOISES (real corpora); the demo makes its own
+pretrain_data=                   # a prepared data dir to pre-train on instead (overrides voxceleb_root)
+mfcc_config=conf/mfcc_8k.conf
+vad_config=conf/vad.conf
+augment_config=conf/augment.yaml
+xvector_config=                  # default: conf/xvector_demo.yaml for demo, conf/xvector_resnet34.yaml otherwise
+emotion_config=conf/emotion.yaml
+sv_config=conf/sv.yaml
+dry_run=false                    # print the stages that would run, do nothing
+
+help_message="Usage: ./run.sh [options]
+
+Options (default in brackets):
+  --stage N               first stage to run [$stage]
+  --stop-stage N          last stage to run [$stop_stage]
+  --corpus NAME           demo|ravdess|iemocap|msp_podcast|crema_d|manifest [$corpus]
+  --nj N                  parallel jobs for data and feature steps [$nj]
+  --gpus N                GPUs for x-vector training, 0 for CPU [$gpus]
+  --demo-root DIR         where the synthetic demo corpus is written [$demo_root]
+  --demo-size SIZE        full|small; small is a reduced demo for quick checks [$demo_size]
+  --ravdess-root DIR      RAVDESS root (Actor_01 ... Actor_24) [$ravdess_root]
+  --iemocap-root DIR      IEMOCAP_full_release [$iemocap_root]
+  --msp-podcast-root DIR  MSP-PODCAST root (Audios/, Labels/) [$msp_podcast_root]
+  --msp-test-set NAME     MSP-Podcast test partition [$msp_test_set]
+  --crema-d-root DIR      CREMA-D root (AudioWAV/, VideoDemographics.csv) [$crema_d_root]
+  --manifest CSV          any corpus: path,speaker,emotion[,utt,gender,split,start,end] [$manifest]
+  --manifest-folds K      speaker-independent folds for a manifest without split [$manifest_folds]
+  --voxceleb-root DIR     VoxCeleb wav tree for pre-training [$voxceleb_root]
+  --musan-root DIR        MUSAN root [$musan_root]
+  --rirs-root DIR         RIRS_NOISES root [$rirs_root]
+  --pretrain-data DIR     a prepared data dir to pre-train on instead [$pretrain_data]
+  --mfcc-config FILE      Kaldi-style MFCC options [$mfcc_config]
+  --vad-config FILE       Kaldi-style energy VAD options [$vad_config]
+  --augment-config FILE   augmentation SNRs and sources [$augment_config]
+  --xvector-config FILE   x-vector model and training [conf/xvector_demo.yaml for demo, else conf/xvector_resnet34.yaml]
+  --emotion-config FILE   emotion systems [$emotion_config]
+  --sv-config FILE        speaker-verification back-ends [$sv_config]
+  --dry-run BOOL          print the stages that would run, do nothing [$dry_run]
+
+Stages:
+  0  data: make the demo corpus (demo only); Kaldi data dirs for the emotion corpus,
+     its protocol (folds or train/dev/test), the pre-training speakers, MUSAN and RIRs
+  1  augmentation: reverb/noise/music/babble copies of the pre-training data
+     (for ResNet-aug) and of the emotion data (for Clean+aug training)
+  2  features: 23-dim MFCC and energy VAD for every data dir; eGeMAPS LLDs and
+     functionals for the emotion data
+  3  x-vector training: ResNet-clean on clean, ResNet-aug on clean+augmented speech
+  4  x-vector extraction: emotion data and back-end training data, both models
+  5  emotion recognition: 6 systems (random-init GeMAPS/MFCC, frozen+LR and
+     fine-tuned ResNet-clean/-aug) x clean and clean+aug training data
+  6  speaker verification by emotion: all same-gender trials, cosine and PLDA,
+     EER/minDCF per enrolment x test emotion
+  7  report: exp/RESULTS.md, results.csv and pictures
+"
+
+. utils/parse_options.sh
+
+if [ $# -gt 0 ]; then echo "run.sh: unexpected argument '$1' (see ./run.sh --help)" >&2; exit 1; fi
+for n in stage stop_stage nj gpus manifest_folds; do
+  [[ "${!n}" =~ ^[0-9]+$ ]] || { echo "run.sh: --${n//_/-} must be a non-negative integer, not '${!n}'" >&2; exit 1; }
+done
+if [ "$stop_stage" -lt "$stage" ]; then
+  echo "run.sh: --stop-stage $stop_stage is before --stage $stage" >&2; exit 1
+fi
+case $corpus in
+  demo) ;;
+  ravdess)     root_opt=ravdess_root ;;
+  iemocap)     root_opt=iemocap_root ;;
+  msp_podcast) root_opt=msp_podcast_root ;;
+  crema_d)     root_opt=crema_d_root ;;
+  manifest)    root_opt=manifest ;;
+  *) echo "run.sh: unknown corpus '$corpus' (demo|ravdess|iemocap|msp_podcast|crema_d|manifest)" >&2; exit 1 ;;
+esac
+if [ "$corpus" != demo ]; then
+  root=${!root_opt}
+  [ -n "$root" ] || { echo "run.sh: --corpus $corpus needs --${root_opt//_/-}" >&2; exit 1; }
+  [ -e "$root" ] || { echo "run.sh: --${root_opt//_/-} $root does not exist" >&2; exit 1; }
+fi
+for opt in voxceleb_root musan_root rirs_root pretrain_data; do
+  v=${!opt}
+  if [ -n "$v" ] && [ ! -e "$v" ]; then echo "run.sh: --${opt//_/-} $v does not exist" >&2; exit 1; fi
+done
+if [ -z "$xvector_config" ]; then
+  if [ "$corpus" = demo ]; then xvector_config=conf/xvector_demo.yaml; else xvector_config=conf/xvector_resnet34.yaml; fi
+fi
+for f in mfcc_config vad_config augment_config xvector_config emotion_config sv_config; do
+  [ -f "${!f}" ] || { echo "run.sh: --${f//_/-} ${!f} does not exist" >&2; exit 1; }
+done
+
+# Where things live (data flows one way through these).
+emo=data/$corpus                 # all/, all_aug/, and the protocol: fold<k>/{train,dev,test} or {train,dev,test}
+pre=data/pretrain                # train/ (speakers for the x-vector), train_aug/, train_combined/
+noise=data/noise                 # musan_{noise,music,speech}/, rirs/
+mkdir -p exp
+
+# Each stage logs its wall time to exp/stage_times (read by the report).
+run_stage() {  # run_stage N description
+  local n=$1; shift
+  if [ "$stage" -le "$n" ] && [ "$stop_stage" -ge "$n" ]; then
+    echo "=== stage $n: $* ($(date '+%F %T'))"
+    [ "$dry_run" = true ] && return 1
+    stage_start=$(date +%s)
+    return 0
+  fi
+  return 1
+}
+end_stage() {  # end_stage N
+  local t=$(( $(date +%s) - stage_start ))
+  echo "$1 $t" >> exp/stage_times
+  echo "=== stage $1 done in ${t}s"
+}
+
+if [ "$dry_run" != true ]; then
+  . ./path.sh
+  . ./cmd.sh
+fi
+
+if run_stage 0 "data directories"; then
+  local/prepare_data.sh --corpus "$corpus" --nj "$nj" --demo-root "$demo_root" --demo-size "$demo_size" \
+    --ravdess-root "$ravdess_root" --iemocap-root "$iemocap_root" \
+    --msp-podcast-root "$msp_podcast_root" --msp-test-set "$msp_test_set" \
+    --crema-d-root "$crema_d_root" --manifest "$manifest" --manifest-folds "$manifest_folds" \
+    --voxceleb-root "$voxceleb_root" --musan-root "$musan_root" --rirs-root "$rirs_root" \
+    --pretrain-data "$pretrain_data" "$emo" "$pre" "$noise"
+  end_stage 0
+fi
+
+if run_stage 1 "augmentation"; then
+  steps/augment_data_dir.sh --nj "$nj" --cmd "$train_cmd" --config "$augment_config" $pre/train $noise $pre/train_aug
+  utils/combine_data.sh $pre/train_combined $pre/train $pre/train_aug
+  steps/augment_data_dir.sh --nj "$nj" --cmd "$train_cmd" --config "$augment_config" $emo/all $noise $emo/all_aug
+  end_stage 1
+fi
+
+if run_stage 2 "features"; then
+  for d in $pre/train $pre/train_aug $emo/all $emo/all_aug; do
+    steps/make_mfcc.sh --nj "$nj" --cmd "$train_cmd" --mfcc-config "$mfcc_config" $d exp/make_mfcc/${d//\//_} mfcc
+    steps/compute_vad.sh --nj "$nj" --cmd "$train_cmd" --vad-config "$vad_config" $d exp/make_vad/${d//\//_} mfcc
+  done
+  utils/combine_data.sh $pre/train_combined $pre/train $pre/train_aug
+  for d in $emo/all $emo/all_aug; do
+    steps/make_gemaps.sh --nj "$nj" --cmd "$train_cmd" $d exp/make_gemaps/${d//\//_} gemaps
+  done
+  # The protocol's subsets take their features from all/ and all_aug/.
+  local/propagate_features.sh $emo
+  end_stage 2
+fi
+
+if run_stage 3 "x-vector training"; then
+  steps/train_xvector.sh --cmd "$cuda_cmd" --gpus "$gpus" --config "$xvector_config" $pre/train exp/xvector_clean
+  steps/train_xvector.sh --cmd "$cuda_cmd" --gpus "$gpus" --config "$xvector_config" $pre/train_combined exp/xvector_aug
+  end_stage 3
+fi
+
+if run_stage 4 "x-vector extraction"; then
+  for model in clean aug; do
+    for d in $emo/all $emo/all_aug $pre/train; do
+      steps/extract_xvectors.sh --nj "$nj" --cmd "$train_cmd" exp/xvector_$model $d \
+        exp/xvector_$model/xvectors_${d#data/}
+    done
+  done
+  end_stage 4
+fi
+
+if run_stage 5 "emotion recognition"; then
+  for system in randinit_gemaps randinit_mfcc frozen_lr_clean frozen_lr_aug finetune_clean finetune_aug; do
+    for train_data in clean clean+aug; do
+      steps/train_emotion.sh --cmd "$cuda_cmd" --config "$emotion_config" --system $system \
+        --train-data $train_data $emo exp/emotion/$corpus
+    done
+  done
+  end_stage 5
+fi
+
+if run_stage 6 "speaker verification by emotion"; then
+  for model in clean aug; do
+    for backend in cosine plda; do
+      steps/score_sv.sh --backend $backend --config "$sv_config" \
+        --backend-train exp/xvector_$model/xvectors_pretrain/train \
+        exp/xvector_$model/xvectors_$corpus/all $emo/all exp/sv/$corpus/xvector_$model/$backend
+    done
+  done
+  end_stage 6
+fi
+
+if run_stage 7 "report"; then
+  local/make_report.py --corpus "$corpus" exp exp/RESULTS.md
+  end_stage 7
+  echo "run.sh: results in exp/RESULTS.md"
+fi
