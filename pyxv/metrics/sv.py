@@ -1,0 +1,194 @@
+"""Speaker-verification metrics: EER, minDCF and DET points.
+
+Convention: a trial is accepted when ``score >= threshold``. For a threshold t,
+``P_miss(t) = #{target < t} / N_tar`` and ``P_fa(t) = #{nontarget >= t} / N_non``.
+The ROC is the polyline through the operating points at every distinct score
+(plus -inf and +inf); tied target and nontarget scores give one diagonal
+segment, as in ``sklearn.metrics.roc_curve(drop_intermediate=False)``.
+
+- EER: where that polyline crosses P_miss = P_fa, linearly interpolated.
+  Perfect separation gives 0, identical score sets give 50 (%, see ``eer``).
+- minDCF: ``min_t [C_miss P_miss(t) p + C_fa P_fa(t) (1-p)] / min(C_miss p, C_fa (1-p))``
+  (NIST SRE / Kaldi ``compute_min_dcf.py`` normalisation), over thresholds that
+  a real system can use (ties are never split).
+
+Everything works on *sorted* float arrays: ``eer_sorted``/``min_dcf_sorted``
+cost O(N_tar log N_non) after the sort, so a table of many cells with
+millions of nontarget trials each is computed by one ``np.sort`` per cell
+(the fast path used by ``pyxv.sv.eer_by_emotion``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["eer", "eer_sorted", "min_dcf", "min_dcf_sorted", "det_curve", "det_curve_sorted",
+           "SVMetrics", "sv_metrics", "sv_metrics_sorted", "P_TARGETS"]
+
+P_TARGETS = (0.01, 0.001)
+
+
+def _prep(tar, non) -> tuple[np.ndarray, np.ndarray]:
+    t = np.sort(np.asarray(tar).ravel())
+    n = np.sort(np.asarray(non).ravel())
+    return t, n
+
+
+def _check(t: np.ndarray, n: np.ndarray) -> bool:
+    """True when both classes are present (metrics defined)."""
+    if t.size and not (np.isfinite(t[0]) and np.isfinite(t[-1])):
+        raise ValueError("target scores contain NaN or inf")
+    if n.size and not (np.isfinite(n[0]) and np.isfinite(n[-1])):
+        raise ValueError("nontarget scores contain NaN or inf")
+    return t.size > 0 and n.size > 0
+
+
+def _crossing(thr: np.ndarray, pmiss: np.ndarray, pfa: np.ndarray) -> tuple[float, float]:
+    """Crossing of the polyline (pfa_k, pmiss_k) with the diagonal.
+
+    The points must be ordered by increasing threshold, so ``pmiss - pfa`` is
+    non-decreasing; the first value must be < 0 and the last >= 0.
+    Returns (eer as a fraction, threshold at the crossing).
+    """
+    d = pmiss - pfa
+    k = int(np.argmax(d >= 0))
+    if d[k] == 0 or k == 0:
+        return float(pmiss[k]), float(thr[k])
+    a = -d[k - 1] / (d[k] - d[k - 1])  # fraction of the way from point k-1 to point k
+    e = pmiss[k - 1] + a * (pmiss[k] - pmiss[k - 1])
+    t0, t1 = thr[k - 1], thr[k]
+    if not np.isfinite(t0):
+        t = t1
+    elif not np.isfinite(t1):
+        t = t0
+    else:
+        t = t0 + a * (t1 - t0)
+    return float(e), float(t)
+
+
+def eer_sorted(t: np.ndarray, n: np.ndarray, *, return_threshold: bool = False):
+    """EER (fraction, 0..1) of ascending-sorted target ``t`` (N_t,) and nontarget ``n`` (N_n,) scores.
+
+    Exact: the crossing is located among the distinct target scores with
+    ``searchsorted``, then the polyline is rebuilt only between the two target
+    scores that bracket it (nontarget scores in that window included).
+    Returns NaN (and NaN threshold) when either class is empty.
+    """
+    if not _check(t, n):
+        return (math.nan, math.nan) if return_threshold else math.nan
+    nt, nn = t.size, n.size
+    u = np.unique(t)  # distinct target scores, ascending
+    pmiss_u = np.searchsorted(t, u, "left") / nt
+    pfa_u = (nn - np.searchsorted(n, u, "left")) / nn
+    d = pmiss_u - pfa_u
+    j = int(np.searchsorted(d, 0.0, "left"))  # first distinct target score with d >= 0 (d is non-decreasing)
+    lo = u[j - 1] if j > 0 else -np.inf
+    hi = u[j] if j < u.size else np.inf
+    # Distinct nontarget scores strictly between lo and hi: only nontarget steps there.
+    a = np.searchsorted(n, lo, "right") if j > 0 else 0
+    b = np.searchsorted(n, hi, "left") if j < u.size else nn
+    mids = np.unique(n[a:b])
+    thr = np.concatenate(([lo], mids, [hi]))
+    pmiss = np.searchsorted(t, thr, "left") / nt
+    pfa = (nn - np.searchsorted(n, thr, "left")) / nn
+    if j == 0:  # -inf: accept everything
+        pmiss[0], pfa[0] = 0.0, 1.0
+    if j == u.size:  # +inf: reject everything
+        pmiss[-1], pfa[-1] = 1.0, 0.0
+    e, th = _crossing(thr, pmiss, pfa)
+    return (e, th) if return_threshold else e
+
+
+def eer(tar, non, *, return_threshold: bool = False):
+    """EER as a fraction (0..1) from unsorted target/nontarget score arrays; see ``eer_sorted``."""
+    t, n = _prep(tar, non)
+    return eer_sorted(t, n, return_threshold=return_threshold)
+
+
+def min_dcf_sorted(t: np.ndarray, n: np.ndarray, p_target: float, c_miss: float = 1.0,
+                   c_fa: float = 1.0, *, return_threshold: bool = False):
+    """Normalised minimum detection cost of ascending-sorted scores.
+
+    The minimum of a cost that grows with P_miss and falls with P_fa is reached
+    at a threshold equal to a target score (raising t up to the next target
+    score leaves P_miss unchanged and can only lower P_fa) or at +inf, so only
+    the distinct target scores and +inf are examined. NaN if a class is empty.
+    """
+    if not _check(t, n):
+        return (math.nan, math.nan) if return_threshold else math.nan
+    nt, nn = t.size, n.size
+    u = np.unique(t)
+    pmiss = np.append(np.searchsorted(t, u, "left") / nt, 1.0)
+    pfa = np.append((nn - np.searchsorted(n, u, "left")) / nn, 0.0)
+    cost = c_miss * p_target * pmiss + c_fa * (1 - p_target) * pfa
+    k = int(np.argmin(cost))
+    c_def = min(c_miss * p_target, c_fa * (1 - p_target))
+    val = float(cost[k] / c_def)
+    if return_threshold:
+        return val, float(u[k]) if k < u.size else math.inf
+    return val
+
+
+def min_dcf(tar, non, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0):
+    """Normalised minDCF from unsorted scores; see ``min_dcf_sorted``."""
+    t, n = _prep(tar, non)
+    return min_dcf_sorted(t, n, p_target, c_miss, c_fa)
+
+
+def det_curve_sorted(t: np.ndarray, n: np.ndarray, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """DET operating points (P_fa, P_miss), each (K,), K <= ~max_points, of sorted scores.
+
+    Thresholds are taken at evenly spaced quantiles of the pooled scores (all
+    of them when there are fewer than ``max_points``), so the curve of 100
+    million trials stays a few thousand points.
+    """
+    if not _check(t, n):
+        return np.zeros(0), np.zeros(0)
+    nt, nn = t.size, n.size
+    if nt + nn <= max_points:
+        thr = np.unique(np.concatenate([t, n]))
+    else:
+        q = np.linspace(0, 1, max_points // 2)
+        thr = np.unique(np.concatenate([np.quantile(t, q), np.quantile(n, q)]))
+    pmiss = np.searchsorted(t, thr, "left") / nt
+    pfa = (nn - np.searchsorted(n, thr, "left")) / nn
+    return np.concatenate(([1.0], pfa, [0.0])), np.concatenate(([0.0], pmiss, [1.0]))
+
+
+def det_curve(tar, non, max_points: int = 2000):
+    t, n = _prep(tar, non)
+    return det_curve_sorted(t, n, max_points)
+
+
+@dataclass
+class SVMetrics:
+    """EER in percent, minDCF at p_target 0.01 and 0.001, trial counts."""
+    eer: float
+    min_dcf_0_01: float
+    min_dcf_0_001: float
+    n_target: int
+    n_nontarget: int
+    eer_threshold: float = math.nan
+
+    def as_dict(self) -> dict:
+        def f(x):
+            return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+        return {"eer": f(self.eer), "min_dcf_0.01": f(self.min_dcf_0_01),
+                "min_dcf_0.001": f(self.min_dcf_0_001), "n_target": int(self.n_target),
+                "n_nontarget": int(self.n_nontarget)}
+
+
+def sv_metrics_sorted(t: np.ndarray, n: np.ndarray) -> SVMetrics:
+    """All table metrics of sorted target/nontarget scores (EER in percent; NaN when undefined)."""
+    e, th = eer_sorted(t, n, return_threshold=True)
+    return SVMetrics(eer=100.0 * e if not math.isnan(e) else math.nan,
+                     min_dcf_0_01=min_dcf_sorted(t, n, 0.01),
+                     min_dcf_0_001=min_dcf_sorted(t, n, 0.001),
+                     n_target=int(t.size), n_nontarget=int(n.size), eer_threshold=th)
+
+
+def sv_metrics(tar, non) -> SVMetrics:
+    t, n = _prep(tar, non)
+    return sv_metrics_sorted(t, n)
