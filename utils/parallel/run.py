@@ -1,0 +1,23 @@
+#!/usr/bin/env python3
+r"""Local job runner with Kaldi's run.pl interface.
+
+  utils/parallel/run.py [--mem 4G] [--num-threads N] [--gpu N] [--time H:M:S] \
+      [--max-jobs-run K] [JOB=1:N] log/name.JOB.log command args...
+
+Runs the N jobs on this machine, at most K at a time (default: the number of
+CPUs), substituting JOB in the log path and the command. --mem and --time are
+accepted for compatibility with the Slurm runner and not enforced here;
+--num-threads sets OMP_NUM_THREADS for the job; --gpu 0 hides the GPUs
+(CUDA_VISIBLE_DEVICES=""). Words are joined as run.pl joins them (quote a
+pipe as \| to make it one); a single command word is a whole shell command
+line ('cmd JOB | other'). Exits 1 naming the failed logs when any job fails,
+2 on bad arguments. Standard library only: works without the venv.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))
+from pyxv.parallel import main_local  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main_local(doc=__doc__))
