@@ -1,0 +1,74 @@
+"""Train and test one emotion system on one fold, or summarise a system's folds.
+
+    python -m pyxv.bin.train_emotion --config conf/emotion.yaml --system frozen_lr_clean \\
+        --train-data clean --fold 1 data/demo exp/emotion/demo
+    python -m pyxv.bin.train_emotion --summarize --system ... --train-data ... data/demo exp/emotion/demo
+    python -m pyxv.bin.train_emotion --num-folds data/demo     # prints the number of folds
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=None, help="emotion YAML (conf/emotion.yaml)")
+    ap.add_argument("--profile", default=None, help="profile of the config to apply [the corpus name]")
+    ap.add_argument("--system", default=None, help="randinit_gemaps|randinit_mfcc|frozen_lr_clean|frozen_lr_aug|"
+                                                    "finetune_clean|finetune_aug")
+    ap.add_argument("--train-data", default="clean", choices=["clean", "clean+aug"])
+    ap.add_argument("--fold", type=int, default=None, help="1-based fold number (protocol order)")
+    ap.add_argument("--summarize", action="store_true", help="pool finished folds into summary.json")
+    ap.add_argument("--num-folds", action="store_true", help="print the number of folds of <emo-dir> and exit")
+    ap.add_argument("--list-inputs", action="store_true",
+                    help="print the files the system reads (one per line); exit 1 naming a missing one")
+    ap.add_argument("--corpus", default=None, help="corpus name for summary.json [basename of emo-dir]")
+    ap.add_argument("emo_dir")
+    ap.add_argument("out_root", nargs="?")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+
+    from pathlib import Path
+
+    from pyxv.emotion.data import discover_protocol
+
+    if a.num_folds:
+        print(len(discover_protocol(a.emo_dir)))
+        return 0
+    from pyxv.emotion import systems
+    from pyxv.emotion.config import load_emotion_config
+
+    corpus = a.corpus or Path(a.emo_dir).name
+    if a.list_inputs:
+        cfg = load_emotion_config(a.config, profile=a.profile or corpus)
+        missing = 0
+        for path, stage in systems.system_inputs(a.system, a.train_data, a.emo_dir, cfg):
+            if not path.exists():
+                print(f"{path} does not exist (run {stage})", file=sys.stderr)
+                missing += 1
+            print(path)
+        return 1 if missing else 0
+    if not a.system or not a.out_root:
+        ap.error("--system and <out-root> are needed")
+    if a.summarize:
+        s = systems.summarize(a.system, a.train_data, a.emo_dir, a.out_root, corpus=corpus)
+        print(f"{a.system} {a.train_data} {corpus}: mean weighted F1 {100 * s['mean_weighted_f1']:.2f} "
+              f"(+-{100 * s['std_weighted_f1']:.2f}) over {len(s['folds'])} fold(s), pooled "
+              f"{100 * s['pooled']['weighted_f1']:.2f}; UA {100 * s['mean_unweighted_accuracy']:.2f}")
+        return 0
+    if a.fold is None:
+        ap.error("--fold N (or --summarize) is needed")
+    cfg = load_emotion_config(a.config, profile=a.profile or corpus)
+    if cfg.get("profile"):
+        logging.info("config %s, profile '%s'", a.config, cfg["profile"])
+    import torch
+
+    torch.set_num_threads(int(cfg["nnet"]["num_threads"]))
+    systems.run_fold(a.system, a.train_data, a.emo_dir, a.fold, a.out_root, cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

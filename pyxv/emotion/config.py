@@ -1,0 +1,106 @@
+"""conf/emotion.yaml: options of the six emotion systems, with per-corpus profiles.
+
+The file lists what it changes from :data:`DEFAULTS`; ``profiles: {<name>: {...}}``
+holds overrides applied on top when the profile is selected (by default the
+profile named like the corpus, e.g. ``demo`` for ``data/demo``). Unknown keys
+are an error naming the key.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Mapping
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 777,
+    "classes": None,            # null: the corpus's classes (sorted labels of <emo>/all/utt2emo)
+    "xvector_models": {"clean": "exp/xvector_clean", "aug": "exp/xvector_aug"},
+    "lr": {
+        "center": True,
+        "transform": "none",    # none | whiten | lda
+        "lda_dim": None,        # null: classes - 1
+        "length_norm": True,
+        "C_grid": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0],
+        "cv_folds": 5,          # inner GroupKFold by speaker when the protocol has no dev set
+        "max_iter": 2000,
+    },
+    "nnet": {
+        # Network of the random-init systems: a x-vector YAML (model: section is
+        # used), or null for the pre-trained clean x-vector model's own config.
+        "architecture": None,
+        "epochs": 20,
+        "steps_per_epoch": 0,   # 0: one pass over the training frames in chunks
+        "batch_size": 32,
+        "lr": 0.001,
+        "weight_decay": 1.0e-4,
+        "warmup_steps": 50,
+        "chunk_min": 200,
+        "chunk_max": 400,
+        "loss": "softmax",      # emotion output layer
+        "pretrained_lr_mult": 0.1,  # fine-tuning: lr multiplier of pre-trained layers
+        "freeze": "none",       # none | embedding (fine-tune the emotion layer only)
+        "patience": 5,          # early stopping on dev weighted F1 (epochs)
+        "dev_fraction": 0.15,   # no dev in the protocol: this share of training speakers
+        "gemaps_norm": True,    # standardise GeMAPS LLDs with training mean/std
+        "min_frames": 20,       # shorter utterances are padded by repetition in training
+        "valid_max_frames": 1000,
+        "num_threads": 1,
+    },
+}
+
+
+class EmotionConfigError(ValueError):
+    pass
+
+
+def _merge(base: dict, over: Mapping, where: str, prefix: str = "") -> None:
+    for k, v in over.items():
+        key = f"{prefix}{k}"
+        if k not in base:
+            raise EmotionConfigError(f"{where}{key}: unknown key (known: {', '.join(base)})")
+        if isinstance(base[k], dict) and k != "xvector_models":
+            if not isinstance(v, Mapping):
+                raise EmotionConfigError(f"{where}{key}: expected a mapping")
+            _merge(base[k], v, where, key + ".")
+        elif isinstance(base[k], dict):
+            if not isinstance(v, Mapping):
+                raise EmotionConfigError(f"{where}{key}: expected a mapping")
+            base[k].update(v)
+        else:
+            d = base[k]
+            if isinstance(d, bool) and not isinstance(v, bool):
+                raise EmotionConfigError(f"{where}{key}: expected true/false, got {v!r}")
+            if isinstance(d, (int, float)) and not isinstance(d, bool) and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise EmotionConfigError(f"{where}{key}: expected a number, got {v!r}")
+            base[k] = float(v) if isinstance(d, float) else v
+
+
+def load_emotion_config(path: str | os.PathLike | None, profile: str | None = None,
+                        overrides: Mapping | None = None) -> dict:
+    """Defaults <- file <- profiles[profile] (if present) <- overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    raw: dict = {}
+    where = f"{path}: " if path else ""
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise EmotionConfigError(f"{path}: config file does not exist") from None
+        if not isinstance(raw, Mapping):
+            raise EmotionConfigError(f"{path}: expected a mapping")
+    raw = dict(raw)
+    profiles = raw.pop("profiles", None) or {}
+    _merge(cfg, raw, where)
+    if profile and profile in profiles:
+        _merge(cfg, profiles[profile] or {}, f"{where}profiles.{profile}: ")
+    if overrides:
+        _merge(cfg, overrides, "override: ")
+    if cfg["lr"]["transform"] not in ("none", "whiten", "lda"):
+        raise EmotionConfigError(f"{where}lr.transform: '{cfg['lr']['transform']}' is not one of none, whiten, lda")
+    if cfg["nnet"]["freeze"] not in ("none", "embedding"):
+        raise EmotionConfigError(f"{where}nnet.freeze: '{cfg['nnet']['freeze']}' is not one of none, embedding")
+    cfg["profile"] = profile if profile in profiles else None
+    return cfg

@@ -1,0 +1,242 @@
+"""The six emotion systems of Table 2 and the fold loop.
+
+    randinit_gemaps   x-vector architecture, random init, frame-level GeMAPS LLDs (25/frame)
+    randinit_mfcc     the same on MFCC (sliding CMN + VAD, as the x-vector's input)
+    frozen_lr_clean   x-vectors of ResNet-clean + logistic regression
+    frozen_lr_aug     x-vectors of ResNet-aug + logistic regression
+    finetune_clean    ResNet-clean, speaker layer replaced by an emotion layer, fine-tuned
+    finetune_aug      the same from ResNet-aug
+
+Each runs on 'clean' or 'clean+aug' training data (the fold's training utterances,
+plus their augmented copies). One fold is :func:`run_fold`; :func:`summarize` pools
+the folds. Outputs per fold (``<out>/<system>_<data>/<fold>/``): ``model.pkl`` (LR) or
+``model.pt`` (networks), ``predictions.txt`` (utt true pred), ``posteriors`` (utt
+followed by one probability per class, classes in ``classes.txt`` order),
+``metrics.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_open, write_lines
+from ..metrics.classification import classification_metrics, summarize_folds
+from .data import (LabeledSet, Split, assert_speaker_independent, check_classes, check_test_labels,
+                   corpus_classes, data_tag, discover_protocol, labeled_set, training_set)
+
+log = logging.getLogger("pyxv.emotion")
+
+SYSTEMS = ("randinit_gemaps", "randinit_mfcc", "frozen_lr_clean", "frozen_lr_aug",
+           "finetune_clean", "finetune_aug")
+
+
+def xvector_dir(model_dir: str | Path, emo_dir: str | Path, subset: str) -> Path:
+    """Where stage 4 put a subset's x-vectors: ``<model>/xvectors_<emo minus data/>/<subset>``."""
+    emo = Path(emo_dir)
+    parts = emo.parts
+    rel = Path(*parts[parts.index("data") + 1:]) if "data" in parts[:-1] else Path(emo.name)
+    return Path(model_dir) / f"xvectors_{rel.as_posix()}" / subset
+
+
+def load_embeddings(scps: list[Path], utts: list[str], what: str) -> tuple[np.ndarray, list[int]]:
+    """Rows of the x-vector scps for ``utts``; utterances without one are reported and
+    skipped. Returns (N', D) array and the kept indices."""
+    import kaldiio
+
+    table: dict = {}
+    for scp in scps:
+        if not Path(scp).is_file():
+            raise FileNotFoundError(f"x-vector file {scp} does not exist (run stage 4: x-vector extraction)")
+        table.update(kaldiio.load_scp(str(scp)))
+    keep, rows, missing = [], [], []
+    for i, u in enumerate(utts):
+        if u in table:
+            keep.append(i)
+            rows.append(np.asarray(table[u], dtype=np.float64).reshape(-1))
+        else:
+            missing.append(u)
+    if missing:
+        log.warning("%s: %d utterance(s) have no x-vector and are skipped, e.g. %s", what, len(missing), missing[:3])
+    if not rows:
+        raise ValueError(f"{what}: no utterance has an x-vector in {', '.join(map(str, scps))}")
+    return np.stack(rows), keep
+
+
+def _subset(s: LabeledSet, idx: list[int]) -> LabeledSet:
+    out = LabeledSet()
+    for i in idx:
+        out.add(s.utts[i], s.labels[i], s.spks[i], s.orig[i], s.aug[i])
+    return out
+
+
+# ----------------------------------------------------------------------- systems
+def run_frozen_lr(model_key: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
+                  classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path):
+    """Frozen x-vectors + LR. Returns (test LabeledSet actually scored, posteriors (N, C))."""
+    from .lr import EmotionLR
+
+    model_dir = Path(cfg["xvector_models"][model_key])
+    scps = [xvector_dir(model_dir, emo_dir, "all") / "xvector.scp"]
+    if any(train.aug):
+        scps.append(xvector_dir(model_dir, emo_dir, "all_aug") / "xvector.scp")
+    Xtr, ktr = load_embeddings(scps, train.utts, f"{split.name} train")
+    train = _subset(train, ktr)
+    Xte, kte = load_embeddings(scps[:1], test.utts, f"{split.name} test")
+    test = _subset(test, kte)
+    Xdev = ydev = None
+    if dev is not None:
+        Xdev, kdev = load_embeddings(scps[:1], dev.utts, f"{split.name} dev")
+        ydev = [dev.labels[i] for i in kdev]
+    o = cfg["lr"]
+    pre = {"center": o["center"], "projection": o["transform"], "lda_dim": o["lda_dim"], "length_norm": o["length_norm"]}
+    lr = EmotionLR(classes, pre=pre, C_grid=o["C_grid"], cv_folds=o["cv_folds"], max_iter=o["max_iter"], seed=cfg["seed"])
+    log.info("%s: LR on %d x-vectors (%d dims, %d augmented) from %s", split.name, len(train), Xtr.shape[1],
+             sum(train.aug), model_dir)
+    lr.fit(Xtr, train.labels, groups=train.spks, X_dev=Xdev, y_dev=ydev)
+    with atomic_open(fold_dir / "model.pkl", "wb") as f:
+        pickle.dump({"type": "frozen_lr", "classes": classes, "lr": lr, "xvector_model": str(model_dir),
+                     "selection": lr.selection}, f)
+    return test, lr.predict_proba(Xte)
+
+
+def run_nnet(system: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
+             classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path):
+    """Random-init and fine-tuned networks (see :mod:`pyxv.emotion.nnet`)."""
+    from .nnet import run_nnet_system
+
+    return run_nnet_system(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
+
+
+def system_inputs(system: str, train_data: str, emo_dir: str | Path, cfg: dict) -> list[tuple[Path, str]]:
+    """Files a system reads besides the protocol's data dirs, each with the stage
+    that makes it (for the step script's existence and freshness checks)."""
+    emo_dir = Path(emo_dir)
+    aug = train_data != "clean"
+    out: list[tuple[Path, str]] = []
+    if system.startswith("frozen_lr_"):
+        m = Path(cfg["xvector_models"][system.rsplit("_", 1)[1]])
+        out.append((xvector_dir(m, emo_dir, "all") / "xvector.scp", "stage 4, x-vector extraction"))
+        if aug:
+            out.append((xvector_dir(m, emo_dir, "all_aug") / "xvector.scp", "stage 4, x-vector extraction"))
+    elif system.startswith("finetune_"):
+        m = Path(cfg["xvector_models"][system.rsplit("_", 1)[1]])
+        out.append((m / "final.pt", "stage 3, x-vector training"))
+    if system in ("finetune_clean", "finetune_aug", "randinit_mfcc"):
+        out += [(emo_dir / "all" / "feats.scp", "stage 2, features"), (emo_dir / "all" / "vad.scp", "stage 2, features")]
+        if aug:
+            out += [(emo_dir / "all_aug" / "feats.scp", "stage 2, features"),
+                    (emo_dir / "all_aug" / "vad.scp", "stage 2, features")]
+    if system == "randinit_gemaps":
+        out.append((emo_dir / "all" / "gemaps_lld.scp", "stage 2, features"))
+        if aug:
+            out.append((emo_dir / "all_aug" / "gemaps_lld.scp", "stage 2, features"))
+    if system == "randinit_gemaps" or system == "randinit_mfcc":
+        arch = cfg["nnet"].get("architecture")
+        out.append((Path(arch), "the config's nnet.architecture") if arch else
+                   (Path(cfg["xvector_models"]["clean"]) / "final.pt", "stage 3, x-vector training"))
+    if aug:
+        out.append((emo_dir / "all_aug" / "utt2orig", "stage 1, augmentation"))
+    return out
+
+
+# ---------------------------------------------------------------------- fold loop
+def system_dir(out_root: str | Path, system: str, train_data: str) -> Path:
+    return Path(out_root) / f"{system}_{data_tag(train_data)}"
+
+
+def run_fold(system: str, train_data: str, emo_dir: str | Path, fold: int, out_root: str | Path,
+             cfg: dict) -> dict:
+    """Train and test one system on fold number ``fold`` (1-based, protocol order).
+
+    Writes the fold's model, predictions.txt, posteriors, classes.txt and metrics.json
+    (atomically; metrics.json last, so it marks a finished fold). Returns the metrics.
+    """
+    if system not in SYSTEMS:
+        raise ValueError(f"unknown system '{system}' (one of {', '.join(SYSTEMS)})")
+    emo_dir = Path(emo_dir)
+    splits = discover_protocol(emo_dir)
+    if not 1 <= fold <= len(splits):
+        raise ValueError(f"fold {fold} out of range: {emo_dir} has {len(splits)} split(s)")
+    split = splits[fold - 1]
+    fold_dir = system_dir(out_root, system, train_data) / split.name
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    classes = corpus_classes(emo_dir, splits, cfg.get("classes"))
+    train = training_set(split, train_data, emo_dir / "all_aug")
+    if cfg.get("classes"):
+        # Only the configured classes take part (e.g. 4 of a corpus's 8).
+        keep = [i for i, lab in enumerate(train.labels) if lab in classes]
+        train = _subset(train, keep)
+    check_classes(split.name, train, classes)
+    test = labeled_set(split.test)
+    check_test_labels(split.name, test.labels, classes, "test")
+    dev = labeled_set(split.dev) if split.dev is not None else None
+    if dev is not None:
+        check_test_labels(split.name, dev.labels, classes, "dev")
+    assert_speaker_independent(split.name, train, test, dev)
+    log.info("%s %s %s: %d training utts (%d augmented) of %d speakers, %s dev, %d test utts of %d speakers; "
+             "classes %s", system, train_data, split.name, len(train), sum(train.aug), len(train.speakers),
+             len(dev) if dev is not None else "no", len(test), len(test.speakers), classes)
+    if system.startswith("frozen_lr_"):
+        test, post = run_frozen_lr(system.rsplit("_", 1)[1], split, train, dev, test, classes, emo_dir, cfg, fold_dir)
+    else:
+        test, post = run_nnet(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
+    pred = [classes[i] for i in np.asarray(post).argmax(1)]
+    write_lines(fold_dir / "classes.txt", classes)
+    write_lines(fold_dir / "predictions.txt", (f"{u} {t} {p}" for u, t, p in zip(test.utts, test.labels, pred)))
+    write_lines(fold_dir / "posteriors",
+                (u + " " + " ".join(f"{x:.6f}" for x in row) for u, row in zip(test.utts, post)))
+    m = classification_metrics(test.labels, pred, labels=classes, fold=split.name)
+    m["system"], m["train_data"] = system, train_data
+    m["n_train"], m["n_train_aug"], m["seconds"] = len(train), int(sum(train.aug)), round(time.time() - t0, 1)
+    with atomic_open(fold_dir / "metrics.json", "w") as f:
+        json.dump(m, f, indent=1)
+    log.info("%s %s %s: weighted F1 %.2f%%, UA %.2f%%, accuracy %.2f%% on %d test utts (%.1fs)", system,
+             train_data, split.name, 100 * m["weighted_f1"], 100 * m["unweighted_accuracy"], 100 * m["accuracy"],
+             m["n_test"], m["seconds"])
+    return m
+
+
+def read_predictions(path: str | Path) -> list[tuple[str, str, str]]:
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 3:
+                raise ValueError(f"{path}:{n}: expected 'utt true pred', got '{line.strip()}'")
+            out.append(tuple(parts))
+    return out
+
+
+def summarize(system: str, train_data: str, emo_dir: str | Path, out_root: str | Path, corpus: str | None = None,
+              classes: list[str] | None = None) -> dict:
+    """Pool the folds of one system into ``<system>_<data>/summary.json`` (returns it)."""
+    emo_dir = Path(emo_dir)
+    splits = discover_protocol(emo_dir)
+    sdir = system_dir(out_root, system, train_data)
+    folds, t_all, p_all = {}, [], []
+    for sp in splits:
+        mfile = sdir / sp.name / "metrics.json"
+        if not mfile.is_file():
+            raise FileNotFoundError(f"{mfile} is missing: fold {sp.name} of {system} ({train_data}) did not finish")
+        with open(mfile) as f:
+            folds[sp.name] = json.load(f)
+        for _, t, p in read_predictions(sdir / sp.name / "predictions.txt"):
+            t_all.append(t)
+            p_all.append(p)
+    cfile = sdir / splits[0].name / "classes.txt"
+    if classes is None and cfile.is_file():
+        classes = [line.strip() for line in open(cfile) if line.strip()]
+    labels = classes or folds[splits[0].name]["labels"]
+    s = summarize_folds(folds, t_all, p_all, labels, system=system, train_data=train_data,
+                        corpus=corpus or emo_dir.name)
+    with atomic_open(sdir / "summary.json", "w") as f:
+        json.dump(s, f, indent=1)
+    return s

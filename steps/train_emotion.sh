@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Train and test one emotion system on every fold of an emotion corpus's protocol.
+#
+#   steps/train_emotion.sh [--cmd CMD] [--config conf/emotion.yaml] --system NAME \
+#       [--train-data clean|clean+aug] <emo-data-dir> <exp-emotion-corpus-dir>
+#   e.g. steps/train_emotion.sh --cmd "$cuda_cmd" --system frozen_lr_clean --train-data clean+aug \
+#       data/demo exp/emotion/demo
+#
+# Folds are <emo>/fold<k>/{train,dev,test} (natural order), else <emo>/{train,dev,test}
+# as one split called "split". One job per fold through $cmd; then the folds are
+# pooled. Writes <exp>/<system>_<clean|clean_aug>/<fold>/{log/,model.*,predictions.txt,
+# posteriors,classes.txt,metrics.json} and <exp>/<system>_<data>/summary.json.
+set -euo pipefail
+
+cmd=utils/parallel/run.py
+config=conf/emotion.yaml
+system=
+train_data=clean
+profile=          # config profile [the corpus name, e.g. demo, when the config has it]
+num_threads=1
+overwrite=false
+
+echo "$0 $*"
+. ./path.sh
+. utils/parse_options.sh
+
+if [ $# -ne 2 ] || [ -z "$system" ]; then
+  cat >&2 <<USAGE
+Usage: $0 [options] --system NAME <emo-data-dir> <exp-emotion-corpus-dir>
+ e.g.: $0 --system frozen_lr_clean --train-data clean+aug data/demo exp/emotion/demo
+Options:
+  --cmd CMD                  job runner [$cmd]
+  --config FILE              emotion systems config [$config]
+  --system NAME              randinit_gemaps|randinit_mfcc|frozen_lr_clean|frozen_lr_aug|finetune_clean|finetune_aug
+  --train-data DATA          clean|clean+aug [$train_data]
+  --profile NAME             config profile [the corpus name when the config has one]
+  --num-threads N            threads per fold job [$num_threads]
+  --overwrite BOOL           redo finished work [$overwrite]
+USAGE
+  exit 1
+fi
+emo=$1
+out=$2
+case $system in
+  randinit_gemaps|randinit_mfcc|frozen_lr_clean|frozen_lr_aug|finetune_clean|finetune_aug) ;;
+  *) echo "$0: unknown --system '$system'" >&2; exit 1 ;;
+esac
+case $train_data in
+  clean) tag=clean ;;
+  clean+aug) tag=clean_aug ;;
+  *) echo "$0: --train-data must be clean or clean+aug, not '$train_data'" >&2; exit 1 ;;
+esac
+[ -f "$config" ] || { echo "$0: config $config does not exist" >&2; exit 1; }
+[ -d "$emo" ] || { echo "$0: emotion data dir $emo does not exist" >&2; exit 1; }
+corpus=$(basename "$emo")
+[ -n "$profile" ] || profile=$corpus
+dir=$out/${system}_$tag
+
+nf=$(python -m pyxv.bin.train_emotion --num-folds "$emo")
+
+# Inputs whose change makes the results stale.
+inputs=("$config" "$emo"/all/utt2emo)
+for f in "$emo"/fold*/*/utt2spk "$emo"/{train,dev,test}/utt2spk; do [ -f "$f" ] && inputs+=("$f"); done
+extra=$(python -m pyxv.bin.train_emotion --list-inputs --config "$config" --profile "$profile" \
+  --system "$system" --train-data "$train_data" "$emo") || { echo "$0: inputs missing (see above)" >&2; exit 1; }
+while read -r f; do inputs+=("$f"); done <<< "$extra"
+
+if [ "$overwrite" != true ] && [ -f "$dir/summary.json" ]; then
+  stale=false
+  for f in "${inputs[@]}"; do
+    if [ -e "$f" ] && [ "$f" -nt "$dir/summary.json" ]; then stale=true; break; fi
+  done
+  if [ $stale = false ]; then
+    echo "$0: $dir/summary.json is complete and newer than its inputs; skipping (--overwrite true redoes)"
+    exit 0
+  fi
+fi
+
+mkdir -p "$dir/log"
+cp "$config" "$dir/emotion.yaml"
+rm -f "$dir/summary.json"
+echo "$0: $system on $train_data data, $nf fold(s) of $emo -> $dir"
+start=$(date +%s)
+$cmd --num-threads "$num_threads" JOB=1:"$nf" "$dir/log/train.JOB.log" \
+  python -m pyxv.bin.train_emotion --config "$config" --profile "$profile" --system "$system" \
+    --train-data "$train_data" --fold JOB "$emo" "$out" || {
+  echo "$0: a fold failed; see the logs named above ($dir/log/train.*.log)" >&2; exit 1; }
+# Each fold's own log/ (the job log of that fold).
+python - "$emo" "$dir" <<'PY'
+import shutil, sys
+from pathlib import Path
+from pyxv.emotion.data import discover_protocol
+emo, d = sys.argv[1], Path(sys.argv[2])
+for k, sp in enumerate(discover_protocol(emo), 1):
+    (d / sp.name / "log").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(d / "log" / f"train.{k}.log", d / sp.name / "log" / "train.log")
+PY
+python -m pyxv.bin.train_emotion --summarize --corpus "$corpus" --system "$system" --train-data "$train_data" \
+  "$emo" "$out" | tee "$dir/log/summary.log"
+echo "$0: done in $(( $(date +%s) - start ))s: $dir/summary.json"
