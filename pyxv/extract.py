@@ -1,0 +1,159 @@
+"""x-vector extraction: whole utterances in, embeddings out (ark/scp).
+
+An utterance of ``T`` frames is cut into ``ceil(T / chunk_frames)`` nearly
+equal chunks whose embeddings are averaged (one chunk for all but very long
+utterances). Chunks are batched only with chunks of the *same* length, so no
+padding ever enters the network: the result equals a direct
+``net.embed(x[None])`` on each chunk.
+
+    net, ck = pyxv.train.checkpoint.load_model("exp/xvector_clean/final.pt")
+    for utt, vec in extract_embeddings(net, source, utts, chunk_frames=6000): ...
+    post = utterance_posteriors(net, source, utts)     # (N, K) class posteriors
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import defaultdict
+from typing import Iterable, Iterator, Sequence
+
+import kaldiio
+import numpy as np
+import torch
+
+log = logging.getLogger("pyxv.extract")
+
+
+def _chunks(T: int, chunk_frames: int) -> list[tuple[int, int]]:
+    n = max(1, math.ceil(T / chunk_frames))
+    edges = np.linspace(0, T, n + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+@torch.no_grad()
+def embed_matrices(net, mats: Sequence[np.ndarray], *, chunk_frames: int = 6000, batch_frames: int = 20000,
+                   device: str | torch.device = "cpu", amp: torch.dtype | None = None) -> np.ndarray:
+    """Embeddings ``(N, E)`` of ``N`` feature matrices ``(T_i, D)``."""
+    device = torch.device(device)
+    out = np.zeros((len(mats), net.embed_dim), dtype=np.float64)
+    counts = np.zeros(len(mats))
+    by_len: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    for i, m in enumerate(mats):
+        for a, b in _chunks(len(m), chunk_frames):
+            by_len[b - a].append((i, a, b))
+    for L, items in by_len.items():
+        per = max(1, batch_frames // max(L, 1))
+        for k in range(0, len(items), per):
+            part = items[k:k + per]
+            x = torch.from_numpy(np.stack([mats[i][a:b] for i, a, b in part])).to(device)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                e = net.embed(x).float().cpu().numpy()
+            for (i, _, _), v in zip(part, e):
+                out[i] += v
+                counts[i] += 1
+    return (out / counts[:, None]).astype(np.float32)
+
+
+def _load(source, utt: str, min_frames: int, raw_source=None) -> np.ndarray:
+    x = source[utt]
+    if len(x) < min_frames and raw_source is not None:
+        y = raw_source[utt]
+        log.warning("utterance %s: only %d voiced frames, using all %d frames", utt, len(x), len(y))
+        x = y
+    if len(x) == 0:
+        raise ValueError(f"utterance {utt}: no frames")
+    return x
+
+
+def extract_embeddings(net, source, utts: Iterable[str], *, chunk_frames: int = 6000, batch_frames: int = 20000,
+                       min_frames: int = 10, raw_source=None, device="cpu", block: int = 256,
+                       stats: dict | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(utt, embedding)`` in input order; ``block`` utterances are read
+    at a time (memory bound) and grouped by length inside the block. Unreadable
+    utterances are logged, counted in ``stats['failed']`` and skipped.
+    ``raw_source`` (features without VAD) is the fallback for utterances with
+    fewer than ``min_frames`` voiced frames."""
+    net.eval()
+    stats = {} if stats is None else stats
+    stats.setdefault("done", 0)
+    stats.setdefault("failed", 0)
+    buf: list[tuple[str, np.ndarray]] = []
+
+    def flush():
+        if not buf:
+            return []
+        embs = embed_matrices(net, [m for _, m in buf], chunk_frames=chunk_frames,
+                              batch_frames=batch_frames, device=device)
+        res = [(u, e) for (u, _), e in zip(buf, embs)]
+        buf.clear()
+        return res
+
+    for utt in utts:
+        try:
+            buf.append((utt, _load(source, utt, min_frames, raw_source)))
+        except Exception as e:
+            log.warning("utterance %s: skipped: %s", utt, e)
+            stats["failed"] += 1
+            continue
+        if len(buf) >= block:
+            for r in flush():
+                stats["done"] += 1
+                yield r
+    for r in flush():
+        stats["done"] += 1
+        yield r
+
+
+@torch.no_grad()
+def utterance_posteriors(net, source, utts: Sequence[str], *, chunk_frames: int = 6000, device="cpu",
+                         **kw) -> tuple[list[str], np.ndarray]:
+    """Class posteriors ``(N, K)`` of whole utterances: the (chunk-averaged)
+    embedding through the output layer (plain logits, softmax)."""
+    keys, embs = [], []
+    for u, e in extract_embeddings(net, source, utts, chunk_frames=chunk_frames, device=device, **kw):
+        keys.append(u)
+        embs.append(e)
+    if not embs:
+        return keys, np.zeros((0, net.num_classes), dtype=np.float32)
+    was = net.training
+    net.eval()
+    e = torch.from_numpy(np.stack(embs)).to(device)
+    post = torch.softmax(net.logits_from_embedding(e).float(), dim=-1).cpu().numpy()
+    net.train(was)
+    return keys, post
+
+
+def write_embeddings(pairs: Iterable[tuple[str, np.ndarray]], ark: str | os.PathLike) -> int:
+    """Write ``(key, vector)`` pairs to ``ark`` and its ``.scp`` (atomically: temp
+    names, then renamed). Returns the count."""
+    ark = str(ark)
+    scp = ark[:-4] + ".scp" if ark.endswith(".ark") else ark + ".scp"
+    d, b = os.path.split(ark)
+    tmp_ark = os.path.join(d, f".{b}.tmp")
+    tmp_scp = tmp_ark + ".scp"
+    n = 0
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as w:
+        for k, v in pairs:
+            w(k, np.asarray(v, dtype=np.float32))
+            n += 1
+    with open(tmp_scp, encoding="utf-8") as f:
+        lines = [ln.replace(tmp_ark, ark) for ln in f]
+    with open(tmp_scp, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    os.replace(tmp_ark, ark)
+    os.replace(tmp_scp, scp)
+    return n
+
+
+def speaker_means(xvector_scp: str | os.PathLike, utt2spk: dict[str, str]) -> tuple[dict, dict]:
+    """Mean x-vector per speaker and utterance counts (Kaldi's ``ivector-mean``)."""
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = defaultdict(int)
+    for utt, v in kaldiio.load_scp_sequential(str(xvector_scp)):
+        spk = utt2spk.get(utt)
+        if spk is None:
+            continue
+        sums[spk] = sums.get(spk, 0) + np.asarray(v, dtype=np.float64)
+        counts[spk] += 1
+    return {s: (sums[s] / counts[s]).astype(np.float32) for s in sorted(sums)}, dict(counts)

@@ -1,0 +1,184 @@
+"""YAML configuration of the x-vector model and its training, with validation.
+
+A config is a nested mapping with three sections, ``model``, ``data`` and
+``train`` (and ``extract``). Every key has a default (``DEFAULTS``); a YAML file
+only lists what it changes. An unknown key or a value of the wrong type is a
+:class:`ConfigError` naming the key (``train.lr: expected float, got 'fast'``).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key and the file."""
+
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {
+        "input_dim": 23,             # feature dimension (23 MFCC, 25 GeMAPS LLDs ...)
+        "channels": [16, 32, 64, 128],
+        "blocks": [3, 4, 6, 3],      # basic residual blocks per group (ResNet-34)
+        "first_kernel": 7,           # first conv kernel size (Table 1: 7x7)
+        "heads": 32,                 # attention heads of the pooling (eq. 1-2)
+        "embed_dim": 400,            # x-vector dimension
+        "loss": "asoftmax",          # asoftmax | amsoftmax | aamsoftmax | softmax
+        "margin": 2.0,               # m (integer for A-softmax; cosine/angle margin otherwise)
+        "scale": 30.0,               # s of AM/AAM-softmax
+        "anneal_base": 1000.0,       # A-softmax annealing: lambda = max(min, base*(1+gamma*it)^-power)
+        "anneal_gamma": 0.12,
+        "anneal_power": 1.0,
+        "anneal_min": 5.0,
+    },
+    "data": {
+        "cmn_window": 300,           # sliding CMN window (frames); 0 disables CMN
+        "apply_vad": True,           # drop unvoiced frames (vad.scp) before training
+        "min_frames": 200,           # drop utterances with fewer voiced frames
+        "min_utts_per_class": 8,     # drop speakers (classes) with fewer utterances
+        "valid_per_class": 1,        # held-out validation utterances per speaker
+        "max_valid": 1000,           # at most this many validation utterances
+        "chunk_min": 200,            # random chunk length range (frames)
+        "chunk_max": 400,
+        "valid_max_frames": 1000,    # validation on the first N frames of each held-out utt
+        "sampling": "balanced",      # balanced (speaker then utt) | proportional (utt)
+        "cache_utts": 64,            # LRU cache of utterance matrices per process
+    },
+    "train": {
+        "seed": 777,
+        "epochs": 20,
+        "steps_per_epoch": 0,        # 0: about (voiced frames / mean chunk) / batch
+        "batch_size": 32,            # global batch (split over DDP processes)
+        "optimizer": "adam",         # adam | adamw | sgd
+        "lr": 0.001,
+        "weight_decay": 1.0e-5,
+        "momentum": 0.9,             # for sgd
+        "warmup_steps": 1000,
+        "lr_schedule": "exp",        # exp | cosine | constant (after warm-up)
+        "final_lr_ratio": 0.01,      # lr at the last step / lr (exp and cosine)
+        "grad_clip": 10.0,           # 0 disables
+        "log_interval": 50,          # steps between log lines
+        "num_workers": 0,            # DataLoader workers per process
+        "amp": "bf16",               # bf16 | fp16 | none (autocast on GPU only)
+        "pretrained_lr_mult": 1.0,   # lr multiplier of layers loaded with init_from
+        "freeze": "none",            # none | embedding (train only the output layer)
+        "patience": 0,               # early stopping on the dev metric; 0: off
+        "keep_checkpoints": 3,       # epoch checkpoints kept (the newest); 0 keeps all
+    },
+    "extract": {
+        "chunk_frames": 6000,        # longer utterances are embedded in chunks, averaged
+        "min_frames": 10,            # fewer voiced frames: use all frames instead
+        "batch_frames": 20000,       # frames per batch of equal-length chunks
+    },
+}
+
+_CHOICES = {
+    "model.loss": ("asoftmax", "amsoftmax", "aamsoftmax", "softmax"),
+    "data.sampling": ("balanced", "proportional"),
+    "train.optimizer": ("adam", "adamw", "sgd"),
+    "train.lr_schedule": ("exp", "cosine", "constant"),
+    "train.amp": ("bf16", "fp16", "none"),
+    "train.freeze": ("none", "embedding"),
+}
+
+
+def _type_name(v: Any) -> str:
+    return type(v).__name__
+
+
+def _check(key: str, value: Any, default: Any, where: str) -> Any:
+    """Return ``value`` converted to the default's type or raise ConfigError."""
+    bad = ConfigError(f"{where}{key}: expected {_type_name(default)}, got {value!r}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError(f"{where}{key}: '{value}' is not one of {', '.join(_CHOICES[key])}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+            raise ConfigError(f"{where}{key}: expected a list of integers, got {value!r}")
+        return list(value)
+    raise bad  # pragma: no cover
+
+
+def validate_config(cfg: Mapping | None, *, where: str = "") -> dict:
+    """Merge ``cfg`` over :data:`DEFAULTS` and check every key and type.
+
+    ``where`` (e.g. ``"conf/x.yaml: "``) prefixes error messages. Returns a new
+    complete config dict.
+    """
+    out = copy.deepcopy(DEFAULTS)
+    if cfg is None:
+        cfg = {}
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{where}config must be a mapping with sections {', '.join(DEFAULTS)}")
+    for section, values in cfg.items():
+        if section not in DEFAULTS:
+            raise ConfigError(f"{where}{section}: unknown section (known: {', '.join(DEFAULTS)})")
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}{section}: expected a mapping of options")
+        for k, v in values.items():
+            key = f"{section}.{k}"
+            if k not in DEFAULTS[section]:
+                raise ConfigError(f"{where}{key}: unknown key")
+            out[section][k] = _check(key, v, DEFAULTS[section][k], where)
+    m, d = out["model"], out["data"]
+    if len(m["channels"]) != len(m["blocks"]) or not m["channels"]:
+        raise ConfigError(f"{where}model.blocks: needs one entry per model.channels entry")
+    if min(m["channels"]) < 1 or min(m["blocks"]) < 1:
+        raise ConfigError(f"{where}model.channels/blocks: must be positive")
+    for k in ("input_dim", "heads", "embed_dim", "first_kernel"):
+        if m[k] < 1:
+            raise ConfigError(f"{where}model.{k}: must be positive")
+    if m["loss"] == "asoftmax" and (m["margin"] != int(m["margin"]) or m["margin"] < 1):
+        raise ConfigError(f"{where}model.margin: A-softmax needs an integer margin >= 1, got {m['margin']}")
+    if not 1 <= d["chunk_min"] <= d["chunk_max"]:
+        raise ConfigError(f"{where}data.chunk_min/chunk_max: need 1 <= chunk_min <= chunk_max")
+    if out["train"]["batch_size"] < 1:
+        raise ConfigError(f"{where}train.batch_size: must be positive")
+    return out
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read and validate a YAML config file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return validate_config(raw, where=f"{path}: ")
+
+
+def dump_config(cfg: Mapping, path: str | os.PathLike) -> None:
+    from ..io import atomic_open
+
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(dict(cfg), f, sort_keys=False)
+
+
+ARCH_KEYS = ("input_dim", "channels", "blocks", "first_kernel", "heads", "embed_dim")
+
+
+def arch_of(cfg: Mapping) -> dict:
+    """The keys of ``cfg['model']`` that fix parameter shapes (for checkpoint checks)."""
+    return {k: cfg["model"][k] for k in ARCH_KEYS}

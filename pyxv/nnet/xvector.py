@@ -1,0 +1,101 @@
+"""The x-vector network of the paper (Table 1), built from a config.
+
+    features (B, T, F)                       F = model.input_dim (23 MFCC)
+    -> ResNet trunk (B, C, F/8, T/8)         resnet.ResNetTrunk
+    -> mean over frequency (B, T/8, C)
+    -> multi-head attention pooling (B, H*C) pooling.MultiHeadAttentionPooling, eq. (1)-(2)
+    -> FC to E (B, E)                        the x-vector (before any non-linearity)
+    -> batch norm -> output layer (B, K)     losses.MarginHead (A-softmax, AM, AAM, softmax)
+
+API used by the trainer and by the emotion systems::
+
+    net = XVectorNet.from_config(cfg, num_classes)   # cfg: validated dict (config.py)
+    emb = net.embed(x)           # (B, E) x-vectors
+    logits = net(x)              # (B, K) plain logits; net(x, target) gives margin logits
+    post = net.posteriors(x)     # (B, K) softmax of the plain logits
+    net.replace_head(k, loss="softmax")  # new output layer (e.g. emotions)
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .config import arch_of, validate_config
+from .losses import MarginHead
+from .pooling import MultiHeadAttentionPooling
+from .resnet import ResNetTrunk
+
+
+class XVectorNet(nn.Module):
+    def __init__(self, input_dim: int = 23, channels=(16, 32, 64, 128), blocks=(3, 4, 6, 3),
+                 first_kernel: int = 7, heads: int = 32, embed_dim: int = 400, num_classes: int = 2,
+                 loss: str = "asoftmax", margin: float = 2.0, scale: float = 30.0, **head_kw):
+        super().__init__()
+        self.input_dim, self.embed_dim = input_dim, embed_dim
+        self.trunk = ResNetTrunk(channels, blocks, first_kernel)
+        c = self.trunk.out_channels
+        self.pool = MultiHeadAttentionPooling(c, heads)
+        self.embedding = nn.Linear(heads * c, embed_dim)
+        self.embed_bn = nn.BatchNorm1d(embed_dim)
+        self._head_kw = dict(head_kw)
+        self.head = MarginHead(embed_dim, num_classes, loss, margin, scale, **head_kw)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping, num_classes: int) -> "XVectorNet":
+        """Build from a (possibly partial) config dict; validated first."""
+        cfg = validate_config(cfg)
+        m = dict(cfg["model"])
+        return cls(num_classes=num_classes, **m)
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def replace_head(self, num_classes: int, loss: str | None = None, margin: float | None = None,
+                     scale: float | None = None) -> None:
+        """A new, randomly initialised output layer with ``num_classes`` outputs."""
+        old = self.head
+        self.head = MarginHead(self.embed_dim, num_classes, loss or old.loss,
+                               old.margin if margin is None else margin,
+                               old.scale if scale is None else scale, **self._head_kw).to(old.weight.device)
+
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, F) -> (B, T', C)``: trunk output averaged over frequency."""
+        if x.dim() != 3 or x.shape[-1] != self.input_dim:
+            raise ValueError(f"XVectorNet expects (batch, frames, {self.input_dim}) input, got {tuple(x.shape)}")
+        return self.trunk(x).mean(dim=2).transpose(1, 2)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, F) -> (B, E)`` x-vectors (affine output, no non-linearity)."""
+        return self.embedding(self.pool(self.frame_features(x)).to(self.embedding.weight.dtype))
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None, with_plain: bool = False):
+        """Logits ``(B, K)``: with ``target``, the margin logits whose cross-entropy
+        is the training loss; ``with_plain`` also returns the plain logits
+        (no margin, no gradient) for accuracy."""
+        h = self.embed_bn(self.embed(x))
+        out = self.head(h, target)
+        if with_plain:
+            with torch.no_grad():
+                plain = out if target is None else self.head(h.detach(), None)
+            return out, plain
+        return out
+
+    def logits_from_embedding(self, emb: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.embed_bn(emb), target)
+
+    @torch.no_grad()
+    def posteriors(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self(x).float(), dim=-1)
+
+    def num_parameters(self, head: bool = True) -> int:
+        return sum(p.numel() for n, p in self.named_parameters() if head or not n.startswith("head."))
+
+
+def describe(cfg: Mapping) -> str:
+    """Short architecture description for error messages."""
+    a = arch_of(cfg)
+    return (f"input_dim={a['input_dim']} channels={a['channels']} blocks={a['blocks']} "
+            f"kernel={a['first_kernel']} heads={a['heads']} embed_dim={a['embed_dim']}")

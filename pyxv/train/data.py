@@ -1,0 +1,278 @@
+"""Features for training and extraction, and the random-chunk batches of an epoch.
+
+- :func:`prepare_features` turns raw MFCC (``feats.scp``) and VAD (``vad.scp``)
+  into the network input once (sliding CMN, then unvoiced frames removed: the
+  idea of Kaldi's ``prepare_feats_for_egs.sh``) and writes ark/scp plus
+  ``utt2num_frames``.
+- :class:`FeatureSource` reads utterance matrices through scp offsets (one
+  utterance at a time, a small LRU cache), optionally applying CMN/VAD on the
+  fly (e.g. ``gemaps_lld.scp`` with the MFCC ``vad.scp``); memory is bounded by
+  the batch, never by the corpus.
+- :class:`ChunkBatches` is the plan of one epoch: ``steps`` batches, each of
+  one random chunk length in ``[chunk_min, chunk_max]`` with utterances drawn
+  class-balanced (class, then utterance) or proportionally (utterance), random
+  start offsets. It is a pure function of ``(seed, epoch)``, so a resumed run
+  sees exactly the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import kaldiio
+import numpy as np
+import torch
+
+from ..io import atomic_open, read_table, write_table
+
+log = logging.getLogger("pyxv.train")
+
+
+def xvector_input(feats: np.ndarray, vad: np.ndarray | None, cmn_window: int = 300,
+                  apply_vad: bool = True, name: str = "") -> np.ndarray:
+    """Network input of one utterance: sliding CMN (window ``cmn_window``, 0: none)
+    then, if ``apply_vad``, only the frames whose VAD value is > 0.5.
+
+    ``feats`` (T, D) and ``vad`` (T,) may differ by a couple of frames (features
+    of other extractors): both are cut to the shorter.
+    """
+    x = np.asarray(feats, dtype=np.float32)
+    if cmn_window > 0:
+        from ..features.cmvn import apply_sliding_cmn  # helper of pyxv.features (Kaldi apply-cmvn-sliding)
+
+        x = apply_sliding_cmn(x, window=cmn_window)
+    if apply_vad and vad is not None:
+        v = np.asarray(vad).reshape(-1)
+        n = min(len(v), len(x))
+        if abs(len(v) - len(x)) > 3:
+            raise ValueError(f"utterance {name}: {len(x)} feature frames but {len(v)} VAD frames")
+        x = x[:n][v[:n] > 0.5]
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class FeatureSource:
+    """Utterance feature matrices from a Kaldi scp, read lazily through offsets.
+
+    ``source[utt]`` -> ``(T, D)`` float32 array. ``lengths`` gives frames per
+    utterance (after VAD when applied): from ``utt2num_frames`` when given (the
+    prepared archives have one), otherwise measured once by reading.
+
+    >>> src = FeatureSource("exp/xvector_clean/feats/feats.scp", utt2num_frames=".../utt2num_frames")
+    >>> raw = FeatureSource("data/demo/all/gemaps_lld.scp", vad_scp="data/demo/all/vad.scp", cmn_window=300)
+    """
+
+    def __init__(self, scp: str | os.PathLike, *, vad_scp: str | os.PathLike | None = None,
+                 cmn_window: int = 0, apply_vad: bool | None = None,
+                 utt2num_frames: str | os.PathLike | Mapping[str, int] | None = None, cache: int = 64):
+        self.scp = str(scp)
+        self.table = read_table(scp)
+        self.vad = read_table(vad_scp) if vad_scp else None
+        self.cmn_window = cmn_window
+        self.apply_vad = (vad_scp is not None) if apply_vad is None else apply_vad
+        self._cache: collections.OrderedDict = collections.OrderedDict()
+        self._cache_size = cache
+        self._lengths: dict[str, int] | None = None
+        if utt2num_frames is not None:
+            if isinstance(utt2num_frames, Mapping):
+                self._lengths = {u: int(n) for u, n in utt2num_frames.items()}
+            else:
+                self._lengths = {u: int(n) for u, n in read_table(utt2num_frames).items()}
+
+    @property
+    def transformed(self) -> bool:
+        return self.cmn_window > 0 or (self.apply_vad and self.vad is not None)
+
+    def __contains__(self, utt: str) -> bool:
+        return utt in self.table and (not self.apply_vad or self.vad is None or utt in self.vad)
+
+    def keys(self) -> list[str]:
+        return [u for u in self.table if u in self]
+
+    def __getitem__(self, utt: str) -> np.ndarray:
+        if utt in self._cache:
+            self._cache.move_to_end(utt)
+            return self._cache[utt]
+        x = self.load(utt)
+        if self._cache_size > 0:
+            self._cache[utt] = x
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return x
+
+    def load(self, utt: str) -> np.ndarray:
+        if utt not in self.table:
+            raise KeyError(f"{self.scp}: no features for utterance {utt}")
+        x = np.asarray(kaldiio.load_mat(self.table[utt]), dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if self.transformed:
+            vad = None
+            if self.apply_vad and self.vad is not None:
+                if utt not in self.vad:
+                    raise KeyError(f"no VAD for utterance {utt}")
+                vad = kaldiio.load_mat(self.vad[utt])
+            x = xvector_input(x, vad, self.cmn_window, self.apply_vad, name=utt)
+        return x
+
+    @property
+    def dim(self) -> int:
+        return int(self[next(iter(self.keys()))].shape[1])
+
+    @property
+    def lengths(self) -> dict[str, int]:
+        if self._lengths is None:
+            lens = {}
+            for u in self.keys():
+                try:
+                    lens[u] = int(self.load(u).shape[0])
+                except Exception as e:  # one bad utterance: reported, skipped
+                    log.warning("skipping utterance %s: %s", u, e)
+            self._lengths = lens
+        return self._lengths
+
+
+def prepare_features(feats_scp: str | os.PathLike, vad_scp: str | os.PathLike | None, out_dir: str | os.PathLike,
+                     name: str, *, cmn_window: int = 300, apply_vad: bool = True, job: int = 1, nj: int = 1,
+                     min_frames: int = 1) -> dict:
+    """Write the network input of utterances ``job, job+nj, ...`` (1-based, in scp
+    order) into ``out_dir/name.ark`` + ``.scp`` and ``name.utt2num_frames``.
+
+    Utterances without VAD, unreadable, or shorter than ``min_frames`` after
+    VAD are reported in the log and skipped. Returns counts.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    feats = read_table(feats_scp)
+    vad = read_table(vad_scp) if (vad_scp and apply_vad) else None
+    utts = list(feats)[job - 1::nj]
+    ark, scp = out_dir / f"{name}.ark", out_dir / f"{name}.scp"
+    tmp_ark, tmp_scp = out_dir / f".{name}.ark.tmp", out_dir / f".{name}.scp.tmp"
+    lens: dict[str, int] = {}
+    stats = collections.Counter()
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as w:
+        for i, utt in enumerate(utts, 1):
+            try:
+                if vad is not None and utt not in vad:
+                    raise KeyError(f"{vad_scp} has no entry")
+                x = np.asarray(kaldiio.load_mat(feats[utt]), dtype=np.float32)
+                v = kaldiio.load_mat(vad[utt]) if vad is not None else None
+                x = xvector_input(x, v, cmn_window, apply_vad and v is not None, name=utt)
+            except Exception as e:
+                log.warning("utterance %s: skipped: %s", utt, e)
+                stats["bad"] += 1
+                continue
+            if len(x) < min_frames:
+                stats["short"] += 1
+                continue
+            w(utt, x)
+            lens[utt] = len(x)
+            stats["ok"] += 1
+            if i % 500 == 0:
+                log.info("prepared %d/%d utterances", i, len(utts))
+    # The scp names the temporary ark: rewrite it with the final name, then rename both.
+    with open(tmp_scp, encoding="utf-8") as f, atomic_open(scp, "w", encoding="utf-8") as g:
+        for line in f:
+            g.write(line.replace(str(tmp_ark), str(ark)))
+    os.replace(tmp_ark, ark)
+    os.unlink(tmp_scp)
+    write_table(out_dir / f"{name}.utt2num_frames", lens)
+    log.info("prepared %d utterances (%d unreadable or without VAD, %d shorter than %d frames)",
+             stats["ok"], stats["bad"], stats["short"], min_frames)
+    return dict(stats)
+
+
+def filter_training_set(utt2label: Mapping[str, str], lengths: Mapping[str, int], *, min_frames: int,
+                        min_utts_per_class: int) -> tuple[dict[str, str], dict]:
+    """Keep utterances with features and ``>= min_frames`` frames, then classes
+    with ``>= min_utts_per_class`` of them. Returns the kept map and counts."""
+    missing = [u for u in utt2label if u not in lengths]
+    short = [u for u in utt2label if u in lengths and lengths[u] < min_frames]
+    kept = {u: l for u, l in utt2label.items() if u in lengths and lengths[u] >= min_frames}
+    per = collections.Counter(kept.values())
+    small = {c for c, n in per.items() if n < min_utts_per_class}
+    out = {u: l for u, l in kept.items() if l not in small}
+    info = {"missing_features": len(missing), "too_short": len(short), "classes_dropped": len(small),
+            "utts_in_dropped_classes": sum(per[c] for c in small), "utts": len(out),
+            "classes": len(set(out.values()))}
+    if missing:
+        log.warning("%d utterances have no features and are skipped (e.g. %s)", len(missing),
+                    ", ".join(missing[:5]))
+    return out, info
+
+
+def split_validation(utt2label: Mapping[str, str], per_class: int, max_valid: int, seed: int) -> list[str]:
+    """Hold out ``per_class`` utterances of each class that has at least
+    ``per_class + 2`` (so training keeps some), at most ``max_valid`` in all."""
+    rng = np.random.default_rng([seed, 99991])
+    by = collections.defaultdict(list)
+    for u, l in utt2label.items():
+        by[l].append(u)
+    valid = []
+    for l in sorted(by):
+        us = sorted(by[l])
+        if per_class > 0 and len(us) >= per_class + 2:
+            valid.extend(rng.choice(us, size=per_class, replace=False).tolist())
+    if len(valid) > max_valid:
+        valid = sorted(rng.choice(valid, size=max_valid, replace=False).tolist())
+    return sorted(valid)
+
+
+class ChunkBatches(torch.utils.data.Dataset):
+    """The random-chunk batches of one epoch; item ``i`` is ``(x, y)`` with
+    ``x (b, L, D)`` float32 and ``y (b,)`` int64 class indices.
+
+    ``rank``/``world`` select this process's share of every global batch
+    (samples ``rank::world``), so DDP with N processes sees the same global
+    batches as one process.
+    """
+
+    def __init__(self, source: FeatureSource, utts: Sequence[str], labels: Sequence[int], lengths: Mapping[str, int],
+                 *, batch_size: int, steps: int, chunk_min: int, chunk_max: int, sampling: str = "balanced",
+                 seed: int = 0, epoch: int = 1, rank: int = 0, world: int = 1):
+        self.source = source
+        self.rank, self.world = rank, world
+        utts = list(utts)
+        labels = np.asarray(labels)
+        lens = np.array([lengths[u] for u in utts])
+        rng = np.random.default_rng([seed, epoch])
+        classes = np.unique(labels)
+        members = [np.flatnonzero(labels == c) for c in classes]
+        self.plan = []
+        for _ in range(steps):
+            L = int(rng.integers(chunk_min, chunk_max + 1))
+            if sampling == "balanced":
+                cls = rng.integers(0, len(classes), size=batch_size)
+                idx = np.array([members[c][rng.integers(0, len(members[c]))] for c in cls])
+            else:
+                idx = rng.integers(0, len(utts), size=batch_size)
+            starts = (rng.random(batch_size) * np.maximum(lens[idx] - L + 1, 1)).astype(np.int64)
+            self.plan.append((L, [(utts[i], int(s), int(labels[i])) for i, s in zip(idx, starts)]))
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int):
+        L, items = self.plan[i]
+        items = items[self.rank::self.world]
+        xs, ys = [], []
+        for utt, s, y in items:
+            xs.append(chunk(self.source[utt], s, L))
+            ys.append(y)
+        return torch.from_numpy(np.stack(xs)), torch.tensor(ys, dtype=torch.int64)
+
+
+def chunk(x: np.ndarray, start: int, length: int) -> np.ndarray:
+    """``length`` frames from ``start``; a shorter utterance is repeated to fill."""
+    if len(x) >= start + length:
+        return x[start:start + length]
+    reps = -(-(start + length) // len(x))
+    return np.concatenate([x] * reps)[start:start + length]
+
+
+def default_steps(lengths: Iterable[int], batch_size: int, chunk_min: int, chunk_max: int) -> int:
+    """Steps so that one epoch sees about every voiced frame once."""
+    total = sum(lengths)
+    return max(1, int(round(total / ((chunk_min + chunk_max) / 2) / batch_size)))

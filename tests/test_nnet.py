@@ -1,0 +1,149 @@
+"""x-vector network: Table 1 shapes, eq. (1)-(2) pooling, margin losses, config validation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pyxv.nnet.config import ConfigError, load_config, validate_config
+from pyxv.nnet.losses import MarginHead
+from pyxv.nnet.pooling import MultiHeadAttentionPooling
+from pyxv.nnet.xvector import XVectorNet
+
+torch.set_num_threads(1)
+
+
+def test_paper_config_shapes(repo_root):
+    cfg = load_config(repo_root / "conf" / "xvector_resnet34.yaml")
+    m = cfg["model"]
+    assert (m["channels"], m["blocks"], m["first_kernel"], m["heads"], m["embed_dim"], m["loss"]) == \
+        ([16, 32, 64, 128], [3, 4, 6, 3], 7, 32, 400, "asoftmax")
+    torch.manual_seed(0)
+    net = XVectorNet.from_config(cfg, num_classes=1000).eval()
+    convs = [mod for mod in net.trunk.modules() if isinstance(mod, torch.nn.Conv2d) and mod.kernel_size != (1, 1)]
+    assert len(convs) == 1 + 2 * (3 + 4 + 6 + 3)  # 33 convs + the FC layers make ResNet-34
+    assert convs[0].kernel_size == (7, 7) and convs[0].out_channels == 16 and convs[0].stride == (1, 1)
+    x = torch.randn(2, 300, 23)
+    with torch.no_grad():
+        fmap = net.trunk(x)
+        assert fmap.shape == (2, 128, 3, 38)          # T/8 x 3 maps, 128 channels (Table 1)
+        frames = net.frame_features(x)
+        assert frames.shape == (2, 38, 128)
+        torch.testing.assert_close(frames, fmap.mean(2).transpose(1, 2))
+        assert net.pool(frames).shape == (2, 32 * 128)
+        assert net.embed(x).shape == (2, 400)
+        assert net(x).shape == (2, 1000)
+    total, body = net.num_parameters(), net.num_parameters(head=False)
+    print(f"\nparameters of the paper x-vector: {total} with a 1000-speaker head, {body} without")
+    assert 2.5e6 < body < 3.5e6
+
+
+def test_pooling_eq1_eq2_against_direct_computation():
+    torch.manual_seed(1)
+    pool = MultiHeadAttentionPooling(dim=5, heads=3)
+    with torch.no_grad():
+        pool.scale.copy_(torch.tensor([0.5, 1.0, 2.0]))
+    x = torch.randn(2, 7, 5)
+    w = pool.weights(x).detach().numpy()
+    e = pool(x).detach().numpy().reshape(2, 3, 5)
+    mu, s, xs = pool.mu.detach().numpy().astype(np.float64), pool.scale.detach().numpy(), x.numpy().astype(np.float64)
+    for b in range(2):
+        for h in range(3):
+            a = np.array([math.exp(-s[h] * np.linalg.norm(xs[b, t] - mu[h])) for t in range(7)])
+            wd = a / a.sum()                                        # eq. (1)
+            np.testing.assert_allclose(w[b, h], wd, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(e[b, h], (wd[:, None] * xs[b]).sum(0), rtol=1e-4, atol=1e-5)  # eq. (2)
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-6)           # normalised over time, per head
+    assert (w > 0).all()
+
+
+def test_pooling_is_permutation_invariant_and_length_free():
+    torch.manual_seed(2)
+    pool = MultiHeadAttentionPooling(8, 4)
+    x = torch.randn(1, 20, 8)
+    torch.testing.assert_close(pool(x), pool(x[:, torch.randperm(20)]), rtol=1e-5, atol=1e-5)
+    # a repeated utterance gives the same weighted average
+    torch.testing.assert_close(pool(x), pool(torch.cat([x, x], 1)), rtol=1e-5, atol=1e-5)
+
+
+def test_asoftmax_target_logit_and_annealing():
+    torch.manual_seed(3)
+    head = MarginHead(4, 3, "asoftmax", margin=2, anneal_base=0.0, anneal_min=0.0)
+    x = torch.randn(5, 4)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        plain = head(x)
+        out = head(x, y)
+    norm = x.norm(dim=1)
+    cos = plain / norm[:, None]
+    for i in range(5):
+        theta = math.acos(float(cos[i, y[i]]))
+        k = math.floor(2 * theta / math.pi)
+        psi = (-1) ** k * math.cos(2 * theta) - 2 * k           # SphereFace psi, m=2
+        assert float(out[i, y[i]]) == pytest.approx(float(norm[i]) * psi, rel=1e-4, abs=1e-5)
+        for j in range(3):
+            if j != y[i]:
+                assert float(out[i, j]) == pytest.approx(float(plain[i, j]), rel=1e-6)
+        assert float(out[i, y[i]]) <= float(plain[i, y[i]]) + 1e-6
+    # annealing: lambda decays with the iterations, target logit moves from plain to margin
+    h2 = MarginHead(4, 3, "asoftmax", margin=2)
+    assert h2.lambda_() == pytest.approx(1000.0)
+    h2.train()
+    for _ in range(100):
+        h2(x, y)
+    assert h2.lambda_() == pytest.approx(max(5.0, 1000.0 / (1 + 0.12 * 100)))
+
+
+@pytest.mark.parametrize("loss,expect", [("amsoftmax", lambda c, s, m: s * (c - m)),
+                                         ("aamsoftmax", lambda c, s, m: s * math.cos(math.acos(c) + m))])
+def test_additive_margins(loss, expect):
+    torch.manual_seed(4)
+    head = MarginHead(6, 4, loss, margin=0.2, scale=30.0)
+    x = torch.randn(3, 6)
+    y = torch.tensor([1, 3, 0])
+    with torch.no_grad():
+        plain, out = head(x), head(x, y)
+    for i in range(3):
+        c = float(plain[i, y[i]]) / 30.0
+        assert float(out[i, y[i]]) == pytest.approx(expect(c, 30.0, 0.2), rel=1e-4, abs=1e-4)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.chanels: unknown key"):
+        validate_config({"model": {"chanels": [1]}})
+    with pytest.raises(ConfigError, match=r"train\.lr: expected float"):
+        validate_config({"train": {"lr": "fast"}})
+    with pytest.raises(ConfigError, match=r"model\.heads: expected int"):
+        validate_config({"model": {"heads": 2.5}})
+    with pytest.raises(ConfigError, match=r"model\.loss: 'foo' is not one of"):
+        validate_config({"model": {"loss": "foo"}})
+    with pytest.raises(ConfigError, match=r"optim: unknown section"):
+        validate_config({"optim": {}})
+    p = tmp_path / "bad.yaml"
+    p.write_text("data:\n  chunk_min: 300\n  chunk_max: 200\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: data\.chunk_min"):
+        load_config(p)
+    assert validate_config({"train": {"lr": 1}})["train"]["lr"] == 1.0
+
+
+def test_demo_config_is_small(repo_root):
+    cfg = load_config(repo_root / "conf" / "xvector_demo.yaml")
+    net = XVectorNet.from_config(cfg, 10)
+    assert net.num_parameters() < 1.0e6
+    with torch.no_grad():
+        assert net.eval().embed(torch.randn(1, 150, cfg["model"]["input_dim"])).shape == (1, cfg["model"]["embed_dim"])
+
+
+def test_other_input_dim_and_replace_head():
+    net = XVectorNet.from_config({"model": {"input_dim": 25, "channels": [4, 8], "blocks": [1, 1],
+                                            "heads": 2, "embed_dim": 8}}, 5)
+    with torch.no_grad():
+        assert net.eval()(torch.randn(2, 40, 25)).shape == (2, 5)
+        net.replace_head(4, loss="softmax")
+        p = net.posteriors(torch.randn(2, 40, 25))
+    assert p.shape == (2, 4)
+    torch.testing.assert_close(p.sum(1), torch.ones(2))
+    with pytest.raises(ValueError, match="expects"):
+        net(torch.randn(2, 40, 23))
