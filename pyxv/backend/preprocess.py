@@ -1,0 +1,123 @@
+"""Embedding pre-processing for the SV back-ends, scikit-learn style.
+
+Each class has ``fit(X, y=None)``, ``transform(X)`` and ``fit_transform``; X is
+(N, D) float, y (N,) speaker labels (only LDA needs them). Fitted state is plain
+numpy arrays, so a pickled chain is small and loads without our training data.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import eigh
+
+__all__ = ["Center", "LDA", "Whiten", "LengthNorm", "class_stats"]
+
+
+class _Step:
+    def fit_transform(self, X, y=None):
+        return self.fit(X, y).transform(X)
+
+    def __repr__(self) -> str:
+        keys = [k for k in vars(self) if not k.endswith("_")]
+        return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in keys)})"
+
+
+def class_stats(X: np.ndarray, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class counts (C,), means (C, D) and the pooled within-class scatter (D, D).
+
+    Labels may be any hashable values; classes are in ``np.unique`` order.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    _, inv, counts = np.unique(np.asarray(y), return_inverse=True, return_counts=True)
+    sums = np.zeros((counts.size, X.shape[1]))
+    np.add.at(sums, inv, X)
+    means = sums / counts[:, None]
+    R = X - means[inv]
+    return counts, means, R.T @ R
+
+
+class Center(_Step):
+    """Subtract the training mean."""
+
+    def fit(self, X, y=None):
+        self.mean_ = np.asarray(X, dtype=np.float64).mean(0)
+        return self
+
+    def transform(self, X):
+        return np.asarray(X, dtype=np.float64) - self.mean_
+
+
+class LDA(_Step):
+    """Linear discriminant analysis (Kaldi ``ivector-compute-lda`` style).
+
+    Solves ``S_b v = lambda S_w v`` with S_w the within-speaker covariance and
+    S_b the covariance of speaker means (each speaker weighted by its count);
+    keeps the ``dim`` leading directions, scaled so the within-speaker
+    covariance of the output is the identity. ``dim`` is capped at
+    ``min(D, n_speakers - 1)``.
+    """
+
+    def __init__(self, dim: int = 200, reg: float = 1e-6):
+        self.dim = dim
+        self.reg = reg
+
+    def fit(self, X, y=None):
+        if y is None:
+            raise ValueError("LDA needs speaker labels")
+        X = np.asarray(X, dtype=np.float64)
+        counts, means, Sw = class_stats(X, y)
+        if counts.size < 2:
+            raise ValueError("LDA needs at least 2 speakers in the back-end training data")
+        n = X.shape[0]
+        mu = X.mean(0)
+        Sw = Sw / n
+        M = means - mu
+        Sb = (M * counts[:, None]).T @ M / n
+        Sw = Sw + self.reg * np.trace(Sw) / Sw.shape[0] * np.eye(Sw.shape[0])
+        w, V = eigh(Sb, Sw)  # V^T Sw V = I
+        k = int(min(self.dim, X.shape[1], counts.size - 1))
+        self.out_dim_ = k
+        self.mean_ = mu
+        self.W_ = V[:, ::-1][:, :k]
+        self.eigvals_ = w[::-1][:k]
+        return self
+
+    def transform(self, X):
+        return (np.asarray(X, dtype=np.float64) - self.mean_) @ self.W_
+
+
+class Whiten(_Step):
+    """PCA whitening with the training covariance (eigenvalues floored at ``eps`` x the largest)."""
+
+    def __init__(self, eps: float = 1e-10):
+        self.eps = eps
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=np.float64)
+        self.mean_ = X.mean(0)
+        C = np.cov(X - self.mean_, rowvar=False, bias=True)
+        w, V = np.linalg.eigh(np.atleast_2d(C))
+        w = np.maximum(w, self.eps * max(w.max(), 1e-30))
+        self.W_ = V / np.sqrt(w)
+        return self
+
+    def transform(self, X):
+        return (np.asarray(X, dtype=np.float64) - self.mean_) @ self.W_
+
+
+class LengthNorm(_Step):
+    """Scale every vector to length ``sqrt(D)`` (Kaldi's PLDA convention) or 1 (``unit=True``).
+
+    Zero vectors stay zero (no division by zero).
+    """
+
+    def __init__(self, unit: bool = False):
+        self.unit = unit
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        norm = np.linalg.norm(X, axis=1, keepdims=True)
+        scale = 1.0 if self.unit else np.sqrt(X.shape[1])
+        return X * (scale / np.where(norm > 0, norm, 1.0))
