@@ -90,3 +90,221 @@ def test_split_too_many_parts_is_a_clear_error(tmp_path):
     assert p.returncode == 1 and "cannot split 2 utterances into 3 parts" in p.stderr
     p = tool("utils/split_data.sh", "--per-spk", d, 3)
     assert p.returncode == 1 and "cannot split 2 speakers" in p.stderr
+
+
+# ------------------------------------------------------------------- validate
+def test_validate_accepts_a_good_dir(tmp_path):
+    d = make_dir(tmp_path)
+    p = tool("utils/validate_data_dir.sh", d)
+    assert p.returncode == 0, p.stderr
+    assert "Successfully validated" in p.stdout
+
+
+def _break(d: Path, name: str, fn):
+    lines = (d / name).read_text().splitlines()
+    (d / name).write_text("".join(ln + "\n" for ln in fn(lines)))
+
+
+def test_validate_names_every_problem(tmp_path):
+    d = make_dir(tmp_path)
+    _break(d, "utt2emo", lambda ls: [ls[1], ls[0], *ls[2:]])               # unsorted
+    _break(d, "spk2gender", lambda ls: [*ls, "s3 x"])                       # duplicate key, bad gender
+    _break(d, "feats.scp", lambda ls: [*ls, "s9-u0 " + ls[0].split()[1]])   # utterance without speaker
+    _break(d, "wav.scp", lambda ls: [ls[0].replace("s1-u0.wav", "gone.wav"), *ls[1:]])  # missing audio
+    _break(d, "utt2num_frames", lambda ls: [ls[0].split()[0] + " 999", *ls[1:]])  # frames disagree
+    kaldiio.save_ark(str(d / "vad2.ark"), {"s2-u1": np.ones(3, np.float32)}, scp=str(d / "vad2.scp"))
+    vad = dict(dd.read_table(d / "vad.scp"))
+    vad["s2-u1"] = dd.read_table(d / "vad2.scp")["s2-u1"]                   # feats vs vad disagree
+    (d / "vad.scp").write_text("".join(f"{k} {vad[k]}\n" for k in sorted(vad)))
+    p = tool("utils/validate_data_dir.sh", d)
+    assert p.returncode == 1
+    err = p.stderr
+    assert "utt2emo is not sorted in C-locale order" in err and "'s1-u0' after 's1-u1'" in err
+    assert "spk2gender: 1 duplicate keys: 's3' (line 4)" in err
+    assert "feats.scp has 1 utterances not in utt2spk: s9-u0" in err
+    assert "wav.scp: 1 audio files do not exist" in err and "gone.wav" in err
+    assert "feats.scp and utt2num_frames disagree" in err and "s1-u0 (20 vs 999)" in err
+    assert "feats.scp and vad.scp disagree" in err and "s2-u1 (24 vs 3)" in err
+    assert "5 problems" not in err  # counted below
+    assert sum(1 for ln in err.splitlines() if ln.startswith("validate_data_dir.sh:")) >= 7
+    # --no-feats / --no-wav skip those checks.
+    p = tool("utils/validate_data_dir.sh", "--no-feats", "--no-wav", d)
+    assert "frames" not in p.stderr and "audio files" not in p.stderr and "utt2emo is not sorted" in p.stderr
+
+
+def test_validate_speaker_files(tmp_path):
+    d = make_dir(tmp_path, feats=False)
+    _break(d, "spk2utt", lambda ls: ls[:-1])
+    _break(d, "spk2gender", lambda ls: [ls[0].replace(" m", " male"), *ls[1:]])
+    _break(d, "utt2emo", lambda ls: [ls[0].split()[0] + " Happy", *ls[1:]])
+    problems = dd.validate_datadir(d)
+    text = "\n".join(problems)
+    assert "spk2utt lacks 1 speakers of utt2spk: s3" in text
+    assert "gender other than m/f" in text and "s1='male'" in text
+    assert "utt2emo: 1 labels are not one lower-case word" in text
+
+
+def test_validate_speaker_order_and_segments(tmp_path):
+    d = make_dir(tmp_path, feats=False, emo=False)
+    # An utterance whose id does not start with its speaker breaks Kaldi's sort order.
+    (d / "utt2spk").write_text("a-1 s2\nb-1 s1\n")
+    (d / "spk2utt").write_text("s1 b-1\ns2 a-1\n")
+    (d / "spk2gender").write_text("s1 m\ns2 f\n")
+    wav = list(dd.read_table(tmp_path / "good" / "wav.scp").values())[0]
+    (d / "wav.scp").write_text(f"rec1 {wav}\n")
+    (d / "segments").write_text("a-1 rec1 0.0 0.02\nb-1 rec2 0.5 0.1\n")
+    text = "\n".join(dd.validate_datadir(d))
+    assert "must start with their speaker id" in text
+    assert "segments names 1 recordings missing from wav.scp: rec2" in text
+    assert "0 <= start < end: b-1" in text
+
+
+# ------------------------------------------------------------------------ fix
+def test_fix_keeps_the_intersection_and_says_why(tmp_path):
+    d = make_dir(tmp_path)
+    _break(d, "utt2spk", lambda ls: [ls[1], ls[0], *ls[2:], ls[2]])         # unsorted + duplicate line
+    _break(d, "utt2emo", lambda ls: [ln for ln in ls if not ln.startswith("s2-u0")])  # missing label
+    _break(d, "feats.scp", lambda ls: [*ls, "zz-u9 " + ls[0].split()[1]])   # utterance without speaker
+    _break(d, "utt2num_frames", lambda ls: [ls[0].split()[0] + " 999", *ls[1:]])  # frames disagree
+    _break(d, "wav.scp", lambda ls: [ln for ln in ls if not ln.startswith("s3-")])  # speaker s3 loses all
+    before = (d / "feats.scp").read_text()
+    p = tool("utils/fix_data_dir.sh", d)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "utt2spk: dropped 1 duplicate lines" in out
+    assert "dropped 3 utterances: not in wav.scp" in out
+    assert "dropped 1 utterances: not in utt2emo" in out
+    assert "dropped 1 utterances: frame counts of feats.scp and utt2num_frames disagree" in out
+    assert "feats.scp: removed 1 entries of utterances not in utt2spk" in out
+    assert "dropped 1 speakers left without utterances" in out
+    assert "kept 4 of 9 utterances (5 dropped), 2 speakers" in out
+    assert utts_of(d) == ["s1-u1", "s1-u2", "s2-u1", "s2-u2"]
+    assert dd.validate_datadir(d) == []
+    assert (d / "spk2gender").read_text() == "s1 m\ns2 f\n"
+    assert (d / ".backup" / "feats.scp").read_text() == before
+    # Idempotent: a second run changes nothing.
+    p = tool("utils/fix_data_dir.sh", d)
+    assert "kept 4 of 4 utterances (0 dropped)" in p.stdout
+
+
+# --------------------------------------------------------------------- subset
+def test_subset_rules(tmp_path):
+    d = make_dir(tmp_path)
+    (tmp_path / "ul").write_text("s2-u1\ns1-u0 extra\nnot-there\n")
+    (tmp_path / "sl").write_text("s3\n")
+    cases = {
+        ("--utt-list", tmp_path / "ul"): ["s1-u0", "s2-u1"],
+        ("--spk-list", tmp_path / "sl"): ["s3-u0", "s3-u1", "s3-u2"],
+        ("--first", 2): ["s1-u0", "s1-u1"],
+        ("--last", 2): ["s3-u1", "s3-u2"],
+    }
+    for k, (args, want) in enumerate(cases.items()):
+        dest = tmp_path / f"sub{k}"
+        p = tool("utils/subset_data_dir.sh", *args, d, dest)
+        assert p.returncode == 0, p.stderr
+        assert utts_of(dest) == want
+        assert dd.validate_datadir(dest) == [], args
+    # Kaldi's positional forms: --first <src> N <dest>; <src> N <dest> is random (seeded).
+    p = tool("utils/subset_data_dir.sh", "--first", d, 3, tmp_path / "k1")
+    assert p.returncode == 0 and utts_of(tmp_path / "k1") == ["s1-u0", "s1-u1", "s1-u2"]
+    r = []
+    for k, seed in enumerate((1, 1, 2, 3, 4)):
+        dest = tmp_path / f"r{k}"
+        p = tool("utils/subset_data_dir.sh", "--seed", seed, d, 4, dest)
+        assert p.returncode == 0, p.stderr
+        r.append(utts_of(dest))
+        assert len(r[-1]) == 4 and r[-1] == sorted(r[-1])
+    assert r[0] == r[1] and any(x != r[0] for x in r[2:])
+    assert set(dd.read_table(tmp_path / "r0/spk2gender")) == set(dd.read_table(tmp_path / "r0/utt2spk").values())
+    p = tool("utils/subset_data_dir.sh", "--first", 99, d, tmp_path / "x")
+    assert p.returncode == 1 and "only 9 utterances" in p.stderr
+
+
+# -------------------------------------------------------------------- combine
+def test_combine(tmp_path):
+    a = make_dir(tmp_path / "a", spk=("s1", "s2"))
+    b = make_dir(tmp_path / "b", spk=("s3",), emo=False)
+    (a / "gemaps.scp").write_text((a / "vad.scp").read_text())
+    dest = tmp_path / "comb"
+    p = tool("utils/combine_data.sh", dest, a, b)
+    assert p.returncode == 0, p.stderr
+    assert "not combining utt2emo" in p.stderr and "not combining gemaps.scp" in p.stderr
+    assert utts_of(dest) == utts_of(a) + utts_of(b)
+    assert not (dest / "utt2emo").exists()
+    assert dd.validate_datadir(dest) == []
+    assert (dest / "spk2gender").read_text() == "s1 m\ns2 f\ns3 m\n"
+    # Idempotent: the same call leaves every file untouched.
+    stamps = {f.name: f.stat().st_mtime_ns for f in dest.iterdir()}
+    p = tool("utils/combine_data.sh", dest, a, b)
+    assert p.returncode == 0
+    assert {f.name: f.stat().st_mtime_ns for f in dest.iterdir()} == stamps
+    # A repeated utterance id is an error.
+    p = tool("utils/combine_data.sh", tmp_path / "dup", a, a)
+    assert p.returncode == 1 and "occur in more than one source" in p.stderr and "s1-u0" in p.stderr
+
+
+# ----------------------------------------------------------------------- copy
+def test_copy_with_prefix_and_suffix(tmp_path):
+    d = make_dir(tmp_path, feats=False)
+    dest = tmp_path / "rev"
+    p = tool("utils/copy_data_dir.sh", "--utt-suffix", "-reverb", d, dest)
+    assert p.returncode == 0, p.stderr
+    assert utts_of(dest)[:2] == ["s1-u0-reverb", "s1-u1-reverb"]
+    assert dd.read_table(dest / "utt2orig")["s2-u1-reverb"] == "s2-u1"
+    assert dd.read_table(dest / "utt2emo")["s2-u1-reverb"] == dd.read_table(d / "utt2emo")["s2-u1"]
+    assert dd.validate_datadir(dest) == []
+    dest2 = tmp_path / "pre"
+    p = tool("utils/copy_data_dir.sh", "--utt-prefix", "x-", "--spk-prefix", "x-", d, dest2)
+    assert p.returncode == 0, p.stderr
+    assert dd.read_table(dest2 / "spk2gender") == {"x-s1": "m", "x-s2": "f", "x-s3": "m"}
+    assert dd.validate_datadir(dest2) == []
+    # A suffix that changes the sort order: output is re-sorted.
+    e = tmp_path / "e"
+    e.mkdir()
+    (e / "utt2spk").write_text("a a\na-b a\n")
+    (e / "spk2utt").write_text("a a a-b\n")
+    wav = next(iter(dd.read_table(d / "wav.scp").values()))
+    (e / "wav.scp").write_text(f"a {wav}\na-b {wav}\n")
+    p = tool("utils/copy_data_dir.sh", "--utt-suffix", "-x", e, tmp_path / "e2")
+    assert p.returncode == 0, p.stderr
+    assert utts_of(tmp_path / "e2") == ["a-b-x", "a-x"]
+    assert dd.validate_datadir(tmp_path / "e2") == []
+
+
+# ------------------------------------------------------------------ propagate
+def test_propagate_features(tmp_path):
+    corpus = tmp_path / "corpus"
+    alld = make_dir(corpus, "all")
+    (alld / "gemaps.scp").write_text((alld / "vad.scp").read_text())
+    for fold, utts in (("fold1/train", ["s1-u0", "s1-u1", "s2-u0"]), ("fold1/test", ["s3-u0", "s3-u9"])):
+        (corpus / fold).mkdir(parents=True)
+        (corpus / fold / "utt2spk").write_text("".join(f"{u} {u[:2]}\n" for u in utts))
+    p = tool("local/propagate_features.sh", corpus)
+    assert p.returncode == 0, p.stderr
+    assert "fold1/test: 1 of 2 utterances lack feats.scp in all/: s3-u9" in p.stderr
+    for name in ("feats.scp", "vad.scp", "utt2num_frames", "gemaps.scp"):
+        t = dd.read_table(corpus / "fold1/train" / name)
+        assert list(t) == ["s1-u0", "s1-u1", "s2-u0"]
+        assert t["s2-u0"] == dd.read_table(alld / name)["s2-u0"]
+    assert not (corpus / "fold1/train/gemaps_lld.scp").exists()
+    p = tool("local/propagate_features.sh", "--strict", "true", corpus)
+    assert p.returncode == 1
+
+
+# ------------------------------------------------------- filter_scp, spk2utt
+def test_filter_scp_and_spk2utt(tmp_path):
+    (tmp_path / "ids").write_text("b\nc x\n")
+    (tmp_path / "t").write_text("a 1\nb 2\nc 3\n")
+    p = tool("utils/filter_scp.py", tmp_path / "ids", tmp_path / "t")
+    assert p.returncode == 0 and p.stdout == "b 2\nc 3\n"
+    p = tool("utils/filter_scp.py", "--exclude", tmp_path / "ids", tmp_path / "t")
+    assert p.stdout == "a 1\n"
+    (tmp_path / "t2").write_text("u1 b\nu2 a\nu3 c\n")
+    p = tool("utils/filter_scp.py", "-f", 2, tmp_path / "ids", tmp_path / "t2")
+    assert p.stdout == "u1 b\nu3 c\n"
+    (tmp_path / "u2s").write_text("s1-b s1\ns1-a s1\ns10-a s10\ns2-a s2\n")
+    p = tool("utils/utt2spk_to_spk2utt.py", tmp_path / "u2s")
+    assert p.returncode == 0 and p.stdout == "s1 s1-a s1-b\ns10 s10-a\ns2 s2-a\n"
+    (tmp_path / "bad").write_text("u1 s1\nu1 s2\n")
+    p = tool("utils/utt2spk_to_spk2utt.py", tmp_path / "bad")
+    assert p.returncode == 1 and "duplicate utterance 'u1'" in p.stderr

@@ -46,6 +46,20 @@ def _bool_flags(argv: list[str], flags: tuple[str, ...]) -> list[str]:
     return out
 
 
+def _join_values(argv: list[str], opts: tuple[str, ...]) -> list[str]:
+    """``--utt-suffix -reverb`` -> ``--utt-suffix=-reverb`` (argparse would take
+    a value starting with '-' for an option)."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in opts and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def _parser(tool: str, usage: str, desc: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=TOOLS[tool], usage=usage, description=desc)
 
@@ -193,7 +207,7 @@ def _copy(argv, prog):
         p.add_argument(o, default="")
     p.add_argument("src")
     p.add_argument("dest")
-    a = p.parse_args(argv)
+    a = p.parse_args(_join_values(argv, ("--utt-prefix", "--utt-suffix", "--spk-prefix", "--spk-suffix")))
     dd.copy_datadir(a.src, a.dest, utt_prefix=a.utt_prefix, utt_suffix=a.utt_suffix,
                     spk_prefix=a.spk_prefix, spk_suffix=a.spk_suffix)
     n = len(dd.read_lines(f"{a.dest}/utt2spk"))
