@@ -1,0 +1,199 @@
+"""Markdown tables of the report: Table 2 (emotion), Tables 3-5 (EER by emotion).
+
+Numbers are percentages with two decimals, as the paper prints them. A cell
+without a result is "—". Each builder returns markdown lines and the rows it
+adds to ``results.csv`` (dicts over :data:`CSV_FIELDS`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .collect import (PAPER_CITATION, PAPER_CORPORA, PAPER_TABLE2, SYSTEM_LABELS, SYSTEMS, TRAIN_DATA,
+                      EmotionResult, SVResult)
+
+DASH = "—"
+CSV_FIELDS = ("table", "corpus", "system", "train_data", "model", "backend", "enroll", "test", "fold",
+              "metric", "value")
+
+
+def pct(x: float | None, nd: int = 2) -> str:
+    if x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return DASH
+    return f"{100 * x:.{nd}f}"
+
+
+def num(x: float | None, nd: int = 2) -> str:
+    if x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return DASH
+    return f"{x:.{nd}f}"
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None) -> list[str]:
+    """Markdown table lines; ``align`` one char per column ('l' or 'r')."""
+    align = align or ("l" + "r" * (len(header) - 1))
+    sep = ["---:" if a == "r" else ":---" for a in align]
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
+    return out
+
+
+def system_order(results: Mapping[tuple[str, str], EmotionResult]) -> list[str]:
+    """The paper's six systems, then any extra system found, sorted."""
+    extra = sorted({s for s, _ in results} - set(SYSTEM_LABELS))
+    return [s for s, _ in SYSTEMS] + extra
+
+
+def cell_f1(r: EmotionResult | None) -> str:
+    """``mean ± std`` of weighted F1 over folds (just the value for one fold)."""
+    if r is None:
+        return DASH
+    m = pct(r.mean("weighted_f1"))
+    return f"{m} ± {pct(r.std('weighted_f1'))}" if r.n_folds > 1 else m
+
+
+def cell_ua(r: EmotionResult | None) -> str:
+    if r is None:
+        return DASH
+    m = pct(r.mean("unweighted_accuracy"))
+    return f"{m} ± {pct(r.std('unweighted_accuracy'))}" if r.n_folds > 1 else m
+
+
+def table2(corpora: Sequence[str], results: Mapping[str, Mapping[tuple[str, str], EmotionResult]]):
+    """The Table 2 analogue: rows systems, per corpus and training data a weighted
+    F1 column (mean ± std over folds) and an unweighted accuracy column.
+
+    Returns (markdown lines, missing cells as (corpus, system, data) list, csv rows).
+    """
+    systems = []
+    for c in corpora:
+        for s in system_order(results.get(c, {})):
+            if s not in systems:
+                systems.append(s)
+    header = ["system"]
+    for c in corpora:
+        for _, dlabel in TRAIN_DATA:
+            header += [f"{c} {dlabel}: wF1 %", "UA %"]
+    rows, missing, csv_rows = [], [], []
+    for s in systems:
+        row = [SYSTEM_LABELS.get(s, s) + f" (`{s}`)"]
+        for c in corpora:
+            for d, dlabel in TRAIN_DATA:
+                r = results.get(c, {}).get((s, d))
+                row += [cell_f1(r), cell_ua(r)]
+                if r is None:
+                    missing.append((c, s, dlabel))
+                    continue
+                for key in ("weighted_f1", "unweighted_accuracy"):
+                    for stat, v in (("mean", r.mean(key)), ("std", r.std(key))):
+                        csv_rows.append(dict(table="table2", corpus=c, system=s, train_data=dlabel,
+                                             metric=f"{stat}_{key}", value=f"{v:.6f}"))
+                csv_rows.append(dict(table="table2", corpus=c, system=s, train_data=dlabel,
+                                     metric="n_folds", value=str(r.n_folds)))
+        rows.append(row)
+    return md_table(header, rows), missing, csv_rows
+
+
+def per_fold_table(corpus: str, results: Mapping[tuple[str, str], EmotionResult]):
+    """Weighted F1 (%) of every fold, one row per system x training data."""
+    folds: list[str] = []
+    for r in results.values():
+        for f in r.folds:
+            if f not in folds:
+                folds.append(f)
+
+    def nat(f):
+        digits = "".join(ch for ch in f if ch.isdigit())
+        return (int(digits) if digits else 0, f)
+
+    folds.sort(key=nat)
+    rows, csv_rows = [], []
+    for s in system_order(results):
+        for d, dlabel in TRAIN_DATA:
+            r = results.get((s, d))
+            if r is None:
+                continue
+            row = [f"`{s}`", dlabel]
+            for f in folds:
+                m = r.folds.get(f)
+                row.append(pct(m["weighted_f1"]) if m else DASH)
+                if m:
+                    for key in ("weighted_f1", "unweighted_accuracy", "accuracy"):
+                        if isinstance(m.get(key), (int, float)):
+                            csv_rows.append(dict(table="fold", corpus=corpus, system=s, train_data=dlabel,
+                                                 fold=f, metric=key, value=f"{m[key]:.6f}"))
+            row.append(str(sum(int(m.get("n_test", 0)) for m in r.folds.values())))
+            rows.append(row)
+    if not rows:
+        return [], csv_rows
+    return md_table(["system", "train data"] + folds + ["test utts"], rows, "ll" + "r" * (len(folds) + 1)), csv_rows
+
+
+def paper_table2() -> list[str]:
+    header = ["system"] + [f"{name} {d}" for _, name in PAPER_CORPORA for d in ("clean", "clean+aug")]
+    rows = []
+    for s, label in SYSTEMS:
+        row = [label]
+        for c, _ in PAPER_CORPORA:
+            row += [f"{v:.2f}" for v in PAPER_TABLE2[s][c]]
+        rows.append(row)
+    return md_table(header, rows) + ["", f"Weighted F1 (%), from {PAPER_CITATION}."]
+
+
+def eer_table(r: SVResult) -> tuple[list[str], list[dict]]:
+    """One Tables 3-5 analogue: EER (%) rows enrolment, columns test emotion, then
+    the same-emotion and cross-emotion means and the worst pair."""
+    rows = []
+    csv_rows = []
+    for i, e in enumerate(r.emotions):
+        rows.append([f"**{e}**"] + [num(r.eer[i, j]) for j in range(len(r.emotions))])
+        for j, t in enumerate(r.emotions):
+            if np.isfinite(r.eer[i, j]):
+                csv_rows.append(dict(table="eer_by_emotion", corpus=r.corpus, model=r.model, backend=r.backend,
+                                     enroll=e, test=t, metric="eer", value=f"{r.eer[i, j]:.4f}"))
+                if np.isfinite(r.min_dcf[i, j]):
+                    csv_rows.append(dict(table="eer_by_emotion", corpus=r.corpus, model=r.model,
+                                         backend=r.backend, enroll=e, test=t, metric="min_dcf_0.01",
+                                         value=f"{r.min_dcf[i, j]:.4f}"))
+    lines = md_table(["enrolment \\ test"] + list(r.emotions), rows)
+    worst = r.extreme(None, worst=True)
+    worst_x = r.extreme(False, worst=True)
+    best_s = r.extreme(True, worst=False)
+    desc = [f"same-emotion mean EER {num(r.same_mean())} %, cross-emotion mean EER {num(r.cross_mean())} %"]
+    if worst:
+        desc.append(f"worst pair: {worst[0]} vs {worst[1]} ({num(worst[2])} %)")
+    if worst_x and worst_x != worst:
+        desc.append(f"worst cross-emotion pair: {worst_x[0]} vs {worst_x[1]} ({num(worst_x[2])} %)")
+    if best_s:
+        desc.append(f"best same-emotion pair: {best_s[0]} vs {best_s[1]} ({num(best_s[2])} %)")
+    lines += ["", "; ".join(desc) + "."]
+    for metric, v in (("same_emotion_mean_eer", r.same_mean()), ("cross_emotion_mean_eer", r.cross_mean())):
+        if math.isfinite(v):
+            csv_rows.append(dict(table="sv_summary", corpus=r.corpus, model=r.model, backend=r.backend,
+                                 metric=metric, value=f"{v:.4f}"))
+    return lines, csv_rows
+
+
+def sv_summary_table(results: Sequence[SVResult]) -> tuple[list[str], list[dict]]:
+    """One line per model x back-end: pooled EER/minDCF (summary.json), same- and
+    cross-emotion means, the penalty (cross - same) and the worst pair."""
+    rows, csv_rows = [], []
+    for r in results:
+        s = r.summary or {}
+        worst = r.extreme(None, worst=True)
+        gap = r.cross_mean() - r.same_mean()
+        rows.append([f"ResNet-{r.model}", r.backend, num(s.get("eer")), num(s.get("min_dcf_0.01"), 3),
+                     num(s.get("min_dcf_0.001"), 3), num(r.same_mean()), num(r.cross_mean()), num(gap),
+                     f"{worst[0]} vs {worst[1]} ({num(worst[2])})" if worst else DASH,
+                     str(int(s["n_target"])) if isinstance(s.get("n_target"), (int, float)) else DASH,
+                     str(int(s["n_nontarget"])) if isinstance(s.get("n_nontarget"), (int, float)) else DASH])
+        for key in ("eer", "min_dcf_0.01", "min_dcf_0.001", "n_target", "n_nontarget"):
+            if isinstance(s.get(key), (int, float)):
+                csv_rows.append(dict(table="sv_summary", corpus=r.corpus, model=r.model, backend=r.backend,
+                                     metric=key, value=f"{s[key]:.6g}"))
+    header = ["x-vector", "back-end", "EER %", "minDCF 0.01", "minDCF 0.001", "same-emo EER %",
+              "cross-emo EER %", "cross − same", "worst pair (EER %)", "target trials", "non-target trials"]
+    return (md_table(header, rows, "ll" + "r" * 6 + "lrr") if rows else []), csv_rows
