@@ -1,0 +1,281 @@
+"""Network emotion systems: random-init (GeMAPS LLDs or MFCC) and fine-tuned x-vectors.
+
+Training itself is the generic trainer of :mod:`pyxv.train.trainer`
+(``train_classifier``) on the x-vector network :class:`pyxv.nnet.xvector.XVectorNet`;
+this module supplies what is emotion-specific:
+
+* inputs: MFCC with the x-vector's own preparation (sliding CMN + VAD frame removal,
+  the pre-trained model's ``data.cmn_window``/``apply_vad``), or frame-level GeMAPS LLDs
+  (T x 25, standardised with the training mean/std, no VAD);
+* training set: the fold's training utterances (+ augmented copies for clean+aug);
+* dev: the protocol's dev set, else speakers carved from the training speakers
+  (``nnet.dev_fraction``; their augmented copies leave training too);
+* early stopping on dev weighted F1 (``nnet.patience``), the best epoch is kept;
+* fine-tuning: all layers but the speaker output layer start from ``final.pt``; a new
+  emotion output layer (``nnet.loss``, default softmax); ``nnet.pretrained_lr_mult``
+  scales the lr of the pre-trained layers; ``nnet.freeze: embedding`` trains only the
+  layers after the x-vector.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ..metrics.classification import weighted_f1
+from .data import LabeledSet, Split
+
+log = logging.getLogger("pyxv.emotion")
+
+
+class FeatureMismatchError(ValueError):
+    """Pre-trained model and data features differ (dims or feature config)."""
+
+
+# ---------------------------------------------------------------- feature sources
+def _merged_scp(out: Path, tables: list[Path], utts: set[str]) -> Path | None:
+    """One scp with the lines of ``tables`` for ``utts`` (first table wins)."""
+    from ..io import read_table, write_table
+
+    merged: dict[str, str] = {}
+    for t in tables:
+        if t.is_file():
+            for u, v in read_table(t).items():
+                if u in utts and u not in merged:
+                    merged[u] = v
+    if not merged:
+        return None
+    write_table(out, merged)
+    return out
+
+
+def standardise(src, mean: np.ndarray, std: np.ndarray) -> None:
+    """Make a FeatureSource return ``(x - mean) / std`` per dimension (GeMAPS LLDs,
+    whose descriptors have very different scales)."""
+    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    raw_load = src.load
+
+    def load(u):
+        return (np.nan_to_num(raw_load(u)) - mean) / std
+    src.load = load
+    src._cache.clear()
+
+
+def gemaps_stats(src, utts, max_utts: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std of LLD frames over (up to ``max_utts``) training utts."""
+    utts = [u for u in utts if u in src]
+    if len(utts) > max_utts:
+        utts = list(np.random.default_rng(seed).choice(utts, max_utts, replace=False))
+    X = np.concatenate([src.load(u) for u in utts])
+    X = np.nan_to_num(X)
+    return X.mean(0), np.maximum(X.std(0), 1e-3)
+
+
+def make_source(kind: str, emo_dir: Path, utts: set[str], work: Path, name: str, *,
+                cmn_window: int = 300, apply_vad: bool = True):
+    """FeatureSource over ``<emo>/all`` and ``<emo>/all_aug`` for ``utts``.
+
+    kind 'mfcc': feats.scp + vad.scp, prepared like the x-vector input; 'gemaps':
+    gemaps_lld.scp as is. The merged scps are written to ``work/<name>.*.scp``.
+    """
+    from ..train.data import FeatureSource
+
+    dirs = [emo_dir / "all", emo_dir / "all_aug"]
+    work.mkdir(parents=True, exist_ok=True)
+    if kind == "gemaps":
+        scp = _merged_scp(work / f"{name}.gemaps_lld.scp", [d / "gemaps_lld.scp" for d in dirs], utts)
+        if scp is None:
+            raise FileNotFoundError(f"no GeMAPS LLDs (gemaps_lld.scp) for the {name} utterances in {dirs[0]}")
+        return FeatureSource(scp)
+    scp = _merged_scp(work / f"{name}.feats.scp", [d / "feats.scp" for d in dirs], utts)
+    if scp is None:
+        raise FileNotFoundError(f"no MFCC (feats.scp) for the {name} utterances in {dirs[0]}")
+    vad = _merged_scp(work / f"{name}.vad.scp", [d / "vad.scp" for d in dirs], utts) if apply_vad else None
+    if apply_vad and vad is None:
+        raise FileNotFoundError(f"no VAD (vad.scp) for the {name} utterances in {dirs[0]}")
+    return FeatureSource(scp, vad_scp=vad, cmn_window=cmn_window, apply_vad=apply_vad)
+
+
+# -------------------------------------------------------------------- dev carving
+def carve_dev(train: LabeledSet, fraction: float, seed: int) -> tuple[LabeledSet, LabeledSet]:
+    """Split training speakers: ~``fraction`` of them (at least 1, leaving at least 1)
+    become dev (clean utterances only); their augmented copies leave training."""
+    spks = sorted(train.speakers)
+    if len(spks) < 2:
+        raise ValueError(f"cannot carve a dev set by speaker from {len(spks)} training speaker(s)")
+    n = min(len(spks) - 1, max(1, int(round(fraction * len(spks)))))
+    rng = np.random.default_rng(seed)
+    dev_spk = set(rng.choice(spks, n, replace=False).tolist())
+    tr, dv = LabeledSet(), LabeledSet()
+    for i, u in enumerate(train.utts):
+        if train.spks[i] in dev_spk:
+            if not train.aug[i]:
+                dv.add(u, train.labels[i], train.spks[i])
+        else:
+            tr.add(u, train.labels[i], train.spks[i], train.orig[i], train.aug[i])
+    return tr, dv
+
+
+# ------------------------------------------------------------------ configuration
+def pretrained_model(cfg: dict, system: str) -> Path:
+    return Path(cfg["xvector_models"][system.rsplit("_", 1)[1]]) / "final.pt"
+
+
+def architecture_config(cfg: dict) -> tuple[dict, str]:
+    """The x-vector config whose ``model`` section builds the random-init networks:
+    ``nnet.architecture`` (a YAML) or the clean pre-trained model's own config."""
+    from ..nnet.config import load_config
+    from ..train import checkpoint as ckpt
+
+    arch = cfg["nnet"].get("architecture")
+    if arch:
+        return load_config(arch), str(arch)
+    p = Path(cfg["xvector_models"]["clean"])
+    if (p / "final.pt").is_file():
+        return copy.deepcopy(ckpt.load(p / "final.pt")["config"]), str(p / "final.pt")
+    if (p / "config.yaml").is_file():
+        return load_config(p / "config.yaml"), str(p / "config.yaml")
+    raise FileNotFoundError(f"no network architecture: nnet.architecture is unset and {p} has no final.pt "
+                            f"or config.yaml (run stage 3, or set nnet.architecture in the emotion config)")
+
+
+def trainer_config(base: dict, cfg: dict, n_train: int) -> dict:
+    """The x-vector config (model section from ``base``) with the emotion training options."""
+    out = copy.deepcopy(base)
+    n = cfg["nnet"]
+    out["model"]["loss"] = n["loss"]
+    if n["loss"] == "asoftmax":
+        out["model"]["margin"] = 2.0
+    elif n["loss"] in ("amsoftmax", "aamsoftmax"):
+        out["model"]["margin"] = 0.2
+    out["data"].update(chunk_min=n["chunk_min"], chunk_max=n["chunk_max"], min_frames=n["min_frames"],
+                       min_utts_per_class=1, valid_max_frames=n["valid_max_frames"], sampling="balanced")
+    tr = out["train"]
+    tr.update(seed=int(cfg["seed"]), epochs=int(n["epochs"]), steps_per_epoch=int(n["steps_per_epoch"]),
+              batch_size=int(n["batch_size"]), lr=float(n["lr"]), weight_decay=float(n["weight_decay"]),
+              warmup_steps=int(n["warmup_steps"]), pretrained_lr_mult=float(n["pretrained_lr_mult"]),
+              freeze=n["freeze"], patience=int(n["patience"]), log_interval=10)
+    for k in ("keep_checkpoints",):
+        if k in tr:
+            tr[k] = 1
+    return out
+
+
+def check_features(model_path: Path, ck: dict, dim: int, emo_dir: Path) -> None:
+    """Error naming both when the data's features do not fit the pre-trained model:
+    the input dimension, and (when both are recorded) the MFCC config text."""
+    want = ck["config"]["model"]["input_dim"]
+    if want != dim:
+        raise FeatureMismatchError(f"pre-trained model {model_path} takes {want}-dim input features but "
+                                   f"{emo_dir}/all/feats.scp has {dim}-dim features")
+    extra = ck.get("extra") or {}
+    theirs = extra.get("mfcc.conf") or extra.get("mfcc_conf")
+    mine_p = next((p for p in (emo_dir / "all" / "conf" / "mfcc.conf", emo_dir / "all" / "mfcc.conf") if p.is_file()), None)
+    if theirs and mine_p is not None:
+        def norm(t):
+            return sorted(line.split("#")[0].strip() for line in t.splitlines() if line.split("#")[0].strip())
+        if norm(theirs) != norm(mine_p.read_text()):
+            raise FeatureMismatchError(f"pre-trained model {model_path} was trained on MFCC with config "
+                                       f"{norm(theirs)} but {emo_dir} features were made with {mine_p}: "
+                                       f"{norm(mine_p.read_text())}")
+
+
+# --------------------------------------------------------------------- inference
+def utterance_posteriors(net, source, utts: list[str], max_frames: int = 0) -> tuple[list[str], np.ndarray]:
+    """(kept utts, (N, K) softmax posteriors) of whole utterances (the first
+    ``max_frames`` frames if > 0), through :func:`pyxv.extract.utterance_posteriors`."""
+    from ..extract import utterance_posteriors as post
+
+    src = source
+    if max_frames > 0:
+        class _Cut:
+            def __getitem__(self, u):
+                return source[u][:max_frames]
+        src = _Cut()
+    return post(net, src, utts)
+
+
+# ------------------------------------------------------------------------ system
+def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
+                    classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path):
+    """Train one network system on one fold; returns (scored test set, posteriors (N, C)).
+
+    Writes ``fold_dir/final.pt`` (the trainer's model file: network, config, classes and,
+    in ``extra``, the feature kind and GeMAPS normalisation), ``config.yaml``,
+    ``log/history.json``."""
+    from ..train import checkpoint as ckpt
+    from ..train.trainer import train_classifier
+    from .systems import _subset
+
+    kind = "gemaps" if system == "randinit_gemaps" else "mfcc"
+    init_from = None
+    if system.startswith("finetune_"):
+        init_from = pretrained_model(cfg, system)
+        ck = ckpt.load(init_from)
+        base = copy.deepcopy(ck["config"])
+        where = str(init_from)
+    else:
+        ck = None
+        base, where = architecture_config(cfg)
+    if dev is None:
+        train, dev = carve_dev(train, cfg["nnet"]["dev_fraction"], int(cfg["seed"]))
+        log.info("%s: no dev set in the protocol; %d training speakers' %d clean utterances carved out as dev "
+                 "(speakers: %s)", split.name, len(dev.speakers), len(dev), " ".join(sorted(dev.speakers)))
+    dc = base["data"]
+    cmn, vad = int(dc.get("cmn_window", 300)), bool(dc.get("apply_vad", True))
+    work = fold_dir / "feats"
+    tr_src = make_source(kind, emo_dir, set(train.utts), work, "train", cmn_window=cmn, apply_vad=vad)
+    ev_src = make_source(kind, emo_dir, set(dev.utts) | set(test.utts), work, "eval", cmn_window=cmn,
+                         apply_vad=vad)
+    extra = {"emotion_system": system, "features": kind, "classes": list(classes), "cmn_window": cmn,
+             "apply_vad": vad, "architecture_from": where}
+    if kind == "gemaps":
+        if cfg["nnet"]["gemaps_norm"]:
+            mean, std = gemaps_stats(tr_src, train.utts, seed=int(cfg["seed"]))
+            standardise(tr_src, mean, std)
+            standardise(ev_src, mean, std)
+            extra.update(gemaps_mean=mean.tolist(), gemaps_std=std.tolist())
+    dim = tr_src.dim
+    if ck is not None:
+        check_features(init_from, ck, dim, emo_dir)
+    tcfg = trainer_config(base, cfg, len(train))
+    tcfg["model"]["input_dim"] = dim
+    if ck is not None:
+        for k in ("mfcc.conf", "vad.conf", "mfcc_conf", "vad_conf"):
+            if k in (ck.get("extra") or {}):
+                extra[k] = ck["extra"][k]
+
+    dev_keep = [i for i, u in enumerate(dev.utts) if u in ev_src]
+    dev = _subset(dev, dev_keep)
+    dev_utts, dev_labels = dev.utts, dev.labels
+    vmax = int(cfg["nnet"]["valid_max_frames"])
+
+    def dev_wf1(net, epoch):
+        keys, post = utterance_posteriors(net, ev_src, dev_utts, vmax)
+        net.train()
+        truth = dict(zip(dev_utts, dev_labels))
+        return weighted_f1([truth[u] for u in keys], [classes[i] for i in post.argmax(1)])
+
+    utt2label = dict(zip(train.utts, train.labels))
+    log.info("%s: %s network (%s features, %d dims) on %d training utts (%d augmented), dev %d utts, from %s%s",
+             split.name, system, kind, dim, len(train), sum(train.aug), len(dev),
+             "init " if init_from else "architecture ", where)
+    res = train_classifier(tr_src, utt2label, tcfg, fold_dir, labels=classes, init_from=init_from,
+                           dev=dev_wf1, valid_utts=[], extra=extra, log_file=None, progress=False)
+    # Epoch checkpoints are only for resuming; the fold keeps final.pt (best dev epoch).
+    import shutil
+    shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
+    (fold_dir / "best.pt").unlink(missing_ok=True)
+    keys, post = utterance_posteriors(res.model, ev_src, [u for u in test.utts if u in ev_src])
+    if len(keys) < len(test):
+        missing = sorted(set(test.utts) - set(keys))
+        log.warning("%s: %d test utterance(s) have no usable features and are skipped, e.g. %s", split.name,
+                    len(missing), missing[:3])
+    index = {u: i for i, u in enumerate(test.utts)}
+    test = _subset(test, [index[u] for u in keys])
+    shutil.rmtree(work, ignore_errors=True)
+    return test, post
