@@ -114,7 +114,7 @@ def evaluate(net: XVectorNet, source: FeatureSource, utts: Sequence[str], target
     net.eval()
     tot_loss, correct = 0.0, 0
     for u, y in zip(utts, targets):
-        x = torch.from_numpy(source[u][:max_frames]).unsqueeze(0).to(device)
+        x = torch.from_numpy(np.array(source[u][:max_frames])).unsqueeze(0).to(device)
         t = torch.tensor([y], device=device)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             out, plain = net(x, t, with_plain=True)
@@ -145,9 +145,11 @@ def _load_init(net: XVectorNet, path, cfg: dict) -> None:
 def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: str | os.PathLike, *,
                      labels: Sequence[str] | None = None, init_from: str | os.PathLike | None = None,
                      dev=None, dev_metric: Callable[[XVectorNet, int], float] | None = None,
-                     valid_utts: Sequence[str] | None = None, resume: bool = False,
+                     valid_utts: Sequence[str] | None = None, utt2orig: Mapping[str, str] | None = None,
+                     resume: bool = False,
                      extra: Mapping[str, Any] | None = None, log_file: str | os.PathLike | None = None,
-                     use_gpu: bool | None = None, progress: bool | None = None) -> TrainResult:
+                     use_gpu: bool | None = None, progress: bool | None = None,
+                     on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train ``XVectorNet`` to predict ``utt2label`` from ``features``.
 
     features: a :class:`FeatureSource` (or an scp path) giving ``(T, D)`` inputs.
@@ -159,8 +161,11 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
         training utterances; its accuracy is the early-stopping metric.
     dev_metric: ``f(model, epoch) -> float`` (higher is better) overriding that metric.
     valid_utts: explicit held-out utterances (default: ``data.valid_per_class`` per class).
+    utt2orig: augmented utterance -> its clean source; validation is drawn from
+        clean utterances only and their augmented copies are kept out of training.
     resume: continue after the last ``checkpoints/epoch_N.pt`` in ``out_dir``.
     extra: stored in ``final.pt`` (e.g. MFCC/VAD config texts).
+    on_epoch_end: ``f(epoch, record)`` called on the main process after each epoch's checkpoint.
     Returns a :class:`TrainResult`; on DDP ranks > 0 the model is returned too.
     """
     info = dd.setup(use_gpu)
@@ -205,13 +210,15 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
     else:
         if callable(dev) and dev_metric is None:
             dev_metric = dev
-        valid = sorted(valid_utts) if valid_utts is not None else \
-            split_validation(train_map, dc["valid_per_class"], dc["max_valid"], tc["seed"])
-        valid = [u for u in valid if u in train_map]
+        utt2orig = dict(utt2orig or {})
+        if valid_utts is None:
+            clean = {u: l for u, l in train_map.items() if u not in utt2orig}
+            valid_utts = split_validation(clean, dc["valid_per_class"], dc["max_valid"], tc["seed"])
+        valid = sorted(u for u in valid_utts if u in train_map)
         valid_source = source
         valid_targets = [lab_index[train_map[u]] for u in valid]
     held = set(valid) if valid_source is source else set()
-    tr_utts = sorted(u for u in train_map if u not in held)
+    tr_utts = sorted(u for u in train_map if u not in held and (utt2orig or {}).get(u) not in held)
     tr_labels = [lab_index[train_map[u]] for u in tr_utts]
     steps = tc["steps_per_epoch"] or default_steps((lengths[u] for u in tr_utts), tc["batch_size"],
                                                    dc["chunk_min"], dc["chunk_max"])
@@ -371,6 +378,8 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
             _prune(out_dir, epoch, tc["keep_checkpoints"])
             with atomic_open(out_dir / "log" / "history.json", "w") as f:
                 json.dump(history, f, indent=1)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, rec)
         stop = dd.broadcast_object(stop, info)
         dd.barrier(info)
 

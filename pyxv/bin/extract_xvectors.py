@@ -1,0 +1,115 @@
+"""Extract x-vectors of a data dir's utterances, and merge job outputs.
+
+python -m pyxv.bin.extract_xvectors extract [--job 1 --nj 2] [--use-gpu yes] exp/xvector_clean/final.pt data/demo/all OUT/xvector.1.ark
+python -m pyxv.bin.extract_xvectors merge --nj 2 data/demo/all OUT
+  -> OUT/xvector.{ark,scp}, OUT/spk_xvector.{ark,scp} (speaker means), OUT/num_utts.ark
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import kaldiio
+
+from pyxv.io import atomic_open, read_table
+
+log = logging.getLogger("pyxv.extract")
+
+
+def cmd_extract(a) -> int:
+    import torch
+
+    from pyxv.extract import extract_embeddings, write_embeddings
+    from pyxv.train.checkpoint import CheckpointError, load_model
+    from pyxv.train.data import FeatureSource
+
+    if a.use_gpu == "yes" and not torch.cuda.is_available():
+        print("extract_xvectors: --use-gpu yes but torch sees no GPU", file=sys.stderr)
+        return 1
+    device = "cuda" if a.use_gpu == "yes" or (a.use_gpu == "auto" and torch.cuda.is_available()) else "cpu"
+    try:
+        net, ck = load_model(a.model, device)
+    except CheckpointError as e:
+        print(f"extract_xvectors: {e}", file=sys.stderr)
+        return 1
+    cfg = ck["config"]
+    dc, ec = cfg["data"], cfg["extract"]
+    data = Path(a.data)
+    for f in ("feats.scp",) + (("vad.scp",) if dc["apply_vad"] else ()):
+        if not (data / f).is_file():
+            print(f"extract_xvectors: {data / f} does not exist", file=sys.stderr)
+            return 1
+    src = FeatureSource(data / "feats.scp", vad_scp=(data / "vad.scp") if dc["apply_vad"] else None,
+                        cmn_window=dc["cmn_window"], apply_vad=dc["apply_vad"], cache=0)
+    raw = FeatureSource(data / "feats.scp", cmn_window=dc["cmn_window"], cache=0)
+    utts = list(read_table(data / "feats.scp"))[a.job - 1::a.nj]
+    chunk = a.chunk_frames or ec["chunk_frames"]
+    stats: dict = {}
+    t0 = time.time()
+    n = write_embeddings(extract_embeddings(net, src, utts, chunk_frames=chunk, batch_frames=ec["batch_frames"],
+                                            min_frames=ec["min_frames"], raw_source=raw, device=device,
+                                            stats=stats), a.out_ark)
+    log.info("%d x-vectors of dim %d written to %s on %s in %.1fs; %d utterances failed",
+             n, net.embed_dim, a.out_ark, device, time.time() - t0, stats.get("failed", 0))
+    return 0 if n > 0 or not utts else 1
+
+
+def cmd_merge(a) -> int:
+    from pyxv.extract import speaker_means, write_embeddings
+
+    out = Path(a.out_dir)
+    parts = [out / f"xvector.{j}.scp" for j in range(1, a.nj + 1)]
+    missing = [str(p) for p in parts if not p.is_file()]
+    if missing:
+        print(f"extract_xvectors merge: missing job outputs {missing}", file=sys.stderr)
+        return 1
+    pairs = {}
+    for p in parts:
+        for k, v in kaldiio.load_scp_sequential(str(p)):
+            pairs[k] = v
+    n = write_embeddings(((k, pairs[k]) for k in sorted(pairs, key=lambda s: s.encode())), out / "xvector.ark")
+    for p in parts:  # job archives are merged into xvector.ark
+        os.unlink(p)
+        os.unlink(p.with_suffix(".ark"))
+    utt2spk = read_table(Path(a.data) / "utt2spk")
+    means, counts = speaker_means(out / "xvector.scp", utt2spk)
+    write_embeddings(means.items(), out / "spk_xvector.ark")
+    with atomic_open(out / "num_utts.ark", "w", encoding="utf-8") as f:
+        for s in means:
+            f.write(f"{s} {counts[s]}\n")
+    n_data = len(read_table(Path(a.data) / "utt2spk"))
+    log.info("merged %d x-vectors (%d utterances in %s, %d missing), %d speakers", n, n_data, a.data,
+             n_data - n, len(means))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("extract")
+    e.add_argument("--job", type=int, default=1)
+    e.add_argument("--nj", type=int, default=1)
+    e.add_argument("--use-gpu", choices=["auto", "yes", "no"], default="no")
+    e.add_argument("--chunk-frames", type=int, default=0, help="override extract.chunk_frames of the model config")
+    e.add_argument("model")
+    e.add_argument("data")
+    e.add_argument("out_ark")
+    m = sub.add_parser("merge")
+    m.add_argument("--nj", type=int, required=True)
+    m.add_argument("data")
+    m.add_argument("out_dir")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(levelname)s] %(message)s", stream=sys.stdout)
+    if a.cmd == "extract":
+        import torch
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        return cmd_extract(a)
+    return cmd_merge(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

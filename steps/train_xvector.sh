@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Train the x-vector network (ResNet + multi-head attention pooling) on the
+# speakers of a data dir.
+#
+#   steps/train_xvector.sh [options] <train-data> <exp-dir>
+#   e.g. steps/train_xvector.sh --cmd "$cuda_cmd" --gpus 0 --config conf/xvector_demo.yaml data/pretrain/train exp/xvector_clean
+#
+# 1. The network input (sliding CMN, then voiced frames only) is written once
+#    into <exp-dir>/feats/ in --nj parallel jobs (Kaldi's prepare_feats_for_egs).
+# 2. Training (random chunks, margin softmax over speakers) runs as one job
+#    through --cmd; with --gpus N > 1 as torchrun with N DDP processes.
+# Outputs: final.pt (model + config + speaker list + feature confs), config.yaml,
+# mfcc.conf, vad.conf, log/train.log, log/history.json, checkpoints/epoch_N.pt.
+set -euo pipefail
+
+cmd=utils/parallel/run.py
+gpus=0                  # 0: CPU; 1: one GPU; N > 1: torchrun with N processes (DDP)
+config=
+resume=false            # continue after the last checkpoint
+nj=2                    # jobs for feature preparation
+num_threads=2           # CPU threads of the training job (CPU training)
+mfcc_config=conf/mfcc_8k.conf   # what the features were made with (copied into exp-dir)
+vad_config=conf/vad.conf
+overwrite=false
+
+help_message="Usage: $0 [options] <train-data> <exp-dir>
+Options:
+  --cmd CMD            job runner [$cmd]
+  --gpus N             0 for CPU, N > 1 for torchrun DDP [$gpus]
+  --config FILE        x-vector YAML config (required)
+  --resume BOOL        continue from the last epoch checkpoint [$resume]
+  --nj N               feature preparation jobs [$nj]
+  --num-threads N      CPU threads for training [$num_threads]
+  --mfcc-config FILE   MFCC config the features were made with [$mfcc_config]
+  --vad-config FILE    VAD config the features were made with [$vad_config]
+  --overwrite BOOL     retrain even when final.pt is up to date [$overwrite]"
+
+. ./path.sh
+. utils/parse_options.sh
+
+if [ $# -ne 2 ]; then echo "$help_message" >&2; exit 1; fi
+data=$1
+dir=$2
+[ -n "$config" ] || { echo "$0: --config is required" >&2; exit 1; }
+for f in "$config" "$data/feats.scp" "$data/vad.scp" "$data/utt2spk" "$mfcc_config" "$vad_config"; do
+  [ -f "$f" ] || { echo "$0: $f does not exist" >&2; exit 1; }
+done
+[[ "$gpus" =~ ^[0-9]+$ ]] || { echo "$0: --gpus must be a non-negative integer" >&2; exit 1; }
+# Check the config before any work (unknown keys, wrong types).
+python -c "import sys; from pyxv.nnet.config import load_config; load_config(sys.argv[1])" "$config" \
+  || { echo "$0: bad config $config" >&2; exit 1; }
+
+if [ "$overwrite" != true ] && [ "$resume" != true ] && [ -f "$dir/final.pt" ] \
+   && [ "$dir/final.pt" -nt "$data/feats.scp" ] && [ "$dir/final.pt" -nt "$config" ]; then
+  echo "$0: $dir/final.pt is newer than $data/feats.scp and $config; nothing to do (--overwrite true redoes)"
+  exit 0
+fi
+if [ "$overwrite" = true ] && [ "$resume" != true ]; then
+  rm -rf "$dir/checkpoints" "$dir/final.pt" "$dir/best.pt" "$dir/feats"
+fi
+mkdir -p "$dir/log" "$dir/feats"
+cp "$mfcc_config" "$dir/mfcc.conf"
+cp "$vad_config" "$dir/vad.conf"
+
+# 1. Network input, once.
+feats=$dir/feats
+if [ ! -f "$feats/feats.scp" ] || [ "$data/feats.scp" -nt "$feats/feats.scp" ] || [ "$config" -nt "$feats/feats.scp" ]; then
+  echo "$0: preparing training features of $data in $nj jobs ($(date '+%T'))"
+  rm -f "$feats"/feats.*.scp "$feats"/feats.*.ark "$feats"/feats.*.utt2num_frames
+  $cmd JOB=1:$nj "$dir/log/prepare_feats.JOB.log" \
+    python -m pyxv.bin.prepare_feats --config "$config" --job JOB --nj $nj "$data" "$feats"
+  for j in $(seq $nj); do cat "$feats/feats.$j.utt2num_frames"; done | sort > "$feats/utt2num_frames.tmp"
+  for j in $(seq $nj); do cat "$feats/feats.$j.scp"; done | sort > "$feats/feats.scp.tmp"
+  mv "$feats/utt2num_frames.tmp" "$feats/utt2num_frames"
+  mv "$feats/feats.scp.tmp" "$feats/feats.scp"
+  n_in=$(wc -l < "$data/feats.scp"); n_out=$(wc -l < "$feats/feats.scp")
+  echo "$0: prepared $n_out of $n_in utterances (skipped ones are named in $dir/log/prepare_feats.*.log)"
+  [ "$n_out" -gt 0 ] || { echo "$0: no utterance left after feature preparation" >&2; exit 1; }
+fi
+
+# 2. Training.
+args=(--config "$config" --feats-dir "$feats" --labels "$data/utt2spk"
+      --extra-file "mfcc.conf=$mfcc_config" --extra-file "vad.conf=$vad_config")
+[ "$resume" = true ] && args+=(--resume)
+if [ "$gpus" -eq 0 ]; then
+  launcher=(python -m pyxv.bin.train_xvector --use-gpu no)
+  gpu_opt=(--gpu 0 --num-threads "$num_threads")
+elif [ "$gpus" -eq 1 ]; then
+  launcher=(python -m pyxv.bin.train_xvector --use-gpu yes)
+  gpu_opt=(--gpu 1)
+else
+  # One node, N processes; for several nodes see the README (srun + torchrun rendezvous).
+  launcher=(torchrun --standalone --nproc_per_node "$gpus" -m pyxv.bin.train_xvector --use-gpu yes)
+  gpu_opt=(--gpu "$gpus")
+fi
+echo "$0: training on $data -> $dir (log: $dir/log/train.log) ($(date '+%T'))"
+$cmd "${gpu_opt[@]}" "$dir/log/train.log" "${launcher[@]}" "${args[@]}" "$data" "$dir" \
+  || { echo "$0: training failed, see $dir/log/train.log" >&2; tail -n 5 "$dir/log/train.log" >&2; exit 1; }
+[ -f "$dir/final.pt" ] || { echo "$0: training ended without $dir/final.pt" >&2; exit 1; }
+python - "$dir/log/history.json" <<'PY'
+import json, sys
+h = json.load(open(sys.argv[1]))[-1]
+print(f"steps/train_xvector.sh: epoch {h['epoch']}: train loss {h['train_loss']:.3f} acc {h['train_acc']:.3f}, "
+      f"valid loss {h['valid_loss']:.3f} acc {h['valid_acc']:.3f}")
+PY

@@ -1,0 +1,171 @@
+"""x-vector training: loss goes down, exact resume, fine-tuning options, bad input."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from pyxv.io import read_table
+from pyxv.nnet.config import ConfigError
+from pyxv.train import checkpoint as ckpt
+from pyxv.train.data import ChunkBatches, FeatureSource, chunk
+from pyxv.train.trainer import TrainingDataError, train_classifier
+
+from xvector_synth import TINY, make_datadir
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("xv") / "data"
+    u2s = make_datadir(d, n_spk=4, n_utt=8)
+    return d, u2s
+
+
+def source(d):
+    return FeatureSource(d / "feats.scp", vad_scp=d / "vad.scp", cmn_window=300)
+
+
+def cfg(**train):
+    c = copy.deepcopy(TINY)
+    c["train"].update(train)
+    return c
+
+
+def test_tiny_training_loss_goes_down(data, tmp_path):
+    d, u2s = data
+    res = train_classifier(source(d), u2s, cfg(epochs=4), tmp_path / "exp", progress=False)
+    losses = [h["train_loss"] for h in res.history]
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert res.history[-1]["train_acc"] > 0.5                  # 4 classes: chance 0.25
+    hist = json.loads((tmp_path / "exp" / "log" / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+    assert set(hist[0]) >= {"epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr"}
+    ck = ckpt.load(tmp_path / "exp" / "final.pt")
+    assert ck["labels"] == ["spk0", "spk1", "spk2", "spk3"] and ck["config"]["model"]["heads"] == 2
+    assert sorted(p.name for p in (tmp_path / "exp" / "checkpoints").iterdir()) == \
+        ["epoch_1.pt", "epoch_2.pt", "epoch_3.pt", "epoch_4.pt"]
+
+
+def test_resume_after_interruption_gives_identical_weights(data, tmp_path):
+    d, u2s = data
+    full = train_classifier(source(d), u2s, cfg(), tmp_path / "a", progress=False)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_2(epoch, rec):
+        if epoch == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_classifier(source(d), u2s, cfg(), tmp_path / "b", progress=False, on_epoch_end=stop_after_2)
+    assert not (tmp_path / "b" / "final.pt").exists()
+    resumed = train_classifier(source(d), u2s, cfg(), tmp_path / "b", resume=True, progress=False)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
+
+
+def test_chunk_plan_depends_on_seed_and_epoch_only(data):
+    d, u2s = data
+    src = source(d)
+    utts = sorted(u2s)
+    labels = [int(u2s[u][3:]) for u in utts]
+    kw = dict(batch_size=6, steps=5, chunk_min=30, chunk_max=50, seed=3)
+    a = ChunkBatches(src, utts, labels, src.lengths, epoch=1, **kw)
+    b = ChunkBatches(src, utts, labels, src.lengths, epoch=1, **kw)
+    c = ChunkBatches(src, utts, labels, src.lengths, epoch=2, **kw)
+    assert a.plan == b.plan and a.plan != c.plan
+    x, y = a[0]
+    assert x.shape == (6, a.plan[0][0], 23) and y.dtype == torch.int64
+    # DDP shares: two ranks together hold the global batch
+    r0 = ChunkBatches(src, utts, labels, src.lengths, epoch=1, rank=0, world=2, **kw)[0]
+    r1 = ChunkBatches(src, utts, labels, src.lengths, epoch=1, rank=1, world=2, **kw)[0]
+    torch.testing.assert_close(torch.cat([r0[0], r1[0]]).sort(0)[0], x.sort(0)[0])
+    # short utterances are repeated to the chunk length
+    np.testing.assert_array_equal(chunk(np.arange(3)[:, None], 1, 5)[:, 0], [1, 2, 0, 1, 2])
+
+
+def test_fine_tune_new_head_frozen_embedding_and_arch_check(data, tmp_path):
+    d, u2s = data
+    pre = train_classifier(source(d), u2s, cfg(epochs=1), tmp_path / "pre", progress=False)
+    # A 2-class task (e.g. emotions) from the speaker model, frozen up to the embedding.
+    u2e = {u: ("a" if int(u[-2:]) % 2 else "b") for u in u2s}
+    c = cfg(epochs=1, freeze="embedding")
+    c["model"]["loss"] = "softmax"
+    ft = train_classifier(source(d), u2e, c, tmp_path / "ft", init_from=tmp_path / "pre" / "final.pt",
+                          progress=False)
+    assert ft.model.head.weight.shape[0] == 2 and ft.labels == ["a", "b"]
+    p0, p1 = pre.model.state_dict(), ft.model.state_dict()
+    for k in p0:
+        if k.startswith(("trunk.", "pool.", "embedding.")):
+            assert torch.equal(p0[k], p1[k]), k              # frozen, BN statistics included
+    assert not torch.equal(p0["embed_bn.weight"], p1["embed_bn.weight"])
+    # Another architecture: error naming both
+    other = copy.deepcopy(c)
+    other["model"]["heads"] = 3
+    with pytest.raises(ckpt.CheckpointError, match=r"heads=2.*heads=3"):
+        train_classifier(source(d), u2e, other, tmp_path / "x", init_from=tmp_path / "pre" / "final.pt",
+                         progress=False)
+
+
+def test_dev_set_early_stopping_and_best_model(data, tmp_path):
+    d, u2s = data
+    dev = {u: s for u, s in u2s.items() if u.endswith(("00", "01"))}
+    train = {u: s for u, s in u2s.items() if u not in dev}
+    calls = []
+
+    def metric(model, epoch):
+        calls.append(epoch)
+        return [0.5, 0.9, 0.4, 0.3, 0.2][epoch - 1]           # best at epoch 2
+
+    res = train_classifier(source(d), train, cfg(epochs=5, patience=2), tmp_path / "e",
+                           dev=(source(d), dev), dev_metric=metric, progress=False)
+    assert calls == [1, 2, 3, 4] and res.best_epoch == 2          # stopped after 2 epochs without gain
+    assert res.history[0]["n_valid"] == len(dev)
+    best = ckpt.load(tmp_path / "e" / "best.pt")
+    for k, v in best["model"].items():
+        assert torch.equal(v, res.model.state_dict()[k]), k
+
+
+def test_bad_input(data, tmp_path, caplog):
+    d, u2s = data
+    one = {u: "spk0" for u in u2s}
+    with pytest.raises(TrainingDataError, match="at least 2 classes"):
+        train_classifier(source(d), one, cfg(), tmp_path / "x", progress=False)
+    c = cfg()
+    c["data"]["min_utts_per_class"] = 100
+    with pytest.raises(TrainingDataError, match="min_utts_per_class=100"):
+        train_classifier(source(d), u2s, c, tmp_path / "x", progress=False)
+    with pytest.raises(ConfigError, match=r"train\.bogus: unknown key"):
+        train_classifier(source(d), u2s, cfg(bogus=1), tmp_path / "x", progress=False)
+    # utterances without features are reported and skipped
+    more = dict(u2s, **{"spk9-nofeats": "spk1", "spk9-nofeats2": "spk2"})
+    caplog.set_level(logging.WARNING, logger="pyxv.train")
+    logging.getLogger("pyxv.train").propagate = True
+    try:
+        res = train_classifier(source(d), more, cfg(epochs=1), tmp_path / "m", progress=False)
+    finally:
+        logging.getLogger("pyxv.train").propagate = False
+    assert "2 utterances have no features" in caplog.text and "spk9-nofeats" in caplog.text
+    assert len(res.labels) == 4
+
+
+def test_feature_source_applies_cmn_and_vad(data):
+    d, _ = data
+    from pyxv.features import prepare_xvector_input
+    import kaldiio
+    src = source(d)
+    feats, vad = read_table(d / "feats.scp"), read_table(d / "vad.scp")
+    u = "spk1-utt03"
+    ref = prepare_xvector_input(kaldiio.load_mat(feats[u]), kaldiio.load_mat(vad[u]))
+    np.testing.assert_allclose(src[u], ref, rtol=1e-6, atol=1e-5)
+    assert src.lengths[u] == len(ref) == int(kaldiio.load_mat(vad[u]).sum())
