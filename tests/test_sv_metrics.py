@@ -134,3 +134,16 @@ def test_det_points_monotone():
     assert pfa.size <= 600
     assert np.all(np.diff(pfa) <= 0) and np.all(np.diff(pmiss) >= 0)
     assert pfa[0] == 1 and pmiss[-1] == 1
+
+
+def test_pooled_sorted_parts_equal_merged():
+    rng = np.random.default_rng(11)
+    tar = np.round(rng.normal(1, 1, 500), 1)
+    parts = [np.sort(np.round(rng.normal(0, 1, k), 1)) for k in (1000, 1, 3000)]
+    merged = np.concatenate(parts)
+    t = np.sort(tar)
+    assert sv.eer_sorted(t, parts) == pytest.approx(sv.eer(tar, merged), abs=1e-12)
+    for p in sv.P_TARGETS:
+        assert sv.min_dcf_sorted(t, parts, p) == pytest.approx(sv.min_dcf(tar, merged, p), abs=1e-12)
+    m = sv.sv_metrics_sorted(t, parts)
+    assert m.n_nontarget == merged.size

@@ -202,8 +202,11 @@ class Backend:
 
     def score_pairs(self, E, T) -> np.ndarray:
         """Score of E[i] against T[i]: (n,) for (n, D) inputs (1-D inputs: one trial)."""
-        A, B = self.prepare(E), self.prepare(T)
-        s = np.einsum("ij,ij->i", A.z, B.z)
+        return self.score_prepared_pairs(self.prepare(E), self.prepare(T))
+
+    def score_prepared_pairs(self, A: Prepared, B: Prepared) -> np.ndarray:
+        """Score of A[i] against B[i] for prepared embeddings: (n,) float64."""
+        s = np.einsum("ij,ij->i", A.z.astype(np.float64), B.z.astype(np.float64))
         if A.q is not None:
             s = s + A.q + B.q
         if self.asnorm is not None:

@@ -36,13 +36,32 @@ def _prep(tar, non) -> tuple[np.ndarray, np.ndarray]:
     return t, n
 
 
-def _check(t: np.ndarray, n: np.ndarray) -> bool:
-    """True when both classes are present (metrics defined)."""
-    if t.size and not (np.isfinite(t[0]) and np.isfinite(t[-1])):
-        raise ValueError("target scores contain NaN or inf")
-    if n.size and not (np.isfinite(n[0]) and np.isfinite(n[-1])):
-        raise ValueError("nontarget scores contain NaN or inf")
-    return t.size > 0 and n.size > 0
+def _check(t: np.ndarray, n) -> bool:
+    """True when both classes are present (metrics defined); NaN/inf scores are an error."""
+    for name, arrs in (("target", [t]), ("nontarget", n if isinstance(n, (list, tuple)) else [n])):
+        for a in arrs:
+            if a.size and not (np.isfinite(a[0]) and np.isfinite(a[-1])):
+                raise ValueError(f"{name} scores contain NaN or inf")
+    return t.size > 0 and _size(n) > 0
+
+
+# ``n`` (nontarget scores) may be one sorted array or a list of sorted arrays
+# (the cells of a table pooled without re-sorting 100 million scores).
+def _size(n) -> int:
+    return sum(a.size for a in n) if isinstance(n, (list, tuple)) else n.size
+
+
+def _ss(n, x, side: str):
+    if isinstance(n, (list, tuple)):
+        return sum(np.searchsorted(a, x, side) for a in n)
+    return np.searchsorted(n, x, side)
+
+
+def _window(n, lo: float, hi: float) -> np.ndarray:
+    """Values v of n with lo < v < hi."""
+    arrs = n if isinstance(n, (list, tuple)) else [n]
+    parts = [a[np.searchsorted(a, lo, "right"):np.searchsorted(a, hi, "left")] for a in arrs]
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def _crossing(thr: np.ndarray, pmiss: np.ndarray, pfa: np.ndarray) -> tuple[float, float]:
@@ -68,9 +87,10 @@ def _crossing(thr: np.ndarray, pmiss: np.ndarray, pfa: np.ndarray) -> tuple[floa
     return float(e), float(t)
 
 
-def eer_sorted(t: np.ndarray, n: np.ndarray, *, return_threshold: bool = False):
+def eer_sorted(t: np.ndarray, n, *, return_threshold: bool = False):
     """EER (fraction, 0..1) of ascending-sorted target ``t`` (N_t,) and nontarget ``n`` (N_n,) scores.
 
+    ``n`` may also be a list of sorted arrays (pooled without merging).
     Exact: the crossing is located among the distinct target scores with
     ``searchsorted``, then the polyline is rebuilt only between the two target
     scores that bracket it (nontarget scores in that window included).
@@ -78,21 +98,19 @@ def eer_sorted(t: np.ndarray, n: np.ndarray, *, return_threshold: bool = False):
     """
     if not _check(t, n):
         return (math.nan, math.nan) if return_threshold else math.nan
-    nt, nn = t.size, n.size
+    nt, nn = t.size, _size(n)
     u = np.unique(t)  # distinct target scores, ascending
     pmiss_u = np.searchsorted(t, u, "left") / nt
-    pfa_u = (nn - np.searchsorted(n, u, "left")) / nn
+    pfa_u = (nn - _ss(n, u, "left")) / nn
     d = pmiss_u - pfa_u
     j = int(np.searchsorted(d, 0.0, "left"))  # first distinct target score with d >= 0 (d is non-decreasing)
     lo = u[j - 1] if j > 0 else -np.inf
     hi = u[j] if j < u.size else np.inf
     # Distinct nontarget scores strictly between lo and hi: only nontarget steps there.
-    a = np.searchsorted(n, lo, "right") if j > 0 else 0
-    b = np.searchsorted(n, hi, "left") if j < u.size else nn
-    mids = np.unique(n[a:b])
+    mids = np.unique(_window(n, lo, hi))
     thr = np.concatenate(([lo], mids, [hi]))
     pmiss = np.searchsorted(t, thr, "left") / nt
-    pfa = (nn - np.searchsorted(n, thr, "left")) / nn
+    pfa = (nn - _ss(n, thr, "left")) / nn
     if j == 0:  # -inf: accept everything
         pmiss[0], pfa[0] = 0.0, 1.0
     if j == u.size:  # +inf: reject everything
@@ -118,10 +136,10 @@ def min_dcf_sorted(t: np.ndarray, n: np.ndarray, p_target: float, c_miss: float 
     """
     if not _check(t, n):
         return (math.nan, math.nan) if return_threshold else math.nan
-    nt, nn = t.size, n.size
+    nt, nn = t.size, _size(n)
     u = np.unique(t)
     pmiss = np.append(np.searchsorted(t, u, "left") / nt, 1.0)
-    pfa = np.append((nn - np.searchsorted(n, u, "left")) / nn, 0.0)
+    pfa = np.append((nn - _ss(n, u, "left")) / nn, 0.0)
     cost = c_miss * p_target * pmiss + c_fa * (1 - p_target) * pfa
     k = int(np.argmin(cost))
     c_def = min(c_miss * p_target, c_fa * (1 - p_target))
@@ -146,14 +164,17 @@ def det_curve_sorted(t: np.ndarray, n: np.ndarray, max_points: int = 2000) -> tu
     """
     if not _check(t, n):
         return np.zeros(0), np.zeros(0)
-    nt, nn = t.size, n.size
+    nt, nn = t.size, _size(n)
+    arrs = n if isinstance(n, (list, tuple)) else [n]
     if nt + nn <= max_points:
-        thr = np.unique(np.concatenate([t, n]))
+        thr = np.unique(np.concatenate([t, *arrs]))
     else:
         q = np.linspace(0, 1, max_points // 2)
-        thr = np.unique(np.concatenate([np.quantile(t, q), np.quantile(n, q)]))
+        step = max(1, nn // 200000)  # quantiles of a strided subsample are plenty for a picture
+        sub = np.sort(np.concatenate([a[::step] for a in arrs]))
+        thr = np.unique(np.concatenate([np.quantile(t, q), np.quantile(sub, q)]))
     pmiss = np.searchsorted(t, thr, "left") / nt
-    pfa = (nn - np.searchsorted(n, thr, "left")) / nn
+    pfa = (nn - _ss(n, thr, "left")) / nn
     return np.concatenate(([1.0], pfa, [0.0])), np.concatenate(([0.0], pmiss, [1.0]))
 
 
@@ -180,13 +201,13 @@ class SVMetrics:
                 "n_nontarget": int(self.n_nontarget)}
 
 
-def sv_metrics_sorted(t: np.ndarray, n: np.ndarray) -> SVMetrics:
+def sv_metrics_sorted(t: np.ndarray, n) -> SVMetrics:
     """All table metrics of sorted target/nontarget scores (EER in percent; NaN when undefined)."""
     e, th = eer_sorted(t, n, return_threshold=True)
     return SVMetrics(eer=100.0 * e if not math.isnan(e) else math.nan,
                      min_dcf_0_01=min_dcf_sorted(t, n, 0.01),
                      min_dcf_0_001=min_dcf_sorted(t, n, 0.001),
-                     n_target=int(t.size), n_nontarget=int(n.size), eer_threshold=th)
+                     n_target=int(t.size), n_nontarget=int(_size(n)), eer_threshold=th)
 
 
 def sv_metrics(tar, non) -> SVMetrics:

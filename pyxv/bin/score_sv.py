@@ -1,0 +1,222 @@
+"""Speaker verification by emotion: fit a back-end, score all same-gender trials, write the tables.
+
+  python -m pyxv.bin.score_sv --backend plda --config conf/sv.yaml \
+      --backend-train exp/xvector_clean/xvectors_pretrain/train \
+      exp/xvector_clean/xvectors_demo/all data/demo/all exp/sv/demo/xvector_clean/plda
+
+Usually run through steps/score_sv.sh. See pyxv.sv for the trial rule.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("score_sv")
+
+
+def str2bool(v: str) -> bool:
+    if v.lower() in ("true", "1", "yes"):
+        return True
+    if v.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not '{v}'")
+
+
+def derive_data_dir(xvector_dir: str) -> Path | None:
+    """exp/xvector_<m>/xvectors_<x>/<y> -> data/<x>/<y> (the recipe's naming rule)."""
+    parts = Path(xvector_dir).parts
+    for k, p in enumerate(parts):
+        if p.startswith("xvectors_") and len(p) > len("xvectors_"):
+            return Path("data", p[len("xvectors_"):], *parts[k + 1:])
+    return None
+
+
+def read_xvectors(xdir: str | Path) -> tuple[list[str], np.ndarray, int]:
+    """(utts, X (N, D) float32, number of bad vectors skipped) from <xdir>/xvector.scp."""
+    import kaldiio
+
+    scp = Path(xdir) / "xvector.scp"
+    if not scp.is_file():
+        raise FileNotFoundError(f"{scp} does not exist (extract x-vectors first, stage 4)")
+    utts, vecs, bad, dim = [], [], 0, None
+    for utt, v in kaldiio.load_scp_sequential(str(scp)):
+        v = np.asarray(v, dtype=np.float32).ravel()
+        if dim is None:
+            dim = v.size
+        if v.size != dim or not np.all(np.isfinite(v)):
+            log.warning("%s: x-vector of %s skipped (%s)", scp, utt,
+                        f"dim {v.size} != {dim}" if v.size != dim else "NaN/inf values")
+            bad += 1
+            continue
+        utts.append(utt)
+        vecs.append(v)
+    if not vecs:
+        raise ValueError(f"{scp}: no usable x-vectors")
+    return utts, np.stack(vecs), bad
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", choices=["cosine", "plda"], default="cosine")
+    p.add_argument("--config", default="conf/sv.yaml")
+    p.add_argument("--backend-train", default="",
+                   help="x-vector dir to fit the back-end on; empty: the evaluation set itself (not held out)")
+    p.add_argument("--backend-train-data", default="",
+                   help="data dir with the back-end training set's utt2spk [derived: "
+                        "exp/xvector_M/xvectors_X/Y -> data/X/Y, else <backend-train>/utt2spk]")
+    p.add_argument("--backend-in", default="", help="use this fitted back-end file instead of fitting one")
+    p.add_argument("--trials", default="", help="Kaldi trials file to score instead of all same-gender pairs")
+    p.add_argument("--skip-unknown", type=str2bool, default=False,
+                   help="with --trials: skip trials naming utterances not in the set (default: error)")
+    p.add_argument("--symmetric", type=str2bool, default=True,
+                   help="with --trials: a trial (a, b) also counts in cell (b, a) [true]")
+    p.add_argument("--write-scores", type=str2bool, default=False, help="write <out-dir>/scores")
+    p.add_argument("--model", default="", help="model name for the tables [from the x-vector dir]")
+    p.add_argument("--corpus", default="", help="corpus name for the tables [from the data dir]")
+    p.add_argument("xvector_dir")
+    p.add_argument("data")
+    p.add_argument("out_dir")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
+    try:
+        return run(a)
+    except (FileNotFoundError, ValueError) as e:
+        log.error("%s", e)
+        print(f"score_sv.py: error: {e}", file=sys.stderr)
+        return 1
+
+
+def run(a) -> int:
+    import yaml
+
+    from ..backend import Backend
+    from ..io import atomic_open, read_table
+    from ..sv import load_trial_set, score_all_pairs, score_trials_file, write_results
+
+    t0 = time.time()
+    out = Path(a.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = {}
+    if a.config:
+        if not Path(a.config).is_file():
+            raise FileNotFoundError(f"config {a.config} does not exist")
+        cfg = yaml.safe_load(open(a.config)) or {}
+    notes = []
+
+    utts, X, bad = read_xvectors(a.xvector_dir)
+    log.info("read %d x-vectors of dim %d from %s (%d bad skipped)", len(utts), X.shape[1], a.xvector_dir, bad)
+    ts = load_trial_set(a.data, available=set(utts))
+    for m in ts.messages:
+        log.info("%s", m)
+        notes.append(m)
+    data_utts = set(read_table(Path(a.data) / "utt2spk"))
+    extra = len(set(utts) - data_utts)
+    if extra:
+        log.info("%d x-vector(s) have no utterance in %s (ignored)", extra, a.data)
+    pos = {u: i for i, u in enumerate(utts)}
+    Xe = X[[pos[u] for u in ts.utts]] if len(ts) else np.zeros((0, X.shape[1]), np.float32)
+    n_all, n_tar = ts.count_trials()
+    log.info("trial set: %d utterances, %d speakers, genders %s, emotions %s; %d trials (%d target)",
+             len(ts), len(ts.speakers), ts.genders, ts.emotions, n_all, n_tar)
+
+    # ---- back-end
+    if a.backend_in:
+        be = Backend.load(a.backend_in)
+        log.info("loaded back-end %s", be)
+        train_desc = a.backend_in
+    else:
+        if a.backend_train:
+            tutts, TX, tbad = read_xvectors(a.backend_train)
+            tdata = Path(a.backend_train_data) if a.backend_train_data else derive_data_dir(a.backend_train)
+            if tdata is not None and (tdata / "utt2spk").is_file():
+                u2s = read_table(tdata / "utt2spk")
+            elif (Path(a.backend_train) / "utt2spk").is_file():
+                tdata = Path(a.backend_train)
+                u2s = read_table(tdata / "utt2spk")
+            else:
+                raise FileNotFoundError(f"no utt2spk for the back-end training set {a.backend_train}: looked in "
+                                        f"{tdata} and {a.backend_train}; give --backend-train-data")
+            keep = [i for i, u in enumerate(tutts) if u in u2s and not u2s[u].startswith("unknown_")]
+            if len(keep) < len(tutts):
+                log.info("back-end training: %d x-vectors without a known speaker in %s skipped",
+                         len(tutts) - len(keep), tdata)
+            TX = TX[keep]
+            tspk = np.array([u2s[tutts[i]] for i in keep])
+            train_desc = a.backend_train
+        else:
+            TX, tspk = Xe, np.array([ts.speakers[s] for s in ts.spk])
+            train_desc = "the evaluation set itself"
+            notes.append("back-end fitted on the evaluation set itself (no --backend-train): optimistic")
+            log.warning("no --backend-train: fitting the back-end on the evaluation set itself")
+        if TX.shape[1] != X.shape[1]:
+            raise ValueError(f"back-end training x-vectors have dim {TX.shape[1]}, evaluation ones {X.shape[1]}")
+        be = Backend.from_config(cfg, a.backend).fit(TX, tspk)
+        log.info("fitted %s on %d x-vectors of %d speakers (%s); threshold %.4g (EER %.2f%% on training pairs)",
+                 be, TX.shape[0], np.unique(tspk).size, train_desc, be.threshold, be.train_eer)
+        be.save(out / "backend.pkl")
+
+    # ---- scoring
+    P = be.prepare(Xe) if len(ts) else None
+    scores_f = atomic_open(out / "scores") if a.write_scores else None
+    try:
+        f = scores_f.__enter__() if scores_f else None
+        if a.trials:
+            table = score_trials_file(a.trials, ts, P, be.score_prepared_pairs, skip_unknown=a.skip_unknown,
+                                      symmetric=a.symmetric, scores_out=f)
+            if table.info["n_skipped_trials"]:
+                msg = (f"{table.info['n_skipped_trials']} trial(s) of {a.trials} skipped: "
+                       f"{table.info['n_unknown_utts']} utterance(s) not in the scored set")
+                log.info("%s", msg)
+                notes.append(msg)
+        else:
+            if n_all > 20_000_000 and a.write_scores:
+                log.warning("writing %d scores as text: this file will be about %.1f GB", n_all, n_all * 45 / 1e9)
+            if len(ts) and P is not None:
+                table = score_all_pairs(ts, P, be.score_block, block_size=int(cfg.get("block_size", 4096)),
+                                        scores_out=f)
+            else:
+                from ..sv import CellTable
+                table = CellTable(list(ts.emotions), {}, symmetric=True, info={"n_trials": 0})
+        if scores_f:
+            scores_f.__exit__(None, None, None)
+    except BaseException:
+        if scores_f:
+            scores_f.__exit__(*sys.exc_info())
+        raise
+    model = a.model or next((p[len("xvector_"):] for p in Path(a.xvector_dir).parts
+                             if p.startswith("xvector_")), Path(a.xvector_dir).name)
+    corpus = a.corpus or (Path(a.data).parts[1] if len(Path(a.data).parts) > 2 and Path(a.data).parts[0] == "data"
+                          else Path(a.data).name)
+    meta = {"backend": a.backend if not a.backend_in else be.kind, "model": model, "corpus": corpus,
+            "xvector_dir": str(a.xvector_dir), "data": str(a.data), "backend_train": train_desc,
+            "backend_threshold": _num(be.threshold), "backend_train_eer": _num(be.train_eer),
+            "n_utts": len(ts), "n_speakers": len(ts.speakers), "genders": ts.genders,
+            "skipped_utts": ts.skipped, "trials_file": a.trials or None,
+            "score_seconds": round(table.info.get("score_seconds", 0.0), 2), "notes": notes}
+    summ = write_results(out, table, meta)
+    log.info("EER %s%%, minDCF(0.01) %s, minDCF(0.001) %s over %d target / %d nontarget trials",
+             _f(summ["eer"]), _f(summ["min_dcf_0.01"], 3), _f(summ["min_dcf_0.001"], 3),
+             summ["n_target"], summ["n_nontarget"])
+    log.info("same-emotion mean EER %s%%, cross-emotion mean EER %s%%", _f(summ["same_emotion_mean_eer"]),
+             _f(summ["cross_emotion_mean_eer"]))
+    print((out / "eer_by_emotion.md").read_text().split("**minDCF")[0])
+    log.info("wrote %s in %.1fs", out, time.time() - t0)
+    return 0
+
+
+def _num(x):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _f(x, nd=2):
+    return "n/a" if x is None else f"{x:.{nd}f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
