@@ -76,7 +76,7 @@ def check_datadir(d: str | Path, *, emotions: bool | None = None) -> list[str]:
         probs.append(f"{d}/utt2dur has non-positive durations")
     if (d / "spk2gender").is_file():
         g = read_table(d / "spk2gender")
-        if set(g) != set(spk2utt):
+        if set(g) - set(spk2utt) or {s for s in set(spk2utt) - set(g) if not s.startswith("unknown_")}:
             probs.append(f"{d}/spk2gender speakers differ from spk2utt")
         bad = [k for k, v in g.items() if v not in ("m", "f")]
         if bad:

@@ -80,6 +80,10 @@ def _header(path: str) -> tuple[float | None, str | None]:
             return None, "file does not exist"
         if os.path.getsize(path) == 0:
             return None, "file is empty"
+        if os.path.getsize(path) < 1024:
+            with open(path, "rb") as f:
+                if f.read(24).startswith(b"version https://git-lfs"):
+                    return None, "is a git-lfs pointer, not audio (fetch the audio: git lfs pull)"
         info = sf.info(path)
         if info.frames <= 0:
             return None, "audio has no samples"
@@ -171,8 +175,9 @@ class Corpus:
             segments = None
         spks = set(utt2spk.values())
         spk2gender = {s: g for s, g in self.spk2gender.items() if s in spks}
-        if spk2gender and len(spk2gender) != len(spks):
-            missing = sorted(spks - set(spk2gender))
+        # Pseudo-speakers (unknown_<utt>) may lack a gender; real ones may not.
+        missing = sorted(s for s in spks - set(spk2gender) if not s.startswith("unknown_"))
+        if spk2gender and missing:
             raise PrepError(f"{path}: speakers without gender: {' '.join(missing[:5])}")
         utt2emo = {u.utt: u.emotion for u in sel if u.emotion is not None}
         if utt2emo and len(utt2emo) != len(sel):
@@ -222,21 +227,25 @@ class Corpus:
         import shutil
 
         data_dir = Path(data_dir)
+        subsets = {k: list(v) for k, v in subsets.items()}
         # Subsets of an earlier protocol (other folds, a split) would be read
         # by the emotion code as if they were this one's.
-        keep = {n.split("/")[0] for n in subsets}
+        keep = {n.split("/")[0] for n, ids in subsets.items() if ids}
         for old in list(data_dir.glob("fold*")) + [data_dir / n for n in ("train", "dev", "test")]:
             if old.is_dir() and old.name not in keep:
                 shutil.rmtree(old)
         for name in subsets:
             top, _, sub = name.partition("/")
             for old in (data_dir / top).glob("*") if sub else []:
-                if old.is_dir() and f"{top}/{old.name}" not in subsets:
+                if old.is_dir() and not subsets.get(f"{top}/{old.name}"):
                     shutil.rmtree(old)
         self.write(data_dir / "all")
         log(self.tool, f"{data_dir}/all: {self.summary()}")
         for name, ids in subsets.items():
             ids = list(ids)
+            if not ids:
+                log(self.tool, f"WARNING: {data_dir}/{name}: no utterances; not written")
+                continue
             self.write(data_dir / name, ids)
             log(self.tool, f"{data_dir}/{name}: {self.summary(ids)}")
 

@@ -37,7 +37,7 @@ def read_manifest(csv_path: str | os.PathLike, *, emotions: list[str] | None = N
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise PrepError(f"manifest {csv_path} does not exist")
-    base = csv_path.resolve().parent
+    base = Path(os.path.abspath(csv_path)).parent
     allowed = {e.strip().lower() for e in emotions} if emotions else None
     utts: list[Utt] = []
     recs: dict[str, str] = {}       # path -> recording id

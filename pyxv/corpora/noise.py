@@ -69,7 +69,7 @@ def prepare_musan(root, out_dir, *, nj: int = 2, use_vocals: bool = False,
             if uid in seen:
                 uid = sanitize_id(f"{f.parent.name}-{f.stem}")
             seen.add(uid)
-            utts.append(Utt(utt=uid, spk=uid, path=str(f.resolve())))
+            utts.append(Utt(utt=uid, spk=uid, path=os.path.abspath(f)))
         c = Corpus(check_audio(utts, tool=tool, nj=nj), tool=tool)
         if len(c) == 0:
             raise PrepError(f"MUSAN: no readable audio under {d}")
@@ -97,7 +97,7 @@ def prepare_rirs(root, out_dir, *, nj: int = 2, rooms=("smallroom", "mediumroom"
             utt = sanitize_id(f"{rt}-{f.stem}")
             if not utt.startswith(spk):  # file not named after its room folder
                 utt = f"{spk}-{sanitize_id(f.stem)}"
-            utts.append(Utt(utt=utt, spk=spk, path=str(f.resolve())))
+            utts.append(Utt(utt=utt, spk=spk, path=os.path.abspath(f)))
     if not utts:
         raise PrepError(f"RIRS_NOISES: no Room*/Room*-*.wav under {root}/simulated_rirs/{{{','.join(rooms)}}}")
     c = Corpus(check_audio(utts, tool=tool, nj=nj), tool=tool)
