@@ -1,0 +1,227 @@
+"""``pyxv emotion|verify|embed`` on real RAVDESS clips with a tiny model trained here."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pyxv.cli import main as cli
+
+EMO = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
+TINY = {
+    "model": {"input_dim": 23, "channels": [4, 8, 8, 8], "blocks": [1, 1, 1, 1], "heads": 2, "embed_dim": 16,
+              "loss": "softmax"},
+    "data": {"min_frames": 50, "min_utts_per_class": 2, "valid_per_class": 0, "chunk_min": 80, "chunk_max": 120},
+    "train": {"epochs": 2, "steps_per_epoch": 8, "batch_size": 8, "lr": 0.01, "warmup_steps": 2, "amp": "none",
+              "log_interval": 100, "keep_checkpoints": 1},
+    "extract": {"chunk_frames": 1000, "min_frames": 10},
+}
+
+
+def clips(root: Path, actors, per_emotion=2):
+    """[(utt, path, speaker, emotion)] of RAVDESS speech clips (statement 01, normal intensity first)."""
+    out = []
+    for a in actors:
+        d = root / f"Actor_{a:02d}"
+        for code, emo in EMO.items():
+            files = sorted(d.glob(f"03-01-{code}-*-*-*-{a:02d}.flac"))[:per_emotion]
+            for f in files:
+                spk = f"actor{a:02d}"
+                out.append((f"{spk}-{f.stem}", str(f), spk, emo))
+    return out
+
+
+def _cos(a, b):
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def setup(ravdess_root, tmp_path_factory, repo_root):
+    import kaldiio
+    import torch
+
+    from pyxv.backend.pipeline import Backend
+    from pyxv.emotion.lr import EmotionLR
+    from pyxv.inference import FrontEnd, XVectorModel
+    from pyxv.train import checkpoint as ckpt
+    from pyxv.train.data import FeatureSource
+    from pyxv.train.trainer import train_classifier
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("cli")
+    exp = root / "exp"
+    xdir = exp / "xvector_tiny"
+    xdir.mkdir(parents=True)
+    shutil.copy(repo_root / "conf/mfcc_8k.conf", xdir / "mfcc.conf")
+    shutil.copy(repo_root / "conf/vad.conf", xdir / "vad.conf")
+    train = clips(ravdess_root, range(1, 7))
+    front = FrontEnd(xdir / "mfcc.conf", xdir / "vad.conf")
+    fdir = root / "feats"
+    fdir.mkdir()
+    with kaldiio.WriteHelper(f"ark,scp:{fdir}/feats.ark,{fdir}/feats.scp") as wf, \
+            kaldiio.WriteHelper(f"ark,scp:{fdir}/vad.ark,{fdir}/vad.scp") as wv:
+        for utt, path, _, _ in train:
+            m, v = front.raw(path, utt)
+            wf(utt, m)
+            wv(utt, v)
+    src = FeatureSource(fdir / "feats.scp", vad_scp=fdir / "vad.scp", cmn_window=300)
+    u2s = {u: s for u, _, s, _ in train}
+    train_classifier(src, u2s, TINY, xdir, progress=False,
+                     extra={"mfcc.conf": (xdir / "mfcc.conf").read_text(), "vad.conf": (xdir / "vad.conf").read_text()})
+    xv = XVectorModel(xdir)
+    X = np.stack([xv.embed_file(p, u) for u, p, _, _ in train])
+    spk = np.array([s for _, _, s, _ in train])
+    emo = [e for _, _, _, e in train]
+    be = Backend.from_config(None, "cosine").fit(X, spk)
+    be.save(exp / "sv/ravdess/xvector_tiny/cosine/backend.pkl")
+    # Frozen x-vectors + LR, saved as stage 5 saves it (path relative to the recipe root).
+    lr = EmotionLR(["angry", "happy", "neutral", "sad"], C=1.0).fit(X, emo)
+    lr_dir = exp / "emotion/ravdess/frozen_lr_tiny_clean/fold1"
+    lr_dir.mkdir(parents=True)
+    import pickle
+
+    with open(lr_dir / "model.pkl", "wb") as f:
+        pickle.dump({"type": "frozen_lr", "classes": lr.classes, "lr": lr, "xvector_model": "exp/xvector_tiny"}, f)
+    # A fine-tuned network as stage 5 saves it: final.pt with an emotion head, features in extra.
+    ft_dir = exp / "emotion/ravdess/finetune_tiny_clean/fold1"
+    cfg = dict(TINY, train=dict(TINY["train"], epochs=1))
+    extra = {"emotion_system": "finetune_tiny", "features": "mfcc", "classes": ["angry", "happy", "neutral", "sad"],
+             "cmn_window": 300, "apply_vad": True, "architecture_from": str(xdir / "final.pt"),
+             "mfcc.conf": (xdir / "mfcc.conf").read_text(), "vad.conf": (xdir / "vad.conf").read_text()}
+    train_classifier(src, {u: e for u, _, _, e in train}, cfg, ft_dir, labels=extra["classes"],
+                     init_from=xdir / "final.pt", extra=extra, progress=False)
+    # A random-init GeMAPS network (25 LLDs per frame, standardised).
+    from pyxv.nnet.xvector import XVectorNet
+
+    gcfg = dict(TINY, model=dict(TINY["model"], input_dim=25))
+    net = XVectorNet.from_config(gcfg, 4)
+    g_dir = exp / "emotion/ravdess/randinit_gemaps_clean/fold1"
+    from pyxv.nnet.config import validate_config
+
+    ckpt.save(ckpt.model_file(net, validate_config(gcfg), extra["classes"],
+                              {"emotion_system": "randinit_gemaps", "features": "gemaps",
+                               "classes": extra["classes"], "gemaps_mean": [0.0] * 25, "gemaps_std": [1.0] * 25}),
+              g_dir / "final.pt")
+    other = clips(ravdess_root, [9, 10], per_emotion=1)
+    return dict(root=root, exp=exp, xdir=xdir, train=train, test=other, lr_dir=lr_dir, ft_dir=ft_dir, g_dir=g_dir,
+                X=X, xv=xv)
+
+
+def run_cli(args, capsys):
+    rc = cli([str(a) for a in args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_emotion_json_posteriors(setup, capsys):
+    files = [p for _, p, _, _ in setup["test"]][:3]
+    for d in (setup["lr_dir"], setup["ft_dir"], setup["g_dir"]):
+        rc, out, err = run_cli(["emotion", d, *files, "--json"], capsys)
+        assert rc == 0, err
+        res = json.loads(out)
+        assert res["classes"] == ["angry", "happy", "neutral", "sad"]
+        assert [r["file"] for r in res["results"]] == files
+        for r in res["results"]:
+            p = np.array(list(r["posteriors"].values()))
+            assert p.sum() == pytest.approx(1.0, abs=1e-4) and (p >= 0).all()
+            assert r["emotion"] == max(r["posteriors"], key=r["posteriors"].get)
+    # The table form: a header and one row per file, numbers that parse.
+    rc, out, _ = run_cli(["emotion", setup["lr_dir"].parent, *files], capsys)  # system dir -> its first fold
+    lines = out.strip().splitlines()
+    assert rc == 0 and lines[0].split()[:2] == ["file", "emotion"] and len(lines) == 4
+    assert sum(float(x) for x in lines[1].split()[2:]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_frozen_lr_posteriors_match_model(setup):
+    """The CLI's posteriors equal the LR applied to the x-vectors of the same files."""
+    from pyxv.inference import load_emotion_model
+
+    m = load_emotion_model(setup["lr_dir"])
+    utts = setup["train"][:4]
+    _, P = m.posteriors([p for _, p, _, _ in utts], [u for u, _, _, _ in utts])
+    assert np.allclose(P, m.lr.predict_proba(setup["X"][:4]), atol=1e-6)
+
+
+def test_verify_self_beats_other_speaker(setup, capsys):
+    a = setup["test"][0][1]                                          # actor 09
+    b = next(p for _, p, s, _ in setup["test"] if s == "actor10")   # another speaker
+    rc, out, err = run_cli(["verify", setup["xdir"], a, a, "--json"], capsys)
+    assert rc == 0, err
+    same = json.loads(out)
+    assert same["same"] is True and same["backend"] == "cosine" and same["backend_source"].endswith("backend.pkl")
+    rc2, out, _ = run_cli(["verify", setup["xdir"], a, b, "--json"], capsys)
+    diff = json.loads(out)
+    assert same["score"] > diff["score"]
+    assert diff["threshold"] == pytest.approx(same["threshold"])
+    assert rc2 == (0 if diff["same"] else 2)
+    # A stored threshold can be overridden; text output names the decision.
+    rc, out, _ = run_cli(["verify", setup["xdir"], a, b, "--threshold", "2"], capsys)
+    assert rc == 2 and "different speakers" in out
+
+
+def test_verify_fits_cosine_without_saved_backend(setup, tmp_path, capsys):
+    """No stage-6 back-end: a cosine one is fitted on xvectors_pretrain/train."""
+    import kaldiio
+
+    xdir = tmp_path / "exp/xvector_x"
+    shutil.copytree(setup["xdir"], xdir, ignore=shutil.ignore_patterns("checkpoints"))
+    pre = xdir / "xvectors_pretrain/train"
+    pre.mkdir(parents=True)
+    with kaldiio.WriteHelper(f"ark,scp:{pre}/xvector.ark,{pre}/xvector.scp") as w:
+        for (u, _, _, _), x in zip(setup["train"], setup["X"]):
+            w(u, x.astype(np.float32))
+    (pre / "utt2spk").write_text("".join(f"{u} {s}\n" for u, _, s, _ in setup["train"]))
+    a = setup["test"][0][1]
+    rc, out, err = run_cli(["verify", xdir, a, a, "--json"], capsys)
+    assert rc == 0, err
+    r = json.loads(out)
+    assert "fitted now" in r["backend_source"] and np.isfinite(r["threshold"])
+    rc, _, err = run_cli(["verify", xdir, a, a, "--backend", "plda"], capsys)
+    assert rc == 1 and "no saved plda back-end" in err
+
+
+def test_embed_any_rate_and_channels(setup, tmp_path, capsys):
+    import kaldiio
+
+    from pyxv.io import read_audio
+
+    utt, path, _, _ = setup["test"][0]
+    x, sr = read_audio(path)
+    # The same clip as 44.1 kHz stereo wav (name kept so the dither seed is the same).
+    from scipy.signal import resample_poly
+
+    y = resample_poly(x / 32768.0, 441, 160)
+    (tmp_path / "st").mkdir()
+    stereo = tmp_path / "st" / (Path(path).stem + ".wav")
+    sf.write(stereo, np.stack([y, y], axis=1), 44100, subtype="FLOAT")
+    scp = tmp_path / "wav.scp"
+    scp.write_text(f"{utt} {path}\nbroken {tmp_path}/missing.wav\nst {stereo}\n")
+    rc, _, err = run_cli(["embed", setup["xdir"], scp, tmp_path / "out/xv.ark"], capsys)
+    assert rc == 0 and "2 x-vectors" in err and "1 file(s) failed" in err
+    got = dict(kaldiio.load_scp(str(tmp_path / "out/xv.scp")))
+    assert set(got) == {utt, "st"}
+    assert np.allclose(got[utt], setup["xv"].embed_file(path, utt), atol=1e-5)
+    assert _cos(got[utt], got["st"]) > 0.95
+    # One file in, one x-vector out, named by the file's stem.
+    rc, _, _ = run_cli(["embed", setup["xdir"], stereo, tmp_path / "one.ark"], capsys)
+    one = dict(kaldiio.load_scp(str(tmp_path / "one.scp")))
+    assert rc == 0 and list(one) == [Path(path).stem] and one[Path(path).stem].shape == (16,)
+
+
+def test_errors_and_help(setup, tmp_path, capsys):
+    rc, _, err = run_cli(["emotion", tmp_path / "nope", setup["test"][0][1]], capsys)
+    assert rc == 1 and "no such model dir" in err
+    bad = tmp_path / "bad.txt"
+    bad.write_text("")
+    rc, _, err = run_cli(["embed", setup["xdir"], bad, tmp_path / "o.ark"], capsys)
+    assert rc == 1 and "neither audio nor a wav.scp" in err
+    for sub in ("emotion", "verify", "embed"):
+        p = subprocess.run([sys.executable, "-m", "pyxv.cli", sub, "--help"], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0 and f"usage: pyxv {sub}" in p.stdout
