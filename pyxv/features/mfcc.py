@@ -208,6 +208,7 @@ class Mfcc:
         self.window = torch.tensor(_window(o.window_type, o.window_size, o.blackman_coeff),
                                    dtype=dtype, device=self.device)
         self.mel = torch.tensor(mel_banks(o), dtype=dtype, device=self.device)
+        self.mel2 = self.mel.repeat_interleave(2, dim=0)   # rows for (re, im) pairs
         self.dct = torch.tensor(dct_lifter_matrix(o), dtype=dtype, device=self.device)
         self.log_energy_floor = math.log(o.energy_floor) if o.energy_floor > 0 else None
 
@@ -249,27 +250,33 @@ class Mfcc:
 
     # ------------------------------------------------------------ compute
     def _compute_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """(F, L) raw frames (already dithered) -> (F, num_ceps)."""
+        """(F, L) raw frames (already dithered) -> (F, num_ceps).
+
+        Works in place in one zero-padded (F, padded) buffer, and takes the power
+        spectrum's mel energies as one product of the interleaved (re, im) squares
+        with a row-doubled filter matrix: no strided reductions, no extra copies."""
         o = self.opts
-        if frames.shape[0] == 0:
+        F, L = frames.shape
+        if F == 0:
             return frames.new_zeros((0, o.num_ceps))
+        buf = frames.new_zeros((F, o.padded_window_size))
+        v = buf[:, :L]
+        v.copy_(frames)
         if o.remove_dc_offset:
-            frames = frames - frames.mean(dim=1, keepdim=True)
+            v -= v.mean(dim=1, keepdim=True)
         energy = None
         if o.use_energy and o.raw_energy:
-            energy = frames.square().sum(dim=1).clamp_min(FLT_EPSILON).log()
+            energy = torch.linalg.vecdot(v, v).clamp_min_(FLT_EPSILON).log_()
         c = o.preemphasis_coefficient
         if c != 0.0:
-            pre = torch.empty_like(frames)
-            pre[:, 1:] = frames[:, 1:] - c * frames[:, :-1]
-            pre[:, 0] = frames[:, 0] * (1.0 - c)
-            frames = pre
-        frames = frames * self.window
+            prev = v[:, :-1] * c
+            v[:, 1:] -= prev
+            v[:, 0] *= 1.0 - c
+        v *= self.window
         if o.use_energy and not o.raw_energy:
-            energy = frames.square().sum(dim=1).clamp_min(FLT_EPSILON).log()
-        spec = torch.fft.rfft(frames, n=o.padded_window_size)
-        power = torch.view_as_real(spec).square().sum(-1)
-        logmel = (power @ self.mel).clamp_min(FLT_EPSILON).log()
+            energy = torch.linalg.vecdot(v, v).clamp_min_(FLT_EPSILON).log_()
+        spec = torch.view_as_real(torch.fft.rfft(buf)).reshape(F, -1)
+        logmel = (spec.square_() @ self.mel2).clamp_min_(FLT_EPSILON).log_()
         ceps = logmel @ self.dct
         if energy is not None:
             if self.log_energy_floor is not None:

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Kaldi compute-mfcc-feats for a data dir, in parallel jobs (pyxv.features.mfcc).
+#
+#   steps/make_mfcc.sh [options] <data> <log-dir> <mfcc-dir>
+#   e.g. steps/make_mfcc.sh --nj 2 --cmd "$train_cmd" --mfcc-config conf/mfcc_8k.conf \
+#          data/demo/all exp/make_mfcc/data_demo_all mfcc
+#
+# Writes <mfcc-dir>/raw_mfcc_<set>.JOB.{ark,scp} (<set>: the data dir path with
+# / -> _, so sets never collide), then <data>/feats.scp, <data>/utt2num_frames
+# and a copy of the config in <data>/conf/mfcc.conf. Audio at another rate than
+# --sample-frequency is resampled in the job. Utterances that fail (unreadable,
+# too short, failing pipe) are named in the job logs, counted here and dropped
+# from the data dir with utils/fix_data_dir.sh.
+set -euo pipefail
+
+nj=4
+cmd=utils/parallel/run.py
+mfcc_config=conf/mfcc_8k.conf
+seed=0                 # dither seed
+overwrite=false
+
+help_message="Usage: $0 [options] <data> <log-dir> <mfcc-dir>
+Options:
+  --nj N               parallel jobs [$nj]
+  --cmd CMD            job runner [$cmd]
+  --mfcc-config FILE   Kaldi-style MFCC options [$mfcc_config]
+  --seed N             dither seed [$seed]
+  --overwrite BOOL     redo even when outputs are up to date [$overwrite]"
+
+. ./path.sh
+. utils/parse_options.sh
+
+if [ $# -ne 3 ]; then echo "$help_message" >&2; exit 1; fi
+data=${1%/}
+logdir=$2
+mfccdir=$3
+name=${data//\//_}
+
+for f in "$data/wav.scp" "$data/utt2spk" "$mfcc_config"; do
+  [ -f "$f" ] || { echo "$0: $f does not exist" >&2; exit 1; }
+done
+# A broken config stops here, before any job starts.
+python -c "import sys; from pyxv.features.mfcc import MfccOptions; MfccOptions.from_conf(sys.argv[1])" "$mfcc_config"
+
+newest=$data/wav.scp
+for f in "$data/utt2spk" "$data/segments"; do [ -f "$f" ] && [ "$f" -nt "$newest" ] && newest=$f; done
+if [ "$overwrite" != true ] && [ -f "$data/feats.scp" ] && [ -f "$data/utt2num_frames" ] \
+   && cmp -s "$mfcc_config" "$data/conf/mfcc.conf" && [ "$data/feats.scp" -nt "$newest" ]; then
+  echo "$0: $data/feats.scp is newer than $newest and made with $mfcc_config; nothing to do (--overwrite true redoes)"
+  exit 0
+fi
+
+mkdir -p "$logdir" "$mfccdir"
+rm -f "$mfccdir"/raw_mfcc_"$name".*.ark "$mfccdir"/raw_mfcc_"$name".*.scp "$mfccdir"/.raw_mfcc_"$name".*.tmp.* \
+      "$logdir"/utt2num_frames.*
+n=$(wc -l < "$data/utt2spk")
+[ "$nj" -le "$n" ] || nj=$n
+utils/split_data.sh "$data" "$nj" >/dev/null
+sdata=$data/split$nj
+
+echo "$0: MFCC of $n utterances of $data ($mfcc_config) in $nj jobs ($(date '+%T'))"
+$cmd JOB=1:$nj "$logdir/make_mfcc_$name.JOB.log" \
+  python -m pyxv.bin.compute_mfcc --config "$mfcc_config" --seed "$seed" \
+    --num-frames "$logdir/utt2num_frames.JOB" \
+    "$sdata/JOB" "$mfccdir/raw_mfcc_$name.JOB.ark" "$mfccdir/raw_mfcc_$name.JOB.scp"
+
+# Merge: whole files or nothing.
+for j in $(seq "$nj"); do
+  [ -f "$mfccdir/raw_mfcc_$name.$j.scp" ] || { echo "$0: job $j left no scp; see $logdir/make_mfcc_$name.$j.log" >&2; exit 1; }
+done
+for j in $(seq "$nj"); do cat "$mfccdir/raw_mfcc_$name.$j.scp"; done | sort > "$data/.feats.scp.tmp"
+for j in $(seq "$nj"); do cat "$logdir/utt2num_frames.$j"; done | sort > "$data/.utt2num_frames.tmp"
+mv "$data/.feats.scp.tmp" "$data/feats.scp"
+mv "$data/.utt2num_frames.tmp" "$data/utt2num_frames"
+mkdir -p "$data/conf"
+cp "$mfcc_config" "$data/conf/mfcc.conf"
+
+m=$(wc -l < "$data/feats.scp")
+if [ "$m" -eq 0 ]; then
+  echo "$0: no utterance of $data has features; see $logdir/make_mfcc_$name.*.log" >&2; exit 1
+fi
+if [ "$m" -lt "$n" ]; then
+  echo "$0: WARNING: $((n - m)) of $n utterances failed and are left out of $data/feats.scp:" >&2
+  grep -h "ERROR utterance" "$logdir"/make_mfcc_"$name".*.log | sed 's/^/  /' >&2 || true
+  utils/fix_data_dir.sh "$data"
+fi
+utils/validate_data_dir.sh --no-wav "$data" >/dev/null || { utils/validate_data_dir.sh --no-wav "$data" >&2; exit 1; }
+echo "$0: $m utterances in $data/feats.scp ($(date '+%T'))"
