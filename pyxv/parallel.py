@@ -364,3 +364,223 @@ def main_local(argv: list[str] | None = None, doc: str = "") -> int:
 # ------------------------------------------------------------------- shell bits
 def shell_quote(s: str) -> str:
     return shlex.quote(s)
+
+
+# ---------------------------------------------------------------- Slurm runner
+SLURM_DEFAULTS = {
+    "partition": "",
+    "gpu_partition": "",
+    "gpu_gres": "gpu:{n}",
+    "mem_per_cpu": "",
+    "time": "",
+    "account": "",
+    "qos": "",
+    "extra": "",
+    "poll_seconds": "2",
+    "status_grace_seconds": "10",
+}
+
+
+def read_slurm_config(path: str | os.PathLike | None) -> dict[str, str]:
+    """Read ``key = value`` lines (``#`` starts a comment) into the settings
+    the Slurm runner knows; an unknown key is an error naming the line."""
+    conf = dict(SLURM_DEFAULTS)
+    if path is None:
+        return conf
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read config {path}: {e.strerror}") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if "=" not in line:
+            raise UsageError(f"{path}:{lineno}: expected 'key = value', got '{line}'")
+        k, v = (x.strip() for x in line.split("=", 1))
+        if k not in SLURM_DEFAULTS:
+            raise UsageError(f"{path}:{lineno}: unknown setting '{k}' (known: {', '.join(SLURM_DEFAULTS)})")
+        conf[k] = v
+    for k in ("poll_seconds", "status_grace_seconds"):
+        try:
+            if float(conf[k]) <= 0:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"{path}: {k} must be a positive number, not '{conf[k]}'") from None
+    if "{n}" not in conf["gpu_gres"]:
+        raise UsageError(f"{path}: gpu_gres must contain {{n}} (e.g. gpu:{{n}}), not '{conf['gpu_gres']}'")
+    return conf
+
+
+def sbatch_options(req: Request, conf: dict[str, str], name: str, out_pattern: str) -> list[str]:
+    """The sbatch flags of one array submission."""
+    jobs = req.jobs
+    a, b = (1, 1) if jobs == [None] else (jobs[0], jobs[-1])
+    array = f"{a}-{b}" + (f"%{req.max_jobs_run}" if req.max_jobs_run else "")
+    opts = ["--parsable", f"--array={array}", f"--job-name={name}", f"--output={out_pattern}",
+            f"--chdir={os.getcwd()}", "--export=ALL"]
+    gpu = req.gpu or 0
+    partition = conf["gpu_partition"] if gpu > 0 and conf["gpu_partition"] else conf["partition"]
+    if partition:
+        opts.append(f"--partition={partition}")
+    if req.num_threads:
+        opts.append(f"--cpus-per-task={req.num_threads}")
+    if req.mem:
+        opts.append(f"--mem={req.mem}")
+    elif conf["mem_per_cpu"]:
+        opts.append(f"--mem-per-cpu={conf['mem_per_cpu']}")
+    if gpu > 0:
+        opts.append(f"--gres={conf['gpu_gres'].format(n=gpu)}")
+    t = req.time or conf["time"]
+    if t:
+        opts.append(f"--time={t}")
+    if conf["account"]:
+        opts.append(f"--account={conf['account']}")
+    if conf["qos"]:
+        opts.append(f"--qos={conf['qos']}")
+    opts.extend(shlex.split(conf["extra"]))
+    return opts
+
+
+def slurm_names(req: Request) -> tuple[Path, str]:
+    """(q/ folder beside the logs, base name of the submission's files)."""
+    log = Path(req.logfile)
+    base = log.name
+    if req.var:
+        base = base.replace("." + req.var, "").replace(req.var, "")
+    if base.endswith(".log"):
+        base = base[:-4]
+    return log.parent / "q", base or "job"
+
+
+def batch_script(req: Request, qdir: Path, base: str) -> str:
+    """The bash script each array task runs: picks its command and log by
+    SLURM_ARRAY_TASK_ID, writes the same log header/footer as the local runner,
+    and leaves its exit code in ``q/<base>.<task>.status``."""
+    threads = req.num_threads or 1
+    lines = ["#!/usr/bin/env bash",
+             f"# Written by utils/parallel/slurm.py for: {join_command(sys.argv)}" if sys.argv else "#",
+             "task=${SLURM_ARRAY_TASK_ID:?not run as a Slurm array task}",
+             'case "$task" in']
+    for j in req.jobs:
+        key = 1 if j is None else j
+        lines.append(f"  {key}) log={shlex.quote(os.path.abspath(req.logfile_for(j)))}; "
+                     f"cmd={shlex.quote(req.command_for(j))} ;;")
+    lines += ['  *) echo "no job $task in this array" >&2; exit 2 ;;', "esac"]
+    if req.num_threads:
+        lines.append(f"export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}")
+    if req.gpu == 0:
+        lines.append('export CUDA_VISIBLE_DEVICES=""')
+    status = shlex.quote(str(qdir.resolve() / base))
+    lines += [
+        'mkdir -p "$(dirname "$log")"',
+        '{ printf "# %s\\n" "$cmd"; echo "# Started at $(date)"; echo "#"; } > "$log"',
+        "t0=$(date +%s)",
+        'bash -c "$cmd" >> "$log" 2>&1',
+        "rc=$?",
+        "t=$(( $(date +%s) - t0 ))",
+        f'echo "# Accounting: time=$t threads={threads} host=$(hostname)" >> "$log"',
+        'echo "# Ended (code $rc) at $(date), elapsed time $t seconds" >> "$log"',
+        f'echo $rc > {status}."$task".status.tmp && mv {status}."$task".status.tmp {status}."$task".status',
+        "exit $rc",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_slurm(req: Request, conf: dict[str, str], prog: str = "slurm.py") -> int:
+    """Submit one sbatch array for all jobs, wait for it, check each task's
+    exit status; 0 when all succeeded, else 1 after naming the failed logs."""
+    qdir, base = slurm_names(req)
+    qdir.mkdir(parents=True, exist_ok=True)
+    for j in req.jobs:
+        Path(req.logfile_for(j)).parent.mkdir(parents=True, exist_ok=True)
+    keys = [1 if j is None else j for j in req.jobs]
+    status = {k: qdir / f"{base}.{k}.status" for k in keys}
+    for f in status.values():
+        f.unlink(missing_ok=True)
+    script = qdir / f"{base}.sh"
+    script.write_text(batch_script(req, qdir, base))
+    script.chmod(0o755)
+    out_pattern = str((qdir / f"{base}.%a.out").resolve())
+    cmd = ["sbatch", *sbatch_options(req, conf, f"pyxv-{base}", out_pattern), str(script)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        print(f"{prog}: sbatch not found: is Slurm installed and on PATH?", file=sys.stderr)
+        return 1
+    if p.returncode != 0:
+        print(f"{prog}: sbatch failed ({p.returncode}): {p.stderr.strip()}\n  command: {join_command(cmd)}",
+              file=sys.stderr)
+        return 1
+    job_id = p.stdout.strip().split(";")[0]
+    (qdir / f"{base}.jobid").write_text(job_id + "\n")
+    poll = float(conf["poll_seconds"])
+    grace = float(conf["status_grace_seconds"])
+
+    def cancel(signum, _frame):
+        subprocess.run(["scancel", job_id], capture_output=True)
+        print(f"{prog}: interrupted (signal {signum}); cancelled Slurm job {job_id}", file=sys.stderr)
+        sys.exit(128 + signum)
+
+    old = {s: signal.signal(s, cancel) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        last_q = 0.0
+        gone_since = None
+        warned = False
+        while True:
+            if all(f.exists() for f in status.values()):
+                break
+            t = time.monotonic()
+            if t - last_q >= poll:
+                last_q = t
+                q = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True)
+                if q.returncode == 0 and q.stdout.strip():
+                    gone_since = None
+                elif q.returncode == 0 or "Invalid job id" in q.stderr:
+                    gone_since = gone_since or t  # finished; allow for slow file systems
+                elif not warned:
+                    print(f"{prog}: squeue failed ({q.stderr.strip()}); still waiting for job {job_id}",
+                          file=sys.stderr)
+                    warned = True
+            if gone_since is not None and t - gone_since > grace:
+                break
+            time.sleep(min(0.25, poll))
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    failed: list[tuple[str, str]] = []
+    for j, k in zip(req.jobs, keys):
+        log = req.logfile_for(j)
+        try:
+            rc = int(status[k].read_text().strip())
+        except (OSError, ValueError):
+            out = qdir / f"{base}.{k}.out"
+            why = f"no exit status: Slurm job {job_id}_{k} was killed or never ran, see {out}"
+            failed.append((log, why))
+            try:
+                extra = [ln for ln in out.read_text(errors="replace").splitlines() if ln.strip()][-3:]
+            except OSError:
+                extra = []
+            if extra and not Path(log).exists():
+                failed[-1] = (str(out), why)
+            continue
+        if rc != 0:
+            failed.append((log, f"exit code {rc}"))
+    if failed:
+        print(failure_summary(prog, failed, len(keys)), file=sys.stderr)
+        return 1
+    return 0
+
+
+def main_slurm(argv: list[str] | None = None, doc: str = "") -> int:
+    prog = "slurm.py"
+    try:
+        req = parse_args(sys.argv[1:] if argv is None else argv, prog, extra_options=("config",))
+        conf = read_slurm_config(req.extra.get("config"))
+    except HelpRequested:
+        print(doc.strip())
+        return 0
+    except UsageError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    return run_slurm(req, conf, prog)

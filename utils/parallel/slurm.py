@@ -1,0 +1,25 @@
+#!/usr/bin/env python3
+r"""Slurm job runner with Kaldi's interface (like Kaldi's slurm.pl).
+
+  utils/parallel/slurm.py [--config conf/slurm.conf] [--mem 4G] [--num-threads N] \
+      [--gpu N] [--time H:M:S] [--max-jobs-run K] [JOB=1:N] log/name.JOB.log command args...
+
+Submits ONE `sbatch --array=1-N[%K]` whose tasks run the N jobs (JOB replaced
+by the task number in the log path and the command), waits for it (watching
+squeue every poll_seconds and the tasks' status files), and exits 1 naming the
+failed logs with their last lines when any task failed or was killed.
+Options map to sbatch: --mem -> --mem, --num-threads -> --cpus-per-task (and
+OMP_NUM_THREADS), --gpu N -> --gres from gpu_gres (N=0: no GPU visible),
+--time -> --time, --max-jobs-run K -> %K. Partition, account, qos, GPU gres and
+extra sbatch flags come from the config file (see conf/slurm.conf).
+The batch script, Slurm's own output and the status files are in the log
+folder's q/ subfolder. Standard library only: works without the venv.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))
+from pyxv.parallel import main_slurm  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main_slurm(doc=__doc__))
