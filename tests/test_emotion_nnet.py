@@ -174,6 +174,18 @@ def test_pretrained_model_with_other_features_is_refused(corpus):
     cfg = _cfg(root, epochs=1, steps_per_epoch=1)
     with pytest.raises(FeatureMismatchError, match=r"xvector_aug/final.pt takes 20-dim .* has 23-dim"):
         systems.run_fold("finetune_aug", "clean", emo, 2, root / "exp" / "emotion" / "ravd", cfg)
+    # same dims, other MFCC config (16 kHz model, 8 kHz data): an error naming both configs
+    c["model"]["input_dim"] = 23
+    ckpt.save(ckpt.model_file(XVectorNet.from_config(c, 5), c, list("abcde"),
+                              extra={"mfcc.conf": MFCC_8K.replace("8000", "16000")}),
+              root / "exp" / "xvector_aug" / "final.pt")
+    (emo / "all" / "conf").mkdir(exist_ok=True)
+    (emo / "all" / "conf" / "mfcc.conf").write_text(MFCC_8K)
+    try:
+        with pytest.raises(FeatureMismatchError, match=r"sample-frequency=16000.*all/conf/mfcc.conf.*sample-frequency=8000"):
+            systems.run_fold("finetune_aug", "clean", emo, 2, root / "exp" / "emotion" / "ravd", cfg)
+    finally:
+        (emo / "all" / "conf" / "mfcc.conf").unlink()
 
 
 def test_randinit_mfcc_and_gemaps_run(corpus, caplog):

@@ -127,7 +127,8 @@ def pretrained_model(cfg: dict, system: str) -> Path:
 
 def architecture_config(cfg: dict) -> tuple[dict, str]:
     """The x-vector config whose ``model`` section builds the random-init networks:
-    ``nnet.architecture`` (a YAML) or the clean pre-trained model's own config."""
+    ``nnet.architecture`` (a YAML) or the clean pre-trained model's own config.
+    Returns (config, where it came from)."""
     from ..nnet.config import load_config
     from ..train import checkpoint as ckpt
 
@@ -165,23 +166,38 @@ def trainer_config(base: dict, cfg: dict, n_train: int) -> dict:
     return out
 
 
+def feature_confs(model_path: Path, ck: dict | None) -> dict[str, str]:
+    """The MFCC/VAD config texts a model was trained with: from ``final.pt``'s ``extra``,
+    else the ``mfcc.conf``/``vad.conf`` copies beside it."""
+    extra = (ck or {}).get("extra") or {}
+    out = {}
+    for name in ("mfcc.conf", "vad.conf"):
+        text = extra.get(name) or extra.get(name.replace(".", "_"))
+        if not text and (Path(model_path).parent / name).is_file():
+            text = (Path(model_path).parent / name).read_text()
+        if text:
+            out[name] = text
+    return out
+
+
+def _conf_lines(text: str) -> list[str]:
+    return sorted(line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip())
+
+
 def check_features(model_path: Path, ck: dict, dim: int, emo_dir: Path) -> None:
     """Error naming both when the data's features do not fit the pre-trained model:
-    the input dimension, and (when both are recorded) the MFCC config text."""
+    the input dimension, and (when both are recorded) the MFCC config
+    (``final.pt`` extra or ``<model-dir>/mfcc.conf`` vs ``<emo>/all/conf/mfcc.conf``)."""
     want = ck["config"]["model"]["input_dim"]
     if want != dim:
         raise FeatureMismatchError(f"pre-trained model {model_path} takes {want}-dim input features but "
                                    f"{emo_dir}/all/feats.scp has {dim}-dim features")
-    extra = ck.get("extra") or {}
-    theirs = extra.get("mfcc.conf") or extra.get("mfcc_conf")
-    mine_p = next((p for p in (emo_dir / "all" / "conf" / "mfcc.conf", emo_dir / "all" / "mfcc.conf") if p.is_file()), None)
-    if theirs and mine_p is not None:
-        def norm(t):
-            return sorted(line.split("#")[0].strip() for line in t.splitlines() if line.split("#")[0].strip())
-        if norm(theirs) != norm(mine_p.read_text()):
-            raise FeatureMismatchError(f"pre-trained model {model_path} was trained on MFCC with config "
-                                       f"{norm(theirs)} but {emo_dir} features were made with {mine_p}: "
-                                       f"{norm(mine_p.read_text())}")
+    theirs = feature_confs(model_path, ck).get("mfcc.conf")
+    mine_p = emo_dir / "all" / "conf" / "mfcc.conf"
+    if theirs and mine_p.is_file() and _conf_lines(theirs) != _conf_lines(mine_p.read_text()):
+        raise FeatureMismatchError(f"pre-trained model {model_path} was trained on MFCC made with "
+                                   f"{' '.join(_conf_lines(theirs))} but the features of {emo_dir} were made "
+                                   f"with {mine_p}: {' '.join(_conf_lines(mine_p.read_text()))}")
 
 
 # --------------------------------------------------------------------- inference
@@ -244,10 +260,15 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
         check_features(init_from, ck, dim, emo_dir)
     tcfg = trainer_config(base, cfg, len(train))
     tcfg["model"]["input_dim"] = dim
-    if ck is not None:
-        for k in ("mfcc.conf", "vad.conf", "mfcc_conf", "vad_conf"):
-            if k in (ck.get("extra") or {}):
-                extra[k] = ck["extra"][k]
+    if kind == "mfcc":
+        # The feature confs go with the model (inference recomputes identical features):
+        # the pre-trained model's, else those the emotion data were made with.
+        if ck is not None:
+            extra.update(feature_confs(init_from, ck))
+        for name in ("mfcc.conf", "vad.conf"):
+            p = emo_dir / "all" / "conf" / name
+            if name not in extra and p.is_file():
+                extra[name] = p.read_text()
 
     dev_keep = [i for i, u in enumerate(dev.utts) if u in ev_src]
     dev = _subset(dev, dev_keep)
