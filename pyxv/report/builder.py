@@ -220,6 +220,10 @@ class ReportBuilder:
                 lines, rows = T.eer_table(r)
                 self.csv_rows += rows
                 L += [f"#### {c}: ResNet-{r.model}, {r.backend} back-end (EER %)", ""] + lines + [""]
+            dets = [(r, r.path / "det.png") for r in res if (r.path / "det.png").is_file()]
+            if dets:
+                L += ["DET curves (stage 6): " + ", ".join(
+                    f"[ResNet-{r.model} {r.backend}]({_rel(p, self.md_dir)})" for r, p in dets) + ".", ""]
             panels = [(f"ResNet-{r.model}, {r.backend}", r.emotions, r.eer) for r in res]
             p = self._figure(_plots().eer_heatmaps, panels, name=f"eer_{c}.png",
                              suptitle=f"{c}: EER (%) by enrolment x test emotion")
