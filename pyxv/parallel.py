@@ -280,8 +280,13 @@ def run_local(req: Request, prog: str = "run.py") -> int:
     def start(job: int | None) -> None:
         log = req.logfile_for(job)
         cmd = req.command_for(job)
-        Path(log).parent.mkdir(parents=True, exist_ok=True)
-        fh = open(log, "w", encoding="utf-8")
+        try:
+            Path(log).parent.mkdir(parents=True, exist_ok=True)
+            fh = open(log, "w", encoding="utf-8")
+        except OSError as e:
+            print(f"{prog}: cannot write log {log}: {e.strerror}", file=sys.stderr)
+            failed.append((log, "log not writable"))
+            return
         fh.write(log_header(cmd))
         fh.flush()
         try:

@@ -187,9 +187,19 @@ def _subset(argv, prog):
 def _combine(argv, prog):
     p = _parser("combine", f"{prog} <dest-data-dir> <src-data-dir1> <src-data-dir2> ...",
                 "Combine data dirs (files present in all sources); duplicate utterance ids are an error.")
+    p.add_argument("--extra-files", default="",
+                   help="files that must be combined (Kaldi's option; every common file is combined anyway)")
+    p.add_argument("--skip-fix", choices=("true", "false"), default="true", help="accepted for Kaldi compatibility")
     p.add_argument("dest")
     p.add_argument("srcs", nargs="+")
     a = p.parse_args(argv)
+    from pathlib import Path
+
+    for f in a.extra_files.split():
+        lack = [s for s in a.srcs if not (Path(s) / f).is_file()]
+        if lack:
+            print(f"{prog}: error: --extra-files {f} is missing from {', '.join(lack)}", file=sys.stderr)
+            return 1
     try:
         lines = dd.combine_datadirs(a.dest, a.srcs)
     except dd.CombineError as e:
