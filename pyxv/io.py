@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-import numpy as np
-import soundfile as sf
+# numpy and soundfile are imported where audio is read: the data-dir tools in
+# utils/ use the text-table helpers only and start faster without them.
 
 
 class AudioError(RuntimeError):
@@ -83,6 +83,8 @@ def write_lines(path: str | os.PathLike, lines: Iterable[str]) -> None:
 def _resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
     from math import gcd
 
+    import numpy as np
+
     from scipy.signal import resample_poly
 
     if sr == target:
@@ -102,6 +104,9 @@ def read_audio(spec: str, *, sample_rate: int | None = None,
     rule). With ``sample_rate`` set, other rates are resampled (polyphase) to it.
     ``name`` (the utterance id) goes into error messages.
     """
+    import numpy as np
+    import soundfile as sf
+
     who = f"utterance {name} ({spec})" if name else spec
     spec = spec.strip()
     try:
@@ -147,6 +152,8 @@ def read_audio(spec: str, *, sample_rate: int | None = None,
 
 def audio_duration(spec: str) -> float:
     """Duration in seconds of a path (from the header) or a pipe (by reading it)."""
+    import soundfile as sf
+
     spec = spec.strip()
     if not spec.endswith("|"):
         try:

@@ -308,3 +308,38 @@ def test_filter_scp_and_spk2utt(tmp_path):
     (tmp_path / "bad").write_text("u1 s1\nu1 s2\n")
     p = tool("utils/utt2spk_to_spk2utt.py", tmp_path / "bad")
     assert p.returncode == 1 and "duplicate utterance 'u1'" in p.stderr
+
+
+# ------------------------------------------------------------------ pyxv.io
+def test_io_tables_and_audio(tmp_path):
+    from pyxv import io as pio
+
+    (tmp_path / "t").write_text("b x y\na 1\n\n")
+    assert pio.read_table(tmp_path / "t") == {"b": "x y", "a": "1"}
+    assert pio.read_table(tmp_path / "t", split=True)["b"] == ["x", "y"]
+    (tmp_path / "d").write_text("a 1\na 2\n")
+    with pytest.raises(ValueError, match="d:2: duplicate key 'a'"):
+        pio.read_table(tmp_path / "d")
+    pio.write_table(tmp_path / "w", {"b": [1, 2], "B": "z", "a": "q"})
+    assert (tmp_path / "w").read_text() == "B z\na q\nb 1 2\n"  # C-locale order
+    with pytest.raises(RuntimeError):
+        with pio.atomic_open(tmp_path / "w") as f:
+            f.write("half")
+            raise RuntimeError
+    assert (tmp_path / "w").read_text() == "B z\na q\nb 1 2\n" and len(list(tmp_path.iterdir())) == 3
+    # Audio: a file, a pipe, a segment, resampling; floats on the int16 scale.
+    t = np.arange(16000) / 16000
+    sf.write(tmp_path / "a.wav", (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000, subtype="PCM_16")
+    x, sr = pio.read_audio(str(tmp_path / "a.wav"))
+    assert sr == 16000 and len(x) == 16000 and abs(np.abs(x).max() - 16384) < 3
+    y, _ = pio.read_audio(f"cat {tmp_path}/a.wav |")
+    assert np.array_equal(x, y)
+    s, _ = pio.read_audio(str(tmp_path / "a.wav"), start=0.25, end=0.5)
+    assert np.array_equal(s, x[4000:8000])
+    r, sr8 = pio.read_audio(str(tmp_path / "a.wav"), sample_rate=8000)
+    assert sr8 == 8000 and len(r) == 8000
+    assert pio.audio_duration(str(tmp_path / "a.wav")) == pytest.approx(1.0)
+    with pytest.raises(pio.AudioError, match="u1 .*does not exist"):
+        pio.read_audio(str(tmp_path / "missing.wav"), name="u1")
+    with pytest.raises(pio.AudioError, match="exit status 3"):
+        pio.read_audio("exit 3 |")
