@@ -29,7 +29,7 @@ from typing import Callable, Iterator, TextIO
 import numpy as np
 
 from .io import atomic_open, read_table
-from .metrics.sv import SVMetrics, det_curve_sorted, sv_metrics_sorted
+from .metrics.sv import ScoreHistogram, SVMetrics, det_curve_sorted, sv_metrics_sorted
 
 log = logging.getLogger(__name__)
 
@@ -198,14 +198,30 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
+def _score_range(ts: TrialSet, prepared, score_block: Callable, seed: int = 0) -> tuple[float, float]:
+    """Histogram range from a pilot of up to 2000 x 2000 scores, widened by half the span each side."""
+    rng = np.random.default_rng(seed)
+    n = len(ts)
+    r = np.sort(rng.choice(n, min(n, 2000), replace=False))
+    c = np.sort(rng.choice(n, min(n, 2000), replace=False))
+    S = np.asarray(score_block(prepared[r], prepared[c]), dtype=np.float64)
+    lo, hi = float(S.min()), float(S.max())
+    span = max(hi - lo, 1e-6)
+    return lo - 0.5 * span, hi + 0.5 * span
+
+
 def score_all_pairs(ts: TrialSet, prepared, score_block: Callable, *, block_size: int = 4096,
-                    scores_out: TextIO | None = None, progress_every: float = 10.0) -> CellTable:
+                    scores_out: TextIO | None = None, progress_every: float = 10.0,
+                    max_exact_trials: int = 600_000_000, hist_bins: int = 1 << 20) -> CellTable:
     """Score every unordered same-gender pair of ``ts`` and collect per-cell sorted scores.
 
     prepared: rows aligned with ``ts.utts``, sliceable by index arrays (``Prepared``
     or an ndarray). score_block(A, B) -> (len(A), len(B)) float32 scores.
     scores_out: if given, a Kaldi ``enroll test score`` line per trial is written.
-    Memory: about 4 bytes per trial (plus block_size x n_cell scratch).
+    Memory: about 4 bytes per trial (plus block_size x n_cell scratch). Above
+    ``max_exact_trials`` trials, nontarget scores go into per-cell histograms of
+    ``hist_bins`` bins instead (``ScoreHistogram``; targets stay exact), so
+    memory no longer grows with the number of trials.
     """
     E = len(ts.emotions)
     t0 = time.time()
@@ -217,6 +233,12 @@ def score_all_pairs(ts: TrialSet, prepared, score_block: Callable, *, block_size
     n_expected, _ = ts.count_trials()
     tril_cache: dict[int, np.ndarray] = {}
     utts = np.asarray(ts.utts)
+    hists: dict | None = None
+    if n_expected > max_exact_trials:
+        lo_r, hi_r = _score_range(ts, prepared, score_block)
+        hists = {}
+        log.info("%d trials > %d: nontarget scores go into histograms of %d bins over [%.4g, %.4g]",
+                 n_expected, max_exact_trials, hist_bins, lo_r, hi_r)
     for g in range(len(ts.genders)):
         groups = []
         for e in range(E):
@@ -253,14 +275,26 @@ def score_all_pairs(ts: TrialSet, prepared, score_block: Callable, *, block_size
                         _write_block(scores_out, utts[rows], utts[cols], S, diag=(a == b))
                     ri, ci = _ranges(lo, hi)
                     ct.append(S[ri, ci].copy())
-                    S[ri, ci] = np.inf  # sentinels: sorted to the end, cut off there
+                    tri = None
                     if a == b:
                         tri = tril_cache.get(m)
                         if tri is None:
                             tri = tril_cache[m] = np.tril(np.ones((m, m), dtype=bool))
-                        S[:, :m][tri] = -np.inf  # pairs j <= i are not trials (or counted elsewhere)
-                        n_low[key] += m * (m + 1) // 2
-                    cn.append(S.reshape(-1))
+                    if hists is not None:
+                        h = hists.get(key)
+                        if h is None:
+                            h = hists[key] = ScoreHistogram(lo_r, hi_r, hist_bins)
+                        idx = h.bin_index(S)
+                        idx[ri, ci] = h.bins  # the discard slot: targets, and pairs j <= i
+                        if tri is not None:
+                            idx[:, :m][tri] = h.bins
+                        h.add_index(idx)
+                    else:
+                        S[ri, ci] = np.inf  # sentinels: sorted to the end, cut off there
+                        if tri is not None:
+                            S[:, :m][tri] = -np.inf  # pairs j <= i are not trials (or counted elsewhere)
+                            n_low[key] += m * (m + 1) // 2
+                        cn.append(S.reshape(-1))
                     n_trials_done += S.size - (m * (m + 1) // 2 if a == b else 0)
                     now = time.time()
                     if now - last > progress_every:
@@ -271,10 +305,15 @@ def score_all_pairs(ts: TrialSet, prepared, score_block: Callable, *, block_size
     cells = {}
     for key in chunks_n:
         tar = np.concatenate(chunks_t[key]) if chunks_t[key] else np.zeros(0, np.float32)
-        non = np.concatenate(chunks_n[key]) if chunks_n[key] else np.zeros(0, np.float32)
         chunks_t[key].clear()
-        chunks_n[key].clear()
         tar.sort()
+        if hists is not None:
+            if np.isnan(tar).any():
+                raise ValueError("NaN scores: check the x-vectors for NaN or all-zero vectors with PLDA")
+            cells[key] = (tar, hists.get(key) or ScoreHistogram(0.0, 1.0, 1))
+            continue
+        non = np.concatenate(chunks_n[key]) if chunks_n[key] else np.zeros(0, np.float32)
+        chunks_n[key].clear()
         non.sort()
         if non.size and np.isnan(non[-1]):
             raise ValueError(f"NaN scores in cell {ts.emotions[key[0]]}/{ts.emotions[key[1]]}: "
@@ -282,7 +321,12 @@ def score_all_pairs(ts: TrialSet, prepared, score_block: Callable, *, block_size
         non = non[n_low[key]:non.size - tar.size]
         cells[key] = (tar, non)
     info = {"score_seconds": t_score, "sort_seconds": time.time() - t0 - t_score,
-            "n_trials": int(sum(t.size + n.size for t, n in cells.values()))}
+            "n_trials": int(sum(t.size + n.size for t, n in cells.values())),
+            "mode": "exact" if hists is None else f"histogram ({hist_bins} bins)"}
+    if hists is not None:
+        info["n_clamped"] = int(sum(h.n_clamped for h in hists.values()))
+        if info["n_clamped"]:
+            log.warning("%d scores fell outside the histogram range and were clamped", info["n_clamped"])
     return CellTable(list(ts.emotions), cells, symmetric=True, info=info)
 
 

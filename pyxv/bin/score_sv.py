@@ -179,7 +179,9 @@ def run(a) -> int:
                 log.warning("writing %d scores as text: this file will be about %.1f GB", n_all, n_all * 45 / 1e9)
             if len(ts) and P is not None:
                 table = score_all_pairs(ts, P, be.score_block, block_size=int(cfg.get("block_size", 4096)),
-                                        scores_out=f)
+                                        scores_out=f,
+                                        max_exact_trials=int(cfg.get("max_exact_trials", 600_000_000)),
+                                        hist_bins=int(cfg.get("hist_bins", 1 << 20)))
             else:
                 from ..sv import CellTable
                 table = CellTable(list(ts.emotions), {}, symmetric=True, info={"n_trials": 0})
@@ -198,7 +200,8 @@ def run(a) -> int:
             "backend_threshold": _num(be.threshold), "backend_train_eer": _num(be.train_eer),
             "n_utts": len(ts), "n_speakers": len(ts.speakers), "genders": ts.genders,
             "skipped_utts": ts.skipped, "trials_file": a.trials or None,
-            "score_seconds": round(table.info.get("score_seconds", 0.0), 2), "notes": notes}
+            "score_seconds": round(table.info.get("score_seconds", 0.0), 2),
+            "score_mode": table.info.get("mode", "trials file"), "notes": notes}
     summ = write_results(out, table, meta)
     log.info("EER %s%%, minDCF(0.01) %s, minDCF(0.001) %s over %d target / %d nontarget trials",
              _f(summ["eer"]), _f(summ["min_dcf_0.01"], 3), _f(summ["min_dcf_0.001"], 3),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["eer", "eer_sorted", "min_dcf", "min_dcf_sorted", "det_curve", "det_curve_sorted",
+__all__ = ["ScoreHistogram", "eer", "eer_sorted", "min_dcf", "min_dcf_sorted", "det_curve", "det_curve_sorted",
            "SVMetrics", "sv_metrics", "sv_metrics_sorted", "P_TARGETS"]
 
 P_TARGETS = (0.01, 0.001)
@@ -36,31 +36,103 @@ def _prep(tar, non) -> tuple[np.ndarray, np.ndarray]:
     return t, n
 
 
+class ScoreHistogram:
+    """Nontarget scores kept as counts in ``B`` equal bins over [lo, hi] (memory-bounded mode).
+
+    Scores are taken as spread uniformly inside their bin, so counts below a
+    threshold are linearly interpolated: the EER error is below the mass of
+    one bin around the crossing (with 2^20 bins, far below 0.01 % absolute).
+    Values outside [lo, hi] are clamped into the edge bins (``n_clamped``).
+    """
+
+    def __init__(self, lo: float, hi: float, bins: int = 1 << 20):
+        self.lo, self.hi, self.bins = float(lo), float(hi), int(bins)
+        self.width = (self.hi - self.lo) / self.bins
+        self.counts = np.zeros(self.bins + 1, dtype=np.int64)  # last slot: discarded entries
+        self.n_clamped = 0
+        self._cum = None
+
+    def bin_index(self, S: np.ndarray) -> np.ndarray:
+        idx = np.floor((S - self.lo) / self.width)
+        out = (idx < 0) | (idx >= self.bins)
+        if out.any():
+            if np.isnan(idx).any():
+                raise ValueError("NaN scores: check the x-vectors for NaN or all-zero vectors with PLDA")
+            self.n_clamped += int(out.sum())
+            idx = np.clip(idx, 0, self.bins - 1)
+        return idx.astype(np.int64)
+
+    def add_index(self, idx: np.ndarray) -> None:
+        """Count bin indices (index ``bins`` = discard)."""
+        self.counts += np.bincount(idx.ravel(), minlength=self.bins + 1)
+        self._cum = None
+
+    @property
+    def size(self) -> int:
+        return int(self.counts[:-1].sum())
+
+    def _cumsum(self):
+        if self._cum is None:
+            self._cum = np.concatenate(([0], np.cumsum(self.counts[:-1])))
+        return self._cum
+
+    def count_lt(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        p = np.clip((x - self.lo) / self.width, 0, self.bins)
+        k = np.minimum(np.floor(p).astype(np.int64), self.bins - 1)
+        cum = self._cumsum()
+        return cum[k] + (p - k) * self.counts[k]
+
+    def values_between(self, lo: float, hi: float) -> np.ndarray:
+        """Bin edges strictly between lo and hi (the breakpoints of the interpolated CDF)."""
+        a = max(0, int(np.floor((lo - self.lo) / self.width)) + 1) if np.isfinite(lo) else 0
+        b = min(self.bins, int(np.ceil((hi - self.lo) / self.width)) - 1) if np.isfinite(hi) else self.bins
+        e = self.lo + self.width * np.arange(a, b + 1)
+        return e[(e > lo) & (e < hi)]
+
+    def sample(self, k: int) -> np.ndarray:
+        """About k values at evenly spaced quantiles (for DET pictures)."""
+        cum = self._cumsum()
+        q = np.linspace(0, cum[-1], k)
+        return np.interp(q, cum, self.lo + self.width * np.arange(self.bins + 1))
+
+
+def _parts(n) -> list:
+    return list(n) if isinstance(n, (list, tuple)) else [n]
+
+
 def _check(t: np.ndarray, n) -> bool:
     """True when both classes are present (metrics defined); NaN/inf scores are an error."""
-    for name, arrs in (("target", [t]), ("nontarget", n if isinstance(n, (list, tuple)) else [n])):
+    for name, arrs in (("target", [t]), ("nontarget", _parts(n))):
         for a in arrs:
+            if isinstance(a, ScoreHistogram):
+                continue
             if a.size and not (np.isfinite(a[0]) and np.isfinite(a[-1])):
                 raise ValueError(f"{name} scores contain NaN or inf")
     return t.size > 0 and _size(n) > 0
 
 
-# ``n`` (nontarget scores) may be one sorted array or a list of sorted arrays
-# (the cells of a table pooled without re-sorting 100 million scores).
+# ``n`` (nontarget scores) may be one sorted array, a ScoreHistogram, or a list
+# of those (the cells of a table pooled without re-sorting 100 million scores).
 def _size(n) -> int:
-    return sum(a.size for a in n) if isinstance(n, (list, tuple)) else n.size
+    return sum(a.size for a in _parts(n))
 
 
-def _ss(n, x, side: str):
-    if isinstance(n, (list, tuple)):
-        return sum(np.searchsorted(a, x, side) for a in n)
-    return np.searchsorted(n, x, side)
+def _ss(n, x, side: str = "left"):
+    """Number of nontarget scores < x (side 'left')."""
+    assert side == "left"
+    return sum(a.count_lt(x) if isinstance(a, ScoreHistogram) else np.searchsorted(a, x, "left")
+               for a in _parts(n))
 
 
 def _window(n, lo: float, hi: float) -> np.ndarray:
-    """Values v of n with lo < v < hi."""
-    arrs = n if isinstance(n, (list, tuple)) else [n]
-    parts = [a[np.searchsorted(a, lo, "right"):np.searchsorted(a, hi, "left")] for a in arrs]
+    """Values v of n with lo < v < hi (bin edges for histograms)."""
+    parts = []
+    for a in _parts(n):
+        if isinstance(a, ScoreHistogram):
+            parts.append(a.values_between(lo, hi))
+        else:
+            parts.append(a[np.searchsorted(a, lo, "right"):np.searchsorted(a, hi, "left")])
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -165,7 +237,7 @@ def det_curve_sorted(t: np.ndarray, n: np.ndarray, max_points: int = 2000) -> tu
     if not _check(t, n):
         return np.zeros(0), np.zeros(0)
     nt, nn = t.size, _size(n)
-    arrs = n if isinstance(n, (list, tuple)) else [n]
+    arrs = [a.sample(max_points) if isinstance(a, ScoreHistogram) else a for a in _parts(n)]
     if nt + nn <= max_points:
         thr = np.unique(np.concatenate([t, *arrs]))
     else:
