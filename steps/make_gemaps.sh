@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# eGeMAPS v02 (openSMILE) for a data dir, in parallel jobs (pyxv.features.gemaps).
+#
+#   steps/make_gemaps.sh [options] <data> <log-dir> <gemaps-dir>
+#   e.g. steps/make_gemaps.sh --nj 2 --cmd "$train_cmd" data/demo/all exp/make_gemaps/data_demo_all gemaps
+#
+# Writes <gemaps-dir>/gemaps_{lld,func}_<set>.JOB.{ark,scp} (<set>: the data dir
+# path, / -> _), then <data>/gemaps_lld.scp (T x 25 low-level descriptors,
+# 100 frames/s) and <data>/gemaps.scp (the 88 functionals as a 1 x 88 matrix).
+# openSMILE runs at about 35x real time per core for both, hence the jobs.
+# Failed utterances are named in the logs and counted; they are left out of the
+# two scp files (the data dir itself is not changed).
+set -euo pipefail
+
+nj=4
+cmd=utils/parallel/run.py
+sample_rate=0          # 0: analyse each file at its own rate
+overwrite=false
+
+help_message="Usage: $0 [options] <data> <log-dir> <gemaps-dir>
+Options:
+  --nj N               parallel jobs [$nj]
+  --cmd CMD            job runner [$cmd]
+  --sample-rate HZ     resample first (0: keep each file's rate) [$sample_rate]
+  --overwrite BOOL     redo even when outputs are up to date [$overwrite]"
+
+. ./path.sh
+. utils/parse_options.sh
+
+if [ $# -ne 3 ]; then echo "$help_message" >&2; exit 1; fi
+data=${1%/}
+logdir=$2
+dir=$3
+name=${data//\//_}
+
+for f in "$data/wav.scp" "$data/utt2spk"; do
+  [ -f "$f" ] || { echo "$0: $f does not exist" >&2; exit 1; }
+done
+newest=$data/wav.scp
+for f in "$data/utt2spk" "$data/segments"; do [ -f "$f" ] && [ "$f" -nt "$newest" ] && newest=$f; done
+if [ "$overwrite" != true ] && [ -f "$data/gemaps.scp" ] && [ -f "$data/gemaps_lld.scp" ] \
+   && [ "$data/gemaps.scp" -nt "$newest" ] && [ "$data/gemaps_lld.scp" -nt "$newest" ]; then
+  echo "$0: $data/gemaps.scp and gemaps_lld.scp are newer than $newest; nothing to do (--overwrite true redoes)"
+  exit 0
+fi
+
+mkdir -p "$logdir" "$dir"
+rm -f "$dir"/gemaps_{lld,func}_"$name".*.{ark,scp} "$dir"/.gemaps_{lld,func}_"$name".*.tmp.*
+n=$(wc -l < "$data/utt2spk")
+[ "$nj" -le "$n" ] || nj=$n
+utils/split_data.sh "$data" "$nj" >/dev/null
+sdata=$data/split$nj
+
+echo "$0: eGeMAPS of $n utterances of $data in $nj jobs ($(date '+%T'))"
+$cmd JOB=1:$nj "$logdir/make_gemaps_$name.JOB.log" \
+  python -m pyxv.bin.compute_gemaps --sample-rate "$sample_rate" "$sdata/JOB" \
+    "$dir/gemaps_lld_$name.JOB.ark" "$dir/gemaps_lld_$name.JOB.scp" \
+    "$dir/gemaps_func_$name.JOB.ark" "$dir/gemaps_func_$name.JOB.scp"
+
+for j in $(seq "$nj"); do
+  for k in lld func; do
+    [ -f "$dir/gemaps_${k}_$name.$j.scp" ] || { echo "$0: job $j left no $k scp; see $logdir/make_gemaps_$name.$j.log" >&2; exit 1; }
+  done
+done
+for j in $(seq "$nj"); do cat "$dir/gemaps_lld_$name.$j.scp"; done | sort > "$data/.gemaps_lld.scp.tmp"
+for j in $(seq "$nj"); do cat "$dir/gemaps_func_$name.$j.scp"; done | sort > "$data/.gemaps.scp.tmp"
+mv "$data/.gemaps_lld.scp.tmp" "$data/gemaps_lld.scp"
+mv "$data/.gemaps.scp.tmp" "$data/gemaps.scp"
+
+m=$(wc -l < "$data/gemaps.scp")
+[ "$m" -gt 0 ] || { echo "$0: no eGeMAPS written; see $logdir/make_gemaps_$name.*.log" >&2; exit 1; }
+if [ "$m" -lt "$n" ]; then
+  echo "$0: WARNING: $((n - m)) of $n utterances failed and are left out of $data/gemaps.scp and gemaps_lld.scp:" >&2
+  grep -h "ERROR utterance" "$logdir"/make_gemaps_"$name".*.log | sed 's/^/  /' >&2 || true
+fi
+echo "$0: $m utterances in $data/gemaps.scp and $data/gemaps_lld.scp ($(date '+%T'))"
