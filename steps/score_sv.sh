@@ -92,5 +92,5 @@ for o in $outputs; do
   [ -s "$o" ] || { echo "$0: expected output $o is missing or empty" >&2; exit 1; }
 done
 echo "$opts" > "$dir/.options"
-grep -E "EER .*minDCF|cross-emotion mean" "$dir/log/score_sv.log" | sed 's/^.*score_sv: /  /' || true
+grep -E "left out|skipped|EER .*minDCF|cross-emotion mean" "$dir/log/score_sv.log" | sed 's/^.*score_sv: /  /' || true
 echo "$0: tables in $dir/eer_by_emotion.md"

@@ -110,3 +110,27 @@ def test_backend_rejects_one_speaker_and_bad_file(tmp_path):
     (tmp_path / "x.pkl").write_bytes(b"\x80\x04N.")
     with pytest.raises(ValueError, match="not a pyxv"):
         Backend.load(tmp_path / "x.pkl")
+
+
+def test_asnorm_lowers_eer_with_utterance_dependent_offsets():
+    """A nuisance direction of random, utterance-dependent strength inflates some utterances'
+    scores against everyone; AS-norm's cohort statistics remove that (23.7 % -> 20.3 % EER here)."""
+    D = 20
+
+    def data(nspk, nutt, seed):
+        r = np.random.default_rng(seed)
+        spk = np.repeat(np.arange(nspk), nutt)
+        X = r.normal(size=(nspk, D))[spk] + 0.8 * r.normal(size=(spk.size, D))
+        X[:, 0] += 3 * r.gamma(1.0, 2.0, size=spk.size)
+        return X, spk
+    Xt, st = data(300, 6, 1)
+    Xe, se = data(60, 6, 2)
+    iu = np.triu_indices(len(se), 1)
+    same = (se[:, None] == se[None, :])[iu]
+    e = {}
+    for asn in (False, True):
+        cfg = {"cosine": {"center": False}, "asnorm": {"enabled": asn, "cohort_size": 300, "top_k": 50}}
+        be = Backend.from_config(cfg, "cosine").fit(Xt, st)
+        S = be.score_matrix(Xe, Xe)[iu]
+        e[asn] = eer(S[same], S[~same])
+    assert e[True] < e[False] - 0.02, e
