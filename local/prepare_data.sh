@@ -143,12 +143,14 @@ fi
 # 4. Validate everything we wrote.
 dirs=$(find "$emo" -name utt2spk -not -path '*/split*' -not -path '*_aug*' -printf '%h\n' | sort)
 dirs="$dirs $pre/train $noise/musan_noise $noise/musan_music $noise/musan_speech $noise/rirs"
-for d in $dirs; do
-  if [ -x utils/validate_data_dir.sh ]; then
+if [ -x utils/validate_data_dir.sh ]; then
+  for d in $dirs; do
     utils/validate_data_dir.sh --no-feats "$d" >/dev/null || { echo "$me: ERROR: $d does not validate" >&2; exit 1; }
-  fi
-  python -m pyxv.corpora.check "$d" || { echo "$me: ERROR: $d is inconsistent" >&2; exit 1; }
-done
+  done
+else
+  # shellcheck disable=SC2086
+  python -m pyxv.corpora.check $dirs || { echo "$me: ERROR: inconsistent data dirs (above)" >&2; exit 1; }
+fi
 
 echo "$opts" > "$stamp"
 echo "$me: done: $emo ($(wc -l < "$emo/all/utt2spk") utterances), $pre/train ($(wc -l < "$pre/train/utt2spk") utterances," \

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import filecmp
+import json
+from dataclasses import asdict
 import shutil
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from pyxv.corpora.check import check_datadir
-from pyxv.corpora.demo import EMOTIONS, make_demo_corpus
+from pyxv.corpora.demo import EMOTIONS, make_demo_corpus, make_voices
 from pyxv.corpora.manifest import prepare_manifest
 from pyxv.corpora.noise import prepare_musan, prepare_rirs
 
@@ -115,9 +117,11 @@ def test_deterministic_and_reused(demo, tmp_path):
     make_demo_corpus(again, seed=5, size="small", nj=2, log=msgs.append)
     assert "reusing" in msgs[0] and (again / ".demo_done").stat().st_mtime_ns == stamp
     # another seed gives other voices
-    other = tmp_path / "other"
-    make_demo_corpus(other, seed=6, size="small", nj=1, log=lambda m: None)
-    assert (other / "voices.json").read_text() != (demo / "voices.json").read_text()
+    pre5, emo5 = make_voices(np.random.default_rng(5), 12, 8)
+    pre6, emo6 = make_voices(np.random.default_rng(6), 12, 8)
+    assert pre5 != pre6 and emo5 != emo6
+    assert [asdict(v) for v in pre5 + emo5] == json.loads((demo / "voices.json").read_text())["pretrain"] + \
+        json.loads((demo / "voices.json").read_text())["emotion"]
 
 
 def test_prepared_through_real_code_paths(demo, tmp_path):
@@ -136,3 +140,29 @@ def test_prepared_through_real_code_paths(demo, tmp_path):
         assert check_datadir(tmp_path / "noise" / sub) == []
     rirs = (tmp_path / "noise/rirs/utt2spk").read_text().split("\n")[0].split()
     assert rirs == ["mediumroom-Room001-00001", "mediumroom-Room001"]
+
+
+def test_prepare_data_stage(demo, tmp_path, repo_root, ravdess_root):
+    """local/prepare_data.sh as run.sh calls it: demo corpus, then a real
+    corpus without pre-training/noise data (the demo's stand in, said plainly)."""
+    import subprocess
+
+    def run(*args):
+        r = subprocess.run(["local/prepare_data.sh", "--demo-root", str(demo), "--demo-size", "small",
+                            "--demo-seed", "5", *args], cwd=repo_root, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout + r.stderr
+
+    data = tmp_path / "data"
+    dirs = [str(data / "demo"), str(data / "pretrain"), str(data / "noise")]
+    out = run("--corpus", "demo", "--ravdess-root", "", *dirs)
+    assert "reusing it" in out and "done:" in out
+    for sub in ("demo/all", "demo/train", "demo/dev", "demo/test", "pretrain/train", "noise/musan_noise",
+                "noise/musan_music", "noise/musan_speech", "noise/rirs"):
+        assert check_datadir(data / sub) == [], sub
+    assert "skipping" in run("--corpus", "demo", *dirs)           # complete: nothing to do
+    out = run("--corpus", "ravdess", "--ravdess-root", str(ravdess_root),
+              str(data / "ravdess"), str(data / "pretrain"), str(data / "noise"))
+    assert "SYNTHETIC demo voices" in out and "SYNTHETIC room impulse" in out
+    assert len((data / "ravdess/all/utt2spk").read_text().splitlines()) == 672
+    assert len(list((data / "ravdess").glob("fold*/test"))) == 6

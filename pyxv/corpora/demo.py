@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import lfilter, resample_poly
 
 SR = 16000
 ESPEAK_SR = 22050
@@ -213,12 +212,16 @@ def _espeak(text: str, voice: str, pitch: int, speed: int, gap: int,
 def _warp_to_16k(x: np.ndarray, warp: float) -> np.ndarray:
     """Play the 22.05 kHz samples at ``22050*warp`` Hz and resample to 16 kHz:
     formants and pitch scale by ``warp``, duration by ``1/warp``."""
+    from scipy.signal import resample_poly
+
     down = int(round(441 * warp))
     return resample_poly(x, 320, down)
 
 
 def _peaking(x: np.ndarray, f0: float, gain_db: float, q: float = 1.2) -> np.ndarray:
     """RBJ peaking-EQ biquad at ``f0`` Hz."""
+    from scipy.signal import lfilter
+
     a = 10 ** (gain_db / 40)
     w = 2 * np.pi * f0 / SR
     alpha = np.sin(w) / (2 * q)
@@ -229,6 +232,8 @@ def _peaking(x: np.ndarray, f0: float, gain_db: float, q: float = 1.2) -> np.nda
 
 def _tilt(x: np.ndarray, t: float) -> np.ndarray:
     """First-order tilt: t>0 pre-emphasis (brighter), t<0 one-pole smoothing."""
+    from scipy.signal import lfilter
+
     t = float(np.clip(t, -0.9, 0.9))
     if t >= 0:
         return lfilter([1.0, -t], [1.0], x) / (1.0 - 0.5 * t)
@@ -357,6 +362,8 @@ def make_music(rng, dur: float) -> np.ndarray:
 def make_rir(rng, rt60: float, room_dim: float) -> np.ndarray:
     """Synthetic RIR: a delayed direct path, a few early reflections and a
     diffuse tail decaying 60 dB over ``rt60`` s, darker as it decays."""
+    from scipy.signal import lfilter
+
     n = int(max(0.25, 1.2 * rt60) * SR)
     h = np.zeros(n)
     d0 = int(rng.uniform(0.002, 0.012) * SR)

@@ -93,7 +93,9 @@ def read_manifest(csv_path: str | os.PathLike, *, emotions: list[str] | None = N
             stem = sanitize_id(Path(path).stem)
             if get("utt"):
                 utt = sanitize_id(get("utt"))
-                if not utt.startswith(spk):
+                # Kaldi's rule: utterance ids start with the speaker id (and a
+                # separator, so that speakers stay contiguous when sorted).
+                if not (utt == spk or utt.startswith(spk + "-") or utt.startswith(spk + "_")):
                     utt = f"{spk}-{utt}"
             else:
                 utt = f"{spk}-{stem}"
