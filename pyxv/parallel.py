@@ -538,7 +538,11 @@ def run_slurm(req: Request, conf: dict[str, str], prog: str = "slurm.py") -> int
             t = time.monotonic()
             if t - last_q >= poll:
                 last_q = t
-                q = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True)
+                try:
+                    q = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True,
+                                       text=True, timeout=60)
+                except (OSError, subprocess.TimeoutExpired) as e:
+                    q = subprocess.CompletedProcess([], 1, "", str(e))
                 if q.returncode == 0 and q.stdout.strip():
                     gone_since = None
                 elif q.returncode == 0 or "Invalid job id" in q.stderr:
