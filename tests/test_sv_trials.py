@@ -225,3 +225,33 @@ def test_histogram_mode_close_to_exact(tmp_path):
         assert sh["cells"][k].min_dcf_0_01 == pytest.approx(m.min_dcf_0_01, abs=0.01)
     assert sh["overall"].eer == pytest.approx(se["overall"].eer, abs=0.01)
     write_results(tmp_path / "o", hist, {})  # DET and tables work on histograms too
+
+
+def test_score_sv_tool_trials_file_and_saved_backend(tmp_path, repo_root):
+    """--trials with unknown utterances (error / --skip-unknown) and --backend-in, through the tool."""
+    make_datadir(tmp_path / "data/emo/all", n_spk=6, per_spk=6, seed=7)
+    rng = np.random.default_rng(8)
+    u2s = dict(l.split() for l in open(tmp_path / "data/emo/all/utt2spk"))
+    cent = {s: rng.normal(size=8) * 2 for s in set(u2s.values())}
+    xd = tmp_path / "exp/xvector_t/xvectors_emo/all"
+    xd.mkdir(parents=True)
+    kaldiio.save_ark(str(xd / "xvector.ark"), {u: (cent[s] + rng.normal(size=8)).astype(np.float32)
+                                               for u, s in u2s.items()}, scp=str(xd / "xvector.scp"))
+    base = [sys.executable, "-m", "pyxv.bin.score_sv", "--config", str(repo_root / "conf/sv.yaml")]
+    r = subprocess.run(base + ["--backend", "plda", str(xd), str(tmp_path / "data/emo/all"), str(tmp_path / "o1")],
+                       capture_output=True, text=True, cwd=repo_root)
+    assert r.returncode == 0, r.stderr
+    utts = sorted(u for u in u2s if not u.startswith("unknown"))
+    tr = tmp_path / "trials"
+    tr.write_text(f"{utts[0]} {utts[1]} target\n{utts[0]} {utts[-1]} nontarget\n{utts[2]} nobody-1 nontarget\n")
+    args = ["--backend-in", str(tmp_path / "o1/backend.pkl"), "--trials", str(tr), "--write-scores", "true",
+            str(xd), str(tmp_path / "data/emo/all"), str(tmp_path / "o2")]
+    r = subprocess.run(base + args, capture_output=True, text=True, cwd=repo_root)
+    assert r.returncode == 1 and "nobody-1" in r.stderr
+    r = subprocess.run(base + ["--skip-unknown", "true"] + args, capture_output=True, text=True, cwd=repo_root)
+    assert r.returncode == 0, r.stderr
+    import json
+    s = json.loads((tmp_path / "o2/summary.json").read_text())
+    assert (s["n_target"], s["n_nontarget"], s["backend"]) == (1, 1, "plda")
+    assert len((tmp_path / "o2/scores").read_text().splitlines()) == 2
+    assert "1 trial(s)" in (tmp_path / "o2/eer_by_emotion.md").read_text()
