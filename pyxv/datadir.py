@@ -783,8 +783,9 @@ def combine_datadirs(dest: str | os.PathLike, srcs: list) -> list[str]:
             if not has and not (s / "utt2dur").is_file():
                 raise CombineError(f"{s} has no segments while other sources do, and no utt2dur to make "
                                    "whole-file segments from")
+    # A list file (unknown_spk_utts) absent from a source means "none there": union them.
     common = [n for n in sorted(names, key=ckey)
-              if all(n in k or (n == "segments" and any(seg_in)) for k in kinds_per)]
+              if n in UTT_LISTS or all(n in k or (n == "segments" and any(seg_in)) for k in kinds_per)]
     for n in sorted(names - set(common), key=ckey):
         have = [str(s) for s, k in zip(srcs, kinds_per) if n in k]
         lack = [str(s) for s, k in zip(srcs, kinds_per) if n not in k]
@@ -802,6 +803,8 @@ def combine_datadirs(dest: str | os.PathLike, srcs: list) -> list[str]:
         for s, has_seg in zip(srcs, seg_in):
             if n == "segments" and not has_seg:
                 t = {u: f"{u} 0 {float(v):.3f}" for u, v in _first_dups(read_lines(s / "utt2dur")).items()}
+            elif n in UTT_LISTS and not (s / n).is_file():
+                t = {}
             else:
                 t = _first_dups(read_lines(s / n))
             for k, v in t.items():

@@ -225,12 +225,14 @@ def test_combine(tmp_path):
     a = make_dir(tmp_path / "a", spk=("s1", "s2"))
     b = make_dir(tmp_path / "b", spk=("s3",), emo=False)
     (a / "gemaps.scp").write_text((a / "vad.scp").read_text())
+    (b / "unknown_spk_utts").write_text("s3-u1\n")  # a list: absent elsewhere means none there
     dest = tmp_path / "comb"
     p = tool("utils/combine_data.sh", dest, a, b)
     assert p.returncode == 0, p.stderr
     assert "not combining utt2emo" in p.stderr and "not combining gemaps.scp" in p.stderr
     assert utts_of(dest) == utts_of(a) + utts_of(b)
     assert not (dest / "utt2emo").exists()
+    assert (dest / "unknown_spk_utts").read_text() == "s3-u1\n"
     assert dd.validate_datadir(dest) == []
     assert (dest / "spk2gender").read_text() == "s1 m\ns2 f\ns3 m\n"
     # Idempotent: the same call leaves every file untouched.
