@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 # Paper order first (Tables 3-5: angry, happy, sad, neutral), then any others sorted.
 EMOTION_ORDER = ("angry", "happy", "sad", "neutral", "disgust", "fear", "surprise", "calm")
 
-__all__ = ["TrialSet", "load_trial_set", "iter_trials", "CellTable", "score_all_pairs",
+__all__ = ["TrialSet", "trial_set_from_labels", "eer_by_emotion", "load_trial_set", "iter_trials", "CellTable",
+           "score_all_pairs",
            "score_trials_file", "write_results", "EMOTION_ORDER"]
 
 
@@ -130,6 +131,40 @@ def load_trial_set(data: str | os.PathLike, available=None) -> TrialSet:
         messages.append(f"{data}: {len(speakers)} speaker(s) in the trial set: there are no nontarget trials, "
                         "EER and minDCF are undefined")
     return ts
+
+
+def trial_set_from_labels(spk, gender, emo, utts=None) -> TrialSet:
+    """A TrialSet from per-utterance label arrays (any hashable labels), rows in the given order."""
+    spk, gender, emo = (np.asarray(x) for x in (spk, gender, emo))
+    if not (spk.shape == gender.shape == emo.shape) or spk.ndim != 1:
+        raise ValueError("spk, gender and emo must be 1-D arrays of the same length")
+    speakers, si = np.unique(spk, return_inverse=True)
+    genders, gi = np.unique(gender, return_inverse=True)
+    emotions = order_emotions(str(e) for e in set(emo.tolist()))
+    ei = {e: i for i, e in enumerate(emotions)}
+    utts = list(utts) if utts is not None else [str(i) for i in range(spk.size)]
+    return TrialSet(utts, si.astype(np.int64), gi.astype(np.int64),
+                    np.array([ei[str(e)] for e in emo.tolist()], dtype=np.int64),
+                    [str(s) for s in speakers], [str(g) for g in genders], emotions)
+
+
+def eer_by_emotion(X, spk, gender, emo, *, score_block: Callable | None = None, block_size: int = 4096,
+                   **kw) -> dict:
+    """EER/minDCF per (enrolment emotion, test emotion) cell of all same-gender pairs of X.
+
+    X: (N, D) embeddings (or a ``Prepared`` with ``score_block`` from a Backend);
+    spk, gender, emo: (N,) labels. score_block defaults to cosine on X.
+    Returns ``table_summary`` of the CellTable plus ``table`` and ``emotions``.
+    """
+    ts = trial_set_from_labels(spk, gender, emo)
+    if score_block is None:
+        X = np.asarray(X, dtype=np.float32)
+        X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+        def score_block(A, B):
+            return A @ B.T
+    table = score_all_pairs(ts, X, score_block, block_size=block_size, **kw)
+    return {**table_summary(table), "table": table, "emotions": list(ts.emotions)}
 
 
 def iter_trials(ts: TrialSet) -> Iterator[tuple[int, int, bool]]:

@@ -255,3 +255,23 @@ def test_score_sv_tool_trials_file_and_saved_backend(tmp_path, repo_root):
     assert (s["n_target"], s["n_nontarget"], s["backend"]) == (1, 1, "plda")
     assert len((tmp_path / "o2/scores").read_text().splitlines()) == 2
     assert "1 trial(s)" in (tmp_path / "o2/eer_by_emotion.md").read_text()
+
+
+def test_eer_by_emotion_from_arrays():
+    from pyxv.sv import eer_by_emotion
+
+    rng = np.random.default_rng(9)
+    spk = np.repeat(np.arange(10), 12)
+    gender = np.where(spk % 2, "m", "f")
+    emo = np.array(["sad", "angry", "neutral"])[rng.integers(3, size=spk.size)]
+    X = rng.normal(size=(10, 6))[spk] + rng.normal(size=(spk.size, 6))
+    r = eer_by_emotion(X, spk, gender, emo, block_size=7)
+    assert r["emotions"] == ["angry", "sad", "neutral"]          # the paper's order
+    iu = np.triu_indices(spk.size, 1)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    S = (Xn @ Xn.T)[iu]
+    same_g = (gender[:, None] == gender[None, :])[iu]
+    tgt = (spk[:, None] == spk[None, :])[iu]
+    ref = sv_metrics(S[same_g & tgt], S[same_g & ~tgt])
+    assert r["overall"].eer == pytest.approx(ref.eer, abs=1e-4)
+    assert r["overall"].n_nontarget == ref.n_nontarget
