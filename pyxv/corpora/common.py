@@ -101,8 +101,14 @@ def check_audio(utts: Sequence[Utt], *, tool: str, nj: int = 2,
     total is logged as ``skipped N of M``.
     """
     paths = sorted({u.path for u in utts})
+    heads = {}
+    step = 20000   # bounded number of pending futures; a progress line per chunk
     with ThreadPoolExecutor(max_workers=max(1, nj)) as ex:
-        heads = dict(zip(paths, ex.map(_header, paths, chunksize=64)))
+        for i in range(0, len(paths), step):
+            chunk = paths[i:i + step]
+            heads.update(zip(chunk, ex.map(_header, chunk)))
+            if len(paths) > step:
+                log(tool, f"read {min(i + step, len(paths))}/{len(paths)} audio headers")
     kept, bad = [], []
     for u in utts:
         dur, err = heads[u.path]
