@@ -156,7 +156,7 @@ FEATURE_FILES = ("feats.scp", "vad.scp", "utt2num_frames")
 
 def ckey(s: str) -> bytes:
     """Sort key of C-locale order (byte order of UTF-8)."""
-    return s.encode("utf-8")
+    return s.encode("utf-8", "surrogateescape")
 
 
 def read_lines(path: str | os.PathLike) -> list[tuple[int, str, str]]:
