@@ -17,8 +17,8 @@ Regenerate: ``python -m pyxv.corpora.crema_d <VideoDemographics.csv> conf/crema_
 """
 from __future__ import annotations
 
-import os
 import csv
+import os
 import hashlib
 import re
 import sys

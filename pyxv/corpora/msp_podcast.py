@@ -18,8 +18,8 @@ file; EmoAct/EmoVal/EmoDom may be empty) and pass it as ``labels``.
 """
 from __future__ import annotations
 
-import os
 import csv
+import os
 import re
 from pathlib import Path
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 from .common import (Corpus, PrepError, Utt, carve_dev, check_audio, log, require_dir, utts_of)
 

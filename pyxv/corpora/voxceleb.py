@@ -12,7 +12,6 @@ dir has no ``spk2gender`` (Kaldi allows only m/f there), and the log says so.
 from __future__ import annotations
 
 import os
-import csv
 import re
 from pathlib import Path
 
