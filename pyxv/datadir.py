@@ -435,7 +435,7 @@ def validate_datadir(path: str | os.PathLike, *, no_feats: bool = False, no_wav:
                 for u, v in tables["segments"].items():
                     f = v.split()
                     try:
-                        ok = len(f) in (3, 4) and 0 <= float(f[1]) and (float(f[2]) > float(f[1]) or float(f[2]) == -1)
+                        ok = len(f) == 3 and 0 <= float(f[1]) < float(f[2])  # Kaldi: 4 fields, end > start
                     except ValueError:
                         ok = False
                     if not ok:
@@ -451,9 +451,11 @@ def validate_datadir(path: str | os.PathLike, *, no_feats: bool = False, no_wav:
                 unused = set(wav) - recs
                 if unused:
                     problems.append(f"wav.scp has {len(unused)} recordings no segment uses: {_names(unused)}")
-            absent = []
+            absent, tilde = [], []
             for k, v in wav.items():
                 v = v.strip()
+                if v.startswith("~"):
+                    tilde.append(k)  # fopen() does no tilde expansion
                 if v.endswith("|"):
                     continue
                 if not os.path.exists(v):
@@ -462,6 +464,8 @@ def validate_datadir(path: str | os.PathLike, *, no_feats: bool = False, no_wav:
                         absent.append(f"{k} -> {v}")
             if absent:
                 problems.append(f"wav.scp: {len(absent)} audio files do not exist: {_names(absent, 3)}")
+            if tilde:
+                problems.append(f"wav.scp: {len(tilde)} paths start with '~' (write the full path): {_names(tilde)}")
 
     # Values.
     if "utt2emo" in tables:
@@ -606,8 +610,7 @@ def fix_datadir(path: str | os.PathLike, *, backup: bool = True) -> list[str]:
         for u, v in tables["segments"].items():
             f = v.split()
             try:
-                good = len(f) in (3, 4) and f[0] in tables["wav.scp"] and 0 <= float(f[1]) and (
-                    float(f[2]) > float(f[1]) or float(f[2]) == -1)
+                good = len(f) == 3 and f[0] in tables["wav.scp"] and 0 <= float(f[1]) < float(f[2])
             except ValueError:
                 good = False
             if good:
