@@ -289,8 +289,10 @@ def score_all_pairs(ts: TrialSet, prepared, score_block: Callable, *, block_size
                     continue
                 spk_b = ts.spk[Ib]
                 Pb = prepared[Ib] if a != b else None
-                for r0 in range(0, Ia.size, block_size):
-                    rows = Ia[r0:r0 + block_size]
+                # Same-emotion cells: smaller row blocks, so little of the unused lower triangle is computed.
+                bs = block_size if a != b else max(1, min(block_size, 1024))
+                for r0 in range(0, Ia.size, bs):
+                    rows = Ia[r0:r0 + bs]
                     m = rows.size
                     if a == b:
                         cols = Ia[r0:]
