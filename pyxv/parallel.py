@@ -356,7 +356,9 @@ def run_local(req: Request, prog: str = "run.py") -> int:
 def main_local(argv: list[str] | None = None, doc: str = "") -> int:
     prog = "run.py"
     try:
-        req = parse_args(sys.argv[1:] if argv is None else argv, prog)
+        # --config is accepted (and ignored) so that a cmd.sh line can switch
+        # between this runner and slurm.py by the program name alone.
+        req = parse_args(sys.argv[1:] if argv is None else argv, prog, extra_options=("config",))
     except HelpRequested:
         print(doc.strip())
         return 0

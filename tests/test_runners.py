@@ -87,7 +87,8 @@ def test_max_jobs_run_serialises(tmp_path):
 
 
 def test_options_reach_the_job(tmp_path):
-    p = run(["--num-threads", "3", "--gpu", "0", "--mem", "2G", "--time", "1:00:00", "log/env.log",
+    p = run(["--num-threads", "3", "--gpu", "0", "--mem", "2G", "--time", "1:00:00", "--config", "conf/slurm.conf",
+             "log/env.log",
              "echo omp=$OMP_NUM_THREADS cuda=[${CUDA_VISIBLE_DEVICES-unset}]"], tmp_path,
             env={"CUDA_VISIBLE_DEVICES": "0"})
     assert p.returncode == 0, p.stderr

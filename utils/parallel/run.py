@@ -5,8 +5,8 @@ r"""Local job runner with Kaldi's run.pl interface.
       [--max-jobs-run K] [JOB=1:N] log/name.JOB.log command args...
 
 Runs the N jobs on this machine, at most K at a time (default: the number of
-CPUs), substituting JOB in the log path and the command. --mem and --time are
-accepted for compatibility with the Slurm runner and not enforced here;
+CPUs), substituting JOB in the log path and the command. --mem, --time and
+--config are accepted for compatibility with the Slurm runner and not used here;
 --num-threads sets OMP_NUM_THREADS for the job; --gpu 0 hides the GPUs
 (CUDA_VISIBLE_DEVICES=""). Words are joined as run.pl joins them (quote a
 pipe as \| to make it one); a single command word is a whole shell command
