@@ -13,8 +13,9 @@ wav-reverberate), which we follow:
   SNR drawn from ``snrs`` (15/10/5/0 dB).
 - **music** (background): ``num`` music files, each looped or cut to the
   utterance length, at SNRs drawn from ``snrs`` (15/10/8/5 dB).
-- **babble** (background): 3-7 MUSAN speech files summed, each looped or cut to
-  the utterance length and at its own SNR drawn from 20/17/15/13 dB.
+- **babble** (background): 3-7 MUSAN speech files summed (distinct files when
+  there are enough), each looped or cut to the utterance length and at its own
+  SNR drawn from 20/17/15/13 dB.
 
 SNR of a component = 10 log10(power of the clean utterance / power of the
 component over the samples it covers); a noise cut at the end of the utterance
@@ -258,8 +259,12 @@ def augment_one(x: np.ndarray, sr: int, aug_type: str, cfg: dict, sources: Sourc
         ids = sources.ids(aug_type)
         snrs = cfg[aug_type]["snrs"]
         k = int(cfg[aug_type]["num"][int(rng.integers(len(cfg[aug_type]["num"])))])
-        for _ in range(k):
-            key = ids[int(rng.integers(len(ids)))]
+        # distinct files when there are enough (Kaldi draws with replacement, which
+        # can sum a file with itself: one louder talker rather than two)
+        keys = (rng.choice(len(ids), size=k, replace=False) if k <= len(ids)
+                else rng.integers(len(ids), size=k))
+        for j in keys:
+            key = ids[int(j)]
             snr = float(snrs[int(rng.integers(len(snrs)))])
             z = loop_to(sources.audio(aug_type, key, sr), n)
             comps.append(Component(key, 0, scale_to_snr(z, p_sig, snr), snr))

@@ -68,6 +68,7 @@ if [ "$m" -lt "$n" ]; then
   echo "$0: WARNING: $((n - m)) of $n utterances failed and are left out of $data/vad.scp:" >&2
   grep -h "ERROR utterance" "$logdir"/vad_"$name".*.log | sed 's/^/  /' >&2 || true
   utils/fix_data_dir.sh "$data"
+  touch "$data/feats.scp" "$data/utt2num_frames"; touch "$data/vad.scp"   # in this order: up to date
 fi
 utils/validate_data_dir.sh --no-wav "$data" >/dev/null || { utils/validate_data_dir.sh --no-wav "$data" >&2; exit 1; }
 voiced=$(python - "$data/vad.scp" <<'PY'

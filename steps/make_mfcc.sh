@@ -83,6 +83,7 @@ if [ "$m" -lt "$n" ]; then
   echo "$0: WARNING: $((n - m)) of $n utterances failed and are left out of $data/feats.scp:" >&2
   grep -h "ERROR utterance" "$logdir"/make_mfcc_"$name".*.log | sed 's/^/  /' >&2 || true
   utils/fix_data_dir.sh "$data"
+  touch "$data/feats.scp" "$data/utt2num_frames"   # consistent with the fixed dir: up to date
 fi
 utils/validate_data_dir.sh --no-wav "$data" >/dev/null || { utils/validate_data_dir.sh --no-wav "$data" >&2; exit 1; }
 echo "$0: $m utterances in $data/feats.scp ($(date '+%T'))"

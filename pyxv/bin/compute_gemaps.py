@@ -4,7 +4,7 @@ python -m pyxv.bin.compute_gemaps [--sample-rate 0] <data-dir> <lld.ark> <lld.sc
 
 LLDs: T x 25 matrices at 100 frames/s; functionals: 1 x 88 matrices. Audio is
 analysed at its own rate unless --sample-rate is given. Bad utterances are
-logged and skipped; exit status 0 if any succeeded.
+logged and skipped (the step counts them).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ python -m pyxv.bin.compute_mfcc --config conf/mfcc_8k.conf [--seed 0] \\
     <data-dir> <out.ark> <out.scp> [--num-frames utt2num_frames]
 
 Audio at another rate is resampled to --sample-frequency. Bad utterances are
-logged (``ERROR utterance ...``) and skipped; exit status 0 if any succeeded.
+logged (``ERROR utterance ...``) and skipped (the step counts them).
 """
 from __future__ import annotations
 
