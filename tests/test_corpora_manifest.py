@@ -115,3 +115,22 @@ def test_manifest_bad_input(audio, tmp_path, repo_root, capsys):
     r = subprocess.run([str(repo_root / "local/prepare_manifest.py"), "--emotions", "sad,happy",
                         str(tmp_path / "b.csv"), str(tmp_path / "o2")], capture_output=True, text=True)
     assert r.returncode == 1 and "b.csv:3: emotion 'bored'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_rewrite_keeps_unchanged_files_and_drops_stale_features(audio, tmp_path, capsys):
+    rows = [(f"audio/s{s:02d}_{e}.wav", f"spk{s:02d}", e, "train" if s < 8 else "test")
+            for s in range(12) for e in EMOS]
+    csvp = write_csv(tmp_path / "m.csv", ["path", "speaker", "emotion", "split"], rows)
+    prepare_manifest(csvp, tmp_path / "c")
+    d = tmp_path / "c/all"
+    before = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
+    (d / "feats.scp").write_text("x\n")
+    (d / "split2").mkdir()
+    prepare_manifest(csvp, tmp_path / "c")               # same corpus: nothing rewritten
+    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir() if p.name in before} == before
+    assert (d / "feats.scp").exists()
+    write_csv(csvp, ["path", "speaker", "emotion", "split"], rows[:-4])   # one speaker fewer
+    prepare_manifest(csvp, tmp_path / "c")
+    assert not (d / "feats.scp").exists() and not (d / "split2").exists()
+    assert "removed stale feats.scp split2" in capsys.readouterr().err
+    assert len(read_table(d / "utt2spk")) == 44 and check_datadir(d) == []

@@ -188,22 +188,10 @@ class Corpus:
         utt2emo = {u.utt: u.emotion for u in sel if u.emotion is not None}
         if utt2emo and len(utt2emo) != len(sel):
             raise PrepError(f"{path}: some utterances have an emotion label and some do not")
-        out = write_datadir(path, utt2spk=utt2spk, wav_scp=wav_scp,
-                            segments=segments, spk2gender=spk2gender or None,
-                            utt2emo=utt2emo or None,
-                            utt2dur={u.utt: f"{u.dur:.3f}" for u in sel})
-        # Pseudo-speakers (unknown speaker): listed so that SV trials skip them.
         unk = sorted((u.utt for u in sel if u.unknown_spk), key=lambda k: k.encode())
-        p = Path(out) / "unknown_spk_utts"
-        if unk:
-            write_lines(p, unk)
-        elif p.exists():
-            p.unlink()
-        # Stale optional files from an earlier run with other options would lie.
-        for name, present in (("segments", segs), ("spk2gender", bool(spk2gender)), ("utt2emo", bool(utt2emo))):
-            if not present and (Path(out) / name).exists():
-                (Path(out) / name).unlink()
-        return out
+        return _write_if_changed(Path(path), self.tool, dict(
+            utt2spk=utt2spk, wav_scp=wav_scp, segments=segments, spk2gender=spk2gender or None,
+            utt2emo=utt2emo or None, utt2dur={u.utt: f"{u.dur:.3f}" for u in sel}), unk)
 
     def summary(self, utt_ids: Iterable[str] | None = None) -> str:
         ids = list(self.utts) if utt_ids is None else list(utt_ids)
@@ -254,6 +242,50 @@ class Corpus:
                 continue
             self.write(data_dir / name, ids)
             log(self.tool, f"{data_dir}/{name}: {self.summary(ids)}")
+
+
+MANAGED = ("wav.scp", "utt2spk", "spk2utt", "segments", "spk2gender", "utt2emo", "utt2dur",
+           "unknown_spk_utts")
+
+
+def _write_if_changed(path: Path, tool: str, tables: dict, unknown: list[str]) -> Path:
+    """Write a data dir; files whose content is unchanged keep their mtime (so
+    later stages see nothing new). When the utterances or their audio changed,
+    features computed from the old ones (feats.scp, vad.scp, gemaps*.scp,
+    utt2num_frames, split*/) are removed: they would no longer match."""
+    import filecmp
+    import shutil
+    import tempfile
+
+    path.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.new", dir=path.parent))
+    try:
+        write_datadir(stage, **tables)
+        if unknown:
+            # Pseudo-speakers (unknown speaker): listed so that SV trials skip them.
+            write_lines(stage / "unknown_spk_utts", unknown)
+        changed = []
+        for name in MANAGED:
+            new, old = stage / name, path / name
+            if new.exists():
+                if not (old.is_file() and filecmp.cmp(new, old, shallow=False)):
+                    os.replace(new, old)
+                    changed.append(name)
+            elif old.exists():   # an optional file of an earlier run would lie
+                old.unlink()
+                changed.append(name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    if {"wav.scp", "utt2spk", "segments"} & set(changed):
+        stale = [p for p in path.iterdir()
+                 if (p.is_file() and (p.name.endswith(".scp") and p.name != "wav.scp"
+                                      or p.name in ("utt2num_frames", "utt2orig")))
+                 or (p.is_dir() and p.name.startswith("split"))]
+        for p in stale:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if stale:
+            log(tool, f"{path}: utterances changed; removed stale {' '.join(sorted(p.name for p in stale))}")
+    return path
 
 
 def speaker_folds(spk2gender: dict[str, str | None], k: int, seed: int = 0) -> list[list[str]]:
