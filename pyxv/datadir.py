@@ -692,7 +692,10 @@ def split_datadir(path: str | os.PathLike, n: int, *, per_spk: bool = False,
     stamp = out / ".split_done"
     mode = "per-spk" if per_spk else "per-utt"
     sources = [d / f for f in [*classify(d), "spk2utt", *VERBATIM] if (d / f).is_file()]
-    if not force and stamp.is_file() and stamp.read_text().strip() == mode \
+    # The stamp records how the split was made and from which files (a file
+    # removed from the source makes the split stale too).
+    stamp_text = mode + "\n" + " ".join(s.name for s in sources) + "\n"
+    if not force and stamp.is_file() and stamp.read_text() == stamp_text \
             and all((p / "utt2spk").is_file() for p in parts):
         t = stamp.stat().st_mtime
         if all(s.stat().st_mtime <= t for s in sources):
@@ -721,7 +724,7 @@ def split_datadir(path: str | os.PathLike, n: int, *, per_spk: bool = False,
     for p, g in zip(parts, groups):
         filter_datadir(d, p, g)
     with atomic_open(stamp, "w") as f:
-        f.write(mode + "\n")
+        f.write(stamp_text)
     # The stamp must not be older than what it vouches for, even on coarse clocks.
     now = _time.time()
     newest = max([s.stat().st_mtime for s in sources] + [now])

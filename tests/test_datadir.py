@@ -82,6 +82,10 @@ def test_split_by_utterance_and_per_speaker(tmp_path):
     p = tool("utils/split_data.sh", "--per-spk", d, 3)
     assert "split" in p.stderr
     assert "neutral" not in (d / "split3/1/utt2emo").read_text()
+    # A file removed from the source is removed from the parts.
+    (d / "vad.scp").unlink()
+    p = tool("utils/split_data.sh", "--per-spk", d, 3)
+    assert "split" in p.stderr and not (d / "split3/2/vad.scp").exists()
 
 
 def test_split_too_many_parts_is_a_clear_error(tmp_path):
