@@ -55,8 +55,9 @@ if [ $# -ne 3 ]; then printf '%s\n' "$help_message" >&2; exit 1; fi
 emo=$1; pre=$2; noise=$3
 me=prepare_data.sh
 
-# What this run would produce; if an earlier run with the same options
-# finished, there is nothing to do.
+# If an earlier run with the same options finished and nothing it wrote was
+# changed since (another corpus's run may rewrite data/pretrain or data/noise),
+# there is nothing to do.
 opts="corpus=$corpus demo_root=$demo_root demo_size=$demo_size demo_seed=$demo_seed \
 ravdess=$ravdess_root iemocap=$iemocap_root msp=$msp_podcast_root msp_test=$msp_test_set \
 crema=$crema_d_root crema_split=$crema_d_split manifest=$manifest folds=$manifest_folds \
@@ -73,9 +74,9 @@ fi
 stamp=$emo/.prepared
 if [ "$overwrite" != true ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$opts" ] \
    && { ! $need_demo || [ "$stamp" -nt "$demo_root/.demo_done" ]; } \
-   && [ -f "$emo/all/utt2dur" ] && [ -f "$pre/train/utt2dur" ] \
-   && [ -f "$noise/musan_noise/utt2dur" ] && [ -f "$noise/musan_music/utt2dur" ] \
-   && [ -f "$noise/musan_speech/utt2dur" ] && [ -f "$noise/rirs/utt2dur" ]; then
+   && [ -f "$emo/all/utt2dur" ] && [ "$stamp" -nt "$pre/train/wav.scp" ] \
+   && [ "$stamp" -nt "$noise/musan_noise/wav.scp" ] && [ "$stamp" -nt "$noise/musan_music/wav.scp" ] \
+   && [ "$stamp" -nt "$noise/musan_speech/wav.scp" ] && [ "$stamp" -nt "$noise/rirs/wav.scp" ]; then
   echo "$me: $emo, $pre/train and $noise are complete for these options; skipping (--overwrite true redoes)"
   exit 0
 fi
