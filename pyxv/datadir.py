@@ -4,6 +4,14 @@ A data dir holds ``wav.scp``, ``utt2spk``, ``spk2utt`` and optionally
 ``segments``, ``spk2gender``, ``utt2emo``, ``utt2dur``, ``utt2num_frames``,
 ``feats.scp``, ``vad.scp`` (and other ``*.scp`` archives such as
 ``gemaps_lld.scp``). Files are sorted in C-locale order with unique keys.
+
+Besides read access (:class:`DataDir`, :func:`write_datadir`) this module holds
+the logic of the data-dir tools in ``utils/``: :func:`validate_datadir`,
+:func:`fix_datadir`, :func:`split_datadir`, :func:`select_utts` with
+:func:`filter_datadir` (subsets), :func:`combine_datadirs`, :func:`copy_datadir`
+and :func:`propagate_features`. Outputs are written atomically and only when
+their content changes, so re-running a tool keeps time stamps (and the
+up-to-date checks of later steps) intact.
 """
 from __future__ import annotations
 

@@ -368,10 +368,6 @@ def main_local(argv: list[str] | None = None, doc: str = "") -> int:
     return run_local(req, prog)
 
 
-# ------------------------------------------------------------------- shell bits
-def shell_quote(s: str) -> str:
-    return shlex.quote(s)
-
 
 # ---------------------------------------------------------------- Slurm runner
 SLURM_DEFAULTS = {
