@@ -22,7 +22,7 @@ import numpy as np
 
 from .asnorm import ASNorm
 from .plda import PLDA
-from .preprocess import LDA, Center, LengthNorm, Whiten
+from .preprocess import LDA, Center, LengthNorm, Whiten, class_sums
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +130,7 @@ class Backend:
         if self.asnorm_cfg.get("enabled"):
             # Cohort: speaker means of the training set (a seeded subset of speakers).
             labels, inv = np.unique(spk, return_inverse=True)
-            means = np.zeros((labels.size, Y.shape[1]))
-            np.add.at(means, inv, Y)
-            means /= np.bincount(inv)[:, None]
+            means = class_sums(Y, inv.ravel(), labels.size) / np.bincount(inv.ravel())[:, None]
             size = int(self.asnorm_cfg.get("cohort_size", 1000))
             if size < labels.size:
                 means = means[np.sort(rng.choice(labels.size, size, replace=False))]

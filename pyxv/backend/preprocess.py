@@ -21,6 +21,14 @@ class _Step:
         return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in keys)})"
 
 
+def class_sums(X: np.ndarray, inv: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, D) sums of the rows of X per class index ``inv`` (a sparse product: fast for 1M rows)."""
+    from scipy.sparse import csr_matrix
+
+    A = csr_matrix((np.ones(inv.size), (inv, np.arange(inv.size))), shape=(n_classes, inv.size))
+    return np.asarray(A @ X)
+
+
 def class_stats(X: np.ndarray, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class counts (C,), means (C, D) and the pooled within-class scatter (D, D).
 
@@ -28,9 +36,7 @@ def class_stats(X: np.ndarray, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     X = np.asarray(X, dtype=np.float64)
     _, inv, counts = np.unique(np.asarray(y), return_inverse=True, return_counts=True)
-    sums = np.zeros((counts.size, X.shape[1]))
-    np.add.at(sums, inv, X)
-    means = sums / counts[:, None]
+    means = class_sums(X, inv.ravel(), counts.size) / counts[:, None]
     R = X - means[inv]
     return counts, means, R.T @ R
 
