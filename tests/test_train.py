@@ -169,3 +169,46 @@ def test_feature_source_applies_cmn_and_vad(data):
     ref = prepare_xvector_input(kaldiio.load_mat(feats[u]), kaldiio.load_mat(vad[u]))
     np.testing.assert_allclose(src[u], ref, rtol=1e-6, atol=1e-5)
     assert src.lengths[u] == len(ref) == int(kaldiio.load_mat(vad[u]).sum())
+
+
+def test_step_script_outputs_and_augmented_copies(tmp_path, repo_root):
+    import os
+    import subprocess
+
+    import yaml
+
+    d = tmp_path / "data"
+    u2s = make_datadir(d, n_spk=3, n_utt=6, seed=7)
+    # augmented copies <utt>-noise: same features, Kaldi's naming
+    for name in ("feats.scp", "vad.scp"):
+        t = read_table(d / name)
+        t.update({f"{u}-noise": v for u, v in list(t.items())})
+        (d / name).write_text("".join(f"{k} {t[k]}\n" for k in sorted(t)))
+    (d / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in sorted(
+        list(u2s.items()) + [(f"{u}-noise", s) for u, s in u2s.items()])))
+    conf = tmp_path / "x.yaml"
+    c = cfg(epochs=1, steps_per_epoch=4)
+    conf.write_text(yaml.safe_dump(c))
+    (tmp_path / "mfcc.conf").write_text("--num-ceps=23\n")
+    (tmp_path / "vad.conf").write_text("--vad-energy-threshold=5.5\n")
+    exp = tmp_path / "exp"
+    args = ["steps/train_xvector.sh", "--cmd", "utils/parallel/run.py", "--num-threads", "1", "--config", str(conf),
+            "--mfcc-config", str(tmp_path / "mfcc.conf"), "--vad-config", str(tmp_path / "vad.conf"), str(d), str(exp)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run(args, cwd=repo_root, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for f in ("final.pt", "config.yaml", "mfcc.conf", "vad.conf", "log/train.log", "log/history.json",
+              "checkpoints/epoch_1.pt", "feats/feats.scp", "feats/utt2num_frames"):
+        assert (exp / f).is_file(), f
+    log = (exp / "log" / "train.log").read_text()
+    # 3 clean utterances held out, their 3 noisy copies kept out of training too
+    assert "30 training and 3 validation utterances, 3 classes" in log
+    ck = ckpt.load(exp / "final.pt")
+    assert ck["extra"]["mfcc.conf"] == "--num-ceps=23\n" and ck["labels"] == ["spk0", "spk1", "spk2"]
+    p = subprocess.run(args, cwd=repo_root, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "nothing to do" in p.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochz: 3\n")
+    p = subprocess.run(args[:6] + [str(bad)] + args[7:], cwd=repo_root, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode != 0 and "train.epochz: unknown key" in p.stderr

@@ -45,7 +45,12 @@ def main(argv=None) -> int:
             dc = load_config(a.config)["data"]
             src = FeatureSource(data / "feats.scp", vad_scp=(data / "vad.scp") if dc["apply_vad"] else None,
                                 cmn_window=dc["cmn_window"], apply_vad=dc["apply_vad"])
-        utt2orig = read_table(data / "utt2orig") if (data / "utt2orig").is_file() else None
+        utt2orig = read_table(data / "utt2orig") if (data / "utt2orig").is_file() else {}
+        # Kaldi's augmented ids <utt>-<type>: held-out utterances' copies must not be trained on.
+        for u in utt2label:
+            base, _, kind = u.rpartition("-")
+            if kind in ("reverb", "noise", "music", "babble") and base in utt2label:
+                utt2orig.setdefault(u, base)
         extra = {}
         for item in a.extra_file:
             name, _, path = item.partition("=")

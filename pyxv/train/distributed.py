@@ -62,9 +62,10 @@ def broadcast_object(obj, info: DistInfo):
 def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
     if not info.enabled:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    # NCCL reduces only GPU tensors; gloo CPU ones.
+    t = torch.tensor(values, dtype=torch.float64, device=info.device)
     dist.all_reduce(t)
-    return t.tolist()
+    return t.cpu().tolist()
 
 
 def cleanup(info: DistInfo) -> None:
