@@ -201,15 +201,17 @@ def slurm_run(cluster, args, cwd, conf_extra=""):
 
 
 def test_array_of_four_jobs(slurm_cluster, tmp_path):
-    p = slurm_run(slurm_cluster, ["--num-threads", 1, "--mem", "300M", "--time", "0:10:00", "JOB=1:4",
+    p = slurm_run(slurm_cluster, ["--num-threads", 1, "--mem", "300M", "--time", "0:10:00", "--gpu", 0, "JOB=1:4",
                                   "exp/log/a.JOB.log", "echo", "task", "JOB", "cpus=$SLURM_CPUS_PER_TASK",
-                                  "array=$SLURM_ARRAY_TASK_ID", r"|", "tr", "a-z", "A-Z"], tmp_path)
+                                  "array=$SLURM_ARRAY_TASK_ID", "omp=$OMP_NUM_THREADS",
+                                  "cuda=[${CUDA_VISIBLE_DEVICES-unset}]", r"|", "tr", "a-z", "A-Z"], tmp_path)
     assert p.returncode == 0, p.stderr
     for j in range(1, 5):
         lines = (tmp_path / f"exp/log/a.{j}.log").read_text().splitlines()
-        assert lines[0] == f"# echo task {j} cpus=$SLURM_CPUS_PER_TASK array=$SLURM_ARRAY_TASK_ID | tr a-z A-Z"
+        assert lines[0] == (f"# echo task {j} cpus=$SLURM_CPUS_PER_TASK array=$SLURM_ARRAY_TASK_ID "
+                            "omp=$OMP_NUM_THREADS cuda=[${CUDA_VISIBLE_DEVICES-unset}] | tr a-z A-Z")
         assert lines[1].startswith("# Started at ")
-        assert f"TASK {j} CPUS=1 ARRAY={j}" in lines
+        assert f"TASK {j} CPUS=1 ARRAY={j} OMP=1 CUDA=[]" in lines
         assert lines[-2].startswith("# Accounting: time=") and f"host={socket.gethostname()}" in lines[-2]
         assert lines[-1].startswith("# Ended (code 0) at ")
     q = tmp_path / "exp/log/q"
