@@ -177,6 +177,9 @@ def parse_args(argv: list[str], prog: str, extra_options: tuple[str, ...] = ()) 
         raise UsageError(f"usage: {prog} [--mem 4G] [--num-threads N] [--gpu N] [--time H:M:S] "
                          "[--max-jobs-run K] [JOB=1:N] log/name.JOB.log command args...")
     logfile, command = args[0], args[1:]
+    if logfile.startswith("--"):
+        raise UsageError(f"'{logfile}' where the log file should be: options go before the job range "
+                         "and the log file")
     if req_var is not None and end > start and req_var not in logfile:
         raise UsageError(f"{end - start + 1} jobs ({req_var}={start}:{end}) would share one log "
                          f"'{logfile}': put {req_var} in the log path (e.g. log/name.{req_var}.log)")

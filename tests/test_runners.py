@@ -106,6 +106,7 @@ def test_options_reach_the_job(tmp_path):
     (["--mem", "lots", "log/x.log", "true"], "--mem needs"),
     (["--max-jobs-run", "0", "JOB=1:2", "log/x.JOB.log", "true"], "at least 1"),
     (["JOB=1:2"], "usage:"),
+    (["JOB=1:2", "--mem", "4G", "log/x.JOB.log", "true"], "options go before"),
     (["log/x.log", "--mem"], None),  # a command named --mem is fine: options end at the log
 ])
 def test_bad_arguments(tmp_path, args, msg):
