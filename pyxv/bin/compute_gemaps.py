@@ -39,8 +39,7 @@ def main(argv=None) -> int:
     def job(utt):
         def compute():
             x, sr = data.read_audio(utt, sample_rate=a.sample_rate or None)
-            lld = g.llds(x, sr)
-            func = g.functionals(x, sr)
+            lld, func = g.both(x, sr)
             return lld, func[None, :]
         return utt, compute
 

@@ -16,7 +16,8 @@ LLD_FRAME_RATE = 100  # frames per second
 
 
 class Gemaps:
-    """``g = Gemaps(); g.functionals(x, sr) -> (88,)``, ``g.llds(x, sr) -> (T, 25)``."""
+    """``g = Gemaps(); g.functionals(x, sr) -> (88,)``, ``g.llds(x, sr) -> (T, 25)``,
+    ``g.both(x, sr) -> ((T, 25), (88,))`` in one openSMILE pass (half the time)."""
 
     def __init__(self):
         import opensmile
@@ -43,6 +44,59 @@ class Gemaps:
             self.nan_count += int(nan.sum())
             out = np.where(nan, 0.0, out).astype(np.float32)
         return out
+
+    def _clean(self, out: np.ndarray, n: int, sr: int, what: str) -> np.ndarray:
+        nan = np.isnan(out)
+        if out.size == 0 or nan.all():
+            raise ValueError(f"{n} samples ({n / sr:.3f} s) are too short for eGeMAPS {what}")
+        if nan.any():
+            self.nan_count += int(nan.sum())
+            out = np.where(nan, 0.0, out)
+        return out.astype(np.float32)
+
+    def both(self, x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+        """LLDs (T, 25) and functionals (88,) from one openSMILE run over the
+        eGeMAPS config with its two external sinks (openSMILE's own
+        ``standard_external_data_output_multi``), fed the same int16 samples
+        ``process_signal`` would give it; falls back to two runs if the
+        opensmile package's internals differ from 2.x."""
+        if getattr(self, "_one_pass", True):
+            try:
+                return self._both_one_pass(x, sr)
+            except (AttributeError, TypeError, KeyError, ImportError):
+                self._one_pass = False
+        return self.llds(x, sr), self.functionals(x, sr)
+
+    def _both_one_pass(self, x: np.ndarray, sr: int):
+        import os
+
+        from opensmile.core.config import config as smcfg
+
+        s = self._func
+        opts = s._options()
+        opts.pop("sinkLevel", None)
+        opts["sink"] = os.path.join(s.default_config_root, smcfg.EXTERNAL_OUTPUT_MULTI_CONFIG)
+        opts["source"] = os.path.join(s.default_config_root, smcfg.EXTERNAL_INPUT_CONFIG)
+        opts["sampleRate"] = int(sr)
+        opts["nBits"] = 16
+        x = np.asarray(x, dtype=np.float32).reshape(-1)
+        q = np.clip(x, -32768, 32767).astype(np.int16)   # process_signal's conversion
+        lld: list = []
+        func: list = []
+        sm = s._smile(options=opts)
+        try:
+            sm.external_sink_set_callback_ex("extsinklld", lambda data, meta: lld.append(data.copy()))
+            sm.external_sink_set_callback_ex("extsinkfunc", lambda data, meta: func.append(data.copy()))
+            sm.external_audio_source_write_data(smcfg.EXTERNAL_SOURCE_COMPONENT, bytes(q))
+            sm.external_audio_source_set_eoi(smcfg.EXTERNAL_SOURCE_COMPONENT)
+            sm.run()
+        finally:
+            sm.free()
+        a = np.vstack(lld) if lld else np.zeros((0, NUM_LLDS))
+        b = np.vstack(func).reshape(-1) if func else np.zeros(0)
+        if a.size and a.shape[1] != NUM_LLDS or b.size and b.size != NUM_FUNCTIONALS:
+            raise KeyError(f"unexpected eGeMAPS output shapes {a.shape} {b.shape}")
+        return self._clean(a, len(x), sr, "LLDs"), self._clean(b, len(x), sr, "functionals")
 
     def functionals(self, x: np.ndarray, sr: int) -> np.ndarray:
         """88 eGeMAPS functionals of one utterance -> (88,) float32."""
