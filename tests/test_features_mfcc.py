@@ -144,3 +144,17 @@ def test_compute_mfcc_file_resamples(ravdess_root, repo_root):
     feats = compute_mfcc_file(repo_root / "conf" / "mfcc_8k.conf", f, dither=0.0)
     x, _ = read_audio(f, sample_rate=8000)
     assert feats.shape == (num_frames(len(x), MfccOptions(**PAPER_8K, snip_edges=False)), 23)
+
+
+def test_compute_wav_features_matches_steps_definition(ravdess_root, repo_root):
+    from pyxv.features import compute_wav_features, prepare_xvector_input
+    from pyxv.features.vad import VadOptions, compute_vad
+    from pyxv.features.mfcc import utt_seed
+
+    f = str(ravdess_root / "Actor_03" / "03-01-01-01-01-01-03.flac")
+    feats, vad = compute_wav_features(f, repo_root / "conf" / "mfcc_8k.conf", repo_root / "conf" / "vad.conf",
+                                      seed=utt_seed(0, "u"))
+    x, _ = read_audio(f, sample_rate=8000)
+    np.testing.assert_array_equal(feats, Mfcc.from_conf(repo_root / "conf" / "mfcc_8k.conf")(x, seed=utt_seed(0, "u")))
+    np.testing.assert_array_equal(vad, compute_vad(feats, VadOptions.from_conf(repo_root / "conf" / "vad.conf")))
+    assert prepare_xvector_input(feats, vad).shape == (int(vad.sum()), 23)

@@ -13,7 +13,7 @@ from .cmvn import apply_sliding_cmn
 from .vad import VadOptions, compute_vad, select_voiced
 
 __all__ = ["apply_sliding_cmn", "compute_vad", "select_voiced", "VadOptions",
-           "prepare_feats", "prepare_xvector_input"]
+           "prepare_feats", "prepare_xvector_input", "compute_wav_features"]
 
 
 def prepare_feats(feats: np.ndarray, vad: np.ndarray | None, *, window: int = 300,
@@ -32,3 +32,18 @@ def prepare_xvector_input(mfcc: np.ndarray, vad: np.ndarray) -> np.ndarray:
     ``apply-cmvn-sliding --norm-vars=false --center=true --cmn-window=300`` then
     ``select-voiced-frames`` -> (T', D) float32."""
     return prepare_feats(mfcc, vad)
+
+
+def compute_wav_features(wav_spec: str, mfcc_conf, vad_conf, *, seed: int = 0,
+                         dither: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw MFCC (T, D) and VAD (T,) of one ``wav.scp`` value (path or ``cmd |``)
+    exactly as steps/make_mfcc.sh + compute_vad.sh make them (resampled to the
+    conf's rate; ``seed`` as the step's ``utt_seed(0, utt)`` for identical dither).
+    For inference on a new file: ``prepare_xvector_input(*compute_wav_features(...))``."""
+    from ..io import read_audio
+    from .mfcc import Mfcc
+
+    mfcc = Mfcc.from_conf(mfcc_conf)
+    x, _ = read_audio(wav_spec, sample_rate=mfcc.sample_rate)
+    feats = mfcc(x, seed=seed, dither=dither)
+    return feats, compute_vad(feats, VadOptions.from_conf(vad_conf))
