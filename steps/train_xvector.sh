@@ -22,6 +22,7 @@ num_threads=2           # CPU threads of the training job (CPU training)
 mfcc_config=conf/mfcc_8k.conf   # what the features were made with (copied into exp-dir)
 vad_config=conf/vad.conf
 overwrite=false
+prepare_only=false      # stop after writing the network input (e.g. to launch multi-node training by hand)
 
 help_message="Usage: $0 [options] <train-data> <exp-dir>
 Options:
@@ -33,7 +34,8 @@ Options:
   --num-threads N      CPU threads for training [$num_threads]
   --mfcc-config FILE   MFCC config the features were made with [$mfcc_config]
   --vad-config FILE    VAD config the features were made with [$vad_config]
-  --overwrite BOOL     retrain even when final.pt is up to date [$overwrite]"
+  --overwrite BOOL     retrain even when final.pt is up to date [$overwrite]
+  --prepare-only BOOL  only prepare the network input in <exp-dir>/feats [$prepare_only]"
 
 . ./path.sh
 . utils/parse_options.sh
@@ -77,6 +79,8 @@ if [ ! -f "$feats/feats.scp" ] || [ "$data/feats.scp" -nt "$feats/feats.scp" ] |
   echo "$0: prepared $n_out of $n_in utterances (skipped ones are named in $dir/log/prepare_feats.*.log)"
   [ "$n_out" -gt 0 ] || { echo "$0: no utterance left after feature preparation" >&2; exit 1; }
 fi
+
+[ "$prepare_only" = true ] && { echo "$0: --prepare-only: features are in $feats"; exit 0; }
 
 # 2. Training.
 args=(--config "$config" --feats-dir "$feats" --labels "$data/utt2spk"
