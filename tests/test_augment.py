@@ -2,8 +2,6 @@
 length and power, the same seed gives the same output, bad input is reported."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import soundfile as sf

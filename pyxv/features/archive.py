@@ -8,12 +8,13 @@ a ``.tmp`` file, which the step scripts remove before the next run.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import numpy as np
 from kaldiio.matio import write_array
@@ -72,7 +73,6 @@ def _term_to_exit(signum, frame):  # so that SIGTERM (job killed) still cleans u
 
 def run_utterances(tool: str, items: Iterable[tuple[str, Callable[[], np.ndarray]]],
                    writers: list[ArkScpWriter], total: int,
-                   split: Callable[[np.ndarray], list[np.ndarray]] | None = None,
                    log=sys.stderr, every: int = 200) -> int:
     """Run ``compute()`` for each ``(utt, compute)``; write results to ``writers``
     (``compute`` returns one array per writer as a tuple, or one array). A failing
@@ -83,7 +83,6 @@ def run_utterances(tool: str, items: Iterable[tuple[str, Callable[[], np.ndarray
     signal.signal(signal.SIGTERM, _term_to_exit)
     ok = failed = 0
     t0 = time.time()
-    import contextlib
     with contextlib.ExitStack() as stack:
         for w in writers:
             stack.enter_context(w)
@@ -103,7 +102,3 @@ def run_utterances(tool: str, items: Iterable[tuple[str, Callable[[], np.ndarray
     print(f"{tool}: done: {ok} utterances written, {failed} failed, {time.time() - t0:.1f} s",
           file=log, flush=True)
     return 0
-
-
-def iter_utts(data) -> Iterator[str]:
-    return iter(data.utts)
