@@ -55,6 +55,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kw) -> Iterator:
     try:
         with open(tmp, mode, **kw) as f:
             yield f
+        # mkstemp makes the file 0600; give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
