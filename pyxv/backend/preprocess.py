@@ -66,6 +66,10 @@ class LDA(_Step):
         self.dim = dim
         self.reg = reg
 
+    def __repr__(self) -> str:
+        out = f", out_dim={self.out_dim_}" if hasattr(self, "out_dim_") else ""
+        return f"LDA(dim={self.dim}{out})"
+
     def fit(self, X, y=None):
         if y is None:
             raise ValueError("LDA needs speaker labels")
