@@ -116,6 +116,8 @@ for opt in voxceleb_root musan_root rirs_root pretrain_data; do
 done
 if [ -z "$xvector_config" ]; then
   if [ "$corpus" = demo ]; then xvector_config=conf/xvector_demo.yaml; else xvector_config=conf/xvector_resnet34.yaml; fi
+  # The small demo (tests) trains the same demo network for fewer steps.
+  if [ "$corpus" = demo ] && [ "$demo_size" = small ]; then xvector_config=conf/xvector_demo_small.yaml; fi
 fi
 for f in mfcc_config vad_config augment_config xvector_config emotion_config sv_config; do
   [ -f "${!f}" ] || { echo "run.sh: --${f//_/-} ${!f} does not exist" >&2; exit 1; }

@@ -465,7 +465,7 @@ def protocol_info(emo_dir: Path) -> list[tuple[str, dict[str, DataInfo | None]]]
 
 def find_configs(exp: Path) -> list[Path]:
     """Config copies the stages kept in their exp dirs (yaml and Kaldi .conf)."""
-    pats = ("xvector_*/config.yaml", "xvector_*/*.conf", "emotion/*/*/config.yaml", "emotion/*/config.yaml",
+    pats = ("xvector_*/config.yaml", "xvector_*/*.conf", "emotion/*/*/emotion.yaml", "emotion/*/*/config.yaml",
             "sv/*/*/*/config.yaml", "sv/*/config.yaml")
     seen: list[Path] = []
     for pat in pats:
