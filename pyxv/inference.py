@@ -304,22 +304,15 @@ class NnetEmotion(EmotionModel):
         return None
 
     def _gemaps(self, spec: str, name: str) -> np.ndarray:
+        """Standardised eGeMAPS LLDs (T, 25), computed as stage 2 does
+        (``pyxv.features.gemaps.Gemaps.both`` at the audio's own rate)."""
+        from .features.gemaps import Gemaps
         from .io import read_audio
 
-        try:
-            from .features.gemaps import gemaps_lld  # helper 3's extractor, when present
-        except ImportError:
-            gemaps_lld = None
+        if not hasattr(self, "_gemaps_extractor"):
+            self._gemaps_extractor = Gemaps()
         x, sr = read_audio(spec, name=name)
-        if gemaps_lld is not None:
-            L = gemaps_lld(x, sr)
-        else:
-            import opensmile
-
-            smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                                    feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
-            L = smile.process_signal(x / 32768.0, sr).to_numpy(dtype=np.float32)
-        L = np.nan_to_num(np.asarray(L, dtype=np.float32))
+        L = np.nan_to_num(self._gemaps_extractor.both(x, sr)[0].astype(np.float32))
         if self.gemaps_norm is not None:
             L = (L - self.gemaps_norm[0]) / self.gemaps_norm[1]
         return L
