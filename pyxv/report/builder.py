@@ -154,7 +154,7 @@ class ReportBuilder:
             ts = by_stage[s]
             rows.append([s, C.STAGE_NAMES.get(s, ""), _fmt_secs(ts[-1]),
                          ", ".join(f"{t:.0f}" for t in ts)])
-            self.csv_rows.append(dict(table="stage_time", fold=s, metric="seconds_last", value=f"{ts[-1]:.0f}"))
+            self.csv_rows.append(dict(table="stage_time", stage=s, metric="seconds_last", value=f"{ts[-1]:.0f}"))
         first_total = sum(v[0] for v in by_stage.values())
         L += T.md_table(["stage", "what", "last run", "every run (s, in order)"], rows, "llrl")
         L += ["", f"Sum of the first run of each stage: {_fmt_secs(first_total)}; "

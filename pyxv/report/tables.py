@@ -15,7 +15,7 @@ from .collect import (PAPER_CITATION, PAPER_CORPORA, PAPER_TABLE2, SYSTEM_LABELS
                       EmotionResult, SVResult)
 
 DASH = "—"
-CSV_FIELDS = ("table", "corpus", "system", "train_data", "model", "backend", "enroll", "test", "fold",
+CSV_FIELDS = ("table", "corpus", "system", "train_data", "model", "backend", "enroll", "test", "fold", "stage",
               "metric", "value")
 
 
