@@ -88,7 +88,7 @@ def bench_extract_jobs(cfg_path, seconds, jobs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="conf/xvector_resnet34.yaml")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--train-steps", type=int, default=3)
     ap.add_argument("--extract-seconds", type=float, default=120.0, help="seconds of speech to embed")
     ap.add_argument("--speakers", type=int, default=1000)
@@ -98,7 +98,8 @@ def main():
     cfg = load_config(a.config)
     torch.manual_seed(0)
     print(f"config {a.config}: channels {cfg['model']['channels']} blocks {cfg['model']['blocks']} "
-          f"heads {cfg['model']['heads']} embed {cfg['model']['embed_dim']}; torch {torch.__version__}")
+          f"heads {cfg['model']['heads']} embed {cfg['model']['embed_dim']}; torch {torch.__version__}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for dev in devices:
         net = XVectorNet.from_config(cfg, a.speakers).to(dev)
