@@ -56,7 +56,9 @@ corpus=$(basename "$emo")
 [ -n "$profile" ] || profile=$corpus
 dir=$out/${system}_$tag
 
-nf=$(python -m pyxv.bin.train_emotion --num-folds "$emo")
+# Folds: <emo>/fold*/ (the Python side checks each has train/ and test/), else one split.
+nf=$(find "$emo" -mindepth 1 -maxdepth 1 -type d -name 'fold*' | wc -l)
+[ "$nf" -gt 0 ] || nf=1
 
 # Inputs whose change makes the results stale.
 inputs=("$config" "$emo"/all/utt2emo)
@@ -85,16 +87,7 @@ $cmd --num-threads "$num_threads" JOB=1:"$nf" "$dir/log/train.JOB.log" \
   python -m pyxv.bin.train_emotion --config "$config" --profile "$profile" --system "$system" \
     --train-data "$train_data" --fold JOB "$emo" "$out" || {
   echo "$0: a fold failed; see the logs named above ($dir/log/train.*.log)" >&2; exit 1; }
-# Each fold's own log/ (the job log of that fold).
-python - "$emo" "$dir" <<'PY'
-import shutil, sys
-from pathlib import Path
-from pyxv.emotion.data import discover_protocol
-emo, d = sys.argv[1], Path(sys.argv[2])
-for k, sp in enumerate(discover_protocol(emo), 1):
-    (d / sp.name / "log").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(d / "log" / f"train.{k}.log", d / sp.name / "log" / "train.log")
-PY
+# Pool the folds (and copy each job log into its fold's log/).
 python -m pyxv.bin.train_emotion --summarize --corpus "$corpus" --system "$system" --train-data "$train_data" \
   "$emo" "$out" | tee "$dir/log/summary.log"
 echo "$0: done in $(( $(date +%s) - start ))s: $dir/summary.json"

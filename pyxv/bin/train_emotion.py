@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     if not a.system or not a.out_root:
         ap.error("--system and <out-root> are needed")
     if a.summarize:
+        systems.collect_logs(a.system, a.train_data, a.emo_dir, a.out_root)
         s = systems.summarize(a.system, a.train_data, a.emo_dir, a.out_root, corpus=corpus)
         print(f"{a.system} {a.train_data} {corpus}: mean weighted F1 {100 * s['mean_weighted_f1']:.2f} "
               f"(+-{100 * s['std_weighted_f1']:.2f}) over {len(s['folds'])} fold(s), pooled "

@@ -30,18 +30,18 @@ DEFAULTS: dict[str, Any] = {
         # Network of the random-init systems: a x-vector YAML (model: section is
         # used), or null for the pre-trained clean x-vector model's own config.
         "architecture": None,
-        "epochs": 20,
+        "epochs": 30,
         "steps_per_epoch": 0,   # 0: one pass over the training frames in chunks
         "batch_size": 32,
-        "lr": 0.001,
+        "lr": 0.003,
         "weight_decay": 1.0e-4,
         "warmup_steps": 50,
-        "chunk_min": 200,
-        "chunk_max": 400,
+        "chunk_min": 100,
+        "chunk_max": 250,
         "loss": "softmax",      # emotion output layer
-        "pretrained_lr_mult": 0.1,  # fine-tuning: lr multiplier of pre-trained layers
+        "pretrained_lr_mult": 1.0,  # fine-tuning: lr multiplier of pre-trained layers
         "freeze": "none",       # none | embedding (fine-tune the emotion layer only)
-        "patience": 5,          # early stopping on dev weighted F1 (epochs)
+        "patience": 10,         # early stopping on dev weighted F1 (epochs)
         "dev_fraction": 0.15,   # no dev in the protocol: this share of training speakers
         "gemaps_norm": True,    # standardise GeMAPS LLDs with training mean/std
         "min_frames": 20,       # shorter utterances are padded by repetition in training

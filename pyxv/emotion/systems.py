@@ -215,6 +215,18 @@ def read_predictions(path: str | Path) -> list[tuple[str, str, str]]:
     return out
 
 
+def collect_logs(system: str, train_data: str, emo_dir: str | Path, out_root: str | Path) -> None:
+    """Copy the job log of fold k (``<system dir>/log/train.k.log``) into the fold's own log/."""
+    import shutil
+
+    sdir = system_dir(out_root, system, train_data)
+    for k, sp in enumerate(discover_protocol(emo_dir), 1):
+        src = sdir / "log" / f"train.{k}.log"
+        if src.is_file():
+            (sdir / sp.name / "log").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, sdir / sp.name / "log" / "train.log")
+
+
 def summarize(system: str, train_data: str, emo_dir: str | Path, out_root: str | Path, corpus: str | None = None,
               classes: list[str] | None = None) -> dict:
     """Pool the folds of one system into ``<system>_<data>/summary.json`` (returns it)."""

@@ -1,0 +1,376 @@
+#!/usr/bin/env python3
+"""Speech emotion recognition benchmark on real RAVDESS: 4 classes, 6 folds.
+
+    . ./path.sh && OMP_NUM_THREADS=1 python bench/ser_ravdess.py \\
+        [--ravdess-root ../shared/corpora/ravdess] [--work exp/bench_ser_ravdess] \\
+        [--systems frozen_lr,finetune,randinit_mfcc] [--folds 1-6]
+
+Protocol: classes neutral, happy, sad, angry (calm, fearful, disgust, surprised left
+out); fold k tests actors 4k-3..4k and trains on the other 20 (speaker-independent).
+Every figure is weighted F1 (the paper's metric): the mean over folds (with std) and
+pooled over all folds' predictions.
+
+References measured in the same run on the same folds, with the same logistic
+regression (balanced classes, C by inner speaker-grouped CV):
+  * eGeMAPSv02 functionals (88, openSMILE) + standardisation + LR
+  * MFCC statistics (mean and std over voiced frames of the 23 MFCC, 46) + standardisation + LR
+
+pyxv systems (the recipe's code, pyxv.emotion.systems.run_fold):
+  * frozen_lr: per fold, a small x-vector network (conf/xvector_demo.yaml) is trained
+    to tell the fold's 20 TRAINING actors apart on all their RAVDESS speech clips
+    (60 per actor: all 8 emotions, both intensities) -- never a test actor (asserted);
+    x-vectors of the 4-class clips, then the LR;
+  * finetune: that network, speaker layer replaced by an emotion layer, fine-tuned on
+    the fold's 4-class training clips (dev: training actors carved out by speaker);
+  * randinit_mfcc: the same architecture from random init on the 4-class training clips.
+
+Features (8 kHz MFCC of conf/mfcc_8k.conf + energy VAD of conf/vad.conf, eGeMAPS) and
+per-fold models are cached under --work; a second run reuses them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful",
+            "07": "disgust", "08": "surprised"}
+CLASSES4 = ("neutral", "happy", "sad", "angry")
+log = logging.getLogger("ser_ravdess")
+
+
+# ------------------------------------------------------------------------ corpus
+def list_clips(root: Path) -> list[dict]:
+    """Every speech clip: {utt, spk, actor, emotion, path}; utt ids start with the speaker."""
+    clips = []
+    for a in range(1, 25):
+        d = root / f"Actor_{a:02d}"
+        for f in sorted(d.glob("03-01-*.*")):
+            parts = f.stem.split("-")
+            if len(parts) != 7 or f.suffix.lower() not in (".wav", ".flac"):
+                continue
+            spk = f"a{a:02d}"
+            clips.append({"utt": f"{spk}-{f.stem}", "spk": spk, "actor": a, "emotion": EMOTIONS[parts[2]],
+                          "path": str(f)})
+    if len(clips) < 24 * 60:
+        log.warning("found %d speech clips under %s (RAVDESS speech has 1440)", len(clips), root)
+    return clips
+
+
+def fold_test_actors(k: int) -> set[int]:
+    return set(range(4 * k - 3, 4 * k + 1))
+
+
+# ---------------------------------------------------------------------- features
+def _mfcc_vad(args):
+    path, mfcc_conf, vad_conf = args
+    from pyxv.features.mfcc import Mfcc
+    from pyxv.features.vad import VadOptions, compute_vad
+    from pyxv.io import read_audio
+
+    m = Mfcc.from_conf(mfcc_conf)
+    x, _ = read_audio(path, sample_rate=m.sample_rate)
+    feats = m(x, seed=0)
+    return feats, compute_vad(feats, VadOptions.from_conf(vad_conf))
+
+
+def _egemaps(paths):
+    import opensmile
+
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    return [smile.process_file(p).to_numpy().reshape(-1).astype(np.float32) for p in paths]
+
+
+def make_features(clips, work: Path, nj: int, mfcc_conf: Path, vad_conf: Path) -> None:
+    """feats.scp/vad.scp for every clip, gemaps.scp (88 functionals) for the 4-class clips."""
+    import kaldiio
+
+    fdir = work / "feats"
+    fdir.mkdir(parents=True, exist_ok=True)
+    if not (fdir / "vad.scp").is_file():
+        t0 = time.time()
+        with ProcessPoolExecutor(nj) as ex:
+            res = list(ex.map(_mfcc_vad, [(c["path"], str(mfcc_conf), str(vad_conf)) for c in clips], chunksize=16))
+        with kaldiio.WriteHelper(f"ark,scp:{fdir}/feats.ark,{fdir}/feats.scp") as w:
+            for c, (f, _) in sorted(zip(clips, res), key=lambda t: t[0]["utt"]):
+                w(c["utt"], f)
+        with kaldiio.WriteHelper(f"ark,scp:{fdir}/vad.ark,{fdir}/vad.scp") as w:
+            for c, (_, v) in sorted(zip(clips, res), key=lambda t: t[0]["utt"]):
+                w(c["utt"], v)
+        log.info("MFCC + VAD of %d clips in %.1fs", len(clips), time.time() - t0)
+    four = [c for c in clips if c["emotion"] in CLASSES4]
+    if not (fdir / "gemaps.scp").is_file():
+        t0 = time.time()
+        paths = [c["path"] for c in four]
+        parts = [paths[i::nj] for i in range(nj)]
+        with ProcessPoolExecutor(nj) as ex:
+            outs = list(ex.map(_egemaps, parts))
+        vec = {}
+        for i in range(nj):
+            for c, v in zip(four[i::nj], outs[i]):
+                vec[c["utt"]] = v
+        with kaldiio.WriteHelper(f"ark,scp:{fdir}/gemaps.ark,{fdir}/gemaps.scp") as w:
+            for u in sorted(vec):
+                w(u, vec[u][None, :])
+        log.info("eGeMAPS functionals of %d clips in %.1fs", len(four), time.time() - t0)
+
+
+def write_dirs(clips, work: Path) -> Path:
+    """work/data/ravdess/all (4-class clips with features) and work/data/pretrain_all (every clip)."""
+    from pyxv.datadir import write_datadir
+    from pyxv.io import read_table, write_table
+
+    fdir = work / "feats"
+    feats, vad = read_table(fdir / "feats.scp"), read_table(fdir / "vad.scp")
+    four = [c for c in clips if c["emotion"] in CLASSES4]
+    for name, cs in (("ravdess/all", four), ("pretrain_all", clips)):
+        d = work / "data" / name
+        write_datadir(d, utt2spk={c["utt"]: c["spk"] for c in cs}, wav_scp={c["utt"]: c["path"] for c in cs},
+                      utt2emo={c["utt"]: c["emotion"] for c in cs},
+                      spk2gender={c["spk"]: "m" if c["actor"] % 2 else "f" for c in cs})
+        write_table(d / "feats.scp", {c["utt"]: feats[c["utt"]] for c in cs})
+        write_table(d / "vad.scp", {c["utt"]: vad[c["utt"]] for c in cs})
+    return work / "data" / "ravdess"
+
+
+def fold_corpus(work: Path, k: int, clips) -> Path:
+    """work/data/ravdess_f<k>: all/ (a link to the shared 4-class dir) and fold<k>/{train,test}."""
+    from pyxv.datadir import write_datadir
+
+    emo = work / "data" / f"ravdess_f{k}"
+    (emo / "all").parent.mkdir(parents=True, exist_ok=True)
+    if not (emo / "all").exists():
+        os.symlink("../ravdess/all", emo / "all")
+    test = fold_test_actors(k)
+    four = [c for c in clips if c["emotion"] in CLASSES4]
+    for name, cs in (("train", [c for c in four if c["actor"] not in test]),
+                     ("test", [c for c in four if c["actor"] in test])):
+        write_datadir(emo / f"fold{k}" / name, utt2spk={c["utt"]: c["spk"] for c in cs},
+                      wav_scp={c["utt"]: c["path"] for c in cs}, utt2emo={c["utt"]: c["emotion"] for c in cs})
+    return emo
+
+
+# -------------------------------------------------------------------- references
+def reference_lr(name: str, X: dict, clips, folds, seed: int) -> dict:
+    """Standardised features + the emotion LR per fold; returns the summary dict."""
+    from pyxv.emotion.lr import EmotionLR
+    from pyxv.metrics.classification import classification_metrics, summarize_folds
+
+    four = [c for c in clips if c["emotion"] in CLASSES4]
+    fm, T, P = {}, [], []
+    for k in folds:
+        test = fold_test_actors(k)
+        tr = [c for c in four if c["actor"] not in test]
+        te = [c for c in four if c["actor"] in test]
+        assert not {c["spk"] for c in tr} & {c["spk"] for c in te}
+        Xtr = np.stack([X[c["utt"]] for c in tr])
+        mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-8
+        lr = EmotionLR(sorted(CLASSES4), pre={"center": False, "length_norm": False}, seed=seed)
+        lr.fit((Xtr - mu) / sd, [c["emotion"] for c in tr], groups=[c["spk"] for c in tr])
+        pred = lr.predict((np.stack([X[c["utt"]] for c in te]) - mu) / sd)
+        truth = [c["emotion"] for c in te]
+        fm[f"fold{k}"] = classification_metrics(truth, pred, sorted(CLASSES4), fold=f"fold{k}")
+        T += truth
+        P += pred
+    return summarize_folds(fm, T, P, sorted(CLASSES4), system=name)
+
+
+def mfcc_stats(work: Path, clips) -> dict:
+    import kaldiio
+
+    from pyxv.io import read_table
+
+    feats, vad = read_table(work / "feats" / "feats.scp"), read_table(work / "feats" / "vad.scp")
+    out = {}
+    for c in clips:
+        if c["emotion"] not in CLASSES4:
+            continue
+        f = kaldiio.load_mat(feats[c["utt"]])
+        v = kaldiio.load_mat(vad[c["utt"]]) > 0.5
+        f = f[v] if v.sum() > 10 else f
+        out[c["utt"]] = np.concatenate([f.mean(0), f.std(0)])
+    return out
+
+
+# ------------------------------------------------------------------- pre-training
+def pretrain(work: Path, k: int, clips, xcfg: Path, pretrain_sets: list[str]) -> Path:
+    """The fold's speaker x-vector on its 20 training actors' clips (every emotion)."""
+    import torch
+
+    from pyxv.io import read_table
+    from pyxv.train.data import FeatureSource
+    from pyxv.train.trainer import train_classifier
+
+    out = work / "models" / f"fold{k}" / "xvector_clean"
+    if (out / "final.pt").is_file():
+        return out
+    test_spk = {f"a{a:02d}" for a in fold_test_actors(k)}
+    u2s = {}
+    if "train_actors" in pretrain_sets:
+        u2s.update({c["utt"]: c["spk"] for c in clips if c["actor"] not in fold_test_actors(k)})
+    # Never a test speaker in pre-training:
+    assert not set(u2s.values()) & test_spk, f"fold{k}: test actors in pre-training data"
+    d = work / "data" / "pretrain_all"
+    feats = {u: v for u, v in read_table(d / "feats.scp").items() if u in u2s}
+    from pyxv.io import write_table
+    write_table(out / "pretrain.feats.scp", feats)
+    write_table(out / "pretrain.vad.scp", {u: v for u, v in read_table(d / "vad.scp").items() if u in u2s})
+    src = FeatureSource(out / "pretrain.feats.scp", vad_scp=out / "pretrain.vad.scp", cmn_window=300)
+    t0 = time.time()
+    torch.set_num_threads(1)
+    train_classifier(src, u2s, str(xcfg), out, progress=False)
+    log.info("fold%d: pre-trained the x-vector on %d clips of %d speakers in %.0fs", k, len(u2s),
+             len(set(u2s.values())), time.time() - t0)
+    return out
+
+
+def extract(model_dir: Path, emo: Path) -> None:
+    """x-vectors of every 4-class clip with the fold's model, where run_fold looks."""
+    from pyxv.emotion.systems import xvector_dir
+    from pyxv.extract import extract_embeddings, write_embeddings
+    from pyxv.train import checkpoint as ckpt
+    from pyxv.train.data import FeatureSource
+
+    xd = xvector_dir(model_dir, emo, "all")
+    if (xd / "xvector.scp").is_file():
+        return
+    net, ck = ckpt.load_model(model_dir / "final.pt")
+    dc = ck["config"]["data"]
+    src = FeatureSource(emo / "all" / "feats.scp", vad_scp=emo / "all" / "vad.scp", cmn_window=dc["cmn_window"])
+    xd.mkdir(parents=True, exist_ok=True)
+    write_embeddings(extract_embeddings(net, src, list(src.keys())), xd / "xvector.ark")
+
+
+# ---------------------------------------------------------------------------- main
+def parse_folds(s: str) -> list[int]:
+    out = []
+    for part in s.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
+    if not set(out) <= set(range(1, 7)):
+        raise SystemExit(f"--folds: folds are 1..6, got {s}")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ravdess-root", default=str(REPO.parent / "shared" / "corpora" / "ravdess"))
+    ap.add_argument("--work", default=str(REPO / "exp" / "bench_ser_ravdess"))
+    ap.add_argument("--systems", default="frozen_lr,finetune,randinit_mfcc")
+    ap.add_argument("--folds", default="1-6")
+    ap.add_argument("--nj", type=int, default=2)
+    ap.add_argument("--xvector-config", default=str(REPO / "conf" / "xvector_demo.yaml"))
+    ap.add_argument("--emotion-config", default=str(REPO / "conf" / "emotion.yaml"))
+    ap.add_argument("--nnet", default="", help="emotion nnet overrides, e.g. 'epochs=30,patience=8'")
+    ap.add_argument("--lr", default="", help="emotion lr overrides, e.g. 'transform=lda'")
+    ap.add_argument("--pretrain-data", default="train_actors")
+    ap.add_argument("--tag", default="", help="suffix of the result dirs (to compare settings)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for name in ("pyxv.train",):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import torch
+
+    torch.set_num_threads(1)
+    from pyxv.emotion import systems
+    from pyxv.emotion.config import load_emotion_config
+    from pyxv.metrics.classification import summarize_folds
+
+    t_start = time.time()
+    work = Path(a.work)
+    root = Path(a.ravdess_root)
+    if not (root / "Actor_01").is_dir():
+        raise SystemExit(f"RAVDESS not found at {root} (Actor_01 ... Actor_24)")
+    folds = parse_folds(a.folds)
+    clips = list_clips(root)
+    make_features(clips, work, a.nj, REPO / "conf" / "mfcc_8k.conf", REPO / "conf" / "vad.conf")
+    write_dirs(clips, work)
+    timing = {"features": round(time.time() - t_start, 1)}
+
+    results = {}
+    import kaldiio
+    from pyxv.io import read_table
+    gem = {u: kaldiio.load_mat(v).reshape(-1) for u, v in read_table(work / "feats" / "gemaps.scp").items()}
+    results["ref_egemaps_lr"] = reference_lr("eGeMAPS functionals + LR", gem, clips, folds, 777)
+    results["ref_mfcc_stats_lr"] = reference_lr("MFCC mean+std + LR", mfcc_stats(work, clips), clips, folds, 777)
+
+    over_n = {k: v for k, v in (x.split("=") for x in filter(None, a.nnet.split(",")))}
+    over_l = {k: v for k, v in (x.split("=") for x in filter(None, a.lr.split(",")))}
+
+    def conv(v):
+        for t in (int, float):
+            try:
+                return t(v)
+            except ValueError:
+                pass
+        return {"true": True, "false": False, "null": None}.get(v, v)
+    overrides = {"nnet": {k: conv(v) for k, v in over_n.items()}, "lr": {k: conv(v) for k, v in over_l.items()}}
+    wanted = [s for s in a.systems.split(",") if s]
+    sysnames = {"frozen_lr": "frozen_lr_clean", "finetune": "finetune_clean", "randinit_mfcc": "randinit_mfcc",
+                "randinit_gemaps": "randinit_gemaps"}
+    fold_metrics = {s: {} for s in wanted}
+    preds = {s: ([], []) for s in wanted}
+    out_root = work / f"emotion{a.tag}"
+    t_pre = t_sys = 0.0
+    for k in folds:
+        emo = fold_corpus(work, k, clips)
+        t0 = time.time()
+        model_dir = None
+        if any(s in ("frozen_lr", "finetune") for s in wanted):
+            model_dir = pretrain(work, k, clips, Path(a.xvector_config), a.pretrain_data.split("+"))
+            extract(model_dir, emo)
+        t_pre += time.time() - t0
+        cfg = load_emotion_config(a.emotion_config, overrides=overrides)
+        cfg["xvector_models"] = {"clean": str(model_dir or work / "models" / f"fold{k}" / "xvector_clean"),
+                                 "aug": str(model_dir)}
+        if not cfg["nnet"]["architecture"]:
+            cfg["nnet"]["architecture"] = a.xvector_config
+        for s in wanted:
+            t0 = time.time()
+            m = systems.run_fold(sysnames[s], "clean", emo, 1, out_root / f"fold{k}", cfg)
+            t_sys += time.time() - t0
+            fold_metrics[s][f"fold{k}"] = m
+            d = systems.system_dir(out_root / f"fold{k}", sysnames[s], "clean") / f"fold{k}"
+            for _, t, p in systems.read_predictions(d / "predictions.txt"):
+                preds[s][0].append(t)
+                preds[s][1].append(p)
+            log.info("fold%d %s: weighted F1 %.2f", k, s, 100 * m["weighted_f1"])
+    for s in wanted:
+        results[s] = summarize_folds(fold_metrics[s], *preds[s], sorted(CLASSES4), system=s)
+    timing.update(pretrain_and_extract=round(t_pre, 1), systems=round(t_sys, 1), total=round(time.time() - t_start, 1))
+
+    rows = [("eGeMAPS functionals + LR (reference)", "ref_egemaps_lr"),
+            ("MFCC mean+std + LR (reference)", "ref_mfcc_stats_lr")]
+    names = {"frozen_lr": "pyxv x-vector (fold's training actors) frozen + LR",
+             "finetune": "pyxv x-vector fine-tuned", "randinit_mfcc": "pyxv random-init ResNet, MFCC",
+             "randinit_gemaps": "pyxv random-init ResNet, GeMAPS LLD"}
+    rows += [(names[s], s) for s in wanted]
+    lines = [f"RAVDESS 4 classes, folds {','.join(map(str, folds))} (fold k tests actors 4k-3..4k); weighted F1 %",
+             "", "| system | mean-fold wF1 (std) | pooled wF1 | mean UA |", "|---|---|---|---|"]
+    for label, key in rows:
+        r = results[key]
+        lines.append(f"| {label} | {100 * r['mean_weighted_f1']:.2f} ({100 * r['std_weighted_f1']:.2f}) | "
+                     f"{100 * r['pooled']['weighted_f1']:.2f} | {100 * r['mean_unweighted_accuracy']:.2f} |")
+    lines += ["", f"wall time: {timing}"]
+    text = "\n".join(lines)
+    print(text)
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / f"results{a.tag}.json", "w") as f:
+        json.dump({"results": results, "timing": timing, "args": vars(a)}, f, indent=1)
+    (work / f"results{a.tag}.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
