@@ -18,6 +18,7 @@ gpus=0                  # 0: CPU; 1: one GPU; N > 1: torchrun with N processes (
 config=
 resume=false            # continue after the last checkpoint
 nj=2                    # jobs for feature preparation
+cpu_procs=1             # N > 1: N DDP processes on CPU (gloo), when --gpus 0
 num_threads=1           # CPU threads of CPU training (more threads on a busy machine can be 10x slower)
 mfcc_config=conf/mfcc_8k.conf   # what the features were made with (copied into exp-dir)
 vad_config=conf/vad.conf
@@ -31,7 +32,8 @@ Options:
   --config FILE        x-vector YAML config (required)
   --resume BOOL        continue from the last epoch checkpoint [$resume]
   --nj N               feature preparation jobs [$nj]
-  --num-threads N      CPU threads for training [$num_threads]
+  --cpu-procs N        with --gpus 0: N > 1 runs torchrun with N gloo processes on CPU [$cpu_procs]
+  --num-threads N      CPU threads for training (per process) [$num_threads]
   --mfcc-config FILE   MFCC config the features were made with [$mfcc_config]
   --vad-config FILE    VAD config the features were made with [$vad_config]
   --overwrite BOOL     retrain even when final.pt is up to date [$overwrite]
@@ -85,8 +87,15 @@ fi
 # 2. Training.
 args=(--config "$config" --feats-dir "$feats" --labels "$data/utt2spk"
       --extra-file "mfcc.conf=$mfcc_config" --extra-file "vad.conf=$vad_config")
-[ "$resume" = true ] && args+=(--resume)
-if [ "$gpus" -eq 0 ]; then
+if [ "$resume" = true ]; then
+  args+=(--resume)
+  # keep the interrupted run's log beside the new one
+  [ -f "$dir/log/train.log" ] && mv "$dir/log/train.log" "$dir/log/train.before-resume.$(date +%Y%m%d-%H%M%S).log"
+fi
+if [ "$gpus" -eq 0 ] && [ "$cpu_procs" -gt 1 ]; then
+  launcher=(torchrun --standalone --nproc_per_node "$cpu_procs" -m pyxv.bin.train_xvector --use-gpu no)
+  gpu_opt=(--gpu 0 --num-threads "$num_threads")
+elif [ "$gpus" -eq 0 ]; then
   launcher=(python -m pyxv.bin.train_xvector --use-gpu no)
   gpu_opt=(--gpu 0 --num-threads "$num_threads")
 elif [ "$gpus" -eq 1 ]; then
