@@ -84,6 +84,45 @@ def _mfcc_vad(args):
     return feats, compute_vad(feats, VadOptions.from_conf(vad_conf))
 
 
+def _mfcc_vad_sp(args):
+    """MFCC + VAD of a speed-perturbed copy (Kaldi's sox ``speed`` f: tempo and pitch x f)."""
+    path, mfcc_conf, vad_conf, factor = args
+    from scipy.signal import resample_poly
+
+    from pyxv.features.mfcc import Mfcc
+    from pyxv.features.vad import VadOptions, compute_vad
+    from pyxv.io import read_audio
+
+    m = Mfcc.from_conf(mfcc_conf)
+    x, _ = read_audio(path, sample_rate=m.sample_rate)
+    up, down = 100, int(round(100 * factor))
+    x = resample_poly(x, up, down).astype(np.float32)
+    feats = m(x, seed=0)
+    return feats, compute_vad(feats, VadOptions.from_conf(vad_conf))
+
+
+def make_sp_features(clips, work: Path, nj: int, mfcc_conf: Path, vad_conf: Path, factors=(0.9, 1.1)) -> None:
+    """feats/sp_{feats,vad}.scp: speed-perturbed copies of every clip, utt ``<spk>-sp<f>-<clip>``."""
+    import kaldiio
+
+    fdir = work / "feats"
+    if (fdir / "sp_vad.scp").is_file():
+        return
+    t0 = time.time()
+    jobs = [(c, f) for f in factors for c in clips]
+    with ProcessPoolExecutor(nj) as ex:
+        res = list(ex.map(_mfcc_vad_sp, [(c["path"], str(mfcc_conf), str(vad_conf), f) for c, f in jobs],
+                          chunksize=16))
+    items = sorted(((f"{c['spk']}-sp{f}-{c['utt'][len(c['spk']) + 1:]}", r) for (c, f), r in zip(jobs, res)))
+    with kaldiio.WriteHelper(f"ark,scp:{fdir}/sp_feats.ark,{fdir}/sp_feats.scp") as w:
+        for u, (feat, _) in items:
+            w(u, feat)
+    with kaldiio.WriteHelper(f"ark,scp:{fdir}/sp_vad.ark,{fdir}/sp_vad.scp") as w:
+        for u, (_, v) in items:
+            w(u, v)
+    log.info("speed-perturbed MFCC + VAD of %d copies in %.1fs", len(items), time.time() - t0)
+
+
 def _egemaps(paths):
     import opensmile
 
@@ -212,20 +251,30 @@ def pretrain(work: Path, k: int, clips, xcfg: Path, pretrain_sets: list[str]) ->
     from pyxv.train.data import FeatureSource
     from pyxv.train.trainer import train_classifier
 
-    out = work / "models" / f"fold{k}" / "xvector_clean"
+    name = "xvector_clean" if pretrain_sets == ["train_actors"] else "xvector_" + "_".join(pretrain_sets)
+    out = work / "models" / f"fold{k}" / name
     if (out / "final.pt").is_file():
         return out
     test_spk = {f"a{a:02d}" for a in fold_test_actors(k)}
     u2s = {}
+    d = work / "data" / "pretrain_all"
+    feats, vads = read_table(d / "feats.scp"), read_table(d / "vad.scp")
     if "train_actors" in pretrain_sets:
         u2s.update({c["utt"]: c["spk"] for c in clips if c["actor"] not in fold_test_actors(k)})
-    # Never a test speaker in pre-training:
-    assert not set(u2s.values()) & test_spk, f"fold{k}: test actors in pre-training data"
-    d = work / "data" / "pretrain_all"
-    feats = {u: v for u, v in read_table(d / "feats.scp").items() if u in u2s}
+    if "sp" in pretrain_sets:
+        # Speed-perturbed copies (0.9, 1.1) of the training actors' clips as new speakers (Kaldi's trick).
+        for u, v in read_table(work / "feats" / "sp_feats.scp").items():
+            spk, f = u.split("-")[:2]
+            if int(spk[1:]) not in fold_test_actors(k):
+                u2s[u] = f"{spk}-{f}"
+                feats[u] = v
+        vads.update(read_table(work / "feats" / "sp_vad.scp"))
+    # Never a test speaker in pre-training (pseudo-speakers carry their actor's id first):
+    pre_actors = {s.split("-")[0] for s in u2s.values()}
+    assert not pre_actors & test_spk, f"fold{k}: test actors {sorted(pre_actors & test_spk)} in pre-training data"
     from pyxv.io import write_table
-    write_table(out / "pretrain.feats.scp", feats)
-    write_table(out / "pretrain.vad.scp", {u: v for u, v in read_table(d / "vad.scp").items() if u in u2s})
+    write_table(out / "pretrain.feats.scp", {u: v for u, v in feats.items() if u in u2s})
+    write_table(out / "pretrain.vad.scp", {u: v for u, v in vads.items() if u in u2s})
     src = FeatureSource(out / "pretrain.feats.scp", vad_scp=out / "pretrain.vad.scp", cmn_window=300)
     t0 = time.time()
     torch.set_num_threads(1)
@@ -274,7 +323,9 @@ def main(argv=None) -> int:
     ap.add_argument("--emotion-config", default=str(REPO / "conf" / "emotion.yaml"))
     ap.add_argument("--nnet", default="", help="emotion nnet overrides, e.g. 'epochs=30,patience=8'")
     ap.add_argument("--lr", default="", help="emotion lr overrides, e.g. 'transform=lda'")
-    ap.add_argument("--pretrain-data", default="train_actors")
+    ap.add_argument("--pretrain-data", default="train_actors",
+                    help="train_actors (the fold's 20 training actors, every clip) or train_actors+sp "
+                         "(plus their 0.9/1.1 speed-perturbed copies as 40 more pseudo-speakers)")
     ap.add_argument("--tag", default="", help="suffix of the result dirs (to compare settings)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -296,6 +347,8 @@ def main(argv=None) -> int:
     clips = list_clips(root)
     make_features(clips, work, a.nj, REPO / "conf" / "mfcc_8k.conf", REPO / "conf" / "vad.conf")
     write_dirs(clips, work)
+    if "sp" in a.pretrain_data.split("+"):
+        make_sp_features(clips, work, a.nj, REPO / "conf" / "mfcc_8k.conf", REPO / "conf" / "vad.conf")
     timing = {"features": round(time.time() - t_start, 1)}
 
     results = {}
