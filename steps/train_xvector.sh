@@ -113,6 +113,6 @@ $cmd "${gpu_opt[@]}" "$dir/log/train.log" "${launcher[@]}" "${args[@]}" "$data" 
 python - "$dir/log/history.json" <<'PY'
 import json, sys
 h = json.load(open(sys.argv[1]))[-1]
-print(f"steps/train_xvector.sh: epoch {h['epoch']}: train loss {h['train_loss']:.3f} acc {h['train_acc']:.3f}, "
-      f"valid loss {h['valid_loss']:.3f} acc {h['valid_acc']:.3f}")
+v = f"valid loss {h['valid_loss']:.3f} acc {h['valid_acc']:.3f}" if h.get("valid_acc") is not None else "no validation set"
+print(f"steps/train_xvector.sh: epoch {h['epoch']}: train loss {h['train_loss']:.3f} acc {h['train_acc']:.3f}, {v}")
 PY

@@ -212,3 +212,13 @@ def test_step_script_outputs_and_augmented_copies(tmp_path, repo_root):
     p = subprocess.run(args[:6] + [str(bad)] + args[7:], cwd=repo_root, env=env, capture_output=True, text=True,
                        timeout=60)
     assert p.returncode != 0 and "train.epochz: unknown key" in p.stderr
+
+
+def test_callable_dev_metric_without_validation_set(data, tmp_path):
+    """As the emotion systems call it: no held-out set, a callable dev metric picks the model."""
+    d, u2s = data
+    res = train_classifier(source(d), u2s, cfg(epochs=2), tmp_path / "n", dev=lambda net, ep: -ep,
+                           valid_utts=[], progress=False)
+    assert res.best_epoch == 1
+    assert [h["valid_acc"] for h in res.history] == [None, None] and res.history[0]["n_valid"] == 0
+    assert [h["dev_metric"] for h in res.history] == [-1.0, -2.0]

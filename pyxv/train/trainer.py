@@ -349,13 +349,15 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
                "lr": opt.param_groups[-1]["lr"], "seconds": round(time.time() - t0, 2)}
         # Validation and checkpoints on the main process; the others wait.
         if info.main:
-            vl, va = evaluate(net, valid_source, valid, valid_targets, dc["valid_max_frames"], device, amp)
+            vl = va = None  # null in history.json when there is no validation set
+            if valid:
+                vl, va = evaluate(net, valid_source, valid, valid_targets, dc["valid_max_frames"], device, amp)
             rec.update(valid_loss=vl, valid_acc=va, n_valid=len(valid))
             metric = None
             if dev_metric is not None:
                 metric = float(dev_metric(net, epoch))
                 rec["dev_metric"] = metric
-            elif dev is not None or tc["patience"] > 0:
+            elif (dev is not None or tc["patience"] > 0) and va is not None:
                 metric = va
             if metric is not None:
                 if best["metric"] is None or metric > best["metric"]:
@@ -369,8 +371,9 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
                              best["bad"], best["metric"], best["epoch"])
                     stop = True
             history.append(rec)
-            log.info("epoch %d done in %.1fs: train loss %.4f acc %.3f, valid loss %.4f acc %.3f (%d utts)%s",
-                     epoch, rec["seconds"], rec["train_loss"], rec["train_acc"], vl, va, len(valid),
+            log.info("epoch %d done in %.1fs: train loss %.4f acc %.3f, %s%s", epoch, rec["seconds"],
+                     rec["train_loss"], rec["train_acc"],
+                     f"valid loss {vl:.4f} acc {va:.3f} ({len(valid)} utts)" if valid else "no validation set",
                      f", dev metric {metric:.4f}" if metric is not None else "")
             state = ckpt.model_file(net, cfg, labels, extra, epoch=epoch, history=history)
             state.update(optimizer=opt.state_dict(), scheduler=sched.state_dict(), best=best)
