@@ -183,14 +183,47 @@ def write_dirs(clips, work: Path) -> Path:
     return work / "data" / "ravdess"
 
 
+def make_aug(work: Path, nj: int, copies: int, noise_dir: Path, mfcc_conf: Path, vad_conf: Path) -> None:
+    """work/data/ravdess/all_aug: ``copies`` augmented copies per 4-class clip (reverb, noise,
+    music, babble from ``noise_dir``, the recipe's steps/augment_data_dir.sh) with MFCC + VAD."""
+    import subprocess
+
+    import kaldiio
+    import yaml
+
+    from pyxv.io import read_table
+
+    out = work / "data" / "ravdess" / "all_aug"
+    if (out / "vad.scp").is_file():
+        return
+    t0 = time.time()
+    conf = yaml.safe_load((REPO / "conf" / "augment.yaml").read_text())
+    conf["copies_per_utt"] = copies
+    (work / "augment.yaml").write_text(yaml.safe_dump(conf))
+    subprocess.run(["steps/augment_data_dir.sh", "--nj", str(nj), "--config", str(work / "augment.yaml"),
+                    str(work / "data" / "ravdess" / "all"), str(noise_dir), str(out)], cwd=REPO, check=True)
+    wav = read_table(out / "wav.scp")
+    utts = sorted(wav)
+    with ProcessPoolExecutor(nj) as ex:
+        res = list(ex.map(_mfcc_vad, [(wav[u], str(mfcc_conf), str(vad_conf)) for u in utts], chunksize=16))
+    with kaldiio.WriteHelper(f"ark,scp:{out}/feats.ark,{out}/feats.scp") as w:
+        for u, (f, _) in zip(utts, res):
+            w(u, f)
+    with kaldiio.WriteHelper(f"ark,scp:{out}/vad.ark,{out}/vad.scp") as w:
+        for u, (_, v) in zip(utts, res):
+            w(u, v)
+    log.info("%d augmented copies with MFCC + VAD in %.1fs", len(utts), time.time() - t0)
+
+
 def fold_corpus(work: Path, k: int, clips) -> Path:
     """work/data/ravdess_f<k>: all/ (a link to the shared 4-class dir) and fold<k>/{train,test}."""
     from pyxv.datadir import write_datadir
 
     emo = work / "data" / f"ravdess_f{k}"
     (emo / "all").parent.mkdir(parents=True, exist_ok=True)
-    if not (emo / "all").exists():
-        os.symlink("../ravdess/all", emo / "all")
+    for sub in ("all", "all_aug"):
+        if not (emo / sub).exists() and (work / "data" / "ravdess" / sub).is_dir():
+            os.symlink(f"../ravdess/{sub}", emo / sub)
     test = fold_test_actors(k)
     four = [c for c in clips if c["emotion"] in CLASSES4]
     for name, cs in (("train", [c for c in four if c["actor"] not in test]),
@@ -291,14 +324,15 @@ def extract(model_dir: Path, emo: Path) -> None:
     from pyxv.train import checkpoint as ckpt
     from pyxv.train.data import FeatureSource
 
-    xd = xvector_dir(model_dir, emo, "all")
-    if (xd / "xvector.scp").is_file():
-        return
-    net, ck = ckpt.load_model(model_dir / "final.pt")
-    dc = ck["config"]["data"]
-    src = FeatureSource(emo / "all" / "feats.scp", vad_scp=emo / "all" / "vad.scp", cmn_window=dc["cmn_window"])
-    xd.mkdir(parents=True, exist_ok=True)
-    write_embeddings(extract_embeddings(net, src, list(src.keys())), xd / "xvector.ark")
+    for sub in ("all", "all_aug"):
+        xd = xvector_dir(model_dir, emo, sub)
+        if (xd / "xvector.scp").is_file() or not (emo / sub / "feats.scp").is_file():
+            continue
+        net, ck = ckpt.load_model(model_dir / "final.pt")
+        dc = ck["config"]["data"]
+        src = FeatureSource(emo / sub / "feats.scp", vad_scp=emo / sub / "vad.scp", cmn_window=dc["cmn_window"])
+        xd.mkdir(parents=True, exist_ok=True)
+        write_embeddings(extract_embeddings(net, src, list(src.keys())), xd / "xvector.ark")
 
 
 # ---------------------------------------------------------------------------- main
@@ -326,6 +360,11 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrain-data", default="train_actors",
                     help="train_actors (the fold's 20 training actors, every clip) or train_actors+sp "
                          "(plus their 0.9/1.1 speed-perturbed copies as 40 more pseudo-speakers)")
+    ap.add_argument("--train-data", default="clean", choices=["clean", "clean+aug"],
+                    help="emotion training data; clean+aug adds augmented copies of the training clips")
+    ap.add_argument("--aug-copies", type=int, default=2, help="augmented copies per clip for clean+aug")
+    ap.add_argument("--noise-dir", default=str(REPO / "data" / "noise"),
+                    help="musan_{noise,music,speech} and rirs data dirs (the recipe's stage 0 makes them)")
     ap.add_argument("--tag", default="", help="suffix of the result dirs (to compare settings)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -349,6 +388,8 @@ def main(argv=None) -> int:
     write_dirs(clips, work)
     if "sp" in a.pretrain_data.split("+"):
         make_sp_features(clips, work, a.nj, REPO / "conf" / "mfcc_8k.conf", REPO / "conf" / "vad.conf")
+    if a.train_data == "clean+aug":
+        make_aug(work, a.nj, a.aug_copies, Path(a.noise_dir), REPO / "conf" / "mfcc_8k.conf", REPO / "conf" / "vad.conf")
     timing = {"features": round(time.time() - t_start, 1)}
 
     results = {}
@@ -391,10 +432,10 @@ def main(argv=None) -> int:
             cfg["nnet"]["architecture"] = a.xvector_config
         for s in wanted:
             t0 = time.time()
-            m = systems.run_fold(sysnames[s], "clean", emo, 1, out_root / f"fold{k}", cfg)
+            m = systems.run_fold(sysnames[s], a.train_data, emo, 1, out_root / f"fold{k}", cfg)
             t_sys += time.time() - t0
             fold_metrics[s][f"fold{k}"] = m
-            d = systems.system_dir(out_root / f"fold{k}", sysnames[s], "clean") / f"fold{k}"
+            d = systems.system_dir(out_root / f"fold{k}", sysnames[s], a.train_data) / f"fold{k}"
             for _, t, p in systems.read_predictions(d / "predictions.txt"):
                 preds[s][0].append(t)
                 preds[s][1].append(p)
@@ -409,7 +450,8 @@ def main(argv=None) -> int:
              "finetune": "pyxv x-vector fine-tuned", "randinit_mfcc": "pyxv random-init ResNet, MFCC",
              "randinit_gemaps": "pyxv random-init ResNet, GeMAPS LLD"}
     rows += [(names[s], s) for s in wanted]
-    lines = [f"RAVDESS 4 classes, folds {','.join(map(str, folds))} (fold k tests actors 4k-3..4k); weighted F1 %",
+    lines = [f"RAVDESS 4 classes, folds {','.join(map(str, folds))} (fold k tests actors 4k-3..4k); weighted F1 %; "
+             f"emotion training data {a.train_data}; x-vector pre-training data {a.pretrain_data}",
              "", "| system | mean-fold wF1 (std) | pooled wF1 | mean UA |", "|---|---|---|---|"]
     for label, key in rows:
         r = results[key]
