@@ -23,8 +23,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
-import yaml
 
 from ..metrics.classification import weighted_f1
 from .data import LabeledSet, Split
