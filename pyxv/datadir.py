@@ -505,13 +505,7 @@ def validate_datadir(path: str | os.PathLike, *, no_feats: bool = False, no_wav:
                                     + _names(f"{u} ({e})" for u, e in errs.items()))
                 counts[name] = rows
         if "utt2num_frames" in tables:
-            nf = {}
-            for u, v in tables["utt2num_frames"].items():
-                try:
-                    nf[u] = int(v)
-                except ValueError:
-                    pass
-            counts["utt2num_frames"] = nf
+            counts["utt2num_frames"] = _int_values(tables["utt2num_frames"])
         names = list(counts)
         for i in range(len(names)):
             for j in range(i + 1, len(names)):
@@ -634,13 +628,7 @@ def fix_datadir(path: str | os.PathLike, *, backup: bool = True) -> list[str]:
             restrict(set(rows), f"an unreadable {name} entry")
             counts.append((name, rows))
     if "utt2num_frames" in tables:
-        nf = {}
-        for u, v in tables["utt2num_frames"].items():
-            try:
-                nf[u] = int(v)
-            except ValueError:
-                pass
-        counts.append(("utt2num_frames", nf))
+        counts.append(("utt2num_frames", _int_values(tables["utt2num_frames"])))
     for i in range(len(counts)):
         for j in range(i + 1, len(counts)):
             (na, a), (nb, b) = counts[i], counts[j]
@@ -964,3 +952,15 @@ def propagate_features(corpus_dir: str | os.PathLike) -> list[str]:
         report.append(f"{sub}: {len(utts)} utterances; "
                       + (f"updated {', '.join(changed)}" if changed else "already up to date"))
     return report
+
+
+def _int_values(table: dict[str, str]) -> dict[str, int]:
+    """The entries of a text table whose value is an integer (utt2num_frames);
+    malformed lines are left to the format checks that report them."""
+    out = {}
+    for key, value in table.items():
+        try:
+            out[key] = int(value)
+        except ValueError:
+            pass
+    return out
