@@ -344,6 +344,16 @@ def test_combine(tmp_path):
     p = tool("utils/combine_data.sh", dest, a, b)
     assert p.returncode == 0
     assert {f.name: f.stat().st_mtime_ns for f in dest.iterdir()} == stamps
+    assert "up to date" in p.stdout   # decided in the shell, from dest/.combined
+    # A changed source file is combined again.
+    os.utime(b / "spk2gender", ns=(stamps[".combined"] + 10**9,) * 2)
+    (b / "spk2gender").write_text("s3 f\n")
+    p = tool("utils/combine_data.sh", dest, a, b)
+    assert p.returncode == 0 and "up to date" not in p.stdout
+    assert (dest / "spk2gender").read_text() == "s1 m\ns2 f\ns3 f\n"
+    # Other arguments are another combine.
+    p = tool("utils/combine_data.sh", "--skip-fix", "true", dest, a, b)
+    assert p.returncode == 0 and "up to date" not in p.stdout
     # A repeated utterance id is an error.
     p = tool("utils/combine_data.sh", tmp_path / "dup", a, a)
     assert p.returncode == 1 and "occur in more than one source" in p.stderr and "s1-u0" in p.stderr
@@ -393,8 +403,24 @@ def test_propagate_features(tmp_path):
         assert list(t) == ["s1-u0", "s1-u1", "s2-u0"]
         assert t["s2-u0"] == dd.read_table(alld / name)["s2-u0"]
     assert not (corpus / "fold1/train/gemaps_lld.scp").exists()
+    # Nothing changed: skipped in the shell; a changed all/feats.scp or a new subset: redone.
+    p = tool("local/propagate_features.sh", corpus)
+    assert p.returncode == 0 and "the subsets of" in p.stdout
+    feats = (alld / "feats.scp").read_text().splitlines()
+    (alld / "feats.scp").write_text("".join(ln + "\n" for ln in feats if not ln.startswith("s1-u1 ")))
+    later = (corpus / ".propagated").stat().st_mtime_ns + 10**9
+    os.utime(alld / "feats.scp", ns=(later, later))
+    p = tool("local/propagate_features.sh", corpus)
+    assert "the subsets of" not in p.stdout and list(dd.read_table(corpus / "fold1/train/feats.scp")) == ["s1-u0", "s2-u0"]
+    (corpus / "fold2/test").mkdir(parents=True)
+    (corpus / "fold2/test/utt2spk").write_text("s2-u1 s2\n")
+    os.utime(corpus / "fold2/test/utt2spk", ns=(later + 10**9,) * 2)
+    p = tool("local/propagate_features.sh", corpus)
+    assert "the subsets of" not in p.stdout and list(dd.read_table(corpus / "fold2/test/feats.scp")) == ["s2-u1"]
     p = tool("local/propagate_features.sh", "--strict", "true", corpus)
     assert p.returncode == 1
+    p = tool("local/propagate_features.sh", "--strict", "true", corpus)
+    assert p.returncode == 1   # a failed strict run leaves no stamp to skip on
 
 
 # ------------------------------------------------------- filter_scp, spk2utt
