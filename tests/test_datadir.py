@@ -187,6 +187,16 @@ def test_split_equals_the_per_part_filter(tmp_path, segments):
             assert _files(part) == _files(ref), (n, per_spk, k)
 
 
+def test_c_locale_order_fast_paths():
+    ascii_keys = ["b-2", "B-1", "a_1", "a-1", "a", "10", "9"]
+    mixed = ascii_keys + ["\u00e9t\u00e9", "\uffff", "\U0001f600", "z\udcff", "\u0800"]
+    for keys in (ascii_keys, mixed):
+        assert dd.c_sorted(keys) == sorted(keys, key=dd.ckey)
+        for a in keys:
+            for b in keys:
+                assert dd.c_less(a, b) == (dd.ckey(a) < dd.ckey(b)), (a, b)
+
+
 def test_balanced_chunks_equal_the_scan():
     rng = np.random.default_rng(0)
     for _ in range(300):
