@@ -99,18 +99,19 @@ train:
 """
 
 
-def run_measured(cmd: list[str], env: dict) -> tuple[float, float, int, str]:
-    """(wall s, peak RSS MB, exit code, stderr tail) of one child process."""
+def run_measured(cmd: list[str], env: dict) -> tuple[float, float, float, int, str]:
+    """(wall s, CPU s, peak RSS MB, exit code, stderr tail) of one child process.
+    CPU seconds (user + system) say more than wall time on a shared machine."""
     t = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     err = p.stderr.read()
     _, status, ru = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - t, ru.ru_maxrss / 1024, p.returncode, err[-400:]
+    return time.perf_counter() - t, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, p.returncode, err[-400:]
 
 
-def plan_time(feats_dir: Path, data: Path) -> tuple[float, int]:
-    """Seconds to plan one epoch at the default steps (every frame once)."""
+def plan_time(feats_dir: Path, data: Path) -> tuple[float, float, int]:
+    """Wall and CPU seconds to plan one epoch at the default steps (every frame once)."""
     sys.path.insert(0, str(ROOT))
     from pyxv.io import read_table
     from pyxv.train.data import ChunkBatches, FeatureSource, default_steps
@@ -123,9 +124,9 @@ def plan_time(feats_dir: Path, data: Path) -> tuple[float, int]:
     labels = [idx[u2s[u]] for u in utts]
     lengths = src.lengths
     steps = default_steps((lengths[u] for u in utts), 128, 200, 400)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     ChunkBatches(src, utts, labels, lengths, batch_size=128, steps=steps, chunk_min=200, chunk_max=400)
-    return time.perf_counter() - t, steps
+    return time.perf_counter() - t, time.process_time() - c, steps
 
 
 def main() -> int:
@@ -149,7 +150,7 @@ def main() -> int:
               flush=True)
         with open("/proc/loadavg") as f:
             print(f"load: {f.read().strip()}", flush=True)
-        print(f"{'step':<48} {'wall s':>8} {'peak MB':>8}", flush=True)
+        print(f"{'step':<48} {'wall s':>8} {'CPU s':>8} {'peak MB':>8}", flush=True)
         steps = [
             ("validate", "validate_data_dir.sh --no-feats --no-wav",
              [str(ROOT / "utils/validate_data_dir.sh"), "--no-feats", "--no-wav", str(data)]),
@@ -160,8 +161,9 @@ def main() -> int:
         for key, label, cmd in steps:
             if key in skip:
                 continue
-            wall, mb, rc, err = run_measured(cmd, env)
-            print(f"{label:<48} {wall:8.1f} {mb:8.0f}" + (f"  FAILED rc={rc}: {err}" if rc else ""), flush=True)
+            wall, cpu, mb, rc, err = run_measured(cmd, env)
+            print(f"{label:<48} {wall:8.1f} {cpu:8.1f} {mb:8.0f}" + (f"  FAILED rc={rc}: {err}" if rc else ""),
+                  flush=True)
         if not {"train", "plan"} <= skip:
             fd = base / "feats"
             if not (fd / "feats.scp").is_file():
@@ -173,12 +175,12 @@ def main() -> int:
             shutil.rmtree(out, ignore_errors=True)
             cmd = [sys.executable, "-m", "pyxv.bin.train_xvector", "--config", str(cfg), "--feats-dir", str(fd),
                    "--use-gpu", "no", str(data), str(out)]
-            wall, mb, rc, err = run_measured(cmd, env)
-            print(f"{'train_xvector start-up (1 step, 1.1M-entry scp)':<48} {wall:8.1f} {mb:8.0f}"
+            wall, cpu, mb, rc, err = run_measured(cmd, env)
+            print(f"{'train_xvector start-up (1 step, 1.1M-entry scp)':<48} {wall:8.1f} {cpu:8.1f} {mb:8.0f}"
                   + (f"  FAILED rc={rc}: {err}" if rc else ""), flush=True)
         if "plan" not in skip:
-            secs, n = plan_time(fd, data)
-            print(f"{f'plan of one epoch ({n} steps x 128 chunks)':<48} {secs:8.1f}", flush=True)
+            secs, cpu, n = plan_time(fd, data)
+            print(f"{f'plan of one epoch ({n} steps x 128 chunks)':<48} {secs:8.1f} {cpu:8.1f}", flush=True)
     finally:
         if not a.keep:
             shutil.rmtree(base, ignore_errors=True)

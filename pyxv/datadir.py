@@ -231,20 +231,51 @@ def classify(path: str | os.PathLike) -> dict[str, str]:
 def _write_if_changed(path: Path, lines: list[str]) -> bool:
     """Write lines atomically unless the file already holds exactly them (so an
     unchanged output keeps its time stamp and downstream steps stay up to date)."""
-    text = "".join(ln + "\n" for ln in lines)
-    if path.is_file():
-        try:
-            if path.read_text(encoding="utf-8", errors="surrogateescape") == text:
-                return False
-        except OSError:
-            pass
-    with atomic_open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write(text)
+    data = "".join(ln + "\n" for ln in lines).encode("utf-8", "surrogateescape")
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    with atomic_open(path, "wb") as f:
+        f.write(data)
     return True
 
 
 def _table_lines(table: dict[str, str]) -> list[str]:
     return [f"{k} {table[k]}" if table[k] != "" else k for k in c_sorted(table)]
+
+
+def read_first(path: str | os.PathLike) -> tuple[dict[str, str], int]:
+    """``(key -> value keeping the first of duplicated keys, number of lines)``
+    of a table: what ``read_first(path)[0]`` gives, read in one go
+    (the tools' hot path on big dirs)."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        text = f.read()
+    out: dict[str, str] = {}
+    n = 0
+    for line in text.split("\n"):
+        parts = line.split(None, 1)
+        if not parts:
+            continue
+        n += 1
+        if parts[0] not in out:
+            out[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
+    return out, n
+
+
+def read_keys(path: str | os.PathLike) -> tuple[set[str], int]:
+    """``(set of keys, number of lines)`` of a table."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        text = f.read()
+    keys = set()
+    n = 0
+    for line in text.split("\n"):
+        parts = line.split(None, 1)
+        if parts:
+            n += 1
+            keys.add(parts[0])
+    return keys, n
 
 
 def _first_dups(entries) -> dict[str, str]:
@@ -550,34 +581,39 @@ def filter_datadir(src: str | os.PathLike, dest: str | os.PathLike, keep_utts, *
     return filter_datadir_parts(src, [(dest, keep_utts)], remove_stale=remove_stale)
 
 
-def filter_datadir_parts(src: str | os.PathLike, parts, *, remove_stale: bool = True) -> list[str]:
+def filter_datadir_parts(src: str | os.PathLike, parts, *, remove_stale: bool = True,
+                         utt2spk: dict[str, str] | None = None) -> list[str]:
     """:func:`filter_datadir` into several destinations at once: ``parts`` is a
     list of ``(dest, keep_utts)`` with disjoint utterance sets. Every source
     file is read and sorted once and its lines dealt to the parts, so the cost
     is linear in the utterances whatever the number of parts (a split into N
     parts is one pass, as Kaldi's). Each part comes out byte for byte as
-    ``filter_datadir(src, dest, keep_utts)`` would write it."""
+    ``filter_datadir(src, dest, keep_utts)`` would write it. ``utt2spk``: the
+    source's utt2spk as :func:`read_first` gives it, when the caller has it."""
     src = Path(src)
     dests = [Path(dest) for dest, _ in parts]
+    if utt2spk is None:
+        utt2spk = read_first(src / "utt2spk")[0]
     part_of: dict[str, int] = {}
     for i, (_, keep_utts) in enumerate(parts):
         for u in keep_utts:
             if part_of.setdefault(u, i) != i:
                 raise ValueError(f"utterance {u} is given to two parts of {src}")
+    # Only utterances with a speaker are kept anywhere.
+    part_of = {u: i for u, i in part_of.items() if u in utt2spk}
     kinds = classify(src)
-    utt2spk = _first_dups(iter_lines(src / "utt2spk"))
     # Utterances in C order with their part; speakers (and recordings) go to
     # every part that keeps one of their utterances.
-    order = c_sorted(u for u in utt2spk if u in part_of)
+    order = c_sorted(part_of)
     spk_parts: dict[str, set[int]] = {}
     for u in order:
         spk_parts.setdefault(utt2spk[u], set()).add(part_of[u])
     rec_parts: dict[str, set[int]] | None = None
     if (src / "segments").is_file():
         rec_parts = {}
-        for u, v in _first_dups(iter_lines(src / "segments")).items():
+        for u, v in read_first(src / "segments")[0].items():
             f = v.split()
-            if f and u in part_of and u in utt2spk:
+            if f and u in part_of:
                 rec_parts.setdefault(f[0], set()).add(part_of[u])
     every = set(range(len(parts)))
     for dest in dests:
@@ -586,32 +622,42 @@ def filter_datadir_parts(src: str | os.PathLike, parts, *, remove_stale: bool = 
     for name, kind in kinds.items():
         if kind not in ("utt", "spk", "reco", "uttlist"):
             continue
-        lines: list[list[str]] = [[] for _ in parts]
-        table = _first_dups(iter_lines(src / name))
-        for k in c_sorted(table):
-            v = table[k]
-            line = f"{k} {v}" if v != "" else k
-            if kind == "utt":
-                if k in utt2spk and k in part_of:
-                    lines[part_of[k]].append(line)
-            elif kind == "uttlist":
-                if k in utt2spk and k in part_of:
-                    lines[part_of[k]].append(k)
+        table = read_first(src / name)[0]
+        keys = c_sorted(table)
+        if kind in ("utt", "uttlist"):
+            keys = [k for k in keys if k in part_of]
+            if kind == "uttlist":
+                lines_of = [k for k in keys]
             else:
+                lines_of = [f"{k} {v}" if (v := table[k]) != "" else k for k in keys]
+            del table
+            if len(parts) == 1:
+                lines = [lines_of]
+            else:
+                lines = [[] for _ in parts]
+                appends = [ls.append for ls in lines]
+                for k, line in zip(keys, lines_of):
+                    appends[part_of[k]](line)
+        else:
+            lines = [[] for _ in parts]
+            for k in keys:
                 where = spk_parts.get(k, ()) if kind == "spk" else \
                     (every if rec_parts is None else rec_parts.get(k, ()))
-                for i in where:
-                    lines[i].append(line)
-        del table
+                if where:
+                    v = table[k]
+                    line = f"{k} {v}" if v != "" else k
+                    for i in where:
+                        lines[i].append(line)
+            del table
         for dest, ls in zip(dests, lines):
             _write_if_changed(dest / name, ls)
+        del lines
         written.append(name)
     spk2utt: list[dict[str, list[str]]] = [{} for _ in parts]
     for u in order:
         spk2utt[part_of[u]].setdefault(utt2spk[u], []).append(u)
     for dest, s2u in zip(dests, spk2utt):
-        _write_if_changed(dest / "spk2utt", [f"{s} {' '.join(us)}" for s, us in
-                                             sorted(s2u.items(), key=lambda kv: ckey(kv[0]))])
+        _write_if_changed(dest / "spk2utt", [f"{s} {' '.join(s2u[s])}" for s in c_sorted(s2u)])
     written.append("spk2utt")
     for dest in dests:
         same = src.resolve() == dest.resolve()
@@ -642,17 +688,10 @@ def fix_datadir(path: str | os.PathLike, *, backup: bool = True) -> list[str]:
     valued = ("utt2spk", "segments", "utt2emo", "utt2num_frames")
     tables: dict[str, dict[str, str] | set[str]] = {}
     for name in kinds:
-        n_lines = 0
         if name in valued:
-            t: dict[str, str] = {}
-            for _, k, v in iter_lines(d / name):
-                n_lines += 1
-                t.setdefault(k, v)
+            t, n_lines = read_first(d / name)
         else:
-            t = set()
-            for _, k, _v in iter_lines(d / name):
-                n_lines += 1
-                t.add(k)
+            t, n_lines = read_keys(d / name)
         if len(t) != n_lines:
             report.append(f"{name}: dropped {n_lines - len(t)} duplicate lines (kept the first of each key)")
         tables[name] = t
@@ -710,9 +749,11 @@ def fix_datadir(path: str | os.PathLike, *, backup: bool = True) -> list[str]:
             if (d / name).is_file():
                 _shutil.copy2(d / name, bdir / name)
     n0 = len(tables["utt2spk"])
+    source_utt2spk = tables["utt2spk"]
     del tables, counts
     speakers0 = set(utt2spk.values())
-    filter_datadir(d, d, keep)
+    filter_datadir_parts(d, [(d, keep)], utt2spk=source_utt2spk)
+    del source_utt2spk
     speakers1 = {utt2spk[u] for u in keep}
     for why, n in reasons:
         report.append(f"dropped {n} utterances: {why}")
@@ -773,7 +814,7 @@ def split_datadir(path: str | os.PathLike, n: int, *, per_spk: bool = False,
         t = stamp.stat().st_mtime
         if all(s.stat().st_mtime <= t for s in sources):
             return parts, True
-    utt2spk = _first_dups(iter_lines(d / "utt2spk"))
+    utt2spk = read_first(d / "utt2spk")[0]
     utts = c_sorted(utt2spk)
     if per_spk:
         spk2utt = utt2spk_to_spk2utt(utt2spk)
@@ -810,7 +851,7 @@ def select_utts(path: str | os.PathLike, *, utt_list=None, spk_list=None, first:
     """Utterances of a data dir chosen by one rule (lists are files of ids,
     first column; first/last N in sorted order; N at random, seeded)."""
     d = Path(path)
-    utt2spk = _first_dups(iter_lines(d / "utt2spk"))
+    utt2spk = read_first(d / "utt2spk")[0]
     utts = c_sorted(utt2spk)
     if utt_list is not None:
         want = {k for _, k, _ in iter_lines(utt_list)}
@@ -880,11 +921,11 @@ def combine_datadirs(dest: str | os.PathLike, srcs: list) -> list[str]:
         dups = []
         for s, has_seg in zip(srcs, seg_in):
             if n == "segments" and not has_seg:
-                t = {u: f"{u} 0 {float(v):.3f}" for u, v in _first_dups(iter_lines(s / "utt2dur")).items()}
+                t = {u: f"{u} 0 {float(v):.3f}" for u, v in read_first(s / "utt2dur")[0].items()}
             elif n in UTT_LISTS and not (s / n).is_file():
                 t = {}
             else:
-                t = _first_dups(iter_lines(s / n))
+                t = read_first(s / n)[0]
             for k, v in t.items():
                 if k in table:
                     if kind in ("utt", "uttlist"):
@@ -938,7 +979,7 @@ def copy_datadir(src: str | os.PathLike, dest: str | os.PathLike, *, utt_prefix:
     written = []
     utt2spk = {}
     for name, kind in kinds.items():
-        t = _first_dups(iter_lines(src / name))
+        t = read_first(src / name)[0]
         if name == "utt2spk":
             out = {mu(u): ms(s) for u, s in t.items()}
             utt2spk = out
@@ -962,7 +1003,7 @@ def copy_datadir(src: str | os.PathLike, dest: str | os.PathLike, *, utt_prefix:
         _write_if_changed(dest / name, _table_lines(out))
         written.append(name)
     if (utt_prefix or utt_suffix) and "utt2orig" not in kinds:
-        _write_if_changed(dest / "utt2orig", _table_lines({mu(u): u for u in _first_dups(iter_lines(src / "utt2spk"))}))
+        _write_if_changed(dest / "utt2orig", _table_lines({mu(u): u for u in read_first(src / "utt2spk")[0]}))
         written.append("utt2orig")
     spk2utt = utt2spk_to_spk2utt(utt2spk)
     _write_if_changed(dest / "spk2utt", [f"{s} {' '.join(us)}" for s, us in
@@ -1008,14 +1049,14 @@ def propagate_features(corpus_dir: str | os.PathLike) -> list[str]:
         for s in srcs:
             if (s / name).is_file():
                 t = tables.setdefault(name, {})
-                for k, v in _first_dups(iter_lines(s / name)).items():
+                for k, v in read_first(s / name)[0].items():
                     t.setdefault(k, v)
     report = []
     if not tables:
         report.append(f"warning: {c}/all has none of {', '.join(PROPAGATED)}: nothing to propagate")
         return report
     for sub in subset_dirs(c):
-        utts = set(_first_dups(iter_lines(sub / "utt2spk")))
+        utts = set(read_first(sub / "utt2spk")[0])
         changed = []
         for name, t in tables.items():
             have = {u: t[u] for u in utts if u in t}
