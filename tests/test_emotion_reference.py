@@ -119,7 +119,7 @@ def test_reference_fold_loop_clean_and_aug(tmp_path, system):
     with open(d / "model.pkl", "rb") as f:
         model = pickle.load(f)
     assert model["type"] == "reference_lr" and model["system"] == system
-    assert model["selection"]["method"] == "4-fold speaker CV"     # 4 training speakers; the frozen systems' C selection
+    assert model["selection"]["method"] == "4-fold speaker CV"  # 4 training speakers, as for frozen_lr_*
     assert model["model"].scale_.shape == ((88,) if system == "ref_egemaps_lr" else (46,))
     post = [l.split() for l in (d / "posteriors").read_text().splitlines()]
     assert len(post) == 32 and all(abs(sum(map(float, p[1:])) - 1) < 1e-4 for p in post)

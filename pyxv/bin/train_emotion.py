@@ -64,9 +64,10 @@ def main(argv=None) -> int:
     cfg = load_emotion_config(a.config, profile=a.profile or corpus)
     if cfg.get("profile"):
         logging.info("config %s, profile '%s'", a.config, cfg["profile"])
-    import torch
+    if a.system not in systems.REFERENCE_SYSTEMS:  # the references need no torch (2 s to import)
+        import torch
 
-    torch.set_num_threads(int(cfg["nnet"]["num_threads"]))
+        torch.set_num_threads(int(cfg["nnet"]["num_threads"]))
     systems.run_fold(a.system, a.train_data, a.emo_dir, a.fold, a.out_root, cfg)
     return 0
 
