@@ -91,7 +91,8 @@ Stages:
      (--xvector-init ge2e: the imported GE2E encoder, and GE2E adapted on clean+augmented speech)
   4  x-vector extraction: emotion data and back-end training data, both models
   5  emotion recognition: 6 systems (random-init GeMAPS/MFCC, frozen+LR and
-     fine-tuned ResNet-clean/-aug) x clean and clean+aug training data
+     fine-tuned ResNet-clean/-aug) and 2 references (eGeMAPS functionals + LR,
+     MFCC mean/std + LR) x clean and clean+aug training data
   6  speaker verification by emotion: all same-gender trials, cosine and PLDA,
      EER/minDCF per enrolment x test emotion
   7  report: exp/RESULTS.md, results.csv and pictures
@@ -233,7 +234,8 @@ if run_stage 5 "emotion recognition"; then
   # An imported encoder is not a ResNet: the random-init rows take the x-vector config's.
   arch_opt=()
   [ "$xvector_init" = scratch ] || arch_opt=(--architecture "$xvector_config")
-  for system in randinit_gemaps randinit_mfcc frozen_lr_clean frozen_lr_aug finetune_clean finetune_aug; do
+  for system in randinit_gemaps randinit_mfcc frozen_lr_clean frozen_lr_aug finetune_clean finetune_aug \
+      ref_egemaps_lr ref_mfccstats_lr; do
     for train_data in clean clean+aug; do
       steps/train_emotion.sh --cmd "$cuda_cmd" --config "$emotion_config" "${arch_opt[@]}" --system $system \
         --train-data $train_data $emo exp/emotion/$corpus

@@ -174,11 +174,17 @@ class ReportBuilder:
         L = ["## Emotion recognition (Table 2 analogue)", "",
              "Weighted F1 (%, the paper's metric) and unweighted accuracy (UA, mean per-class recall, %), "
              "mean ± std over folds (population std) where the protocol has folds; "
-             "`clean+aug` trains on the clean utterances plus their augmented copies.", ""]
+             "`clean+aug` trains on the clean utterances plus their augmented copies. "
+             "The two *Reference* rows (eGeMAPS functionals + LR, MFCC mean/std over voiced frames + LR) "
+             "ran in the same run on the same folds with the frozen systems' LR.", ""]
         corpora = [c for c in self.corpora if emo.get(c)] or self.corpora[:1]
         lines, missing, rows = T.table2(corpora, emo)
         self.csv_rows += rows
         L += lines + [""]
+        for c in corpora:
+            sentence = T.reference_comparison(c, emo.get(c, {}))
+            if sentence:
+                L += [sentence, ""]
         if missing:
             cells = f"{len(missing)} cell" + ("s" if len(missing) > 1 else "")
             L.append(f"— : not run or no results found ({cells}): " + "; ".join(

@@ -11,8 +11,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .collect import (PAPER_CITATION, PAPER_CORPORA, PAPER_TABLE2, SYSTEM_LABELS, SYSTEMS, TRAIN_DATA,
-                      EmotionResult, SVResult)
+from .collect import (PAPER_CITATION, PAPER_CORPORA, PAPER_TABLE2, REFERENCE_SYSTEMS, SYSTEM_LABELS, SYSTEMS,
+                      TRAIN_DATA, EmotionResult, SVResult)
 
 DASH = "—"
 CSV_FIELDS = ("table", "corpus", "system", "train_data", "model", "backend", "enroll", "test", "fold", "stage",
@@ -42,9 +42,35 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str | 
 
 
 def system_order(results: Mapping[tuple[str, str], EmotionResult]) -> list[str]:
-    """The paper's six systems, then any extra system found, sorted."""
+    """The paper's six systems, then any extra system found, sorted, then the two references."""
     extra = sorted({s for s, _ in results} - set(SYSTEM_LABELS))
-    return [s for s, _ in SYSTEMS] + extra
+    return [s for s, _ in SYSTEMS] + extra + [s for s, _ in REFERENCE_SYSTEMS]
+
+
+def reference_comparison(corpus: str, results: Mapping[tuple[str, str], EmotionResult]) -> str | None:
+    """One sentence: per training data, how many non-reference systems beat the better
+    reference on mean weighted F1, and by how much the best system is above (or below)
+    it. None when the corpus has no reference or no other result."""
+    refs = {s for s, _ in REFERENCE_SYSTEMS}
+    parts = []
+    for d, dlabel in TRAIN_DATA:
+        ref = [(r.mean("weighted_f1"), s) for (s, dd), r in results.items() if dd == d and s in refs]
+        own = [(r.mean("weighted_f1"), s) for (s, dd), r in results.items() if dd == d and s not in refs]
+        if not ref or not own:
+            continue
+        rv, rs = max(ref)
+        bv, bs = max(own)
+        n = sum(v > rv for v, _ in own)
+        ref_name = f"{SYSTEM_LABELS[rs].replace('*Reference:* ', '')}, {pct(rv)}"
+        if n:
+            parts.append(f"on {dlabel} data {n} of {len(own)} systems beat the better reference ({ref_name}), "
+                         f"the best (`{bs}`, {pct(bv)}) by {100 * (bv - rv):.2f} points")
+        else:
+            parts.append(f"on {dlabel} data none of {len(own)} systems beats the better reference ({ref_name}): "
+                         f"the best (`{bs}`, {pct(bv)}) is {100 * (rv - bv):.2f} points below it")
+    if not parts:
+        return None
+    return f"**Against the references** (`{corpus}`, mean weighted F1 %): " + "; ".join(parts) + "."
 
 
 def cell_f1(r: EmotionResult | None) -> str:
