@@ -442,8 +442,11 @@ def _fmt(x, nd=2) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
-def table_summary(table: CellTable) -> dict:
-    """Per-cell metrics plus overall / same-emotion / cross-emotion figures."""
+def table_summary(table: CellTable, calibration: bool = False) -> dict:
+    """Per-cell metrics plus overall / same-emotion / cross-emotion figures (cell means and pooled trials).
+
+    ``calibration``: also Cllr, min Cllr and actual DCF(0.01) of all trials (``out["calibration"]``).
+    """
     M = table.metrics()
     if "overall" in table.info:
         overall = sv_metrics_sorted(*table.info["overall"])
@@ -452,9 +455,21 @@ def table_summary(table: CellTable) -> dict:
     E = len(table.emotions)
     same = [M[(a, a)].eer for a in range(E) if not math.isnan(M[(a, a)].eer)]
     cross = [M[(a, b)].eer for a in range(E) for b in range(E) if a != b and not math.isnan(M[(a, b)].eer)]
-    return {"cells": M, "overall": overall,
-            "same_emotion_mean_eer": float(np.mean(same)) if same else math.nan,
-            "cross_emotion_mean_eer": float(np.mean(cross)) if cross else math.nan}
+    out = {"cells": M, "overall": overall,
+           "same_emotion_mean_eer": float(np.mean(same)) if same else math.nan,
+           "cross_emotion_mean_eer": float(np.mean(cross)) if cross else math.nan,
+           "same_emotion_pooled_eer": math.nan, "cross_emotion_pooled_eer": math.nan}
+    if table.symmetric:  # pooled trials: every same- (cross-) emotion trial once, one threshold for all
+        for which in ("same", "cross"):
+            t, n = table.pooled(which)
+            out[f"{which}_emotion_pooled_eer"] = sv_metrics_sorted(t, n).eer
+    if calibration:
+        if "overall" in table.info:
+            t, n = table.info["overall"]
+        else:
+            t, n = table.pooled("all")
+        out["calibration"] = sv_metrics_sorted(t, n, calibration=True)
+    return out
 
 
 def write_results(out_dir: str | os.PathLike, table: CellTable, meta: dict, *, det: bool = True) -> dict:
