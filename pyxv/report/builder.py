@@ -216,6 +216,9 @@ class ReportBuilder:
             lines, rows = T.sv_summary_table(res)
             self.csv_rows += rows
             L += lines + [""]
+            cal = T.sv_calibration_lines(res)
+            if cal:
+                L += cal + [""]
             for r in res:
                 lines, rows = T.eer_table(r)
                 self.csv_rows += rows
