@@ -277,3 +277,21 @@ def test_fold_protocol_never_trains_on_a_test_speaker(ravdess_root, tmp_path, mo
         f.write(f"{leak[0]} {leak[1]}\n")
     with pytest.raises(ProtocolLeak, match="reached the back-end training data"):
         score_folds(X, utts, [sp], lambda: Backend.from_config({}, "cosine"), labels)
+
+
+# ------------------------------------------------ one pre-processing vocabulary
+def test_emotion_lr_and_sv_share_one_preprocessing_chain():
+    from pyxv.backend import preprocess
+    from pyxv.emotion import lr
+
+    assert lr.EmbeddingPreprocessor is preprocess.EmbeddingPreprocessor
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 8)) * np.arange(1, 9) + 3
+    y = rng.integers(0, 3, 60)
+    pre = preprocess.EmbeddingPreprocessor(projection="whiten", eps=1e-10).fit(X, y)
+    assert [type(s).__name__ for s in pre.steps_] == ["Center", "Whiten", "LengthNorm"]
+    # The same steps as the SV back-end's cosine chain with whitening: identical vectors.
+    be = Backend("cosine", center=True, whiten=True, length_norm=True).fit(X, y)
+    np.testing.assert_allclose(pre.transform(X), be.transform(X), atol=1e-10)
+    Z = preprocess.EmbeddingPreprocessor(projection="lda").fit(X, y).transform(X)
+    assert Z.shape == (60, 2) and np.allclose(np.linalg.norm(Z, axis=1), np.sqrt(2))
