@@ -337,7 +337,8 @@ class Backend:
             if P.post.shape[0] != len(P):
                 raise ValueError(f"{P.post.shape[0]} emotion rows for {len(P)} embeddings")
         if isinstance(self.asnorm, EmotionASNorm):
-            P.mu, P.sd = self.asnorm.utt_stats(P, self._raw)
+            mu, sd = self.asnorm.utt_stats(P, self._raw)
+            P.mu, P.sd = mu.astype(np.float32), sd.astype(np.float32)  # float32 blocks: half the memory traffic
         elif self.asnorm is not None:
             P.mu, P.sd = self.asnorm.utt_stats(P, lambda A, C: self._raw(A, self.cohort_))
         return P
