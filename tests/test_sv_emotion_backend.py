@@ -295,3 +295,61 @@ def test_emotion_lr_and_sv_share_one_preprocessing_chain():
     np.testing.assert_allclose(pre.transform(X), be.transform(X), atol=1e-10)
     Z = preprocess.EmbeddingPreprocessor(projection="lda").fit(X, y).transform(X)
     assert Z.shape == (60, 2) and np.allclose(np.linalg.norm(Z, axis=1), np.sqrt(2))
+
+
+# ------------------------------------------------------ steps/score_sv.sh --folds
+def test_score_sv_folds_cli_on_real_ravdess_ids(ravdess_root, tmp_path, repo_root):
+    """The per-fold mode end to end: RAVDESS protocol dirs, emotional x-vectors, stage-5-style posteriors."""
+    import json
+    import subprocess
+
+    import kaldiio
+
+    from pyxv.corpora.ravdess import prepare_ravdess
+    from pyxv.io import read_table
+
+    prepare_ravdess(ravdess_root, tmp_path / "data/ravdess", nj=2)
+    all_ = tmp_path / "data/ravdess/all"
+    u2s, u2e = read_table(all_ / "utt2spk"), read_table(all_ / "utt2emo")
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(24, 3)))[0]
+    spk_vec = {s: rng.normal(size=24) for s in set(u2s.values())}
+    off = {(s, e): basis @ rng.normal(size=3) * 2.5 for s in spk_vec for e in EMOS}
+    vecs = {u: (spk_vec[u2s[u]] + off[(u2s[u], u2e[u])] + rng.normal(size=24)).astype(np.float32) for u in u2s}
+    xdir = tmp_path / "exp/xvector_syn/xvectors_ravdess/all"
+    xdir.mkdir(parents=True)
+    kaldiio.save_ark(str(xdir / "xvector.ark"), vecs, scp=str(xdir / "xvector.scp"))
+    post = tmp_path / "exp/emotion/ravdess/frozen_lr_syn_clean"
+    for k in range(1, 7):   # a recogniser that is right 70 % of the time, on each fold's test clips only
+        d = post / f"fold{k}"
+        d.mkdir(parents=True)
+        (d / "classes.txt").write_text("angry\nhappy\nneutral\nsad\n")
+        cls = ["angry", "happy", "neutral", "sad"]
+        (d / "posteriors").write_text("".join(
+            u + " " + " ".join(f"{0.7 * (c == u2e[u]) + 0.1 * (c != u2e[u]):.2f}" for c in cls) + "\n"
+            for u in sorted(read_table(tmp_path / f"data/ravdess/fold{k}/test/utt2spk"))))
+
+    def score(out, config, *extra):
+        return subprocess.run(["bash", str(repo_root / "steps/score_sv.sh"), "--folds", "data/ravdess", "--config",
+                               str(repo_root / config), *extra, "exp/xvector_syn/xvectors_ravdess/all",
+                               "data/ravdess/all", str(out)], cwd=tmp_path, capture_output=True, text=True)
+
+    plain, comp = tmp_path / "exp/sv/plain", tmp_path / "exp/sv/comp"
+    r = score(plain, "conf/sv.yaml")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = score(comp, "conf/sv_emotion.yaml", "--emotion-posteriors", str(post))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Cllr" in r.stdout
+    sp, sc = (json.loads((d / "summary.json").read_text()) for d in (plain, comp))
+    assert sp["n_target"] + sp["n_nontarget"] == 6 * 2 * (56 * 55 // 2) == sc["n_target"] + sc["n_nontarget"]
+    assert sc["cross_emotion_pooled_eer"] < 0.8 * sp["cross_emotion_pooled_eer"]
+    assert sc["cllr"] < 1 and sc["min_cllr"] <= sc["cllr"] and "cllr" not in sp
+    assert sorted(p.name for p in (comp / "backends").iterdir()) == [f"fold{k}.pkl" for k in range(1, 7)]
+    md = (comp / "eer_by_emotion.md").read_text()
+    assert "per-fold protocol over 6 folds" in md and "emotion recogniser" in md and "Cllr" in md
+    assert "already up to date" in score(comp, "conf/sv_emotion.yaml", "--emotion-posteriors", str(post)).stdout
+    # Posteriors of another fold's model (covering utterances outside this fold's test set) are refused.
+    (post / "fold2" / "posteriors").write_text((post / "fold1" / "posteriors").read_text()
+                                               + (post / "fold2" / "posteriors").read_text())
+    r = score(tmp_path / "exp/sv/leak", "conf/sv_emotion.yaml", "--emotion-posteriors", str(post))
+    assert r.returncode != 0 and "outside the fold's test set" in r.stderr
