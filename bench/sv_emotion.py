@@ -35,25 +35,27 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+REPO = Path(__file__).resolve().parents[1]
 
 import numpy as np  # noqa: E402
 
 # name -> (kind, overrides of conf/sv.yaml, emotions of trial sides: "labels" | "posteriors")
+ESN = {"enabled": True, "emotion_aware": True, "top_k": 50}
 METHODS = {
     "cosine": ("cosine", {"cosine": {"center": False}}),
     "cosine (centred)": ("cosine", {}),
     "PLDA (emotional training data)": ("plda", {}),
-    "emotion NAP": ("cosine", {"nap": {"enabled": True}}),
-    "emotion-aware S-norm": ("cosine", {"asnorm": {"enabled": True, "emotion_aware": True, "top_k": 50}}),
+    "emotion NAP (dim chosen on held-out speakers)": ("cosine", {"nap": {"enabled": True}}),
+    "emotion NAP (8 dims)": ("cosine", {"nap": {"enabled": True, "dim": 8}}),
     "S-norm (plain)": ("cosine", {"asnorm": {"enabled": True, "top_k": 50}}),
+    "emotion-aware S-norm": ("cosine", {"asnorm": ESN}),
     "calibration": ("cosine", {"calibration": {"enabled": True}}),
     "calibration by emotion pair": ("cosine", {"calibration": {"enabled": True, "by_emotion": True}}),
-    "NAP + PLDA": ("plda", {"nap": {"enabled": True}}),
-    "NAP + emotion S-norm": ("cosine", {"nap": {"enabled": True},
-                                        "asnorm": {"enabled": True, "emotion_aware": True, "top_k": 50}}),
-    "NAP + emotion S-norm + calibration by emotion": (
-        "cosine", {"nap": {"enabled": True}, "asnorm": {"enabled": True, "emotion_aware": True, "top_k": 50},
+    "NAP 8 + PLDA": ("plda", {"nap": {"enabled": True, "dim": 8}}),
+    "NAP 8 + emotion S-norm + calibration by emotion pair": (
+        "cosine", {"nap": {"enabled": True, "dim": 8}, "asnorm": ESN,
                    "calibration": {"enabled": True, "by_emotion": True}}),
+    "best: conf/sv_emotion.yaml (NAP 8 + emotion S-norm + calibration)": ("cosine", "conf/sv_emotion.yaml"),
 }
 
 
@@ -168,7 +170,7 @@ def main():
         source = a.xvectors
     labels = {k: read_table(data / "all" / k) for k in ("utt2spk", "utt2emo", "spk2gender")}
     splits = discover_protocol(data)
-    base = yaml.safe_load(open(a.config)) or {} if a.config else {}
+    base = (yaml.safe_load(open(a.config)) or {}) if a.config else {}
     print(f"{source}: {X.shape[0]} vectors of dim {X.shape[1]}; {len(splits)} folds of {data}; "
           f"load {open('/proc/loadavg').read().split()[0]}")
     post_dir, tmp = None, None
@@ -184,11 +186,12 @@ def main():
     rows = []
     runs = [(m, None) for m in names]
     if post_dir is not None:
-        runs += [(m, post_dir) for m in names if METHODS[m][1].get("asnorm", {}).get("emotion_aware")
+        runs += [(m, post_dir) for m in names if isinstance(METHODS[m][1], str)
+                 or METHODS[m][1].get("asnorm", {}).get("emotion_aware")
                  or METHODS[m][1].get("calibration", {}).get("by_emotion")]
     for name, pdir in runs:
         kind, over = METHODS[name]
-        cfg = merge_cfg(base, over)
+        cfg = yaml.safe_load(open(REPO / over)) if isinstance(over, str) else merge_cfg(base, over)
         t0 = time.time()
         table, infos = score_folds(X, utts, splits, lambda: Backend.from_config(cfg, kind), labels,
                                    posteriors_dir=pdir)
