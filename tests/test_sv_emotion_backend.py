@@ -334,7 +334,8 @@ def test_score_sv_folds_cli_on_real_ravdess_ids(ravdess_root, tmp_path, repo_roo
                                str(repo_root / config), *extra, "exp/xvector_syn/xvectors_ravdess/all",
                                "data/ravdess/all", str(out)], cwd=tmp_path, capture_output=True, text=True)
 
-    plain, comp = tmp_path / "exp/sv/plain", tmp_path / "exp/sv/comp"
+    plain = tmp_path / "exp/sv/ravdess/xvector_syn/cosine_folds"
+    comp = tmp_path / "exp/sv/ravdess/xvector_syn/compensated_folds"
     r = score(plain, "conf/sv.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
     r = score(comp, "conf/sv_emotion.yaml", "--emotion-posteriors", str(post))
@@ -348,8 +349,18 @@ def test_score_sv_folds_cli_on_real_ravdess_ids(ravdess_root, tmp_path, repo_roo
     md = (comp / "eer_by_emotion.md").read_text()
     assert "per-fold protocol over 6 folds" in md and "emotion recogniser" in md and "Cllr" in md
     assert "already up to date" in score(comp, "conf/sv_emotion.yaml", "--emotion-posteriors", str(post)).stdout
+    # Stage 7: the compensated back-end's 4x4 table beside the plain one, ratio and calibration figures.
+    r = subprocess.run([str(repo_root / "local/make_report.py"), "--corpus", "ravdess", "exp", "exp/RESULTS.md"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = (tmp_path / "exp/RESULTS.md").read_text()
+    assert res.index("ResNet-syn, cosine_folds back-end") < res.index("ResNet-syn, compensated_folds back-end")
+    assert f"| ResNet-syn | compensated_folds | {sc['eer']:.2f} |" in res
+    ratio = sc["cross_emotion_pooled_eer"] / sc["same_emotion_pooled_eer"]
+    assert f"| {ratio:.2f} | {sc['cllr']:.3f} |" in res
+    assert f"compensated_folds: Cllr {sc['cllr']:.3f} bits (min Cllr {sc['min_cllr']:.3f}" in res
     # Posteriors of another fold's model (covering utterances outside this fold's test set) are refused.
     (post / "fold2" / "posteriors").write_text((post / "fold1" / "posteriors").read_text()
                                                + (post / "fold2" / "posteriors").read_text())
-    r = score(tmp_path / "exp/sv/leak", "conf/sv_emotion.yaml", "--emotion-posteriors", str(post))
+    r = score(tmp_path / "exp/sv_leak", "conf/sv_emotion.yaml", "--emotion-posteriors", str(post))
     assert r.returncode != 0 and "outside the fold's test set" in r.stderr
