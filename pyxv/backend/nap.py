@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from .preprocess import _Step
+from .preprocess import _Step, class_sums
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,7 @@ def emotion_residuals(X, spk, emo) -> np.ndarray:
     spk, emo = np.asarray(spk), np.asarray(emo)
     pairs, inv = np.unique(np.stack([spk.astype(str), emo.astype(str)], 1), axis=0, return_inverse=True)
     inv = inv.ravel()
-    means = np.zeros((len(pairs), X.shape[1]))
-    np.add.at(means, inv, X)
-    means /= np.bincount(inv, minlength=len(pairs))[:, None]
+    means = class_sums(X, inv, len(pairs)) / np.bincount(inv, minlength=len(pairs))[:, None]
     out = []
     for s in np.unique(pairs[:, 0]):
         rows = np.flatnonzero(pairs[:, 0] == s)
@@ -103,7 +101,8 @@ class EmotionNAP(_Step):
 
 
 def select_nap_dim(X, spk, emo, gender=None, candidates=(0, 2, 4, 6, 8, 10, 12, 16), n_splits: int = 4,
-                   criterion: str = "cross", seed: int = 0) -> tuple[int, dict]:
+                   criterion: str = "cross", seed: int = 0, n_repeats: int = 1,
+                   max_utts: int = 3000) -> tuple[int, dict]:
     """Choose the number of NAP directions on held-out speakers of the training data.
 
     The speakers are split into ``n_splits`` disjoint groups; for each group the
@@ -111,6 +110,9 @@ def select_nap_dim(X, spk, emo, gender=None, candidates=(0, 2, 4, 6, 8, 10, 12, 
     same-gender pairs of the group are scored with cosine. ``criterion``:
     'cross' (EER of the cross-emotion trials, pooled), 'all' (EER of all
     trials) or 'mean' (mean of the same- and cross-emotion pooled EERs).
+    ``n_repeats`` different random partitions pool their held-out scores (a
+    steadier choice when there are few speakers). At most ``max_utts`` (a seeded
+    subset) of each held-out group are scored, so memory stays bounded.
     Returns (best k, {k: {"all", "same", "cross"}} EERs in %).
     """
     from ..metrics.sv import eer
@@ -124,16 +126,20 @@ def select_nap_dim(X, spk, emo, gender=None, candidates=(0, 2, 4, 6, 8, 10, 12, 
     if speakers.size < 2 * n_splits:
         n_splits = max(2, speakers.size // 2)
     rng = np.random.default_rng(seed)
-    order = speakers[rng.permutation(speakers.size)]
-    groups = [order[i::n_splits] for i in range(n_splits)]
+    groups = []
+    for _ in range(max(1, n_repeats)):
+        order = speakers[rng.permutation(speakers.size)]
+        groups += [order[i::n_splits] for i in range(n_splits)]
     scores = {k: {"tar": [[], []], "non": [[], []]} for k in candidates}  # [same, cross]
     for held in groups:
-        ho = np.isin(spk, held)
-        tr = ~ho
+        tr = ~np.isin(spk, held)
+        ho = np.flatnonzero(~tr)
+        if ho.size > max_utts:
+            ho = np.sort(rng.choice(ho, max_utts, replace=False))
         mu = X[tr].mean(0)
         Ytr, Yho = X[tr] - mu, X[ho] - mu
         _, sv, Vt = np.linalg.svd(emotion_residuals(Ytr, spk[tr], emo[tr]), full_matrices=False)
-        iu = np.triu_indices(int(ho.sum()), 1)
+        iu = np.triu_indices(ho.size, 1)
         s_h, e_h, g_h = spk[ho], emo[ho], gender[ho]
         keep = (g_h[:, None] == g_h[None, :])[iu]
         tgt = (s_h[:, None] == s_h[None, :])[iu][keep]

@@ -45,7 +45,7 @@ DEFAULT_CONFIG = {
     "cosine": {"center": True, "lda_dim": 0, "whiten": False, "length_norm": True},
     "plda": {"center": True, "lda_dim": 200, "whiten": False, "length_norm": True, "n_iter": 10},
     "nap": {"enabled": False, "dim": "auto", "dim_candidates": [0, 2, 4, 6, 8, 10, 12, 16],
-            "dim_criterion": "cross", "n_splits": 4},
+            "dim_criterion": "cross", "n_splits": 4, "n_repeats": 3},
     "asnorm": {"enabled": False, "cohort_size": 1000, "top_k": 200, "emotion_aware": False},
     "calibration": {"enabled": False, "by_emotion": False, "prior": 0.5, "n_splits": 4, "max_utts": 2000},
     "threshold": {"max_utts": 3000},
@@ -197,7 +197,8 @@ class Backend:
                 Xc = X - X.mean(0) if self.center else X
                 dim, table = select_nap_dim(Xc, spk, emo, gender, tuple(int(k) for k in self.nap_cfg["dim_candidates"]),
                                             n_splits=int(self.nap_cfg["n_splits"]),
-                                            criterion=str(self.nap_cfg["dim_criterion"]), seed=self.seed)
+                                            criterion=str(self.nap_cfg["dim_criterion"]), seed=self.seed,
+                                            n_repeats=int(self.nap_cfg.get("n_repeats", 1)))
                 self.info["nap_dim_selection"] = {str(k): v for k, v in table.items()}
             if int(dim) > 0:
                 self.steps.append(EmotionNAP(int(dim)))
