@@ -364,3 +364,20 @@ def test_score_sv_folds_cli_on_real_ravdess_ids(ravdess_root, tmp_path, repo_roo
                                                + (post / "fold2" / "posteriors").read_text())
     r = score(tmp_path / "exp/sv_leak", "conf/sv_emotion.yaml", "--emotion-posteriors", str(post))
     assert r.returncode != 0 and "outside the fold's test set" in r.stderr
+
+
+def test_backend_files_of_the_previous_format_still_load(tmp_path):
+    """A back-end saved before the emotion-aware pieces (format 1, without their attributes) scores as before."""
+    import pickle
+
+    X, spk, gen, emo, _ = emotional_set(8, seed=10, n_utt=2)
+    be = Backend.from_config({"asnorm": {"enabled": True, "top_k": 3}}, "cosine").fit(X, spk)
+    want = be.score_pairs(X[:4], X[4:8])
+    for name in ("nap_cfg", "calibration_cfg", "calibration", "emotions", "train_speakers"):
+        delattr(be, name)
+    del be.asnorm_cfg["emotion_aware"]
+    with open(tmp_path / "old.pkl", "wb") as f:
+        pickle.dump({"format": "pyxv-sv-backend", "version": 1, "backend": be}, f)
+    old = Backend.load(tmp_path / "old.pkl")
+    np.testing.assert_allclose(old.score_pairs(X[:4], X[4:8]), want)
+    assert not old.needs_trial_emotions

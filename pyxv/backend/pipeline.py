@@ -396,9 +396,16 @@ class Backend:
             obj = pickle.load(f)
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise ValueError(f"{path}: not a pyxv SV back-end file")
-        if obj.get("version") != VERSION:
-            raise ValueError(f"{path}: back-end format version {obj.get('version')}, this pyxv reads {VERSION}")
-        return obj["backend"]
+        if obj.get("version") not in (1, VERSION):
+            raise ValueError(f"{path}: back-end format version {obj.get('version')}, this pyxv reads 1-{VERSION}")
+        be = obj["backend"]
+        # Version 1 (before the emotion-aware pieces): the same back-end with those pieces off.
+        for name, default in (("nap_cfg", DEFAULT_CONFIG["nap"]), ("calibration_cfg", DEFAULT_CONFIG["calibration"]),
+                              ("calibration", None), ("emotions", []), ("train_speakers", [])):
+            if not hasattr(be, name):
+                setattr(be, name, dict(default) if isinstance(default, dict) else default)
+        be.asnorm_cfg = {**DEFAULT_CONFIG["asnorm"], **be.asnorm_cfg}
+        return be
 
     def __repr__(self) -> str:
         asn = "emotion-aware" if isinstance(self.asnorm, EmotionASNorm) else self.asnorm is not None
