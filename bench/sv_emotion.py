@@ -225,10 +225,11 @@ def main():
         print("\nTargets against plain cosine (cross -30 % relative, same <= +0.5 points, cross/same <= 1.15):")
         for r in rows[1:]:
             d_cross = 100 * (r["cross"] - ref["cross"]) / ref["cross"]
-            ok = (d_cross <= -30, r["same"] - ref["same"] <= 0.5, r["cross"] / r["same"] <= 1.15)
+            ratio = r["cross"] / r["same"]
+            ok = (d_cross <= -30, r["same"] - ref["same"] <= 0.5, ratio <= 1.15)
             print(f"  {r['method']:55s} cross {d_cross:+6.1f} % {'OK' if ok[0] else 'missed'}; same "
                   f"{r['same'] - ref['same']:+5.2f} pts {'OK' if ok[1] else 'missed'}; ratio "
-                  f"{r['cross'] / r['same']:.2f} {'OK' if ok[2] else 'missed by ' + format(r['cross'] / r['same'] - 1.15, '.2f')}")
+                  f"{ratio:.2f} {'OK' if ok[2] else f'missed by {ratio - 1.15:.2f}'}")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
 

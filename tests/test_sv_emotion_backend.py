@@ -211,6 +211,8 @@ def test_trials_without_emotion_are_an_error():
         be.prepare(X[:3])
     with pytest.raises(ValueError, match=r"emotion\(s\) \['calm'\] were not in the back-end training data"):
         be.prepare(X[:2], ["calm", "sad"])
+    with pytest.raises(ValueError, match=r"1 of the trial utterances have no emotion label \(rows 1\)"):
+        be.prepare(X[:2], ["sad", ""])
     with pytest.raises(ValueError, match="3 columns"):
         be.prepare(X[:2], np.full((2, 3), 1 / 3))
 

@@ -154,6 +154,10 @@ class Backend:
                 raise ValueError(f"emotion posteriors of the {what}: {int((tot <= 0).sum())} row(s) sum to 0")
             return (arr / tot).astype(np.float32)
         labels = [str(e) for e in arr.tolist()]
+        unlabelled = [i for i, e in enumerate(labels) if e in ("", "None")]
+        if unlabelled:
+            raise ValueError(f"{len(unlabelled)} of the {what} have no emotion label (rows "
+                             f"{', '.join(map(str, unlabelled[:5]))}) and no emotion posteriors were given")
         pos = {e: i for i, e in enumerate(self.emotions)}
         bad = sorted({e for e in labels if e not in pos})
         if bad:
