@@ -131,7 +131,9 @@ def score_folds(X, utts, splits, make_backend: Callable, labels: dict, *, poster
         tr_emo = np.array([u2e.get(u, "") for u in train_utts])
         tr_gen = np.array([s2g.get(s, "all") for s in tr_spk])
         be = make_backend()
-        be.fit(X[[pos[u] for u in train_utts]], tr_spk, tr_emo if all(tr_emo) else None, tr_gen)
+        # Missing labels go in as "" when the back-end learns from emotions: its error then counts them.
+        be.fit(X[[pos[u] for u in train_utts]], tr_spk,
+               tr_emo if all(tr_emo) or be.needs_training_emotions else None, tr_gen)
         assert_no_test_speaker(sp.name, "fitted back-end", be.train_speakers, test_speakers)
         emo = None
         if be.needs_trial_emotions:
