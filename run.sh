@@ -69,7 +69,8 @@ Options (default in brackets):
   --mfcc-config FILE      Kaldi-style MFCC options [$mfcc_config]
   --vad-config FILE       Kaldi-style energy VAD options [$vad_config]
   --augment-config FILE   augmentation SNRs and sources [$augment_config]
-  --xvector-config FILE   x-vector model and training [conf/xvector_demo.yaml for demo, else conf/xvector_resnet34.yaml]
+  --xvector-config FILE   x-vector model and training (with --xvector-init ge2e: the random-init rows' ResNet)
+                          [conf/xvector_demo.yaml for demo, else conf/xvector_resnet34.yaml]
   --xvector-init NAME     scratch: train the ResNet x-vector (the paper); ge2e: import the pre-trained
                           GE2E speaker encoder of Resemblyzer (thousands of real speakers) as the clean
                           model and adapt it on the clean+augmented pre-training data as the aug model
@@ -231,9 +232,12 @@ if run_stage 4 "x-vector extraction"; then
 fi
 
 if run_stage 5 "emotion recognition"; then
+  # An imported encoder is not a ResNet: the random-init rows take the x-vector config's.
+  arch_opt=()
+  [ "$xvector_init" = scratch ] || arch_opt=(--architecture "$xvector_config")
   for system in randinit_gemaps randinit_mfcc frozen_lr_clean frozen_lr_aug finetune_clean finetune_aug; do
     for train_data in clean clean+aug; do
-      steps/train_emotion.sh --cmd "$cuda_cmd" --config "$emotion_config" --system $system \
+      steps/train_emotion.sh --cmd "$cuda_cmd" --config "$emotion_config" "${arch_opt[@]}" --system $system \
         --train-data $train_data $emo exp/emotion/$corpus
     done
   done

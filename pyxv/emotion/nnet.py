@@ -122,7 +122,13 @@ def architecture_config(cfg: dict) -> tuple[dict, str]:
         return load_config(arch), str(arch)
     p = Path(cfg["xvector_models"]["clean"])
     if (p / "final.pt").is_file():
-        return copy.deepcopy(ckpt.load(p / "final.pt")["config"]), str(p / "final.pt")
+        own = copy.deepcopy(ckpt.load(p / "final.pt")["config"])
+        mtype = own["model"].get("type", "resnet")
+        if mtype != "resnet":
+            raise ValueError(f"the random-init systems are the paper's ResNet, but the clean x-vector model "
+                             f"{p / 'final.pt'} is a '{mtype}' encoder: name a ResNet config in nnet.architecture "
+                             f"(steps/train_emotion.sh --architecture conf/xvector_demo.yaml)")
+        return own, str(p / "final.pt")
     if (p / "config.yaml").is_file():
         return load_config(p / "config.yaml"), str(p / "config.yaml")
     raise FileNotFoundError(f"no network architecture: nnet.architecture is unset and {p} has no final.pt "
