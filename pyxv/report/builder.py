@@ -218,7 +218,11 @@ class ReportBuilder:
         L = ["## Speaker verification by emotion (Tables 3-5 analogue)", "",
              "Every utterance against every other of the same gender; EER (%) by enrolment emotion (rows) "
              "and test emotion (columns). Same-emotion mean = mean of the diagonal, cross-emotion mean = "
-             "mean of the off-diagonal cells.", ""]
+             "mean of the off-diagonal cells. Back-ends named `*_folds` follow the per-fold protocol: each "
+             "fold's back-end (and, for `compensated_folds`, its emotion projection, per-emotion S-norm "
+             "cohorts and calibration; conf/sv_emotion.yaml) is learned from the fold's training speakers "
+             "only, trials are all same-gender pairs of its test speakers, and the folds are pooled; "
+             "cross / same is the ratio of the pooled cross- and same-emotion trials' EERs.", ""]
         any_sv = False
         for c in self.corpora:
             res = sv.get(c, [])
@@ -230,6 +234,9 @@ class ReportBuilder:
             lines, rows = T.sv_summary_table(res)
             self.csv_rows += rows
             L += lines + [""]
+            cal = T.sv_calibration_lines(res)
+            if cal:
+                L += cal + [""]
             for r in res:
                 lines, rows = T.eer_table(r)
                 self.csv_rows += rows

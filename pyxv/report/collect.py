@@ -309,7 +309,7 @@ def _model_key(name: str):
 
 
 def _backend_key(name: str):
-    order = ("cosine", "plda")
+    order = ("cosine", "plda", "cosine_folds", "compensated_folds")
     return (order.index(name) if name in order else len(order), name)
 
 
