@@ -19,6 +19,7 @@ train_data=clean
 profile=          # config profile [the corpus name, e.g. demo, when the config has it]
 num_threads=1
 overwrite=false
+architecture=     # x-vector YAML of the random-init networks [nnet.architecture, else the clean model's own]
 
 echo "$0 $*"
 . ./path.sh
@@ -31,11 +32,14 @@ Usage: $0 [options] --system NAME <emo-data-dir> <exp-emotion-corpus-dir>
 Options:
   --cmd CMD                  job runner [$cmd]
   --config FILE              emotion systems config [$config]
-  --system NAME              randinit_gemaps|randinit_mfcc|frozen_lr_clean|frozen_lr_aug|finetune_clean|finetune_aug
+  --system NAME              randinit_gemaps|randinit_mfcc|frozen_lr_clean|frozen_lr_aug|finetune_clean|finetune_aug,
+                             or a reference: ref_egemaps_lr|ref_mfccstats_lr
   --train-data DATA          clean|clean+aug [$train_data]
   --profile NAME             config profile [the corpus name when the config has one]
   --num-threads N            threads per fold job [$num_threads]
   --overwrite BOOL           redo finished work [$overwrite]
+  --architecture FILE        x-vector YAML of the random-init systems [nnet.architecture of the config,
+                             else the clean x-vector model's own; needed when that is not a ResNet]
 USAGE
   exit 1
 fi
@@ -43,6 +47,7 @@ emo=$1
 out=$2
 case $system in
   randinit_gemaps|randinit_mfcc|frozen_lr_clean|frozen_lr_aug|finetune_clean|finetune_aug) ;;
+  ref_egemaps_lr|ref_mfccstats_lr) ;;
   *) echo "$0: unknown --system '$system'" >&2; exit 1 ;;
 esac
 case $train_data in
@@ -62,11 +67,13 @@ nf=$(find "$emo" -mindepth 1 -maxdepth 1 -type d -name 'fold*' | wc -l)
 
 # Inputs whose change makes the results stale.
 inputs=("$config" "$emo"/all/utt2emo)
+arch_opt=()
+if [ -n "$architecture" ]; then arch_opt=(--architecture "$architecture"); inputs+=("$architecture"); fi
 for f in "$emo"/fold*/*/utt2spk "$emo"/{train,dev,test}/utt2spk; do [ -f "$f" ] && inputs+=("$f"); done
 # The system's other inputs (x-vectors, features, models) come from Python, which
 # is slow to start: the list is kept in $dir/.inputs and reused while it is newer
 # than the config and the protocol and names only files that exist.
-key="$config $profile $system $train_data $emo"
+key="$config $profile $system $train_data $emo ${arch_opt[*]}"
 listed=$dir/.inputs
 extra=
 if [ -f "$listed" ] && [ "$(head -n 1 "$listed")" = "$key" ]; then
@@ -75,7 +82,7 @@ if [ -f "$listed" ] && [ "$(head -n 1 "$listed")" = "$key" ]; then
   while read -r f; do [ -z "$f" ] || [ -e "$f" ] || extra=; done <<< "$extra"
 fi
 if [ -z "$extra" ]; then
-  extra=$(python -m pyxv.bin.train_emotion --list-inputs --config "$config" --profile "$profile" \
+  extra=$(python -m pyxv.bin.train_emotion --list-inputs --config "$config" --profile "$profile" "${arch_opt[@]}" \
     --system "$system" --train-data "$train_data" "$emo") || { echo "$0: inputs missing (see above)" >&2; exit 1; }
   mkdir -p "$dir"
   printf '%s\n%s\n' "$key" "$extra" > "$listed"
@@ -99,7 +106,7 @@ rm -f "$dir/summary.json"
 echo "$0: $system on $train_data data, $nf fold(s) of $emo -> $dir"
 start=$(date +%s)
 $cmd --num-threads "$num_threads" JOB=1:"$nf" "$dir/log/train.JOB.log" \
-  python -m pyxv.bin.train_emotion --config "$config" --profile "$profile" --system "$system" \
+  python -m pyxv.bin.train_emotion --config "$config" --profile "$profile" "${arch_opt[@]}" --system "$system" \
     --train-data "$train_data" --fold JOB "$emo" "$out" || {
   echo "$0: a fold failed; see the logs named above ($dir/log/train.*.log)" >&2; exit 1; }
 # Pool the folds (and copy each job log into its fold's log/).

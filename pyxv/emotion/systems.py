@@ -7,6 +7,9 @@
     finetune_clean    ResNet-clean, speaker layer replaced by an emotion layer, fine-tuned
     finetune_aug      the same from ResNet-aug
 
+plus the two reference systems of :mod:`pyxv.emotion.reference` (eGeMAPS
+functionals + LR, MFCC mean/std + LR).
+
 Each runs on 'clean' or 'clean+aug' training data (the fold's training utterances,
 plus their augmented copies). One fold is :func:`run_fold`; :func:`summarize` pools
 the folds. Outputs per fold (``<out>/<system>_<data>/<fold>/``): ``model.pkl`` (LR) or
@@ -28,11 +31,13 @@ from ..io import atomic_open, write_lines
 from ..metrics.classification import classification_metrics, summarize_folds
 from .data import (LabeledSet, Split, assert_speaker_independent, check_classes, check_test_labels,
                    corpus_classes, data_tag, discover_protocol, labeled_set, training_set)
+from .nnet import run_nnet_system
+from .reference import REFERENCE_SYSTEMS, reference_inputs, run_reference
 
 log = logging.getLogger("pyxv.emotion")
 
 SYSTEMS = ("randinit_gemaps", "randinit_mfcc", "frozen_lr_clean", "frozen_lr_aug",
-           "finetune_clean", "finetune_aug")
+           "finetune_clean", "finetune_aug") + REFERENCE_SYSTEMS
 
 
 def xvector_dir(model_dir: str | Path, emo_dir: str | Path, subset: str) -> Path:
@@ -67,13 +72,6 @@ def load_embeddings(scps: list[Path], utts: list[str], what: str) -> tuple[np.nd
     return np.stack(rows), keep
 
 
-def _subset(s: LabeledSet, idx: list[int]) -> LabeledSet:
-    out = LabeledSet()
-    for i in idx:
-        out.add(s.utts[i], s.labels[i], s.spks[i], s.orig[i], s.aug[i])
-    return out
-
-
 # ----------------------------------------------------------------------- systems
 def run_frozen_lr(model_key: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
                   classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path):
@@ -85,9 +83,9 @@ def run_frozen_lr(model_key: str, split: Split, train: LabeledSet, dev: LabeledS
     if any(train.aug):
         scps.append(xvector_dir(model_dir, emo_dir, "all_aug") / "xvector.scp")
     Xtr, ktr = load_embeddings(scps, train.utts, f"{split.name} train")
-    train = _subset(train, ktr)
+    train = train.subset(ktr)
     Xte, kte = load_embeddings(scps[:1], test.utts, f"{split.name} test")
-    test = _subset(test, kte)
+    test = test.subset(kte)
     Xdev = ydev = None
     if dev is not None:
         Xdev, kdev = load_embeddings(scps[:1], dev.utts, f"{split.name} dev")
@@ -107,8 +105,6 @@ def run_frozen_lr(model_key: str, split: Split, train: LabeledSet, dev: LabeledS
 def run_nnet(system: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
              classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path):
     """Random-init and fine-tuned networks (see :mod:`pyxv.emotion.nnet`)."""
-    from .nnet import run_nnet_system
-
     return run_nnet_system(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
 
 
@@ -118,6 +114,8 @@ def system_inputs(system: str, train_data: str, emo_dir: str | Path, cfg: dict) 
     emo_dir = Path(emo_dir)
     aug = train_data != "clean"
     out: list[tuple[Path, str]] = []
+    if system in REFERENCE_SYSTEMS:
+        out += reference_inputs(system, emo_dir, aug)
     if system.startswith("frozen_lr_"):
         m = Path(cfg["xvector_models"][system.rsplit("_", 1)[1]])
         out.append((xvector_dir(m, emo_dir, "all") / "xvector.scp", "stage 4, x-vector extraction"))
@@ -171,7 +169,7 @@ def run_fold(system: str, train_data: str, emo_dir: str | Path, fold: int, out_r
     if cfg.get("classes"):
         # Only the configured classes take part (e.g. 4 of a corpus's 8).
         keep = [i for i, lab in enumerate(train.labels) if lab in classes]
-        train = _subset(train, keep)
+        train = train.subset(keep)
     check_classes(split.name, train, classes)
     test = labeled_set(split.test)
     check_test_labels(split.name, test.labels, classes, "test")
@@ -184,6 +182,8 @@ def run_fold(system: str, train_data: str, emo_dir: str | Path, fold: int, out_r
              len(dev) if dev is not None else "no", len(test), len(test.speakers), classes)
     if system.startswith("frozen_lr_"):
         test, post = run_frozen_lr(system.rsplit("_", 1)[1], split, train, dev, test, classes, emo_dir, cfg, fold_dir)
+    elif system in REFERENCE_SYSTEMS:
+        test, post = run_reference(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
     else:
         test, post = run_nnet(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
     pred = [classes[i] for i in np.asarray(post).argmax(1)]

@@ -122,6 +122,14 @@ class ReportBuilder:
             aug = C.data_info(self.data / "pretrain" / "train_aug")
             if aug is not None:
                 L.append(f"  - augmented copies (`train_aug`, for ResNet-aug): {aug.n_utts} utterances")
+        infos = {m: C.xvector_model_info(self.exp / f"xvector_{m}", self.notes) for m in ("clean", "aug")}
+        for m, text in infos.items():
+            if text:
+                L.append(f"- x-vector model {m} (`exp/xvector_{m}`, the ResNet-{m} rows): {text}")
+        if any(t and "imported" in t for t in infos.values()):
+            L.append("  - With an imported speaker encoder the paper's rows map as: ResNet-clean = the encoder as "
+                     "published; ResNet-aug = the encoder adapted on the clean+augmented pre-training data. "
+                     "Random-init rows keep the ResNet architecture.")
         if synthetic_any:
             L.append("- **Note:** on the synthetic demo corpus the numbers show that every stage runs end "
                      "to end; they say nothing about the paper's findings.")
@@ -166,11 +174,17 @@ class ReportBuilder:
         L = ["## Emotion recognition (Table 2 analogue)", "",
              "Weighted F1 (%, the paper's metric) and unweighted accuracy (UA, mean per-class recall, %), "
              "mean ± std over folds (population std) where the protocol has folds; "
-             "`clean+aug` trains on the clean utterances plus their augmented copies.", ""]
+             "`clean+aug` trains on the clean utterances plus their augmented copies. "
+             "The two *Reference* rows (eGeMAPS functionals + LR, MFCC mean/std over voiced frames + LR) "
+             "ran in the same run on the same folds with the frozen systems' LR.", ""]
         corpora = [c for c in self.corpora if emo.get(c)] or self.corpora[:1]
         lines, missing, rows = T.table2(corpora, emo)
         self.csv_rows += rows
         L += lines + [""]
+        for c in corpora:
+            sentence = T.reference_comparison(c, emo.get(c, {}))
+            if sentence:
+                L += [sentence, ""]
         if missing:
             cells = f"{len(missing)} cell" + ("s" if len(missing) > 1 else "")
             L.append(f"— : not run or no results found ({cells}): " + "; ".join(
@@ -204,7 +218,11 @@ class ReportBuilder:
         L = ["## Speaker verification by emotion (Tables 3-5 analogue)", "",
              "Every utterance against every other of the same gender; EER (%) by enrolment emotion (rows) "
              "and test emotion (columns). Same-emotion mean = mean of the diagonal, cross-emotion mean = "
-             "mean of the off-diagonal cells.", ""]
+             "mean of the off-diagonal cells. Back-ends named `*_folds` follow the per-fold protocol: each "
+             "fold's back-end (and, for `compensated_folds`, its emotion projection, per-emotion S-norm "
+             "cohorts and calibration; conf/sv_emotion.yaml) is learned from the fold's training speakers "
+             "only, trials are all same-gender pairs of its test speakers, and the folds are pooled; "
+             "cross / same is the ratio of the pooled cross- and same-emotion trials' EERs.", ""]
         any_sv = False
         for c in self.corpora:
             res = sv.get(c, [])
@@ -216,6 +234,9 @@ class ReportBuilder:
             lines, rows = T.sv_summary_table(res)
             self.csv_rows += rows
             L += lines + [""]
+            cal = T.sv_calibration_lines(res)
+            if cal:
+                L += cal + [""]
             for r in res:
                 lines, rows = T.eer_table(r)
                 self.csv_rows += rows
