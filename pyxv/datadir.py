@@ -228,17 +228,39 @@ def classify(path: str | os.PathLike) -> dict[str, str]:
     return kinds
 
 
-def _write_if_changed(path: Path, lines: list[str]) -> bool:
-    """Write lines atomically unless the file already holds exactly them (so an
-    unchanged output keeps its time stamp and downstream steps stay up to date)."""
-    data = "".join(ln + "\n" for ln in lines).encode("utf-8", "surrogateescape")
+def _write_if_changed(path: Path, lines) -> bool:
+    """Write lines (any iterable) atomically unless the file already holds
+    exactly them (so an unchanged output keeps its time stamp and downstream
+    steps stay up to date). Written in pieces to a temporary file beside it and
+    compared there, so a big table is never held twice in memory."""
+    import filecmp
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+            block: list[str] = []
+            for ln in lines:
+                block.append(ln)
+                if len(block) >= 8192:
+                    f.write("\n".join(block) + "\n")
+                    block.clear()
+            if block:
+                f.write("\n".join(block) + "\n")
+        if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+            os.unlink(tmp)
             return False
-    except OSError:
-        pass
-    with atomic_open(path, "wb") as f:
-        f.write(data)
+        # mkstemp makes the file 0600; give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return True
 
 
@@ -248,33 +270,31 @@ def _table_lines(table: dict[str, str]) -> list[str]:
 
 def read_first(path: str | os.PathLike) -> tuple[dict[str, str], int]:
     """``(key -> value keeping the first of duplicated keys, number of lines)``
-    of a table: what ``read_first(path)[0]`` gives, read in one go
-    (the tools' hot path on big dirs)."""
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        text = f.read()
+    of a table: what ``_first_dups(iter_lines(path))`` gives, without the
+    per-line tuples (the tools' hot path on big dirs)."""
     out: dict[str, str] = {}
     n = 0
-    for line in text.split("\n"):
-        parts = line.split(None, 1)
-        if not parts:
-            continue
-        n += 1
-        if parts[0] not in out:
-            out[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            parts = line.split(None, 1)
+            if not parts:
+                continue
+            n += 1
+            if parts[0] not in out:
+                out[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
     return out, n
 
 
 def read_keys(path: str | os.PathLike) -> tuple[set[str], int]:
     """``(set of keys, number of lines)`` of a table."""
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        text = f.read()
     keys = set()
     n = 0
-    for line in text.split("\n"):
-        parts = line.split(None, 1)
-        if parts:
-            n += 1
-            keys.add(parts[0])
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            parts = line.split(None, 1)
+            if parts:
+                n += 1
+                keys.add(parts[0])
     return keys, n
 
 
@@ -627,12 +647,11 @@ def filter_datadir_parts(src: str | os.PathLike, parts, *, remove_stale: bool = 
         if kind in ("utt", "uttlist"):
             keys = [k for k in keys if k in part_of]
             if kind == "uttlist":
-                lines_of = [k for k in keys]
+                lines_of = iter(keys)
             else:
-                lines_of = [f"{k} {v}" if (v := table[k]) != "" else k for k in keys]
-            del table
+                lines_of = (f"{k} {v}" if (v := table[k]) != "" else k for k in keys)
             if len(parts) == 1:
-                lines = [lines_of]
+                lines = [lines_of]   # streamed to the file
             else:
                 lines = [[] for _ in parts]
                 appends = [ls.append for ls in lines]
@@ -648,10 +667,9 @@ def filter_datadir_parts(src: str | os.PathLike, parts, *, remove_stale: bool = 
                     line = f"{k} {v}" if v != "" else k
                     for i in where:
                         lines[i].append(line)
-            del table
         for dest, ls in zip(dests, lines):
             _write_if_changed(dest / name, ls)
-        del lines
+        del lines, table, keys
         written.append(name)
     spk2utt: list[dict[str, list[str]]] = [{} for _ in parts]
     for u in order:
@@ -750,11 +768,11 @@ def fix_datadir(path: str | os.PathLike, *, backup: bool = True) -> list[str]:
                 _shutil.copy2(d / name, bdir / name)
     n0 = len(tables["utt2spk"])
     source_utt2spk = tables["utt2spk"]
-    del tables, counts
     speakers0 = set(utt2spk.values())
+    speakers1 = {utt2spk[u] for u in keep}
+    del tables, counts, utt2spk, all_utts   # big dirs: only what the filter needs stays in memory
     filter_datadir_parts(d, [(d, keep)], utt2spk=source_utt2spk)
     del source_utt2spk
-    speakers1 = {utt2spk[u] for u in keep}
     for why, n in reasons:
         report.append(f"dropped {n} utterances: {why}")
     if speakers0 - speakers1:
