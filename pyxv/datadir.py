@@ -145,6 +145,7 @@ def write_datadir(path: str | os.PathLike, *, utt2spk: dict[str, str], wav_scp: 
 import bisect as _bisect
 import random as _random
 from itertools import accumulate as _accumulate
+from itertools import groupby as _groupby
 import re as _re
 import shutil as _shutil
 import struct as _struct
@@ -645,18 +646,19 @@ def filter_datadir_parts(src: str | os.PathLike, parts, *, remove_stale: bool = 
         table = read_first(src / name)[0]
         keys = c_sorted(table)
         if kind in ("utt", "uttlist"):
+            # Grouped by part (a stable sort keeps C order inside each part) and
+            # streamed to the part's file: no part's lines are ever held.
             keys = [k for k in keys if k in part_of]
-            if kind == "uttlist":
-                lines_of = iter(keys)
-            else:
-                lines_of = (f"{k} {v}" if (v := table[k]) != "" else k for k in keys)
-            if len(parts) == 1:
-                lines = [lines_of]   # streamed to the file
-            else:
-                lines = [[] for _ in parts]
-                appends = [ls.append for ls in lines]
-                for k, line in zip(keys, lines_of):
-                    appends[part_of[k]](line)
+            keys.sort(key=part_of.__getitem__)
+            done = set()
+            for i, group in _groupby(keys, key=part_of.__getitem__):
+                lines_of = group if kind == "uttlist" else \
+                    (f"{k} {v}" if (v := table[k]) != "" else k for k in group)
+                _write_if_changed(dests[i] / name, lines_of)
+                done.add(i)
+            for i in every - done:
+                _write_if_changed(dests[i] / name, [])
+            lines = None
         else:
             lines = [[] for _ in parts]
             for k in keys:
@@ -667,8 +669,9 @@ def filter_datadir_parts(src: str | os.PathLike, parts, *, remove_stale: bool = 
                     line = f"{k} {v}" if v != "" else k
                     for i in where:
                         lines[i].append(line)
-        for dest, ls in zip(dests, lines):
-            _write_if_changed(dest / name, ls)
+        if lines is not None:
+            for dest, ls in zip(dests, lines):
+                _write_if_changed(dest / name, ls)
         del lines, table, keys
         written.append(name)
     spk2utt: list[dict[str, list[str]]] = [{} for _ in parts]
