@@ -12,7 +12,8 @@ On CPU every figure is printed twice, measured side by side in one process
 - ``before``: the forms the code had before issue 14, rebuilt here: the
   pooling's distances from a (B, H, T, D) tensor of differences x_t - mu_h,
   conv weights in the contiguous layout;
-- ``now``: the network as ``pyxv.nnet`` builds it.
+- ``now``: the network as ``pyxv.nnet`` builds it; extraction through
+  ``for_cpu_extraction`` (batch norm folded, oneDNN fusions), as stage 4 runs.
 
 and the largest relative difference between their embeddings.
 """
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pyxv.extract import embed_matrices  # noqa: E402
 from pyxv.nnet.config import load_config  # noqa: E402
+from pyxv.nnet.frozen import for_cpu_extraction  # noqa: E402
 from pyxv.nnet.xvector import XVectorNet  # noqa: E402
 
 
@@ -122,7 +124,7 @@ def _extract_job(args):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     net = XVectorNet.from_config(load_config(cfg_path), 1000)
-    nets = [before_issue14(net), net]
+    nets = [before_issue14(net), for_cpu_extraction(net.eval())]
     mats, total = speech(seconds, net.input_dim, seed)
     for n in nets:
         n.eval()
@@ -168,11 +170,12 @@ def main():
     before, now = bench_train([before_issue14(net), copy.deepcopy(net)], cpu, a.train_steps, 32, 300)
     print(f"[{name}] training (batch 32 x 300 frames, fp32): before {before:.1f} chunks/s, now {now:.1f} "
           f"chunks/s ({now / before:.2f}x)", flush=True)
-    (before, now), total = bench_extract([before_issue14(net), net], cpu, a.extract_seconds)
+    (before, now), total = bench_extract([before_issue14(net), for_cpu_extraction(net.eval())], cpu,
+                                         a.extract_seconds)
     print(f"[{name}] extraction ({total:.0f} s of speech, 2-8 s utterances): before {before:.0f}x real time, "
           f"now {now:.0f}x ({now / before:.2f}x)", flush=True)
     print(f"[{name}] embeddings now vs before: max relative difference "
-          f"{embedding_gap(net, before_issue14(net)):.1e}", flush=True)
+          f"{embedding_gap(for_cpu_extraction(net.eval()), before_issue14(net)):.1e}", flush=True)
     (before, now), total = bench_extract_jobs(a.config, a.extract_seconds, a.jobs)
     print(f"[CPU, {a.jobs} processes x 1 thread, as extract_xvectors.sh --nj {a.jobs}] extraction "
           f"({total:.0f} s of speech): before {before:.0f}x real time, now {now:.0f}x ({now / before:.2f}x); "

@@ -197,3 +197,36 @@ def test_other_input_dim_and_replace_head():
     torch.testing.assert_close(p.sum(1), torch.ones(2))
     with pytest.raises(ValueError, match="expects"):
         net(torch.randn(2, 40, 23))
+
+
+def test_frozen_cpu_embedder_equals_the_network():
+    # Batch norm with real statistics (folded into the convs by freezing), several
+    # lengths and batch sizes, chunk averaging through embed_utterances.
+    from pyxv.nnet.frozen import FrozenEmbedder, for_cpu_extraction
+
+    torch.manual_seed(5)
+    net = XVectorNet(input_dim=23, channels=(8, 16, 32, 64), blocks=(1, 2, 1, 1), heads=4, embed_dim=32,
+                     num_classes=10)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    net.eval()
+    frozen = for_cpu_extraction(net, "cpu")
+    assert isinstance(frozen, FrozenEmbedder)
+    for B, T in ((1, 400), (3, 37), (2, 1234)):
+        x = torch.randn(B, T, 23)
+        with torch.no_grad():
+            a, b = net.embed(x), frozen.embed(x)
+        assert b.shape == (B, 32)
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * a.abs().max().item())
+    rng = np.random.default_rng(0)
+    mats = [rng.normal(size=(n, 23)).astype(np.float32) for n in (90, 300, 300, 7000)]
+    np.testing.assert_allclose(frozen.embed_utterances(mats, chunk_frames=3000),
+                               net.embed_utterances(mats, chunk_frames=3000), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):
+        frozen.embed(torch.randn(1, 50, 20))
+    assert for_cpu_extraction(net, "cuda") is net
