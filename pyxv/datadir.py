@@ -615,13 +615,16 @@ def filter_datadir_parts(src: str | os.PathLike, parts, *, remove_stale: bool = 
     dests = [Path(dest) for dest, _ in parts]
     if utt2spk is None:
         utt2spk = read_first(src / "utt2spk")[0]
-    part_of: dict[str, int] = {}
-    for i, (_, keep_utts) in enumerate(parts):
-        for u in keep_utts:
-            if part_of.setdefault(u, i) != i:
-                raise ValueError(f"utterance {u} is given to two parts of {src}")
     # Only utterances with a speaker are kept anywhere.
-    part_of = {u: i for u, i in part_of.items() if u in utt2spk}
+    if len(parts) == 1:
+        part_of = dict.fromkeys(utt2spk.keys() & set(parts[0][1]), 0)
+    else:
+        part_of = {}
+        for i, (_, keep_utts) in enumerate(parts):
+            for u in keep_utts:
+                if part_of.setdefault(u, i) != i:
+                    raise ValueError(f"utterance {u} is given to two parts of {src}")
+        part_of = {u: i for u, i in part_of.items() if u in utt2spk}
     kinds = classify(src)
     # Utterances in C order with their part; speakers (and recordings) go to
     # every part that keeps one of their utterances.
@@ -649,7 +652,8 @@ def filter_datadir_parts(src: str | os.PathLike, parts, *, remove_stale: bool = 
             # Grouped by part (a stable sort keeps C order inside each part) and
             # streamed to the part's file: no part's lines are ever held.
             keys = [k for k in keys if k in part_of]
-            keys.sort(key=part_of.__getitem__)
+            if len(parts) > 1:
+                keys.sort(key=part_of.__getitem__)
             done = set()
             for i, group in _groupby(keys, key=part_of.__getitem__):
                 lines_of = group if kind == "uttlist" else \
