@@ -144,14 +144,13 @@ def run_reference(system: str, split, train, dev, test, classes: list[str], emo_
                   fold_dir: Path):
     """One fold of a reference system (the frozen systems' signature, see
     :func:`pyxv.emotion.systems.run_fold`). Returns (test set scored, posteriors (N, C))."""
-    from .systems import _subset
 
     emo_dir = Path(emo_dir)
     dirs = [emo_dir / "all"] + ([emo_dir / "all_aug"] if any(train.aug) else [])
     Xtr, ktr = load_vectors(system, dirs, train.utts, f"{split.name} train")
-    train = _subset(train, ktr)
+    train = train.subset(ktr)
     Xte, kte = load_vectors(system, dirs[:1], test.utts, f"{split.name} test")
-    test = _subset(test, kte)
+    test = test.subset(kte)
     Xdev = ydev = None
     if dev is not None:
         Xdev, kdev = load_vectors(system, dirs[:1], dev.utts, f"{split.name} dev")

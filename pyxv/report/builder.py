@@ -122,6 +122,14 @@ class ReportBuilder:
             aug = C.data_info(self.data / "pretrain" / "train_aug")
             if aug is not None:
                 L.append(f"  - augmented copies (`train_aug`, for ResNet-aug): {aug.n_utts} utterances")
+        infos = {m: C.xvector_model_info(self.exp / f"xvector_{m}", self.notes) for m in ("clean", "aug")}
+        for m, text in infos.items():
+            if text:
+                L.append(f"- x-vector model {m} (`exp/xvector_{m}`, the ResNet-{m} rows): {text}")
+        if any(t and "imported" in t for t in infos.values()):
+            L.append("  - With an imported speaker encoder the paper's rows map as: ResNet-clean = the encoder as "
+                     "published; ResNet-aug = the encoder adapted on the clean+augmented pre-training data. "
+                     "Random-init rows keep the ResNet architecture.")
         if synthetic_any:
             L.append("- **Note:** on the synthetic demo corpus the numbers show that every stage runs end "
                      "to end; they say nothing about the paper's findings.")
@@ -210,7 +218,11 @@ class ReportBuilder:
         L = ["## Speaker verification by emotion (Tables 3-5 analogue)", "",
              "Every utterance against every other of the same gender; EER (%) by enrolment emotion (rows) "
              "and test emotion (columns). Same-emotion mean = mean of the diagonal, cross-emotion mean = "
-             "mean of the off-diagonal cells.", ""]
+             "mean of the off-diagonal cells. Back-ends named `*_folds` follow the per-fold protocol: each "
+             "fold's back-end (and, for `compensated_folds`, its emotion projection, per-emotion S-norm "
+             "cohorts and calibration; conf/sv_emotion.yaml) is learned from the fold's training speakers "
+             "only, trials are all same-gender pairs of its test speakers, and the folds are pooled; "
+             "cross / same is the ratio of the pooled cross- and same-emotion trials' EERs.", ""]
         any_sv = False
         for c in self.corpora:
             res = sv.get(c, [])
@@ -222,6 +234,9 @@ class ReportBuilder:
             lines, rows = T.sv_summary_table(res)
             self.csv_rows += rows
             L += lines + [""]
+            cal = T.sv_calibration_lines(res)
+            if cal:
+                L += cal + [""]
             for r in res:
                 lines, rows = T.eer_table(r)
                 self.csv_rows += rows
