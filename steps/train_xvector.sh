@@ -10,13 +10,16 @@
 # 2. Training (random chunks, margin softmax over speakers) runs as one job
 #    through --cmd; with --gpus N > 1 as torchrun with N DDP processes.
 # Outputs: final.pt (model + config + speaker list + feature confs), config.yaml,
-# mfcc.conf, vad.conf, log/train.log, log/history.json, checkpoints/epoch_N.pt.
+# mfcc.conf, vad.conf, log/train.log, log/history.json, checkpoints/epoch_N[_step_S].pt.
+# Run again after an interruption (kill, preemption, Ctrl-C), training continues
+# from the newest checkpoint when config, data and code are unchanged, and ends
+# with the weights an uninterrupted run gives; otherwise it says why and starts over.
 set -euo pipefail
 
 cmd=utils/parallel/run.py
 gpus=0                  # 0: CPU; 1: one GPU; N > 1: torchrun with N processes (DDP)
 config=
-resume=false            # continue after the last checkpoint
+resume=true             # continue from the newest checkpoint (false: start training over)
 nj=2                    # jobs for feature preparation
 cpu_procs=1             # N > 1: N DDP processes on CPU (gloo), when --gpus 0
 num_threads=1           # CPU threads of CPU training (more threads on a busy machine can be 10x slower)
@@ -30,13 +33,13 @@ Options:
   --cmd CMD            job runner [$cmd]
   --gpus N             0 for CPU, N > 1 for torchrun DDP [$gpus]
   --config FILE        x-vector YAML config (required)
-  --resume BOOL        continue from the last epoch checkpoint [$resume]
+  --resume BOOL        continue from the newest checkpoint of an unchanged run [$resume]
   --nj N               feature preparation jobs [$nj]
   --cpu-procs N        with --gpus 0: N > 1 runs torchrun with N gloo processes on CPU [$cpu_procs]
   --num-threads N      CPU threads for training (per process) [$num_threads]
   --mfcc-config FILE   MFCC config the features were made with [$mfcc_config]
   --vad-config FILE    VAD config the features were made with [$vad_config]
-  --overwrite BOOL     retrain even when final.pt is up to date [$overwrite]
+  --overwrite BOOL     retrain from scratch even when final.pt is up to date [$overwrite]
   --prepare-only BOOL  only prepare the network input in <exp-dir>/feats [$prepare_only]"
 
 . ./path.sh
@@ -54,12 +57,12 @@ done
 python -c "import sys; from pyxv.nnet.config import load_config; load_config(sys.argv[1])" "$config" \
   || { echo "$0: bad config $config" >&2; exit 1; }
 
-if [ "$overwrite" != true ] && [ "$resume" != true ] && [ -f "$dir/final.pt" ] \
+if [ "$overwrite" != true ] && [ -f "$dir/final.pt" ] \
    && [ "$dir/final.pt" -nt "$data/feats.scp" ] && [ "$dir/final.pt" -nt "$config" ]; then
   echo "$0: $dir/final.pt is newer than $data/feats.scp and $config; nothing to do (--overwrite true redoes)"
   exit 0
 fi
-if [ "$overwrite" = true ] && [ "$resume" != true ]; then
+if [ "$overwrite" = true ]; then
   rm -rf "$dir/checkpoints" "$dir/final.pt" "$dir/best.pt" "$dir/feats"
 fi
 mkdir -p "$dir/log" "$dir/feats"
@@ -87,10 +90,10 @@ fi
 # 2. Training.
 args=(--config "$config" --feats-dir "$feats" --labels "$data/utt2spk"
       --extra-file "mfcc.conf=$mfcc_config" --extra-file "vad.conf=$vad_config")
-if [ "$resume" = true ]; then
-  args+=(--resume)
+[ "$resume" = true ] || args+=(--start-over)
+if ls "$dir"/checkpoints/epoch_*.pt >/dev/null 2>&1 && [ -f "$dir/log/train.log" ]; then
   # keep the interrupted run's log beside the new one
-  [ -f "$dir/log/train.log" ] && mv "$dir/log/train.log" "$dir/log/train.before-resume.$(date +%Y%m%d-%H%M%S).log"
+  mv "$dir/log/train.log" "$dir/log/train.before-resume.$(date +%Y%m%d-%H%M%S).log"
 fi
 if [ "$gpus" -eq 0 ] && [ "$cpu_procs" -gt 1 ]; then
   launcher=(torchrun --standalone --nproc_per_node "$cpu_procs" -m pyxv.bin.train_xvector --use-gpu no)
