@@ -77,7 +77,11 @@ sdata=$in/split$nj
 echo "$0: augmenting $n utterances of $in into $out ($config) in $nj jobs ($(date '+%T'))"
 $cmd JOB=1:$nj "$logdir/augment.JOB.log" \
   python -m pyxv.bin.augment_data augment --config "$config" --noise-dir "$noise" \
-    --audio-dir "$out/audio" --info "$out/.info/JOB.jsonl" "$sdata/JOB"
+    --audio-dir "$out/audio" --info "$out/.info/JOB.jsonl" "$sdata/JOB" || {
+  rm -rf "$out/audio" "$out/.info"   # the other jobs' copies are useless without the failed one's
+  echo "$0: augmentation of $in failed (see $logdir/augment.*.log)" >&2
+  grep -h "FATAL" "$logdir"/augment.*.log | head -n 1 >&2 || true
+  exit 1; }
 
 infos=()
 for j in $(seq "$nj"); do
