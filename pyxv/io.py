@@ -88,9 +88,10 @@ def read_table(path: str | os.PathLike, *, split: bool = False) -> dict:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", **kw) -> Iterator:
+def atomic_open(path: str | os.PathLike, mode: str = "w", *, fsync: bool = True, **kw) -> Iterator:
     """Open a temporary file beside ``path``; rename it onto ``path`` only when
-    the block finishes without error, so readers never see half a file.
+    the block finishes without error, so readers never see half a file
+    (``fsync``: also after a power failure).
     An OSError while creating, writing, syncing or renaming it becomes an
     :class:`OutputError` naming ``path`` and the free space; the temporary file
     never survives (errors, SIGINT, and SIGTERM where it raises SystemExit)."""
@@ -117,8 +118,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kw) -> Iterator:
                 raise OutputError(path, e) from e
             raise
         try:
-            with open(tmp, "rb+") as g:
-                os.fsync(g.fileno())
+            if fsync:
+                with open(tmp, "rb+") as g:
+                    os.fsync(g.fileno())
             # mkstemp makes the file 0600; give it the mode a plain open() would.
             umask = os.umask(0)
             os.umask(umask)
@@ -130,7 +132,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kw) -> Iterator:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if fsync:
+        fsync_dir(path.parent)
 
 
 def write_table(path: str | os.PathLike, table: Mapping[str, object]) -> None:

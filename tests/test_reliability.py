@@ -100,8 +100,8 @@ def test_kill_9_of_training_then_rerun_gives_identical_weights(repo_root, tmp_pa
 
 @pytest.fixture
 def ravdess_dir(ravdess_root):
-    """``make(d)`` writes a data dir of 16 real RAVDESS clips (4 of each of 4 actors); returns its utts."""
-    clips = [f for a in ("01", "02", "03", "04") for f in sorted((ravdess_root / f"Actor_{a}").glob("*.flac"))[:4]]
+    """``make(d)`` writes a data dir of 8 real RAVDESS clips (2 of each of 4 actors); returns its utts."""
+    clips = [f for a in ("01", "02", "03", "04") for f in sorted((ravdess_root / f"Actor_{a}").glob("*.flac"))[:2]]
     return lambda d: _write_dd(d, {f"spk{f.stem[-2:]}-{f.stem}": str(f) for f in clips})
 
 
@@ -248,7 +248,7 @@ def test_full_disk_extraction(repo_root, small_disk, tiny_model):
 def test_full_disk_checkpoints(repo_root, tmp_path, small_disk):
     d = tmp_path / "data"
     make_datadir(d, n_spk=4, n_utt=8)
-    conf = _tiny_conf(tmp_path / "x.yaml", epochs=2, steps_per_epoch=4)
+    conf = _tiny_conf(tmp_path / "x.yaml", epochs=1, steps_per_epoch=4)
     train = [PY, "-m", "pyxv.bin.train_xvector", "--use-gpu", "no", "--config", conf, d]
     out = small_disk.path / "exp"
     small_disk.fill()

@@ -65,7 +65,9 @@ def cmd_augment(a) -> int:
                 path = audio_dir / utt2spk[utt] / f"{aug}.flac"
                 try:
                     write_flac(path, y, sr)
-                except (OSError, RuntimeError) as e:  # the output side (soundfile raises RuntimeErrors): fatal
+                except OutputError:
+                    raise
+                except OSError as e:  # the output side: fatal
                     raise OutputError(path, e) from e
                 written.append(path)
                 lines.append(json.dumps({"utt": aug, "orig": utt, "path": str(path),
