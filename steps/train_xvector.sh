@@ -73,7 +73,10 @@ cp "$vad_config" "$dir/vad.conf"
 feats=$dir/feats
 if [ ! -f "$feats/feats.scp" ] || [ "$data/feats.scp" -nt "$feats/feats.scp" ] || [ "$config" -nt "$feats/feats.scp" ]; then
   echo "$0: preparing training features of $data in $nj jobs ($(date '+%T'))"
-  rm -f "$feats"/feats.*.scp "$feats"/feats.*.ark "$feats"/feats.*.utt2num_frames
+  # feats.scp goes too: should this fail, the next run prepares again instead of
+  # trusting a feats.scp whose archives are gone.
+  rm -f "$feats"/feats.scp "$feats"/feats.*.scp "$feats"/feats.*.ark "$feats"/feats.*.utt2num_frames \
+        "$feats"/.feats.*.tmp.*
   $cmd JOB=1:$nj "$dir/log/prepare_feats.JOB.log" \
     python -m pyxv.bin.prepare_feats --config "$config" --job JOB --nj $nj "$data" "$feats"
   for j in $(seq $nj); do cat "$feats/feats.$j.utt2num_frames"; done | sort > "$feats/utt2num_frames.tmp"
@@ -112,6 +115,8 @@ fi
 echo "$0: training on $data -> $dir (log: $dir/log/train.log) ($(date '+%T'))"
 $cmd "${gpu_opt[@]}" "$dir/log/train.log" "${launcher[@]}" "${args[@]}" "$data" "$dir" \
   || { echo "$0: training failed, see $dir/log/train.log" >&2; tail -n 5 "$dir/log/train.log" >&2; exit 1; }
+# Say whether it resumed, or why it started over.
+grep -h -m1 -o "resuming from .*\|starting over: .*" "$dir/log/train.log" | sed "s#^#$0: #" || true
 [ -f "$dir/final.pt" ] || { echo "$0: training ended without $dir/final.pt" >&2; exit 1; }
 python - "$dir/log/history.json" <<'PY'
 import json, sys

@@ -10,6 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pyxv.features.archive import exit_cleanly_on_signals
+from pyxv.io import OutputError
 from pyxv.nnet.config import ConfigError, load_config
 from pyxv.train.data import prepare_features
 
@@ -37,9 +39,14 @@ def main(argv=None) -> int:
     if cfg["data"]["apply_vad"] and not vad.is_file():
         print(f"prepare_feats: {vad} does not exist (data.apply_vad is true)", file=sys.stderr)
         return 1
-    st = prepare_features(feats, vad if cfg["data"]["apply_vad"] else None, a.out_dir, f"feats.{a.job}",
-                          cmn_window=cfg["data"]["cmn_window"], apply_vad=cfg["data"]["apply_vad"],
-                          job=a.job, nj=a.nj)
+    exit_cleanly_on_signals()
+    try:
+        st = prepare_features(feats, vad if cfg["data"]["apply_vad"] else None, a.out_dir, f"feats.{a.job}",
+                              cmn_window=cfg["data"]["cmn_window"], apply_vad=cfg["data"]["apply_vad"],
+                              job=a.job, nj=a.nj)
+    except OutputError as e:
+        print(f"prepare_feats: FATAL: {e}; nothing of this job kept", file=sys.stderr)
+        return 1
     return 0 if st.get("ok", 0) > 0 or st.get("bad", 0) == 0 else 1
 
 

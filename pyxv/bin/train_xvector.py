@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pyxv.features.archive import exit_cleanly_on_signals
 from pyxv.io import OutputError, read_table
 from pyxv.nnet.config import ConfigError
 from pyxv.train.checkpoint import CheckpointError
@@ -60,6 +61,7 @@ def main(argv=None) -> int:
             name, _, path = item.partition("=")
             extra[name] = Path(path).read_text(encoding="utf-8")
         use_gpu = None if a.use_gpu == "auto" else a.use_gpu == "yes"
+        exit_cleanly_on_signals()  # SIGTERM (Slurm pre-emption) leaves no temporary checkpoint file
         train_classifier(src, utt2label, a.config, a.out_dir, init_from=a.init_from, resume=not a.start_over,
                          utt2orig=utt2orig, extra=extra, log_file=a.log_file, use_gpu=use_gpu)
     except (ConfigError, CheckpointError, TrainingDataError, OutputError, FileNotFoundError, KeyError) as e:
