@@ -120,6 +120,63 @@ def test_kill_9_of_training_then_rerun_gives_identical_weights(repo_root, tmp_pa
     assert _leftovers(tmp_path / "b") == []
 
 
+def _emotion_corpus(root: Path) -> tuple[Path, Path]:
+    """data/emo/{all,fold1/{train,test}}: synthetic features of 6 speakers x 8
+    utterances, 2 emotions; and an emotion config for the random-init MFCC
+    system with a tiny network checkpointed every 2 steps."""
+    from pyxv.datadir import write_datadir
+
+    emo = root / "data" / "emo"
+    u2s = make_datadir(emo / "all", n_spk=6, n_utt=8)
+    u2e = {u: ("angry" if int(u[-2:]) % 2 else "sad") for u in u2s}
+    write_datadir(emo / "all", utt2spk=u2s, wav_scp={u: "/dev/null" for u in u2s}, utt2emo=u2e)
+    for name, spks in (("train", {"spk2", "spk3", "spk4", "spk5"}), ("test", {"spk0", "spk1"})):
+        us = {u: s for u, s in u2s.items() if s in spks}
+        write_datadir(emo / "fold1" / name, utt2spk=us, wav_scp={u: "/dev/null" for u in us},
+                      utt2emo={u: u2e[u] for u in us})
+    arch = _tiny_conf(root / "arch.yaml", checkpoint_interval=2)
+    conf = root / "emotion.yaml"
+    conf.write_text(yaml.safe_dump({"seed": 3, "nnet": {
+        "architecture": str(arch), "epochs": 3, "steps_per_epoch": 6, "batch_size": 8, "chunk_min": 40,
+        "chunk_max": 60, "warmup_steps": 2, "patience": 0, "min_frames": 20, "dev_fraction": 0.25}}))
+    return emo, conf
+
+
+def test_kill_9_of_an_emotion_fold_then_rerun_gives_identical_posteriors(repo_root, tmp_path):
+    """The fine-tuned and random-init emotion systems train per fold with the same
+    trainer: a killed fold job, run again, resumes and ends as an uninterrupted one."""
+    from pyxv.emotion import systems
+    from pyxv.emotion.config import load_emotion_config
+
+    rnd = random.Random()
+    emo, conf = _emotion_corpus(tmp_path)
+    job = [PY, "-m", "pyxv.bin.train_emotion", "--config", conf, "--system", "randinit_mfcc", "--fold", "1", emo]
+    after = rnd.randint(1, 6)          # of 8 step checkpoints before the last epoch ends
+    log = tmp_path / "killed.log"
+    p = _start(repo_root, *job, tmp_path / "b", log=log)
+    t0 = time.time()
+    while log.read_text().count("INFO] checkpoint") < after and p.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.02)
+    _kill9(p)
+    fold_b = tmp_path / "b" / "randinit_mfcc_clean" / "fold1"
+    assert not (fold_b / "metrics.json").exists() and ckpt_count(fold_b) > 0
+    r = _run(repo_root, *job, tmp_path / "b")
+    assert "resuming from" in r.stdout + r.stderr
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        systems.run_fold("randinit_mfcc", "clean", emo, 1, tmp_path / "a", load_emotion_config(conf))
+    finally:
+        torch.set_num_threads(threads)
+    fold_a = tmp_path / "a" / "randinit_mfcc_clean" / "fold1"
+    assert (fold_a / "posteriors").read_bytes() == (fold_b / "posteriors").read_bytes()
+    _assert_same_weights(fold_a / "final.pt", fold_b / "final.pt")
+
+
+def ckpt_count(d: Path) -> int:
+    return len(list((d / "checkpoints").glob("*.pt")))
+
+
 @pytest.fixture
 def ravdess_dir(ravdess_root):
     """``make(d)`` writes a data dir of 8 real RAVDESS clips (2 of each of 4 actors); returns its utts."""
