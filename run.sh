@@ -38,6 +38,8 @@ mfcc_config=conf/mfcc_8k.conf
 vad_config=conf/vad.conf
 augment_config=conf/augment.yaml
 xvector_config=                  # default: conf/xvector_demo.yaml for demo, conf/xvector_resnet34.yaml otherwise
+xvector_init=scratch             # scratch: train the paper's ResNet | ge2e: import the pre-trained GE2E encoder
+xvector_adapt_config=conf/xvector_ge2e_adapt.yaml  # with --xvector-init ge2e: adaptation for the aug model
 emotion_config=conf/emotion.yaml
 sv_config=conf/sv.yaml
 dry_run=false                    # print the stages that would run, do nothing
@@ -66,7 +68,14 @@ Options (default in brackets):
   --mfcc-config FILE      Kaldi-style MFCC options [$mfcc_config]
   --vad-config FILE       Kaldi-style energy VAD options [$vad_config]
   --augment-config FILE   augmentation SNRs and sources [$augment_config]
-  --xvector-config FILE   x-vector model and training [conf/xvector_demo.yaml for demo, else conf/xvector_resnet34.yaml]
+  --xvector-config FILE   x-vector model and training (with --xvector-init ge2e: the random-init rows' ResNet)
+                          [conf/xvector_demo.yaml for demo, else conf/xvector_resnet34.yaml]
+  --xvector-init NAME     scratch: train the ResNet x-vector (the paper); ge2e: import the pre-trained
+                          GE2E speaker encoder of Resemblyzer (thousands of real speakers) as the clean
+                          model and adapt it on the clean+augmented pre-training data as the aug model
+                          (local/import_encoder.sh; uses the installed resemblyzer package or pip
+                          download, the recipe's only download) [$xvector_init]
+  --xvector-adapt-config FILE  adaptation of the imported encoder [$xvector_adapt_config]
   --emotion-config FILE   emotion systems [$emotion_config]
   --sv-config FILE        speaker-verification back-ends [$sv_config]
   --dry-run BOOL          print the stages that would run, do nothing [$dry_run]
@@ -79,6 +88,7 @@ Stages:
   2  features: 23-dim MFCC and energy VAD for every data dir; eGeMAPS LLDs and
      functionals for the emotion data
   3  x-vector training: ResNet-clean on clean, ResNet-aug on clean+augmented speech
+     (--xvector-init ge2e: the imported GE2E encoder, and GE2E adapted on clean+augmented speech)
   4  x-vector extraction: emotion data and back-end training data, both models
   5  emotion recognition: 6 systems (random-init GeMAPS/MFCC, frozen+LR and
      fine-tuned ResNet-clean/-aug) x clean and clean+aug training data
@@ -119,7 +129,11 @@ if [ -z "$xvector_config" ]; then
   # The small demo (tests) trains the same demo network for fewer steps.
   if [ "$corpus" = demo ] && [ "$demo_size" = small ]; then xvector_config=conf/xvector_demo_small.yaml; fi
 fi
-for f in mfcc_config vad_config augment_config xvector_config emotion_config sv_config; do
+case $xvector_init in
+  scratch|ge2e) ;;
+  *) echo "run.sh: unknown --xvector-init '$xvector_init' (scratch|ge2e)" >&2; exit 1 ;;
+esac
+for f in mfcc_config vad_config augment_config xvector_config xvector_adapt_config emotion_config sv_config; do
   [ -f "${!f}" ] || { echo "run.sh: --${f//_/-} ${!f} does not exist" >&2; exit 1; }
 done
 
@@ -193,8 +207,25 @@ if run_stage 2 "features"; then
 fi
 
 if run_stage 3 "x-vector training"; then
-  steps/train_xvector.sh --cmd "$cuda_cmd" --gpus "$gpus" --config "$xvector_config" $pre/train exp/xvector_clean
-  steps/train_xvector.sh --cmd "$cuda_cmd" --gpus "$gpus" --config "$xvector_config" $pre/train_combined exp/xvector_aug
+  # Switching between a trained and an imported encoder starts the models afresh.
+  if [ -f exp/xvector_clean/xvector_init ] && [ "$(cat exp/xvector_clean/xvector_init)" != "$xvector_init" ]; then
+    echo "run.sh: exp/xvector_{clean,aug} were made with --xvector-init $(cat exp/xvector_clean/xvector_init); removing them for $xvector_init"
+    rm -rf exp/xvector_clean exp/xvector_aug
+  fi
+  if [ "$xvector_init" = ge2e ]; then
+    # A published speaker encoder stands in for the ResNet: as is for the clean model,
+    # adapted to the clean+augmented pre-training speakers for the aug model.
+    local/import_encoder.sh ge2e exp/xvector_clean
+    steps/train_xvector.sh --cmd "$cuda_cmd" --gpus "$gpus" --config "$xvector_adapt_config" \
+      --init-from exp/xvector_clean/final.pt $pre/train_combined exp/xvector_aug
+  else
+    if [ "$corpus" != demo ] && [ -z "$voxceleb_root$pretrain_data" ] && [ "$gpus" -eq 0 ]; then
+      echo "run.sh: NOTE: about to train the x-vector ($xvector_config) on CPU on the synthetic demo voices (no --voxceleb-root or --pretrain-data); for real speaker knowledge use --xvector-init ge2e (a pre-trained GE2E encoder)"
+    fi
+    steps/train_xvector.sh --cmd "$cuda_cmd" --gpus "$gpus" --config "$xvector_config" $pre/train exp/xvector_clean
+    steps/train_xvector.sh --cmd "$cuda_cmd" --gpus "$gpus" --config "$xvector_config" $pre/train_combined exp/xvector_aug
+  fi
+  echo "$xvector_init" > exp/xvector_clean/xvector_init
   end_stage 3
 fi
 
@@ -209,9 +240,12 @@ if run_stage 4 "x-vector extraction"; then
 fi
 
 if run_stage 5 "emotion recognition"; then
+  # An imported encoder is not a ResNet: the random-init rows take the x-vector config's.
+  arch_opt=()
+  [ "$xvector_init" = scratch ] || arch_opt=(--architecture "$xvector_config")
   for system in randinit_gemaps randinit_mfcc frozen_lr_clean frozen_lr_aug finetune_clean finetune_aug; do
     for train_data in clean clean+aug; do
-      steps/train_emotion.sh --cmd "$cuda_cmd" --config "$emotion_config" --system $system \
+      steps/train_emotion.sh --cmd "$cuda_cmd" --config "$emotion_config" "${arch_opt[@]}" --system $system \
         --train-data $train_data $emo exp/emotion/$corpus
     done
   done

@@ -3,7 +3,11 @@
 
     . ./path.sh && OMP_NUM_THREADS=1 python bench/ser_ravdess.py \\
         [--ravdess-root ../shared/corpora/ravdess] [--work exp/bench_ser_ravdess] \\
-        [--systems frozen_lr,finetune,randinit_mfcc] [--folds 1-6]
+        [--systems frozen_lr,finetune,randinit_mfcc] [--folds 1-6] [--encoder exp/ge2e]
+
+    # a pre-trained speaker encoder instead of the per-fold x-vector (issue 11):
+    local/import_encoder.sh ge2e exp/ge2e
+    python bench/ser_ravdess.py --encoder exp/ge2e --systems frozen_lr,finetune --resemblyzer
 
 Protocol: classes neutral, happy, sad, angry (calm, fearful, disgust, surprised left
 out); fold k tests actors 4k-3..4k and trains on the other 20 (speaker-independent).
@@ -23,6 +27,13 @@ pyxv systems (the recipe's code, pyxv.emotion.systems.run_fold):
   * finetune: that network, speaker layer replaced by an emotion layer, fine-tuned on
     the fold's 4-class training clips (dev: training actors carved out by speaker);
   * randinit_mfcc: the same architecture from random init on the 4-class training clips.
+
+With --encoder DIR (an imported encoder, e.g. GE2E by local/import_encoder.sh) the
+frozen_lr and finetune systems start from that encoder (never trained on RAVDESS)
+instead of the per-fold x-vector; its x-vectors are extracted once through its own
+front-end. --resemblyzer adds, on the same folds, Resemblyzer's own GE2E
+(preprocess_wav + VoiceEncoder.embed_utterance) + standardised LR as a reference,
+and times both extractors on the same in-memory clips (file reading excluded).
 
 Features (8 kHz MFCC of conf/mfcc_8k.conf + energy VAD of conf/vad.conf, eGeMAPS) and
 per-fold models are cached under --work; a second run reuses them.
@@ -318,21 +329,93 @@ def pretrain(work: Path, k: int, clips, xcfg: Path, pretrain_sets: list[str]) ->
 
 
 def extract(model_dir: Path, emo: Path) -> None:
-    """x-vectors of every 4-class clip with the fold's model, where run_fold looks."""
+    """x-vectors of every 4-class clip with the fold's model, where run_fold looks,
+    through the model's own front-end (any encoder type)."""
     from pyxv.emotion.systems import xvector_dir
     from pyxv.extract import extract_embeddings, write_embeddings
     from pyxv.train import checkpoint as ckpt
-    from pyxv.train.data import FeatureSource
 
     for sub in ("all", "all_aug"):
         xd = xvector_dir(model_dir, emo, sub)
-        if (xd / "xvector.scp").is_file() or not (emo / sub / "feats.scp").is_file():
+        if (xd / "xvector.scp").is_file() or not (emo / sub / "utt2spk").is_file():
             continue
         net, ck = ckpt.load_model(model_dir / "final.pt")
-        dc = ck["config"]["data"]
-        src = FeatureSource(emo / sub / "feats.scp", vad_scp=emo / sub / "vad.scp", cmn_window=dc["cmn_window"])
+        front = type(net).frontend(ck["config"], ck.get("extra") or {}, model_dir)
+        src = front.data_source(emo / sub)
         xd.mkdir(parents=True, exist_ok=True)
-        write_embeddings(extract_embeddings(net, src, list(src.keys())), xd / "xvector.ark")
+        t0 = time.time()
+        n = write_embeddings(extract_embeddings(net, src, front.utterances(emo / sub)), xd / "xvector.ark")
+        log.info("%d x-vectors of %s with %s in %.1fs", n, emo / sub, model_dir, time.time() - t0)
+
+
+def encoder_model_dir(work: Path, encoder: Path) -> Path:
+    """work/models/<name>: the imported encoder's final.pt (linked), where the per-fold
+    x-vectors of all folds are extracted once (all folds share the 4-class clips)."""
+    if not (encoder / "final.pt").is_file():
+        raise SystemExit(f"--encoder {encoder}: no final.pt (import one first: local/import_encoder.sh ge2e {encoder})")
+    d = work / "models" / f"encoder_{encoder.resolve().name}"
+    d.mkdir(parents=True, exist_ok=True)
+    if not (d / "final.pt").exists():
+        os.symlink((encoder / "final.pt").resolve(), d / "final.pt")
+    return d
+
+
+def link_shared_xvectors(model_dir: Path, work: Path, emo: Path) -> None:
+    """Fold corpora share all/ (and all_aug/): point each fold's x-vector dir at one extraction."""
+    from pyxv.emotion.systems import xvector_dir
+
+    for sub in ("all", "all_aug"):
+        shared = xvector_dir(model_dir, work / "data" / "ravdess", sub)
+        if not (emo / sub).exists():
+            continue
+        if not (shared / "xvector.scp").is_file():
+            extract(model_dir, work / "data" / "ravdess")
+        xd = xvector_dir(model_dir, emo, sub)
+        if not xd.exists():
+            xd.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(shared.resolve(), xd)
+
+
+def resemblyzer_reference(clips, folds, nj: int) -> tuple[dict, dict]:
+    """Resemblyzer's own GE2E embeddings + standardised LR (the issue's 63.4 reference),
+    and both extractors' speed on the same in-memory 16 kHz clips, one thread each."""
+    try:
+        from resemblyzer import VoiceEncoder, preprocess_wav
+    except ImportError as e:
+        raise SystemExit(f"--resemblyzer needs the resemblyzer package (test-only: pip install --no-deps "
+                         f"resemblyzer==0.1.4 webrtcvad-wheels librosa): {e}")
+    import torch
+
+    from pyxv.features.frontend import Ge2eFrontEnd
+    from pyxv.io import read_audio
+    from pyxv.nnet.import_encoder import ge2e_state_dict, resemblyzer_weights
+    from pyxv.nnet.registry import build_encoder
+
+    four = [c for c in clips if c["emotion"] in CLASSES4]
+    audio = [read_audio(c["path"]) for c in four]  # read once; timing excludes file reading
+    enc = VoiceEncoder("cpu", verbose=False)
+    torch.set_num_threads(1)
+    t0 = time.time()
+    ref = {c["utt"]: enc.embed_utterance(preprocess_wav(x / 32768.0, source_sr=sr)) for c, (x, sr) in zip(four, audio)}
+    t_ref = time.time() - t0
+    net = build_encoder({"model": {"type": "ge2e_lstm"}}, 0)
+    import tempfile
+    with tempfile.TemporaryDirectory() as td:
+        net.load_state_dict(ge2e_state_dict(resemblyzer_weights(None, None, Path(td), download=False)[0]))
+    net.eval()
+    front = Ge2eFrontEnd()
+    t0 = time.time()
+    mats = [front.from_samples(x, sr) for x, sr in audio]
+    embs = net.embed_utterances(mats)
+    t_ours = time.time() - t0
+    ours = dict(zip([c["utt"] for c in four], embs))
+    dur = sum(len(x) / sr for x, sr in audio)
+    cos = np.array([float(ref[u] @ ours[u]) for u in ref])
+    speed = {"clips": len(four), "audio_s": round(dur, 1), "resemblyzer_x_rt": round(dur / t_ref, 1),
+             "pyxv_x_rt": round(dur / t_ours, 1), "ratio": round(t_ref / t_ours, 2),
+             "cosine_whole_path_mean": round(float(cos.mean()), 4), "cosine_whole_path_min": round(float(cos.min()), 4),
+             "cosine_whole_path_p5": round(float(np.percentile(cos, 5)), 4)}
+    return reference_lr("Resemblyzer GE2E + LR", ref, clips, folds, 777), speed
 
 
 # ---------------------------------------------------------------------------- main
@@ -366,6 +449,10 @@ def main(argv=None) -> int:
     ap.add_argument("--noise-dir", default=str(REPO / "data" / "noise"),
                     help="musan_{noise,music,speech} and rirs data dirs (the recipe's stage 0 makes them)")
     ap.add_argument("--tag", default="", help="suffix of the result dirs (to compare settings)")
+    ap.add_argument("--encoder", default="", help="an imported encoder's exp dir (final.pt) instead of the "
+                    "per-fold x-vector, e.g. exp/ge2e from local/import_encoder.sh ge2e exp/ge2e")
+    ap.add_argument("--resemblyzer", action="store_true", help="Resemblyzer's own GE2E + LR reference and "
+                    "extraction speed side by side (needs the resemblyzer package)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for name in ("pyxv.train",):
@@ -398,6 +485,11 @@ def main(argv=None) -> int:
     gem = {u: kaldiio.load_mat(v).reshape(-1) for u, v in read_table(work / "feats" / "gemaps.scp").items()}
     results["ref_egemaps_lr"] = reference_lr("eGeMAPS functionals + LR", gem, clips, folds, 777)
     results["ref_mfcc_stats_lr"] = reference_lr("MFCC mean+std + LR", mfcc_stats(work, clips), clips, folds, 777)
+    speed = None
+    if a.resemblyzer:
+        results["ref_resemblyzer_lr"], speed = resemblyzer_reference(clips, folds, a.nj)
+        timing["resemblyzer_reference"] = round(time.time() - t_start - sum(timing.values()), 1)
+    encoder = Path(a.encoder) if a.encoder else None
 
     over_n = {k: v for k, v in (x.split("=") for x in filter(None, a.nnet.split(",")))}
     over_l = {k: v for k, v in (x.split("=") for x in filter(None, a.lr.split(",")))}
@@ -421,7 +513,10 @@ def main(argv=None) -> int:
         emo = fold_corpus(work, k, clips)
         t0 = time.time()
         model_dir = None
-        if any(s in ("frozen_lr", "finetune") for s in wanted):
+        if encoder is not None and any(s in ("frozen_lr", "finetune") for s in wanted):
+            model_dir = encoder_model_dir(work, encoder)
+            link_shared_xvectors(model_dir, work, emo)
+        elif any(s in ("frozen_lr", "finetune") for s in wanted):
             model_dir = pretrain(work, k, clips, Path(a.xvector_config), a.pretrain_data.split("+"))
             extract(model_dir, emo)
         t_pre += time.time() - t0
@@ -446,8 +541,11 @@ def main(argv=None) -> int:
 
     rows = [("eGeMAPS functionals + LR (reference)", "ref_egemaps_lr"),
             ("MFCC mean+std + LR (reference)", "ref_mfcc_stats_lr")]
-    names = {"frozen_lr": "pyxv x-vector (fold's training actors) frozen + LR",
-             "finetune": "pyxv x-vector fine-tuned", "randinit_mfcc": "pyxv random-init ResNet, MFCC",
+    if a.resemblyzer:
+        rows.append(("Resemblyzer's own GE2E + LR (reference)", "ref_resemblyzer_lr"))
+    pre = f"pyxv {encoder.name} encoder" if encoder is not None else "pyxv x-vector (fold's training actors)"
+    names = {"frozen_lr": f"{pre} frozen + LR",
+             "finetune": f"{pre} fine-tuned", "randinit_mfcc": "pyxv random-init ResNet, MFCC",
              "randinit_gemaps": "pyxv random-init ResNet, GeMAPS LLD"}
     rows += [(names[s], s) for s in wanted]
     lines = [f"RAVDESS 4 classes, folds {','.join(map(str, folds))} (fold k tests actors 4k-3..4k); weighted F1 %; "
@@ -457,12 +555,21 @@ def main(argv=None) -> int:
         r = results[key]
         lines.append(f"| {label} | {100 * r['mean_weighted_f1']:.2f} ({100 * r['std_weighted_f1']:.2f}) | "
                      f"{100 * r['pooled']['weighted_f1']:.2f} | {100 * r['mean_unweighted_accuracy']:.2f} |")
-    lines += ["", f"wall time: {timing}"]
+    lines += [f"per fold ({', '.join(f'fold{k}' for k in folds)}): " + "; ".join(
+        f"{key} " + " ".join(f"{100 * results[key]['folds'][f'fold{k}']['weighted_f1']:.1f}" for k in folds)
+        for _, key in rows if "folds" in results[key])]
+    if speed is not None:
+        lines += ["", f"GE2E extraction on the same {speed['clips']} in-memory clips ({speed['audio_s']} s), one "
+                  f"thread: Resemblyzer embed_utterance {speed['resemblyzer_x_rt']}x real time, pyxv "
+                  f"{speed['pyxv_x_rt']}x ({speed['ratio']}x faster); pyxv whole path (own silence trimming) vs "
+                  f"Resemblyzer's (webrtcvad): cosine mean {speed['cosine_whole_path_mean']}, "
+                  f"5th percentile {speed['cosine_whole_path_p5']}, min {speed['cosine_whole_path_min']}"]
+    lines += ["", f"wall time: {timing}", f"load average at the end: {open('/proc/loadavg').read().split()[:3]}"]
     text = "\n".join(lines)
     print(text)
     work.mkdir(parents=True, exist_ok=True)
     with open(work / f"results{a.tag}.json", "w") as f:
-        json.dump({"results": results, "timing": timing, "args": vars(a)}, f, indent=1)
+        json.dump({"results": results, "timing": timing, "speed": speed, "args": vars(a)}, f, indent=1)
     (work / f"results{a.tag}.md").write_text(text + "\n")
     return 0
 

@@ -1,10 +1,8 @@
 """x-vector extraction: whole utterances in, embeddings out (ark/scp).
 
-An utterance of ``T`` frames is cut into ``ceil(T / chunk_frames)`` nearly
-equal chunks whose embeddings are averaged (one chunk for all but very long
-utterances). Chunks are batched only with chunks of the *same* length, so no
-padding ever enters the network: the result equals a direct
-``net.embed(x[None])`` on each chunk.
+How a whole utterance is embedded belongs to the encoder type
+(``net.embed_utterances``): the ResNet averages equal-length chunks
+(:mod:`pyxv.nnet.utterance`), GE2E averages 1.6 s partial windows.
 
     net, ck = pyxv.train.checkpoint.load_model("exp/xvector_clean/final.pt")
     for utt, vec in extract_embeddings(net, source, utts, chunk_frames=6000): ...
@@ -13,7 +11,6 @@ padding ever enters the network: the result equals a direct
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import defaultdict
 from typing import Iterable, Iterator, Sequence
@@ -25,34 +22,14 @@ import torch
 log = logging.getLogger("pyxv.extract")
 
 
-def _chunks(T: int, chunk_frames: int) -> list[tuple[int, int]]:
-    n = max(1, math.ceil(T / chunk_frames))
-    edges = np.linspace(0, T, n + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-
-
-@torch.no_grad()
 def embed_matrices(net, mats: Sequence[np.ndarray], *, chunk_frames: int = 6000, batch_frames: int = 20000,
                    device: str | torch.device = "cpu", amp: torch.dtype | None = None) -> np.ndarray:
-    """Embeddings ``(N, E)`` of ``N`` feature matrices ``(T_i, D)``."""
-    device = torch.device(device)
-    out = np.zeros((len(mats), net.embed_dim), dtype=np.float64)
-    counts = np.zeros(len(mats))
-    by_len: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
-    for i, m in enumerate(mats):
-        for a, b in _chunks(len(m), chunk_frames):
-            by_len[b - a].append((i, a, b))
-    for L, items in by_len.items():
-        per = max(1, batch_frames // max(L, 1))
-        for k in range(0, len(items), per):
-            part = items[k:k + per]
-            x = torch.from_numpy(np.stack([mats[i][a:b] for i, a, b in part])).to(device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                e = net.embed(x).float().cpu().numpy()
-            for (i, _, _), v in zip(part, e):
-                out[i] += v
-                counts[i] += 1
-    return (out / counts[:, None]).astype(np.float32)
+    """Embeddings ``(N, E)`` of ``N`` whole utterances ``(T_i, D)``, each encoder
+    type in its own way (``net.embed_utterances``)."""
+    if len(mats) == 0:
+        return np.zeros((0, net.embed_dim), dtype=np.float32)
+    return net.embed_utterances(list(mats), chunk_frames=chunk_frames, batch_frames=batch_frames, device=device,
+                                amp=amp)
 
 
 def _load(source, utt: str, min_frames: int, raw_source=None) -> np.ndarray:

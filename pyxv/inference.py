@@ -9,8 +9,9 @@ The logic behind the ``pyxv`` command (:mod:`pyxv.cli`), usable from Python::
     v = Verifier.load("exp/xvector_clean")                  # back-end + threshold
     v.verify("a.wav", "b.wav")                              # {"score", "threshold", "same"}
 
-Features are computed as in training: the MFCC and VAD configs kept with the
-model (``mfcc.conf``/``vad.conf`` in the x-vector exp dir, or their texts inside
+Features come from the front-end the encoder type declares
+(:mod:`pyxv.features.frontend`). For the ResNet they are computed as in
+training: the MFCC and VAD configs kept with the model (``mfcc.conf``/``vad.conf`` in the x-vector exp dir, or their texts inside
 ``final.pt``), audio of any rate resampled to the config's rate, channels
 averaged, then sliding CMN and voiced-frame selection with the model's
 ``data.cmn_window``/``data.apply_vad``; an utterance with fewer than
@@ -25,15 +26,14 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-log = logging.getLogger("pyxv.inference")
+from .features.frontend import FrontEndError, MfccVadFrontEnd, audio_name
 
-MFCC_SEED = 0
+log = logging.getLogger("pyxv.inference")
 
 
 class InferenceError(RuntimeError):
@@ -41,21 +41,6 @@ class InferenceError(RuntimeError):
 
 
 # ------------------------------------------------------------------ helpers
-def _conf_file(exp_dir: Path, name: str, extra: dict, tmpdir: Path) -> Path:
-    """A Kaldi conf: ``exp_dir/name`` when present, else the text stored in
-    ``final.pt``'s ``extra`` (written to a temporary file)."""
-    p = exp_dir / name
-    if p.is_file():
-        return p
-    text = extra.get(name) or extra.get(name.replace(".", "_"))
-    if not text:
-        raise InferenceError(f"{exp_dir}: no {name} and none stored in final.pt; cannot compute the "
-                             "features the model was trained on")
-    q = tmpdir / name
-    q.write_text(text, encoding="utf-8")
-    return q
-
-
 def find_recipe_path(rel: str | os.PathLike, start: Path) -> Path:
     """Resolve a path a stage recorded relative to the recipe root (e.g.
     ``exp/xvector_clean``): as given (absolute, or from the current dir), else
@@ -67,54 +52,6 @@ def find_recipe_path(rel: str | os.PathLike, start: Path) -> Path:
         if (parent / rel).exists():
             return parent / rel
     raise InferenceError(f"cannot find {rel} (recorded in {start}) from the current directory or above {start}")
-
-
-def audio_name(spec: str) -> str:
-    """A file's name without directories and audio suffixes (``a/b/x.flac`` -> ``x``)."""
-    return Path(spec).name.split(".")[0] or Path(spec).name
-
-
-class FrontEnd:
-    """MFCC -> VAD -> sliding CMN -> voiced frames, as the recipe's feature and
-    extraction steps do it. ``mfcc_conf``/``vad_conf``: Kaldi conf paths."""
-
-    def __init__(self, mfcc_conf: str | os.PathLike, vad_conf: str | os.PathLike | None, *, cmn_window: int = 300,
-                 apply_vad: bool = True, min_frames: int = 10, device: str = "cpu"):
-        from .features.mfcc import Mfcc, MfccOptions
-        from .features.vad import VadOptions
-
-        self.mfcc = Mfcc(MfccOptions.from_conf(mfcc_conf), device=device)
-        self.vad_opts = VadOptions.from_conf(vad_conf) if (vad_conf and apply_vad) else None
-        self.cmn_window, self.apply_vad, self.min_frames = int(cmn_window), bool(apply_vad), int(min_frames)
-
-    @property
-    def sample_rate(self) -> int:
-        return self.mfcc.sample_rate
-
-    def raw(self, spec: str, name: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """(MFCC (T, D), VAD (T,) or None) of a wav.scp value (path or ``cmd |``)."""
-        from .features.mfcc import utt_seed
-        from .features.vad import compute_vad
-        from .io import read_audio
-
-        name = name or audio_name(spec)
-        x, _ = read_audio(spec, sample_rate=self.sample_rate, name=name)
-        feats = self.mfcc(x, seed=utt_seed(MFCC_SEED, name))
-        if len(feats) == 0:
-            raise InferenceError(f"{spec}: audio too short for one {self.mfcc.opts.frame_length} ms frame")
-        vad = compute_vad(feats, self.vad_opts) if self.vad_opts is not None else None
-        return feats, vad
-
-    def __call__(self, spec: str, name: str | None = None) -> np.ndarray:
-        """Network input (T', D) float32 of one audio file."""
-        from .train.data import xvector_input
-
-        feats, vad = self.raw(spec, name)
-        x = xvector_input(feats, vad, self.cmn_window, self.apply_vad and vad is not None, name=name or spec)
-        if len(x) < self.min_frames:
-            log.warning("%s: only %d voiced frames, using all %d frames", spec, len(x), len(feats))
-            x = xvector_input(feats, None, self.cmn_window, False, name=name or spec)
-        return x
 
 
 def read_inputs(path: str) -> list[tuple[str, str]]:
@@ -151,8 +88,8 @@ def read_inputs(path: str) -> list[tuple[str, str]]:
 
 # ------------------------------------------------------------------ x-vectors
 class XVectorModel:
-    """A trained x-vector model (``exp/xvector_<m>/`` or its ``final.pt``) and
-    the feature front-end it was trained with."""
+    """A trained or imported speaker encoder (``exp/xvector_<m>/`` or its
+    ``final.pt``), any registered type, and the feature front-end it declares."""
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu"):
         from .train.checkpoint import CheckpointError, load_model
@@ -165,19 +102,15 @@ class XVectorModel:
         except CheckpointError as e:
             raise InferenceError(str(e)) from e
         self.device = device
-        cfg = self.ck["config"]
-        self.cfg = cfg
-        extra = self.ck.get("extra") or {}
-        with tempfile.TemporaryDirectory() as td:
-            td = Path(td)
-            mfcc = _conf_file(self.exp_dir, "mfcc.conf", extra, td)
-            vad = _conf_file(self.exp_dir, "vad.conf", extra, td) if cfg["data"]["apply_vad"] else None
-            self.front = FrontEnd(mfcc, vad, cmn_window=cfg["data"]["cmn_window"],
-                                  apply_vad=cfg["data"]["apply_vad"], min_frames=cfg["extract"]["min_frames"],
-                                  device=device)
-        if self.front.mfcc.dim != self.net.input_dim:
-            raise InferenceError(f"{model}: network takes {self.net.input_dim}-dim input but its mfcc.conf "
-                                 f"gives {self.front.mfcc.dim}")
+        self.cfg = cfg = self.ck["config"]
+        self.front = type(self.net).frontend(cfg, self.ck.get("extra") or {}, self.exp_dir)
+        try:
+            fdim = self.front.dim
+        except FrontEndError as e:
+            raise InferenceError(str(e)) from e
+        if fdim != self.net.input_dim:
+            raise InferenceError(f"{model}: network takes {self.net.input_dim}-dim input but its front-end "
+                                 f"({self.front.describe()}) gives {fdim}")
 
     @property
     def dim(self) -> int:
@@ -190,9 +123,15 @@ class XVectorModel:
         return embed_matrices(self.net, list(mats), chunk_frames=ec["chunk_frames"],
                               batch_frames=ec["batch_frames"], device=self.device)
 
+    def features(self, spec: str, name: str | None = None) -> np.ndarray:
+        try:
+            return self.front(spec, name)
+        except FrontEndError as e:
+            raise InferenceError(str(e)) from e
+
     def embed_file(self, spec: str, name: str | None = None) -> np.ndarray:
         """(E,) x-vector of one audio file."""
-        return self.embed_matrices([self.front(spec, name)])[0]
+        return self.embed_matrices([self.features(spec, name)])[0]
 
     def embed_table(self, items: Iterable[tuple[str, str]], stats: dict | None = None
                     ) -> Iterator[tuple[str, np.ndarray]]:
@@ -202,7 +141,7 @@ class XVectorModel:
         stats.setdefault("failed", 0)
         for name, spec in items:
             try:
-                x = self.front(spec, name)
+                x = self.features(spec, name)
             except Exception as e:
                 log.warning("%s: skipped: %s", name, e)
                 stats["failed"] += 1
@@ -270,26 +209,20 @@ class NnetEmotion(EmotionModel):
             mean, std = extra.get("gemaps_mean"), extra.get("gemaps_std")
             self.gemaps_norm = (np.asarray(mean, np.float32), np.asarray(std, np.float32)) if mean else None
             self.front = None
-        else:
-            with tempfile.TemporaryDirectory() as td:
-                td = Path(td)
-                pre = self._pretrained_dir(extra, fold_dir)
-                try:
-                    mfcc = _conf_file(fold_dir, "mfcc.conf", extra, td)
-                except InferenceError:
-                    if pre is None:
-                        raise
-                    mfcc = _conf_file(pre, "mfcc.conf", {}, td)
-                vad = None
-                if self.apply_vad:
-                    try:
-                        vad = _conf_file(fold_dir, "vad.conf", extra, td)
-                    except InferenceError:
-                        if pre is None:
-                            raise
-                        vad = _conf_file(pre, "vad.conf", {}, td)
-                self.front = FrontEnd(mfcc, vad, cmn_window=self.cmn_window, apply_vad=self.apply_vad,
-                                      min_frames=cfg["extract"]["min_frames"], device=device)
+        elif self.features == "mfcc":
+            # The fold's own confs, else those of the x-vector model it came from.
+            extra = dict(extra)
+            pre = self._pretrained_dir(extra, fold_dir)
+            for name in ("mfcc.conf", "vad.conf"):
+                for d in (fold_dir, pre):
+                    if not extra.get(name) and d is not None and (d / name).is_file():
+                        extra[name] = (d / name).read_text()
+            self.front = MfccVadFrontEnd(cmn_window=self.cmn_window, apply_vad=self.apply_vad,
+                                         min_frames=cfg["extract"]["min_frames"], device=device,
+                                         mfcc_text=extra.get("mfcc.conf"), vad_text=extra.get("vad.conf"),
+                                         where=str(fold_dir))
+        else:  # the front-end of the fine-tuned encoder's own type (e.g. GE2E's mel spectrogram)
+            self.front = type(self.net).frontend(cfg, extra, fold_dir)
 
     @staticmethod
     def _pretrained_dir(extra: dict, fold_dir: Path) -> Path | None:
@@ -321,8 +254,11 @@ class NnetEmotion(EmotionModel):
         import torch
 
         names = list(names) if names is not None else [audio_name(s) for s in specs]
-        mats = [self._gemaps(s, n) if self.features == "gemaps" else self.front(s, n)
-                for s, n in zip(specs, names)]
+        try:
+            mats = [self._gemaps(s, n) if self.features == "gemaps" else self.front(s, n)
+                    for s, n in zip(specs, names)]
+        except FrontEndError as e:
+            raise InferenceError(str(e)) from e
         from .extract import embed_matrices
 
         E = embed_matrices(self.net, mats, device=self.device)

@@ -4,9 +4,11 @@
 #   steps/extract_xvectors.sh [options] <exp-dir> <data> <xvector-dir>
 #   e.g. steps/extract_xvectors.sh --nj 2 --cmd "$train_cmd" exp/xvector_clean data/demo/all exp/xvector_clean/xvectors_demo/all
 #
-# Features are the data dir's feats.scp + vad.scp, processed as in training
-# (sliding CMN, voiced frames; the settings are inside final.pt). Whole
-# utterances; very long ones in chunks whose embeddings are averaged.
+# The model's encoder type says what it reads (its front-end, settings inside
+# final.pt): the ResNet the data dir's feats.scp + vad.scp, processed as in
+# training (sliding CMN, voiced frames), very long utterances in chunks whose
+# embeddings are averaged; GE2E the audio of wav.scp (mel spectrogram), whole
+# utterances as the mean of 1.6 s partial windows.
 # Outputs: xvector.{ark,scp}, spk_xvector.{ark,scp} (speaker means), num_utts.ark.
 set -euo pipefail
 
@@ -32,20 +34,24 @@ exp=$1
 data=$2
 dir=$3
 model=$exp/final.pt
-for f in "$model" "$data/feats.scp" "$data/utt2spk"; do
+[ -f "$model" ] || { echo "$0: $model does not exist" >&2; exit 1; }
+# The data-dir file the encoder reads (feats.scp, or wav.scp for audio front-ends).
+needs=$(python -m pyxv.bin.extract_xvectors inputs "$model") || exit 1
+input=$data/${needs%%$'\n'*}
+for f in "$input" "$data/utt2spk"; do
   [ -f "$f" ] || { echo "$0: $f does not exist" >&2; exit 1; }
 done
 
 if [ "$overwrite" != true ] && [ -f "$dir/xvector.scp" ] && [ -f "$dir/spk_xvector.scp" ] && [ -f "$dir/num_utts.ark" ] \
-   && [ "$dir/xvector.scp" -nt "$model" ] && [ "$dir/xvector.scp" -nt "$data/feats.scp" ]; then
-  echo "$0: $dir is newer than $model and $data/feats.scp; nothing to do (--overwrite true redoes)"
+   && [ "$dir/xvector.scp" -nt "$model" ] && [ "$dir/xvector.scp" -nt "$input" ]; then
+  echo "$0: $dir is newer than $model and $input; nothing to do (--overwrite true redoes)"
   exit 0
 fi
 mkdir -p "$dir/log"
 rm -f "$dir"/xvector.*.ark "$dir"/xvector.*.scp
 
 if [ "$use_gpu" = true ]; then gpu_opt=(--gpu 1); dev=yes; else gpu_opt=(--gpu 0); dev=no; fi
-n=$(wc -l < "$data/feats.scp")
+n=$(wc -l < "$input")
 [ "$nj" -le "$n" ] || nj=$n
 echo "$0: extracting x-vectors of $n utterances of $data with $model in $nj jobs ($(date '+%T'))"
 $cmd "${gpu_opt[@]}" JOB=1:$nj "$dir/log/extract.JOB.log" \

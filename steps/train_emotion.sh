@@ -19,6 +19,7 @@ train_data=clean
 profile=          # config profile [the corpus name, e.g. demo, when the config has it]
 num_threads=1
 overwrite=false
+architecture=     # x-vector YAML of the random-init networks [nnet.architecture, else the clean model's own]
 
 echo "$0 $*"
 . ./path.sh
@@ -36,6 +37,8 @@ Options:
   --profile NAME             config profile [the corpus name when the config has one]
   --num-threads N            threads per fold job [$num_threads]
   --overwrite BOOL           redo finished work [$overwrite]
+  --architecture FILE        x-vector YAML of the random-init systems [nnet.architecture of the config,
+                             else the clean x-vector model's own; needed when that is not a ResNet]
 USAGE
   exit 1
 fi
@@ -62,8 +65,10 @@ nf=$(find "$emo" -mindepth 1 -maxdepth 1 -type d -name 'fold*' | wc -l)
 
 # Inputs whose change makes the results stale.
 inputs=("$config" "$emo"/all/utt2emo)
+arch_opt=()
+if [ -n "$architecture" ]; then arch_opt=(--architecture "$architecture"); inputs+=("$architecture"); fi
 for f in "$emo"/fold*/*/utt2spk "$emo"/{train,dev,test}/utt2spk; do [ -f "$f" ] && inputs+=("$f"); done
-extra=$(python -m pyxv.bin.train_emotion --list-inputs --config "$config" --profile "$profile" \
+extra=$(python -m pyxv.bin.train_emotion --list-inputs --config "$config" --profile "$profile" "${arch_opt[@]}" \
   --system "$system" --train-data "$train_data" "$emo") || { echo "$0: inputs missing (see above)" >&2; exit 1; }
 while read -r f; do inputs+=("$f"); done <<< "$extra"
 
@@ -86,7 +91,7 @@ if [ "$overwrite" = true ]; then rm -rf "$dir"/*/checkpoints "$dir"/*/best.pt; f
 echo "$0: $system on $train_data data, $nf fold(s) of $emo -> $dir"
 start=$(date +%s)
 $cmd --num-threads "$num_threads" JOB=1:"$nf" "$dir/log/train.JOB.log" \
-  python -m pyxv.bin.train_emotion --config "$config" --profile "$profile" --system "$system" \
+  python -m pyxv.bin.train_emotion --config "$config" --profile "$profile" "${arch_opt[@]}" --system "$system" \
     --train-data "$train_data" --fold JOB "$emo" "$out" || {
   echo "$0: a fold failed; see the logs named above ($dir/log/train.*.log)" >&2; exit 1; }
 # Pool the folds (and copy each job log into its fold's log/).

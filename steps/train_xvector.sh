@@ -5,8 +5,10 @@
 #   steps/train_xvector.sh [options] <train-data> <exp-dir>
 #   e.g. steps/train_xvector.sh --cmd "$cuda_cmd" --gpus 0 --config conf/xvector_demo.yaml data/pretrain/train exp/xvector_clean
 #
-# 1. The network input (sliding CMN, then voiced frames only) is written once
-#    into <exp-dir>/feats/ in --nj parallel jobs (Kaldi's prepare_feats_for_egs).
+# 1. The network input is written once into <exp-dir>/feats/ in --nj parallel
+#    jobs, through the front-end of the config's model.type: for the ResNet
+#    sliding CMN, then voiced frames only (Kaldi's prepare_feats_for_egs); for
+#    GE2E mel spectrograms of the audio.
 # 2. Training (random chunks, margin softmax over speakers) runs as one job
 #    through --cmd; with --gpus N > 1 as torchrun with N DDP processes.
 # Outputs: final.pt (model + config + speaker list + feature confs), config.yaml,
@@ -27,6 +29,7 @@ mfcc_config=conf/mfcc_8k.conf   # what the features were made with (copied into 
 vad_config=conf/vad.conf
 overwrite=false
 prepare_only=false      # stop after writing the network input (e.g. to launch multi-node training by hand)
+init_from=              # start from this model file (all but the output layer), e.g. an imported encoder
 
 help_message="Usage: $0 [options] <train-data> <exp-dir>
 Options:
@@ -40,7 +43,9 @@ Options:
   --mfcc-config FILE   MFCC config the features were made with [$mfcc_config]
   --vad-config FILE    VAD config the features were made with [$vad_config]
   --overwrite BOOL     retrain from scratch even when final.pt is up to date [$overwrite]
-  --prepare-only BOOL  only prepare the network input in <exp-dir>/feats [$prepare_only]"
+  --prepare-only BOOL  only prepare the network input in <exp-dir>/feats [$prepare_only]
+  --init-from FILE     start from this model (all layers but the output layer), e.g. an imported
+                       encoder to adapt; its type and size must match --config [$init_from]"
 
 . ./path.sh
 . utils/parse_options.sh
@@ -49,17 +54,23 @@ if [ $# -ne 2 ]; then echo "$help_message" >&2; exit 1; fi
 data=$1
 dir=$2
 [ -n "$config" ] || { echo "$0: --config is required" >&2; exit 1; }
-for f in "$config" "$data/feats.scp" "$data/vad.scp" "$data/utt2spk" "$mfcc_config" "$vad_config"; do
+[ -f "$config" ] || { echo "$0: $config does not exist" >&2; exit 1; }
+[[ "$gpus" =~ ^[0-9]+$ ]] || { echo "$0: --gpus must be a non-negative integer" >&2; exit 1; }
+# Check the config before any work (unknown keys, wrong types); the files its
+# encoder type reads (feats.scp + vad.scp for the ResNet, wav.scp for GE2E).
+needs=$(python -m pyxv.bin.prepare_feats --config "$config" --requirements "$data") \
+  || { echo "$0: bad config $config" >&2; exit 1; }
+input=$data/${needs%%$'\n'*}
+for f in $needs; do
+  [ -f "$data/$f" ] || { echo "$0: $data/$f does not exist" >&2; exit 1; }
+done
+for f in "$data/utt2spk" "$mfcc_config" "$vad_config" ${init_from:+"$init_from"}; do
   [ -f "$f" ] || { echo "$0: $f does not exist" >&2; exit 1; }
 done
-[[ "$gpus" =~ ^[0-9]+$ ]] || { echo "$0: --gpus must be a non-negative integer" >&2; exit 1; }
-# Check the config before any work (unknown keys, wrong types).
-python -c "import sys; from pyxv.nnet.config import load_config; load_config(sys.argv[1])" "$config" \
-  || { echo "$0: bad config $config" >&2; exit 1; }
 
 if [ "$overwrite" != true ] && [ -f "$dir/final.pt" ] \
-   && [ "$dir/final.pt" -nt "$data/feats.scp" ] && [ "$dir/final.pt" -nt "$config" ]; then
-  echo "$0: $dir/final.pt is newer than $data/feats.scp and $config; nothing to do (--overwrite true redoes)"
+   && [ "$dir/final.pt" -nt "$input" ] && [ "$dir/final.pt" -nt "$config" ]; then
+  echo "$0: $dir/final.pt is newer than $input and $config; nothing to do (--overwrite true redoes)"
   exit 0
 fi
 if [ "$overwrite" = true ]; then
@@ -71,7 +82,7 @@ cp "$vad_config" "$dir/vad.conf"
 
 # 1. Network input, once.
 feats=$dir/feats
-if [ ! -f "$feats/feats.scp" ] || [ "$data/feats.scp" -nt "$feats/feats.scp" ] || [ "$config" -nt "$feats/feats.scp" ]; then
+if [ ! -f "$feats/feats.scp" ] || [ "$input" -nt "$feats/feats.scp" ] || [ "$config" -nt "$feats/feats.scp" ]; then
   echo "$0: preparing training features of $data in $nj jobs ($(date '+%T'))"
   # feats.scp goes too: should this fail, the next run prepares again instead of
   # trusting a feats.scp whose archives are gone.
@@ -83,7 +94,7 @@ if [ ! -f "$feats/feats.scp" ] || [ "$data/feats.scp" -nt "$feats/feats.scp" ] |
   for j in $(seq $nj); do cat "$feats/feats.$j.scp"; done | sort > "$feats/feats.scp.tmp"
   mv "$feats/utt2num_frames.tmp" "$feats/utt2num_frames"
   mv "$feats/feats.scp.tmp" "$feats/feats.scp"
-  n_in=$(wc -l < "$data/feats.scp"); n_out=$(wc -l < "$feats/feats.scp")
+  n_in=$(wc -l < "$input"); n_out=$(wc -l < "$feats/feats.scp")
   echo "$0: prepared $n_out of $n_in utterances (skipped ones are named in $dir/log/prepare_feats.*.log)"
   [ "$n_out" -gt 0 ] || { echo "$0: no utterance left after feature preparation" >&2; exit 1; }
 fi
@@ -93,6 +104,7 @@ fi
 # 2. Training.
 args=(--config "$config" --feats-dir "$feats" --labels "$data/utt2spk"
       --extra-file "mfcc.conf=$mfcc_config" --extra-file "vad.conf=$vad_config")
+[ -n "$init_from" ] && args+=(--init-from "$init_from")
 [ "$resume" = true ] || args+=(--start-over)
 if ls "$dir"/checkpoints/epoch_*.pt >/dev/null 2>&1 && [ -f "$dir/log/train.log" ]; then
   # keep the interrupted run's log beside the new one

@@ -48,7 +48,8 @@ def setup(ravdess_root, tmp_path_factory, repo_root):
 
     from pyxv.backend.pipeline import Backend
     from pyxv.emotion.lr import EmotionLR
-    from pyxv.inference import FrontEnd, XVectorModel
+    from pyxv.features.frontend import MfccVadFrontEnd as FrontEnd
+    from pyxv.inference import XVectorModel
     from pyxv.train import checkpoint as ckpt
     from pyxv.train.data import FeatureSource
     from pyxv.train.trainer import train_classifier

@@ -78,6 +78,8 @@ def test_dry_run_prints_exactly_the_asked_stages(sandbox, start, stop):
     (["--corpus", "atlantis"], "unknown corpus"),
     (["--dry-run", "maybe"], "true or false"),
     (["stray"], "unexpected argument"),
+    (["--xvector-init", "wav2vec"], "unknown --xvector-init 'wav2vec' (scratch|ge2e)"),
+    (["--xvector-adapt-config", "conf/none.yaml"], "conf/none.yaml does not exist"),
 ])
 def test_bad_input_fails_before_any_work(sandbox, args, msg):
     p = run_sh(sandbox, *args)

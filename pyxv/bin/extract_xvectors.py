@@ -2,6 +2,7 @@
 
 python -m pyxv.bin.extract_xvectors extract [--job 1 --nj 2] [--use-gpu yes] exp/xvector_clean/final.pt data/demo/all OUT/xvector.1.ark
 python -m pyxv.bin.extract_xvectors merge --nj 2 data/demo/all OUT
+python -m pyxv.bin.extract_xvectors inputs exp/xvector_clean/final.pt   # feats.scp, vad.scp (or wav.scp)
   -> OUT/xvector.{ark,scp}, OUT/spk_xvector.{ark,scp} (speaker means), OUT/num_utts.ark
 """
 from __future__ import annotations
@@ -25,7 +26,6 @@ def cmd_extract(a) -> int:
 
     from pyxv.extract import extract_embeddings, write_embeddings
     from pyxv.train.checkpoint import CheckpointError, load_model
-    from pyxv.train.data import FeatureSource
 
     if a.use_gpu == "yes" and not torch.cuda.is_available():
         print("extract_xvectors: --use-gpu yes but torch sees no GPU", file=sys.stderr)
@@ -37,16 +37,15 @@ def cmd_extract(a) -> int:
         print(f"extract_xvectors: {e}", file=sys.stderr)
         return 1
     cfg = ck["config"]
-    dc, ec = cfg["data"], cfg["extract"]
+    ec = cfg["extract"]
     data = Path(a.data)
-    for f in ("feats.scp",) + (("vad.scp",) if dc["apply_vad"] else ()):
+    front = type(net).frontend(cfg, ck.get("extra") or {}, Path(a.model).parent)
+    for f in front.data_requirements:
         if not (data / f).is_file():
-            print(f"extract_xvectors: {data / f} does not exist", file=sys.stderr)
+            print(f"extract_xvectors: {data / f} does not exist ({front.describe()} needs it)", file=sys.stderr)
             return 1
-    src = FeatureSource(data / "feats.scp", vad_scp=(data / "vad.scp") if dc["apply_vad"] else None,
-                        cmn_window=dc["cmn_window"], apply_vad=dc["apply_vad"], cache=0)
-    raw = FeatureSource(data / "feats.scp", cmn_window=dc["cmn_window"], cache=0)
-    utts = list(read_table(data / "feats.scp"))[a.job - 1::a.nj]
+    src, raw = front.data_source(data), front.fallback_source(data)
+    utts = front.utterances(data)[a.job - 1::a.nj]
     chunk = a.chunk_frames or ec["chunk_frames"]
     stats: dict = {}
     t0 = time.time()
@@ -60,6 +59,20 @@ def cmd_extract(a) -> int:
     log.info("%d x-vectors of dim %d written to %s on %s in %.1fs; %d utterances failed",
              n, net.embed_dim, a.out_ark, device, time.time() - t0, stats.get("failed", 0))
     return 0 if n > 0 or not utts else 1
+
+
+def cmd_inputs(a) -> int:
+    """Print the data-dir files the model's front-end reads, the main one first."""
+    from pyxv.train.checkpoint import CheckpointError, load_model
+
+    try:
+        net, ck = load_model(a.model)
+    except CheckpointError as e:
+        print(f"extract_xvectors: {e}", file=sys.stderr)
+        return 1
+    front = type(net).frontend(ck["config"], ck.get("extra") or {}, Path(a.model).parent)
+    print("\n".join(front.data_requirements))
+    return 0
 
 
 def cmd_merge(a) -> int:
@@ -105,12 +118,16 @@ def main(argv=None) -> int:
     e.add_argument("model")
     e.add_argument("data")
     e.add_argument("out_ark")
+    i = sub.add_parser("inputs", help="the data-dir files a model reads")
+    i.add_argument("model")
     m = sub.add_parser("merge")
     m.add_argument("--nj", type=int, required=True)
     m.add_argument("data")
     m.add_argument("out_dir")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(levelname)s] %(message)s", stream=sys.stdout)
+    if a.cmd == "inputs":
+        return cmd_inputs(a)
     from pyxv.features.archive import exit_cleanly_on_signals
     exit_cleanly_on_signals()  # SIGTERM removes the temporary archive too
     if a.cmd == "extract":

@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     ap.add_argument("--list-inputs", action="store_true",
                     help="print the files the system reads (one per line); exit 1 naming a missing one")
     ap.add_argument("--corpus", default=None, help="corpus name for summary.json [basename of emo-dir]")
+    ap.add_argument("--architecture", default=None,
+                    help="x-vector YAML of the random-init networks (overrides nnet.architecture)")
     ap.add_argument("emo_dir")
     ap.add_argument("out_root", nargs="?")
     a = ap.parse_args(argv)
@@ -41,8 +43,9 @@ def main(argv=None) -> int:
     from pyxv.emotion.config import load_emotion_config
 
     corpus = a.corpus or Path(a.emo_dir).name
+    over = {"nnet": {"architecture": a.architecture}} if a.architecture else None
     if a.list_inputs:
-        cfg = load_emotion_config(a.config, profile=a.profile or corpus)
+        cfg = load_emotion_config(a.config, profile=a.profile or corpus, overrides=over)
         missing = 0
         for path, stage in systems.system_inputs(a.system, a.train_data, a.emo_dir, cfg):
             if not path.exists():
@@ -61,7 +64,7 @@ def main(argv=None) -> int:
         return 0
     if a.fold is None:
         ap.error("--fold N (or --summarize) is needed")
-    cfg = load_emotion_config(a.config, profile=a.profile or corpus)
+    cfg = load_emotion_config(a.config, profile=a.profile or corpus, overrides=over)
     if cfg.get("profile"):
         logging.info("config %s, profile '%s'", a.config, cfg["profile"])
     import torch

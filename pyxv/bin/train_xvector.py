@@ -60,6 +60,14 @@ def main(argv=None) -> int:
         for item in a.extra_file:
             name, _, path = item.partition("=")
             extra[name] = Path(path).read_text(encoding="utf-8")
+        if a.init_from:
+            # Say where the start weights came from (the report names an adapted imported encoder).
+            from pyxv.train.checkpoint import load as load_checkpoint
+
+            extra["init_from"] = str(a.init_from)
+            origin = (load_checkpoint(a.init_from).get("extra") or {})
+            if origin.get("imported_from") or origin.get("adapted_from_imported"):
+                extra["adapted_from_imported"] = origin.get("imported_from") or origin["adapted_from_imported"]
         use_gpu = None if a.use_gpu == "auto" else a.use_gpu == "yes"
         exit_cleanly_on_signals()  # SIGTERM (Slurm pre-emption) leaves no temporary checkpoint file
         train_classifier(src, utt2label, a.config, a.out_dir, init_from=a.init_from, resume=not a.start_over,

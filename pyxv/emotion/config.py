@@ -48,6 +48,12 @@ DEFAULTS: dict[str, Any] = {
         "valid_max_frames": 1000,
         "num_threads": 1,
     },
+    # Fine-tuning an encoder of another type than the paper's ResNet
+    # (pyxv.nnet.registry): nnet options that replace the ones above for it.
+    "finetune_by_type": {
+        "ge2e_lstm": {"chunk_min": 160, "chunk_max": 160, "lr": 0.003, "pretrained_lr_mult": 0.033,
+                      "epochs": 12, "patience": 0, "dev_fraction": 0.0, "warmup_steps": 20},
+    },
 }
 
 
@@ -58,6 +64,15 @@ class EmotionConfigError(ValueError):
 def _merge(base: dict, over: Mapping, where: str, prefix: str = "") -> None:
     for k, v in over.items():
         key = f"{prefix}{k}"
+        if prefix == "finetune_by_type.":  # any encoder type; its keys are nnet keys
+            if not isinstance(v, Mapping):
+                raise EmotionConfigError(f"{where}{key}: expected a mapping of nnet options")
+            over = dict(base.get(k) or {})
+            probe = copy.deepcopy(DEFAULTS["nnet"])
+            _merge(probe, v, where, key + ".")
+            over.update({kk: probe[kk] for kk in v})
+            base[k] = over
+            continue
         if k not in base:
             raise EmotionConfigError(f"{where}{key}: unknown key (known: {', '.join(base)})")
         if isinstance(base[k], dict) and k != "xvector_models":

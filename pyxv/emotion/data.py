@@ -87,6 +87,13 @@ class LabeledSet:
     def speakers(self) -> set[str]:
         return set(self.spks)
 
+    def subset(self, idx) -> "LabeledSet":
+        """The entries at positions ``idx``, in that order."""
+        out = LabeledSet()
+        for i in idx:
+            out.add(self.utts[i], self.labels[i], self.spks[i], self.orig[i], self.aug[i])
+        return out
+
 
 def labeled_set(data: str | Path) -> LabeledSet:
     """Clean utterances of a data dir with utt2emo labels (utts without a label are an error)."""

@@ -1,15 +1,20 @@
 """Network emotion systems: random-init (GeMAPS LLDs or MFCC) and fine-tuned x-vectors.
 
 Training itself is the generic trainer of :mod:`pyxv.train.trainer`
-(``train_classifier``) on the x-vector network :class:`pyxv.nnet.xvector.XVectorNet`;
-this module supplies what is emotion-specific:
+(``train_classifier``) on any registered speaker encoder (:mod:`pyxv.nnet.registry`;
+the paper's ResNet x-vector for the random-init systems); this module supplies what
+is emotion-specific:
 
-* inputs: MFCC with the x-vector's own preparation (sliding CMN + VAD frame removal,
-  the pre-trained model's ``data.cmn_window``/``apply_vad``), or frame-level GeMAPS LLDs
-  (T x 25, standardised with the training mean/std, no VAD);
+* inputs: the pre-trained encoder's own front-end (for the ResNet: MFCC with sliding
+  CMN + VAD frame removal, its ``data.cmn_window``/``apply_vad``; for GE2E: its mel
+  spectrogram), MFCC for random-init MFCC, or frame-level GeMAPS LLDs (T x 25,
+  standardised with the training mean/std, no VAD);
+* options: ``nnet``, overridden by ``finetune_by_type[<encoder type>]`` when
+  fine-tuning an encoder other than the ResNet;
 * training set: the fold's training utterances (+ augmented copies for clean+aug);
 * dev: the protocol's dev set, else speakers carved from the training speakers
-  (``nnet.dev_fraction``; their augmented copies leave training too);
+  (``nnet.dev_fraction``; their augmented copies leave training too; 0: no dev,
+  the last epoch is kept);
 * early stopping on dev weighted F1 (``nnet.patience``), the best epoch is kept;
 * fine-tuning: all layers but the speaker output layer start from ``final.pt``; a new
   emotion output layer (``nnet.loss``, default softmax); ``nnet.pretrained_lr_mult``
@@ -35,22 +40,6 @@ class FeatureMismatchError(ValueError):
 
 
 # ---------------------------------------------------------------- feature sources
-def _merged_scp(out: Path, tables: list[Path], utts: set[str]) -> Path | None:
-    """One scp with the lines of ``tables`` for ``utts`` (first table wins)."""
-    from ..io import read_table, write_table
-
-    merged: dict[str, str] = {}
-    for t in tables:
-        if t.is_file():
-            for u, v in read_table(t).items():
-                if u in utts and u not in merged:
-                    merged[u] = v
-    if not merged:
-        return None
-    write_table(out, merged)
-    return out
-
-
 def standardise(src, mean: np.ndarray, std: np.ndarray) -> None:
     """Make a FeatureSource return ``(x - mean) / std`` per dimension (GeMAPS LLDs,
     whose descriptors have very different scales)."""
@@ -74,28 +63,26 @@ def gemaps_stats(src, utts, max_utts: int = 2000, seed: int = 0) -> tuple[np.nda
 
 
 def make_source(kind: str, emo_dir: Path, utts: set[str], work: Path, name: str, *,
-                cmn_window: int = 300, apply_vad: bool = True):
+                cmn_window: int = 300, apply_vad: bool = True, front=None):
     """FeatureSource over ``<emo>/all`` and ``<emo>/all_aug`` for ``utts``.
 
-    kind 'mfcc': feats.scp + vad.scp, prepared like the x-vector input; 'gemaps':
-    gemaps_lld.scp as is. The merged scps are written to ``work/<name>.*.scp``.
+    kind 'gemaps': gemaps_lld.scp as is; otherwise the network input of ``front``
+    (a :mod:`pyxv.features.frontend` front-end: the pre-trained encoder's), by
+    default MFCC + VAD prepared like the x-vector input. Merged scps and
+    computed features go to ``work/<name>.*``.
     """
+    from ..features.frontend import MfccVadFrontEnd, merged_scp
     from ..train.data import FeatureSource
 
     dirs = [emo_dir / "all", emo_dir / "all_aug"]
     work.mkdir(parents=True, exist_ok=True)
     if kind == "gemaps":
-        scp = _merged_scp(work / f"{name}.gemaps_lld.scp", [d / "gemaps_lld.scp" for d in dirs], utts)
+        scp = merged_scp(work / f"{name}.gemaps_lld.scp", [d / "gemaps_lld.scp" for d in dirs], utts)
         if scp is None:
             raise FileNotFoundError(f"no GeMAPS LLDs (gemaps_lld.scp) for the {name} utterances in {dirs[0]}")
         return FeatureSource(scp)
-    scp = _merged_scp(work / f"{name}.feats.scp", [d / "feats.scp" for d in dirs], utts)
-    if scp is None:
-        raise FileNotFoundError(f"no MFCC (feats.scp) for the {name} utterances in {dirs[0]}")
-    vad = _merged_scp(work / f"{name}.vad.scp", [d / "vad.scp" for d in dirs], utts) if apply_vad else None
-    if apply_vad and vad is None:
-        raise FileNotFoundError(f"no VAD (vad.scp) for the {name} utterances in {dirs[0]}")
-    return FeatureSource(scp, vad_scp=vad, cmn_window=cmn_window, apply_vad=apply_vad)
+    front = front or MfccVadFrontEnd(cmn_window=cmn_window, apply_vad=apply_vad)
+    return front.source_for(dirs, utts, work, name)
 
 
 # -------------------------------------------------------------------- dev carving
@@ -135,17 +122,32 @@ def architecture_config(cfg: dict) -> tuple[dict, str]:
         return load_config(arch), str(arch)
     p = Path(cfg["xvector_models"]["clean"])
     if (p / "final.pt").is_file():
-        return copy.deepcopy(ckpt.load(p / "final.pt")["config"]), str(p / "final.pt")
+        own = copy.deepcopy(ckpt.load(p / "final.pt")["config"])
+        mtype = own["model"].get("type", "resnet")
+        if mtype != "resnet":
+            raise ValueError(f"the random-init systems are the paper's ResNet, but the clean x-vector model "
+                             f"{p / 'final.pt'} is a '{mtype}' encoder: name a ResNet config in nnet.architecture "
+                             f"(steps/train_emotion.sh --architecture conf/xvector_demo.yaml)")
+        return own, str(p / "final.pt")
     if (p / "config.yaml").is_file():
         return load_config(p / "config.yaml"), str(p / "config.yaml")
     raise FileNotFoundError(f"no network architecture: nnet.architecture is unset and {p} has no final.pt "
                             f"or config.yaml (run stage 3, or set nnet.architecture in the emotion config)")
 
 
-def trainer_config(base: dict, cfg: dict, n_train: int) -> dict:
-    """The x-vector config (model section from ``base``) with the emotion training options."""
+def nnet_options(cfg: dict, encoder_type: str | None) -> dict:
+    """``cfg['nnet']`` with the ``finetune_by_type`` overrides of the encoder being fine-tuned."""
+    n = dict(cfg["nnet"])
+    if encoder_type:
+        n.update(cfg.get("finetune_by_type", {}).get(encoder_type) or {})
+    return n
+
+
+def trainer_config(base: dict, cfg: dict, n_train: int, n: dict | None = None) -> dict:
+    """The x-vector config (model section from ``base``) with the emotion training
+    options ``n`` (default ``cfg['nnet']``)."""
     out = copy.deepcopy(base)
-    n = cfg["nnet"]
+    n = n or cfg["nnet"]
     out["model"]["loss"] = n["loss"]
     if n["loss"] == "asoftmax":
         out["model"]["margin"] = 2.0
@@ -182,7 +184,7 @@ def _conf_lines(text: str) -> list[str]:
     return sorted(line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip())
 
 
-def check_features(model_path: Path, ck: dict, dim: int, emo_dir: Path) -> None:
+def check_features(model_path: Path, ck: dict, dim: int, emo_dir: Path, compare_mfcc: bool = True) -> None:
     """Error naming both when the data's features do not fit the pre-trained model:
     the input dimension, and (when both are recorded) the MFCC config
     (``final.pt`` extra or ``<model-dir>/mfcc.conf`` vs ``<emo>/all/conf/mfcc.conf``)."""
@@ -190,6 +192,8 @@ def check_features(model_path: Path, ck: dict, dim: int, emo_dir: Path) -> None:
     if want != dim:
         raise FeatureMismatchError(f"pre-trained model {model_path} takes {want}-dim input features but "
                                    f"{emo_dir}/all/feats.scp has {dim}-dim features")
+    if not compare_mfcc:
+        return
     theirs = feature_confs(model_path, ck).get("mfcc.conf")
     mine_p = emo_dir / "all" / "conf" / "mfcc.conf"
     if theirs and mine_p.is_file() and _conf_lines(theirs) != _conf_lines(mine_p.read_text()):
@@ -221,42 +225,50 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
     Writes ``fold_dir/final.pt`` (the trainer's model file: network, config, classes and,
     in ``extra``, the feature kind and GeMAPS normalisation), ``config.yaml``,
     ``log/history.json``."""
+    from ..nnet.registry import encoder_class
     from ..train import checkpoint as ckpt
     from ..train.trainer import train_classifier
-    from .systems import _subset
 
-    kind = "gemaps" if system == "randinit_gemaps" else "mfcc"
-    init_from = None
+    init_from, ck, front, etype = None, None, None, None
     if system.startswith("finetune_"):
         init_from = pretrained_model(cfg, system)
         ck = ckpt.load(init_from)
         base = copy.deepcopy(ck["config"])
         where = str(init_from)
+        etype = base["model"].get("type", "resnet")
+        # The pre-trained encoder's own front-end (MFCC + VAD for the ResNet, mel for GE2E).
+        front = encoder_class(etype).frontend(base, ck.get("extra") or {}, init_from.parent)
     else:
-        ck = None
         base, where = architecture_config(cfg)
-    if dev is None:
-        train, dev = carve_dev(train, cfg["nnet"]["dev_fraction"], int(cfg["seed"]))
+    n = nnet_options(cfg, etype if etype != "resnet" else None)
+    kind = "gemaps" if system == "randinit_gemaps" else (
+        "mfcc" if front is None or front.kind == "mfcc_vad" else front.kind)
+    if dev is None and n["dev_fraction"] > 0:
+        train, dev = carve_dev(train, n["dev_fraction"], int(cfg["seed"]))
         log.info("%s: no dev set in the protocol; %d training speakers' %d clean utterances carved out as dev "
                  "(speakers: %s)", split.name, len(dev.speakers), len(dev), " ".join(sorted(dev.speakers)))
+    elif dev is None:
+        log.info("%s: no dev set (nnet.dev_fraction 0): all training speakers train, the last epoch is kept",
+                 split.name)
     dc = base["data"]
     cmn, vad = int(dc.get("cmn_window", 300)), bool(dc.get("apply_vad", True))
     work = fold_dir / "feats"
-    tr_src = make_source(kind, emo_dir, set(train.utts), work, "train", cmn_window=cmn, apply_vad=vad)
-    ev_src = make_source(kind, emo_dir, set(dev.utts) | set(test.utts), work, "eval", cmn_window=cmn,
-                         apply_vad=vad)
+    dev_utts_all = set(dev.utts) if dev is not None else set()
+    tr_src = make_source(kind, emo_dir, set(train.utts), work, "train", cmn_window=cmn, apply_vad=vad, front=front)
+    ev_src = make_source(kind, emo_dir, dev_utts_all | set(test.utts), work, "eval", cmn_window=cmn,
+                         apply_vad=vad, front=front)
     extra = {"emotion_system": system, "features": kind, "classes": list(classes), "cmn_window": cmn,
              "apply_vad": vad, "architecture_from": where}
     if kind == "gemaps":
-        if cfg["nnet"]["gemaps_norm"]:
+        if n["gemaps_norm"]:
             mean, std = gemaps_stats(tr_src, train.utts, seed=int(cfg["seed"]))
             standardise(tr_src, mean, std)
             standardise(ev_src, mean, std)
             extra.update(gemaps_mean=mean.tolist(), gemaps_std=std.tolist())
     dim = tr_src.dim
     if ck is not None:
-        check_features(init_from, ck, dim, emo_dir)
-    tcfg = trainer_config(base, cfg, len(train))
+        check_features(init_from, ck, dim, emo_dir, compare_mfcc=kind == "mfcc")
+    tcfg = trainer_config(base, cfg, len(train), n)
     tcfg["model"]["input_dim"] = dim
     if kind == "mfcc":
         # The feature confs go with the model (inference recomputes identical features):
@@ -268,20 +280,21 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
             if name not in extra and p.is_file():
                 extra[name] = p.read_text()
 
-    dev_keep = [i for i, u in enumerate(dev.utts) if u in ev_src]
-    dev = _subset(dev, dev_keep)
-    dev_utts, dev_labels = dev.utts, dev.labels
-    vmax = int(cfg["nnet"]["valid_max_frames"])
+    dev_wf1 = None
+    if dev is not None:
+        dev = dev.subset([i for i, u in enumerate(dev.utts) if u in ev_src])
+        dev_utts, dev_labels = dev.utts, dev.labels
+        vmax = int(n["valid_max_frames"])
 
-    def dev_wf1(net, epoch):
-        keys, post = utterance_posteriors(net, ev_src, dev_utts, vmax)
-        net.train()
-        truth = dict(zip(dev_utts, dev_labels))
-        return weighted_f1([truth[u] for u in keys], [classes[i] for i in post.argmax(1)])
+        def dev_wf1(net, epoch):
+            keys, post = utterance_posteriors(net, ev_src, dev_utts, vmax)
+            net.train()
+            truth = dict(zip(dev_utts, dev_labels))
+            return weighted_f1([truth[u] for u in keys], [classes[i] for i in post.argmax(1)])
 
     utt2label = dict(zip(train.utts, train.labels))
     log.info("%s: %s network (%s features, %d dims) on %d training utts (%d augmented), dev %d utts, from %s%s",
-             split.name, system, kind, dim, len(train), sum(train.aug), len(dev),
+             split.name, system, kind, dim, len(train), sum(train.aug), len(dev) if dev is not None else 0,
              "init " if init_from else "architecture ", where)
     res = train_classifier(tr_src, utt2label, tcfg, fold_dir, labels=classes, init_from=init_from,
                            dev=dev_wf1, valid_utts=[], extra=extra, log_file=None, progress=False)
@@ -295,6 +308,6 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
         log.warning("%s: %d test utterance(s) have no usable features and are skipped, e.g. %s", split.name,
                     len(missing), missing[:3])
     index = {u: i for i, u in enumerate(test.utts)}
-    test = _subset(test, [index[u] for u in keys])
+    test = test.subset([index[u] for u in keys])
     shutil.rmtree(work, ignore_errors=True)
     return test, post

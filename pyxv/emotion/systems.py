@@ -28,6 +28,7 @@ from ..io import atomic_open, write_lines
 from ..metrics.classification import classification_metrics, summarize_folds
 from .data import (LabeledSet, Split, assert_speaker_independent, check_classes, check_test_labels,
                    corpus_classes, data_tag, discover_protocol, labeled_set, training_set)
+from .nnet import run_nnet_system
 
 log = logging.getLogger("pyxv.emotion")
 
@@ -67,13 +68,6 @@ def load_embeddings(scps: list[Path], utts: list[str], what: str) -> tuple[np.nd
     return np.stack(rows), keep
 
 
-def _subset(s: LabeledSet, idx: list[int]) -> LabeledSet:
-    out = LabeledSet()
-    for i in idx:
-        out.add(s.utts[i], s.labels[i], s.spks[i], s.orig[i], s.aug[i])
-    return out
-
-
 # ----------------------------------------------------------------------- systems
 def run_frozen_lr(model_key: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
                   classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path):
@@ -85,9 +79,9 @@ def run_frozen_lr(model_key: str, split: Split, train: LabeledSet, dev: LabeledS
     if any(train.aug):
         scps.append(xvector_dir(model_dir, emo_dir, "all_aug") / "xvector.scp")
     Xtr, ktr = load_embeddings(scps, train.utts, f"{split.name} train")
-    train = _subset(train, ktr)
+    train = train.subset(ktr)
     Xte, kte = load_embeddings(scps[:1], test.utts, f"{split.name} test")
-    test = _subset(test, kte)
+    test = test.subset(kte)
     Xdev = ydev = None
     if dev is not None:
         Xdev, kdev = load_embeddings(scps[:1], dev.utts, f"{split.name} dev")
@@ -107,8 +101,6 @@ def run_frozen_lr(model_key: str, split: Split, train: LabeledSet, dev: LabeledS
 def run_nnet(system: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
              classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path):
     """Random-init and fine-tuned networks (see :mod:`pyxv.emotion.nnet`)."""
-    from .nnet import run_nnet_system
-
     return run_nnet_system(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
 
 
@@ -171,7 +163,7 @@ def run_fold(system: str, train_data: str, emo_dir: str | Path, fold: int, out_r
     if cfg.get("classes"):
         # Only the configured classes take part (e.g. 4 of a corpus's 8).
         keep = [i for i, lab in enumerate(train.labels) if lab in classes]
-        train = _subset(train, keep)
+        train = train.subset(keep)
     check_classes(split.name, train, classes)
     test = labeled_set(split.test)
     check_test_labels(split.name, test.labels, classes, "test")

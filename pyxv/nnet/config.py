@@ -1,7 +1,10 @@
 """YAML configuration of the x-vector model and its training, with validation.
 
-A config is a nested mapping with three sections, ``model``, ``data`` and
-``train`` (and ``extract``). Every key has a default (``DEFAULTS``); a YAML file
+A config is a nested mapping with the sections ``model``, ``data``, ``train``,
+``extract`` and ``frontend``. ``model.type`` names the speaker encoder
+(:mod:`pyxv.nnet.registry`; ``resnet``, the paper's, by default); the type fixes
+the keys of ``model`` and ``frontend`` and may change the defaults of the other
+sections. Every key has a default (``DEFAULTS``, then the type's); a YAML file
 only lists what it changes. An unknown key or a value of the wrong type is a
 :class:`ConfigError` naming the key (``train.lr: expected float, got 'fast'``).
 """
@@ -19,7 +22,8 @@ class ConfigError(ValueError):
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {
+    "model": {                       # the resnet type's; other types declare their own
+        "type": "resnet",
         "input_dim": 23,             # feature dimension (23 MFCC, 25 GeMAPS LLDs ...)
         "channels": [16, 32, 64, 128],
         "blocks": [3, 4, 6, 3],      # basic residual blocks per group (ResNet-34)
@@ -74,6 +78,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "min_frames": 10,            # fewer voiced frames: use all frames instead
         "batch_frames": 20000,       # frames per batch of equal-length chunks
     },
+    "frontend": {},                  # the type's own front-end options (resnet: Kaldi confs beside the model)
 }
 
 _CHOICES = {
@@ -124,31 +129,43 @@ def validate_config(cfg: Mapping | None, *, where: str = "") -> dict:
     ``where`` (e.g. ``"conf/x.yaml: "``) prefixes error messages. Returns a new
     complete config dict.
     """
-    out = copy.deepcopy(DEFAULTS)
+    from .registry import encoder_class
+
     if cfg is None:
         cfg = {}
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"{where}config must be a mapping with sections {', '.join(DEFAULTS)}")
+    model = cfg.get("model") or {}
+    mtype = model.get("type", "resnet") if isinstance(model, Mapping) else "resnet"
+    try:
+        enc = encoder_class(mtype)
+    except KeyError as e:
+        raise ConfigError(f"{where}model.type: {e.args[0]}") from None
+    out = copy.deepcopy(DEFAULTS)
+    out["model"] = copy.deepcopy(enc.MODEL_DEFAULTS)
+    out["frontend"] = copy.deepcopy(getattr(enc, "FRONTEND_DEFAULTS", {}))
+    for section, values in getattr(enc, "SECTION_DEFAULTS", {}).items():
+        out[section].update(copy.deepcopy(values))
+    defaults = copy.deepcopy(out)
     for section, values in cfg.items():
-        if section not in DEFAULTS:
-            raise ConfigError(f"{where}{section}: unknown section (known: {', '.join(DEFAULTS)})")
+        if section not in out:
+            raise ConfigError(f"{where}{section}: unknown section (known: {', '.join(out)})")
         if values is None:
             continue
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where}{section}: expected a mapping of options")
         for k, v in values.items():
             key = f"{section}.{k}"
-            if k not in DEFAULTS[section]:
-                raise ConfigError(f"{where}{key}: unknown key")
-            out[section][k] = _check(key, v, DEFAULTS[section][k], where)
+            if k not in defaults[section]:
+                raise ConfigError(f"{where}{key}: unknown key" + (f" of model type {mtype}" if section in
+                                                                   ("model", "frontend") else ""))
+            out[section][k] = _check(key, v, defaults[section][k], where)
+    enc.check_config(out, where)
+    return _check_common(out, where)
+
+
+def _check_common(out: dict, where: str) -> dict:
     m, d = out["model"], out["data"]
-    if len(m["channels"]) != len(m["blocks"]) or not m["channels"]:
-        raise ConfigError(f"{where}model.blocks: needs one entry per model.channels entry")
-    if min(m["channels"]) < 1 or min(m["blocks"]) < 1:
-        raise ConfigError(f"{where}model.channels/blocks: must be positive")
-    for k in ("input_dim", "heads", "embed_dim", "first_kernel"):
-        if m[k] < 1:
-            raise ConfigError(f"{where}model.{k}: must be positive")
     if m["loss"] == "asoftmax" and (m["margin"] != int(m["margin"]) or m["margin"] < 1):
         raise ConfigError(f"{where}model.margin: A-softmax needs an integer margin >= 1, got {m['margin']}")
     if not 1 <= d["chunk_min"] <= d["chunk_max"]:
@@ -177,9 +194,15 @@ def dump_config(cfg: Mapping, path: str | os.PathLike) -> None:
         yaml.safe_dump(dict(cfg), f, sort_keys=False)
 
 
-ARCH_KEYS = ("input_dim", "channels", "blocks", "first_kernel", "heads", "embed_dim")
-
-
 def arch_of(cfg: Mapping) -> dict:
-    """The keys of ``cfg['model']`` that fix parameter shapes (for checkpoint checks)."""
-    return {k: cfg["model"][k] for k in ARCH_KEYS}
+    """The model type and the keys of ``cfg['model']`` that fix parameter shapes
+    (for checkpoint checks)."""
+    from .registry import encoder_class
+
+    mtype = cfg["model"].get("type", "resnet")
+    return {"type": mtype, **{k: cfg["model"][k] for k in encoder_class(mtype).ARCH_KEYS}}
+
+
+def describe(cfg: Mapping) -> str:
+    """Short architecture description for error messages."""
+    return " ".join(f"{k}={v}" for k, v in arch_of(cfg).items())

@@ -10,6 +10,7 @@
 API used by the trainer and by the emotion systems::
 
     net = XVectorNet.from_config(cfg, num_classes)   # cfg: validated dict (config.py)
+    # (the recipe builds any registered type with pyxv.nnet.registry.build_encoder)
     emb = net.embed(x)           # (B, E) x-vectors
     logits = net(x)              # (B, K) plain logits; net(x, target) gives margin logits
     post = net.posteriors(x)     # (B, K) softmax of the plain logits
@@ -22,13 +23,20 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .config import arch_of, validate_config
+from .config import DEFAULTS, ConfigError, validate_config
 from .losses import MarginHead
 from .pooling import MultiHeadAttentionPooling
+from .registry import register
 from .resnet import ResNetTrunk
+from .utterance import embed_in_chunks
 
 
+@register
 class XVectorNet(nn.Module):
+    type_name = "resnet"
+    MODEL_DEFAULTS = DEFAULTS["model"]
+    ARCH_KEYS = ("input_dim", "channels", "blocks", "first_kernel", "heads", "embed_dim")
+
     def __init__(self, input_dim: int = 23, channels=(16, 32, 64, 128), blocks=(3, 4, 6, 3),
                  first_kernel: int = 7, heads: int = 32, embed_dim: int = 400, num_classes: int = 2,
                  loss: str = "asoftmax", margin: float = 2.0, scale: float = 30.0, **head_kw):
@@ -47,7 +55,36 @@ class XVectorNet(nn.Module):
         """Build from a (possibly partial) config dict; validated first."""
         cfg = validate_config(cfg)
         m = dict(cfg["model"])
+        m.pop("type", None)
         return cls(num_classes=num_classes, **m)
+
+    @staticmethod
+    def check_config(cfg: dict, where: str = "") -> None:
+        m = cfg["model"]
+        if len(m["channels"]) != len(m["blocks"]) or not m["channels"]:
+            raise ConfigError(f"{where}model.blocks: needs one entry per model.channels entry")
+        if min(m["channels"]) < 1 or min(m["blocks"]) < 1:
+            raise ConfigError(f"{where}model.channels/blocks: must be positive")
+        for k in ("input_dim", "heads", "embed_dim", "first_kernel"):
+            if m[k] < 1:
+                raise ConfigError(f"{where}model.{k}: must be positive")
+
+    @staticmethod
+    def frontend(cfg: dict, extra: dict | None = None, exp_dir=None):
+        """MFCC (the Kaldi confs kept with the model) -> sliding CMN -> voiced frames."""
+        from ..features.frontend import MfccVadFrontEnd
+
+        return MfccVadFrontEnd.from_model(cfg, extra or {}, exp_dir)
+
+    def embedding_layers(self) -> list[nn.Module]:
+        return [self.trunk, self.pool, self.embedding]
+
+    def embed_utterances(self, mats, *, chunk_frames: int = 6000, batch_frames: int = 20000, device="cpu",
+                         amp=None, **_):
+        """``(N, E)`` x-vectors of whole utterances: an utterance longer than
+        ``chunk_frames`` is cut into nearly equal chunks whose x-vectors are averaged."""
+        return embed_in_chunks(self, mats, chunk_frames=chunk_frames, batch_frames=batch_frames, device=device,
+                               amp=amp)
 
     @property
     def num_classes(self) -> int:
@@ -93,9 +130,3 @@ class XVectorNet(nn.Module):
     def num_parameters(self, head: bool = True) -> int:
         return sum(p.numel() for n, p in self.named_parameters() if head or not n.startswith("head."))
 
-
-def describe(cfg: Mapping) -> str:
-    """Short architecture description for error messages."""
-    a = arch_of(cfg)
-    return (f"input_dim={a['input_dim']} channels={a['channels']} blocks={a['blocks']} "
-            f"kernel={a['first_kernel']} heads={a['heads']} embed_dim={a['embed_dim']}")

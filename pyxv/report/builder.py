@@ -122,6 +122,14 @@ class ReportBuilder:
             aug = C.data_info(self.data / "pretrain" / "train_aug")
             if aug is not None:
                 L.append(f"  - augmented copies (`train_aug`, for ResNet-aug): {aug.n_utts} utterances")
+        infos = {m: C.xvector_model_info(self.exp / f"xvector_{m}", self.notes) for m in ("clean", "aug")}
+        for m, text in infos.items():
+            if text:
+                L.append(f"- x-vector model {m} (`exp/xvector_{m}`, the ResNet-{m} rows): {text}")
+        if any(t and "imported" in t for t in infos.values()):
+            L.append("  - With an imported speaker encoder the paper's rows map as: ResNet-clean = the encoder as "
+                     "published; ResNet-aug = the encoder adapted on the clean+augmented pre-training data. "
+                     "Random-init rows keep the ResNet architecture.")
         if synthetic_any:
             L.append("- **Note:** on the synthetic demo corpus the numbers show that every stage runs end "
                      "to end; they say nothing about the paper's findings.")

@@ -361,6 +361,30 @@ def read_stage_times(exp: Path, notes: Notes) -> list[tuple[str, float]]:
     return out
 
 
+def xvector_model_info(model_dir: Path, notes: Notes) -> str | None:
+    """One line on an x-vector model: its encoder type, and for an imported or
+    adapted encoder where the weights came from (``final.pt``'s ``extra``)."""
+    p = Path(model_dir) / "final.pt"
+    if not p.is_file():
+        return None
+    try:
+        import torch
+
+        ck = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # a broken model file is a note, not a failed report
+        notes.add(f"{p}: cannot read ({e})")
+        return None
+    extra = ck.get("extra") or {}
+    mtype = (ck.get("config") or {}).get("model", {}).get("type", "resnet")
+    if extra.get("imported_from"):
+        return (f"`{mtype}` imported, not adapted: {extra.get('source', '')}, licence "
+                f"{extra.get('license', '?')}; weights: {extra['imported_from']}")
+    if extra.get("adapted_from_imported"):
+        return (f"`{mtype}` imported and adapted here with the speaker loss on this run's pre-training data "
+                f"(from {extra.get('init_from')}; weights originally {extra['adapted_from_imported']})")
+    return f"`{mtype}` trained from random initialisation on this run's pre-training data"
+
+
 def git_revision(repo: Path) -> str:
     """``<short hash>`` plus ``(dirty)`` when tracked files have changes; 'unknown'
     outside a git work tree."""

@@ -27,9 +27,8 @@ from typing import Any, Iterable
 import torch
 
 from ..io import atomic_open
-
-from ..nnet.config import arch_of, validate_config
-from ..nnet.xvector import XVectorNet, describe
+from ..nnet.config import ConfigError, arch_of, describe, validate_config
+from ..nnet.registry import build_encoder
 
 FORMAT = "pyxv-xvector-1"
 
@@ -63,19 +62,46 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
 
 
 def check_arch(ck: dict, cfg: dict, path: str | os.PathLike) -> None:
-    """Raise naming both architectures when checkpoint and config differ."""
+    """Raise naming both architectures (and types) when checkpoint and config differ."""
     a, b = arch_of(ck["config"]), arch_of(cfg)
+    if a["type"] != b["type"]:
+        raise CheckpointError(f"{path}: a checkpoint of encoder type '{a['type']}' cannot be loaded as type "
+                              f"'{b['type']}' ({describe(ck['config'])} vs {describe(cfg)})")
     if a != b:
         raise CheckpointError(f"{path}: checkpoint architecture ({describe(ck['config'])}) differs from "
                               f"the config's ({describe(cfg)})")
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[XVectorNet, dict]:
-    """The network of a model file, in eval mode, and the checkpoint dict."""
+def load_weights(net: torch.nn.Module, state: dict, path: str | os.PathLike, *, skip_head: bool = False) -> None:
+    """``net.load_state_dict(state)`` with an error naming the file and the
+    missing, unexpected or mis-shaped keys (``skip_head``: all but ``head.*``)."""
+    if skip_head:
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    own = net.state_dict()
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+              if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state and not (skip_head and k.startswith("head."))]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected or shapes:
+        parts = [f"missing keys {missing[:5]}" if missing else "", f"unexpected keys {unexpected[:5]}" if unexpected
+                 else "", f"wrong shapes {shapes[:3]}" if shapes else ""]
+        raise CheckpointError(f"{path}: weights do not fit the {type(net).__name__} model: "
+                              + "; ".join(p for p in parts if p))
+    net.load_state_dict(state, strict=not skip_head)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The network of a model file (any registered encoder type), in eval mode,
+    and the checkpoint dict."""
     ck = load(path)
-    cfg = validate_config(ck["config"])
-    net = XVectorNet.from_config(cfg, len(ck["labels"]))
-    net.load_state_dict(ck["model"])
+    try:
+        cfg = validate_config(ck.get("config"))
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its config is not usable: {e}") from e
+    net = build_encoder(cfg, len(ck.get("labels") or []))
+    if not isinstance(ck.get("model"), dict):
+        raise CheckpointError(f"{path}: has no model weights")
+    load_weights(net, ck["model"], path)
     return net.to(device).eval(), ck
 
 

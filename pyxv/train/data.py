@@ -1,9 +1,9 @@
 """Features for training and extraction, and the random-chunk batches of an epoch.
 
-- :func:`prepare_features` turns raw MFCC (``feats.scp``) and VAD (``vad.scp``)
-  into the network input once (sliding CMN, then unvoiced frames removed: the
-  idea of Kaldi's ``prepare_feats_for_egs.sh``) and writes ark/scp plus
-  ``utt2num_frames``.
+- :func:`write_network_input` writes the network input once (for the ResNet
+  :func:`xvector_input`: sliding CMN, then unvoiced frames removed, the idea of
+  Kaldi's ``prepare_feats_for_egs.sh``; for other encoders their front-end's)
+  into ark/scp plus ``utt2num_frames``.
 - :class:`FeatureSource` reads utterance matrices through scp offsets (one
   utterance at a time, a small LRU cache), optionally applying CMN/VAD on the
   fly (e.g. ``gemaps_lld.scp`` with the MFCC ``vad.scp``); memory is bounded by
@@ -134,21 +134,14 @@ class FeatureSource:
         return self._lengths
 
 
-def prepare_features(feats_scp: str | os.PathLike, vad_scp: str | os.PathLike | None, out_dir: str | os.PathLike,
-                     name: str, *, cmn_window: int = 300, apply_vad: bool = True, job: int = 1, nj: int = 1,
-                     min_frames: int = 1) -> dict:
-    """Write the network input of utterances ``job, job+nj, ...`` (1-based, in scp
-    order) into ``out_dir/name.ark`` + ``.scp`` and ``name.utt2num_frames``.
-
-    Utterances without VAD, unreadable, or shorter than ``min_frames`` after
-    VAD are reported in the log and skipped. Returns counts.
-    """
+def write_network_input(utts: Sequence[str], compute, out_dir: str | os.PathLike, name: str, *,
+                        min_frames: int = 1) -> dict:
+    """``compute(utt) -> (T, D)`` for each of ``utts`` into ``out_dir/name.ark`` +
+    ``.scp`` and ``name.utt2num_frames`` (whole or not at all: temporary names,
+    then renamed). An utterance whose ``compute`` raises, or shorter than
+    ``min_frames``, is reported in the log and skipped. Returns counts."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    feats = read_table(feats_scp)
-    vad = read_table(vad_scp) if (vad_scp and apply_vad) else None
-    utts = list(feats)[job - 1::nj]
-    lens: dict[str, int] = {}
     stats = collections.Counter()
     # ark, scp and utt2num_frames appear together or not at all; a write error
     # (disk full ...) raises pyxv.io.OutputError and leaves none of them.
@@ -158,11 +151,7 @@ def prepare_features(feats_scp: str | os.PathLike, vad_scp: str | os.PathLike | 
                       num_frames=out_dir / f"{name}.utt2num_frames") as w:
         for i, utt in enumerate(utts, 1):
             try:
-                if vad is not None and utt not in vad:
-                    raise KeyError(f"{vad_scp} has no entry")
-                x = np.asarray(kaldiio.load_mat(feats[utt]), dtype=np.float32)
-                v = kaldiio.load_mat(vad[utt]) if vad is not None else None
-                x = xvector_input(x, v, cmn_window, apply_vad and v is not None, name=utt)
+                x = compute(utt)
             except Exception as e:
                 log.warning("utterance %s: skipped: %s", utt, e)
                 stats["bad"] += 1
@@ -171,11 +160,10 @@ def prepare_features(feats_scp: str | os.PathLike, vad_scp: str | os.PathLike | 
                 stats["short"] += 1
                 continue
             w.write(utt, x)
-            lens[utt] = len(x)
             stats["ok"] += 1
             if i % 500 == 0:
                 log.info("prepared %d/%d utterances", i, len(utts))
-    log.info("prepared %d utterances (%d unreadable or without VAD, %d shorter than %d frames)",
+    log.info("prepared %d utterances (%d unreadable, %d shorter than %d frames)",
              stats["ok"], stats["bad"], stats["short"], min_frames)
     return dict(stats)
 

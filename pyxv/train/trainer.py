@@ -58,6 +58,7 @@ import torch.nn.functional as F
 
 from ..io import atomic_open
 from ..nnet.config import ConfigError, dump_config, load_config, validate_config
+from ..nnet.registry import build_encoder
 from ..nnet.xvector import XVectorNet
 from . import checkpoint as ckpt
 from . import distributed as dd
@@ -145,11 +146,7 @@ def _as_source(features) -> FeatureSource:
 def _load_init(net: XVectorNet, path, cfg: dict) -> None:
     ck = ckpt.load(path)
     ckpt.check_arch(ck, cfg, path)
-    state = {k: v for k, v in ck["model"].items() if not k.startswith("head.")}
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    bad = [k for k in missing if not k.startswith("head.")]
-    if bad or unexpected:
-        raise ckpt.CheckpointError(f"{path}: weights do not fit the model (missing {bad[:3]}, unexpected {unexpected[:3]})")
+    ckpt.load_weights(net, ck["model"], path, skip_head=True)
     log.info("initialised all layers but the output layer from %s", path)
 
 
@@ -341,12 +338,12 @@ def _build_model(cfg: dict, data: _Data, init_from, info: dd.DistInfo) -> tuple[
         log.info("model.input_dim set to %d from the features", dim)
         cfg["model"]["input_dim"] = dim
     torch.manual_seed(cfg["train"]["seed"])
-    net = XVectorNet.from_config(cfg, len(data.labels))
+    net = build_encoder(cfg, len(data.labels))  # any registered encoder type (model.type)
     if init_from is not None:
         _load_init(net, init_from, cfg)
     frozen: list[torch.nn.Module] = []
     if cfg["train"]["freeze"] == "embedding":
-        frozen = [net.trunk, net.pool, net.embedding]
+        frozen = net.embedding_layers()
         for m in frozen:
             for p in m.parameters():
                 p.requires_grad_(False)
