@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -358,9 +359,9 @@ def test_second_run_sh_in_the_same_directory_is_refused(repo_root, tmp_path):
     shutil.copy2(repo_root / "utils" / "parse_options.sh", sandbox / "utils" / "parse_options.sh")
     (sandbox / "path.sh").write_text("sleep 30\n")
     (sandbox / "cmd.sh").write_text("")
-    for conf in ("mfcc_8k.conf", "vad.conf", "augment.yaml", "xvector_demo.yaml", "emotion.yaml", "sv.yaml"):
-        (sandbox / "conf").mkdir(exist_ok=True)
-        (sandbox / "conf" / conf).write_text("")
+    (sandbox / "conf").mkdir()
+    for conf in set(re.findall(r"conf/[\w.]+", (repo_root / "run.sh").read_text())):   # run.sh checks they exist
+        (sandbox / conf).write_text("")
     first = _start(sandbox, "bash", "run.sh", "--stage", "3", log=tmp_path / "first.log")
     try:
         t0 = time.time()
