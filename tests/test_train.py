@@ -91,7 +91,10 @@ def test_resume_from_mid_epoch_checkpoint_gives_identical_weights(data, tmp_path
     names = sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir())
     assert names == ["epoch_1.pt", "epoch_2_step_4.pt"]           # older step checkpoints superseded
     assert not list((tmp_path / "b" / "checkpoints").glob(".*"))  # no temporary file left
+    # what kill -9 during a checkpoint write leaves: removed by the next run
+    (tmp_path / "b" / "checkpoints" / ".epoch_2_step_6.pt.x1y2.tmp").write_bytes(b"half a checkpoint")
     resumed = train_classifier(source(d), u2s, c, tmp_path / "b", progress=False)
+    assert not list((tmp_path / "b" / "checkpoints").glob(".*"))
     a, b = full.model.state_dict(), resumed.model.state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), k

@@ -233,6 +233,8 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
     net, frozen = _build_model(cfg, data, init_from, info)
     optim = _build_optimizer(net, cfg, data.steps, init_from, info.device)
     fp = ckpt.fingerprint(_fingerprint_config(cfg), data.fingerprint_lines, extra=extra, init_from=init_from)
+    if info.main:
+        _remove_temporary_files(out_dir)
     state = _resume(out_dir, fp, net, optim, info) if resume else _start_over(out_dir, "--overwrite", info)
     model = net
     if info.enabled:
@@ -416,6 +418,14 @@ def _resume(out_dir: Path, fp: dict, net: XVectorNet, optim: _Optim, info: dd.Di
     if found:
         return _start_over(out_dir, "no readable checkpoint", info)
     return _Progress()
+
+
+def _remove_temporary_files(out_dir: Path) -> None:
+    """What a run killed (-9) while writing a checkpoint or log left: ``.<name>.*.tmp``."""
+    for d in (out_dir, out_dir / "checkpoints", out_dir / "log"):
+        for p in d.glob(".*.tmp") if d.is_dir() else ():
+            p.unlink(missing_ok=True)
+            log.info("removed %s (left by an interrupted run)", p)
 
 
 def _rng_state() -> dict:
