@@ -51,7 +51,7 @@ def _kill9(p):
 
 def _leftovers(root: Path) -> list[str]:
     """Temporary files and staging folders anywhere under ``root``."""
-    return sorted(str(p) for p in root.rglob("*") if ".tmp" in p.name or p.name.startswith(".new_"))
+    return sorted(str(p) for p in root.rglob("*") if ".tmp" in p.name or p.name.startswith(".new"))
 
 
 def _tiny_conf(path: Path, **train) -> Path:
@@ -296,13 +296,21 @@ def test_full_disk_augmentation(repo_root, tmp_path, small_disk, ravdess_root, r
     out = small_disk.path / "all_aug"
     p = _run(repo_root, "steps/augment_data_dir.sh", "--nj", "2", "--config", conf, d, noise, out, ok=False)
     assert p.returncode != 0
-    _says_disk_full(p.stdout + p.stderr, out / "audio")
+    _says_disk_full(p.stdout + p.stderr, out)
     assert "ERROR utterance" not in p.stdout + p.stderr
     assert not (out / "wav.scp").exists() and not (out / "audio").exists() and _leftovers(small_disk.path) == []
     small_disk.grow()
     _run(repo_root, "steps/augment_data_dir.sh", "--nj", "2", "--config", conf, d, noise, out)
     orig = dict(ln.split() for ln in (out / "utt2orig").read_text().splitlines())
     assert sorted(set(orig.values())) == sorted(utts)
+    # The disk fills again: a redo fails and leaves the previous copies as they were.
+    before = (out / "wav.scp").read_text()
+    small_disk.fill()
+    p = _run(repo_root, "steps/augment_data_dir.sh", "--nj", "2", "--config", conf, "--overwrite", "true",
+             d, noise, out, ok=False)
+    assert p.returncode != 0 and "previous outputs left as they were" in p.stderr, p.stderr
+    assert (out / "wav.scp").read_text() == before and _leftovers(small_disk.path) == []
+    assert all(Path(ln.split()[1]).is_file() for ln in before.splitlines())
 
 
 @pytest.fixture
