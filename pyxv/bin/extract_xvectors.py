@@ -88,6 +88,9 @@ def cmd_merge(a) -> int:
     for p in parts:
         for k, v in kaldiio.load_scp_sequential(str(p)):
             pairs[k] = v
+    # num_utts.ark is written last and marks a complete set (steps/extract_xvectors.sh
+    # checks it): gone first, so a merge that fails half way is redone, never trusted.
+    (out / "num_utts.ark").unlink(missing_ok=True)
     try:
         n = write_embeddings(((k, pairs[k]) for k in sorted(pairs, key=lambda s: s.encode())), out / "xvector.ark")
         means, counts = speaker_means(out / "xvector.scp", read_table(Path(a.data) / "utt2spk"))
