@@ -42,6 +42,7 @@ xvector_init=scratch             # scratch: train the paper's ResNet | ge2e: imp
 xvector_adapt_config=conf/xvector_ge2e_adapt.yaml  # with --xvector-init ge2e: adaptation for the aug model
 emotion_config=conf/emotion.yaml
 sv_config=conf/sv.yaml
+sv_emotion_config=conf/sv_emotion.yaml   # the emotion-compensated SV back-end of stage 6
 dry_run=false                    # print the stages that would run, do nothing
 
 help_message="Usage: ./run.sh [options]
@@ -78,6 +79,7 @@ Options (default in brackets):
   --xvector-adapt-config FILE  adaptation of the imported encoder [$xvector_adapt_config]
   --emotion-config FILE   emotion systems [$emotion_config]
   --sv-config FILE        speaker-verification back-ends [$sv_config]
+  --sv-emotion-config F   emotion-compensated SV back-end, per fold [$sv_emotion_config]
   --dry-run BOOL          print the stages that would run, do nothing [$dry_run]
 
 Stages:
@@ -91,7 +93,8 @@ Stages:
      (--xvector-init ge2e: the imported GE2E encoder, and GE2E adapted on clean+augmented speech)
   4  x-vector extraction: emotion data and back-end training data, both models
   5  emotion recognition: 6 systems (random-init GeMAPS/MFCC, frozen+LR and
-     fine-tuned ResNet-clean/-aug) x clean and clean+aug training data
+     fine-tuned ResNet-clean/-aug) and 2 references (eGeMAPS functionals + LR,
+     MFCC mean/std + LR) x clean and clean+aug training data
   6  speaker verification by emotion: all same-gender trials, cosine and PLDA,
      EER/minDCF per enrolment x test emotion
   7  report: exp/RESULTS.md, results.csv and pictures
@@ -133,7 +136,7 @@ case $xvector_init in
   scratch|ge2e) ;;
   *) echo "run.sh: unknown --xvector-init '$xvector_init' (scratch|ge2e)" >&2; exit 1 ;;
 esac
-for f in mfcc_config vad_config augment_config xvector_config xvector_adapt_config emotion_config sv_config; do
+for f in mfcc_config vad_config augment_config xvector_config xvector_adapt_config emotion_config sv_config sv_emotion_config; do
   [ -f "${!f}" ] || { echo "run.sh: --${f//_/-} ${!f} does not exist" >&2; exit 1; }
 done
 
@@ -243,7 +246,8 @@ if run_stage 5 "emotion recognition"; then
   # An imported encoder is not a ResNet: the random-init rows take the x-vector config's.
   arch_opt=()
   [ "$xvector_init" = scratch ] || arch_opt=(--architecture "$xvector_config")
-  for system in randinit_gemaps randinit_mfcc frozen_lr_clean frozen_lr_aug finetune_clean finetune_aug; do
+  for system in randinit_gemaps randinit_mfcc frozen_lr_clean frozen_lr_aug finetune_clean finetune_aug \
+      ref_egemaps_lr ref_mfccstats_lr; do
     for train_data in clean clean+aug; do
       steps/train_emotion.sh --cmd "$cuda_cmd" --config "$emotion_config" "${arch_opt[@]}" --system $system \
         --train-data $train_data $emo exp/emotion/$corpus
@@ -259,6 +263,15 @@ if run_stage 6 "speaker verification by emotion"; then
         --backend-train exp/xvector_$model/xvectors_pretrain/train \
         exp/xvector_$model/xvectors_$corpus/all $emo/all exp/sv/$corpus/xvector_$model/$backend
     done
+    # Per-fold protocol (back-ends learned on each fold's training speakers): plain cosine beside the
+    # emotion-compensated back-end, trial emotions from stage 5's recogniser when it has posteriors.
+    if [ -f $emo/fold1/train/utt2spk ]; then
+      post=exp/emotion/$corpus/frozen_lr_${model}_clean; ls $post/*/posteriors >/dev/null 2>&1 || post=
+      for b in cosine_folds:conf/sv.yaml compensated_folds:$sv_emotion_config; do
+        steps/score_sv.sh --folds $emo --config ${b#*:} --emotion-posteriors "$post" \
+          exp/xvector_$model/xvectors_$corpus/all $emo/all exp/sv/$corpus/xvector_$model/${b%%:*}
+      done
+    fi
   done
   end_stage 6
 fi

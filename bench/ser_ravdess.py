@@ -246,8 +246,8 @@ def fold_corpus(work: Path, k: int, clips) -> Path:
 
 # -------------------------------------------------------------------- references
 def reference_lr(name: str, X: dict, clips, folds, seed: int) -> dict:
-    """Standardised features + the emotion LR per fold; returns the summary dict."""
-    from pyxv.emotion.lr import EmotionLR
+    """The recipe's reference LR (pyxv.emotion.reference) per fold; returns the summary dict."""
+    from pyxv.emotion.reference import StandardizedLR
     from pyxv.metrics.classification import classification_metrics, summarize_folds
 
     four = [c for c in clips if c["emotion"] in CLASSES4]
@@ -257,11 +257,9 @@ def reference_lr(name: str, X: dict, clips, folds, seed: int) -> dict:
         tr = [c for c in four if c["actor"] not in test]
         te = [c for c in four if c["actor"] in test]
         assert not {c["spk"] for c in tr} & {c["spk"] for c in te}
-        Xtr = np.stack([X[c["utt"]] for c in tr])
-        mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-8
-        lr = EmotionLR(sorted(CLASSES4), pre={"center": False, "length_norm": False}, seed=seed)
-        lr.fit((Xtr - mu) / sd, [c["emotion"] for c in tr], groups=[c["spk"] for c in tr])
-        pred = lr.predict((np.stack([X[c["utt"]] for c in te]) - mu) / sd)
+        lr = StandardizedLR(sorted(CLASSES4), seed=seed)
+        lr.fit(np.stack([X[c["utt"]] for c in tr]), [c["emotion"] for c in tr], groups=[c["spk"] for c in tr])
+        pred = lr.predict(np.stack([X[c["utt"]] for c in te]))
         truth = [c["emotion"] for c in te]
         fm[f"fold{k}"] = classification_metrics(truth, pred, sorted(CLASSES4), fold=f"fold{k}")
         T += truth
@@ -272,18 +270,12 @@ def reference_lr(name: str, X: dict, clips, folds, seed: int) -> dict:
 def mfcc_stats(work: Path, clips) -> dict:
     import kaldiio
 
+    from pyxv.emotion.reference import mfcc_stats as stats
     from pyxv.io import read_table
 
     feats, vad = read_table(work / "feats" / "feats.scp"), read_table(work / "feats" / "vad.scp")
-    out = {}
-    for c in clips:
-        if c["emotion"] not in CLASSES4:
-            continue
-        f = kaldiio.load_mat(feats[c["utt"]])
-        v = kaldiio.load_mat(vad[c["utt"]]) > 0.5
-        f = f[v] if v.sum() > 10 else f
-        out[c["utt"]] = np.concatenate([f.mean(0), f.std(0)])
-    return out
+    return {c["utt"]: stats(kaldiio.load_mat(feats[c["utt"]]), kaldiio.load_mat(vad[c["utt"]]), what=c["utt"])
+            for c in clips if c["emotion"] in CLASSES4}
 
 
 # ------------------------------------------------------------------- pre-training

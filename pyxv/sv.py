@@ -442,8 +442,11 @@ def _fmt(x, nd=2) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
-def table_summary(table: CellTable) -> dict:
-    """Per-cell metrics plus overall / same-emotion / cross-emotion figures."""
+def table_summary(table: CellTable, calibration: bool = False) -> dict:
+    """Per-cell metrics plus overall / same-emotion / cross-emotion figures (cell means and pooled trials).
+
+    ``calibration``: also Cllr, min Cllr and actual DCF(0.01) of all trials (``out["calibration"]``).
+    """
     M = table.metrics()
     if "overall" in table.info:
         overall = sv_metrics_sorted(*table.info["overall"])
@@ -452,16 +455,32 @@ def table_summary(table: CellTable) -> dict:
     E = len(table.emotions)
     same = [M[(a, a)].eer for a in range(E) if not math.isnan(M[(a, a)].eer)]
     cross = [M[(a, b)].eer for a in range(E) for b in range(E) if a != b and not math.isnan(M[(a, b)].eer)]
-    return {"cells": M, "overall": overall,
-            "same_emotion_mean_eer": float(np.mean(same)) if same else math.nan,
-            "cross_emotion_mean_eer": float(np.mean(cross)) if cross else math.nan}
+    out = {"cells": M, "overall": overall,
+           "same_emotion_mean_eer": float(np.mean(same)) if same else math.nan,
+           "cross_emotion_mean_eer": float(np.mean(cross)) if cross else math.nan,
+           "same_emotion_pooled_eer": math.nan, "cross_emotion_pooled_eer": math.nan}
+    if table.symmetric:  # pooled trials: every same- (cross-) emotion trial once, one threshold for all
+        for which in ("same", "cross"):
+            t, n = table.pooled(which)
+            out[f"{which}_emotion_pooled_eer"] = sv_metrics_sorted(t, n).eer
+    if calibration:
+        if "overall" in table.info:
+            t, n = table.info["overall"]
+        else:
+            t, n = table.pooled("all")
+        out["calibration"] = sv_metrics_sorted(t, n, calibration=True)
+    return out
 
 
-def write_results(out_dir: str | os.PathLike, table: CellTable, meta: dict, *, det: bool = True) -> dict:
-    """eer_by_emotion.csv / .md, summary.json and det.png in out_dir; returns the summary dict."""
+def write_results(out_dir: str | os.PathLike, table: CellTable, meta: dict, *, det: bool = True,
+                  calibration: bool = False) -> dict:
+    """eer_by_emotion.csv / .md, summary.json and det.png in out_dir; returns the summary dict.
+
+    ``calibration``: the scores are LLRs; Cllr, min Cllr and actual DCF(0.01) are added.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summ = table_summary(table)
+    summ = table_summary(table, calibration=calibration)
     M, ov = summ["cells"], summ["overall"]
     emos = table.emotions
     E = len(emos)
@@ -493,7 +512,15 @@ def write_results(out_dir: str | os.PathLike, table: CellTable, meta: dict, *, d
            f"| all trials | {_fmt(ov.eer)} | {_fmt(ov.min_dcf_0_01, 3)} | {_fmt(ov.min_dcf_0_001, 3)} "
            f"| {ov.n_target} | {ov.n_nontarget} |", "",
            f"Mean EER of same-emotion cells: {_fmt(summ['same_emotion_mean_eer'])} %; "
-           f"of cross-emotion cells: {_fmt(summ['cross_emotion_mean_eer'])} %.", ""]
+           f"of cross-emotion cells: {_fmt(summ['cross_emotion_mean_eer'])} %."
+           + (f" EER of the pooled same-emotion trials: {_fmt(summ['same_emotion_pooled_eer'])} %; "
+              f"of the pooled cross-emotion trials: {_fmt(summ['cross_emotion_pooled_eer'])} %."
+              if table.symmetric else ""), ""]
+    if calibration:
+        c = summ["calibration"]
+        md += ["Calibration (scores are log-likelihood ratios; all trials): "
+               f"Cllr {_fmt(c.cllr, 3)} bits, min Cllr {_fmt(c.min_cllr, 3)} bits, "
+               f"actual DCF(0.01) {_fmt(c.act_dcf_0_01, 3)} (minDCF {_fmt(c.min_dcf_0_01, 3)}).", ""]
     md.append("Rows are the enrolment emotion, columns the test emotion. "
               + ("Trials are unordered same-gender pairs, so a pair with emotions (a, b) counts in both "
                  "cell (a, b) and cell (b, a) and the table is symmetric. " if table.symmetric else
@@ -510,6 +537,10 @@ def write_results(out_dir: str | os.PathLike, table: CellTable, meta: dict, *, d
     summary = {**d, "emotions": list(emos), "backend": meta.get("backend"), "model": meta.get("model"),
                "corpus": meta.get("corpus"), "same_emotion_mean_eer": _nan_none(summ["same_emotion_mean_eer"]),
                "cross_emotion_mean_eer": _nan_none(summ["cross_emotion_mean_eer"]),
+               "same_emotion_pooled_eer": _nan_none(summ["same_emotion_pooled_eer"]),
+               "cross_emotion_pooled_eer": _nan_none(summ["cross_emotion_pooled_eer"]),
+               **({"cllr": _nan_none(summ["calibration"].cllr), "min_cllr": _nan_none(summ["calibration"].min_cllr),
+                   "act_dcf_0.01": _nan_none(summ["calibration"].act_dcf_0_01)} if calibration else {}),
                "eer_threshold": _nan_none(ov.eer_threshold),
                "table": {f"{emos[a]}/{emos[b]}": M[(a, b)].as_dict() for a in range(E) for b in range(E)},
                **{k: v for k, v in meta.items() if k not in ("notes",) and _jsonable(v)}}

@@ -4,9 +4,16 @@
 # utterances (or a trials file), and write EER/minDCF per (enrolment emotion,
 # test emotion) cell.
 #
+# With --folds <corpus-dir> (fold<k>/{train,test}): the per-fold protocol, a
+# back-end fitted per fold on its training speakers only, trials = all
+# same-gender pairs of its test speakers, tables pooled over the folds.
+# The emotion-aware pieces (conf/sv.yaml: nap, asnorm.emotion_aware,
+# calibration) take trial-side emotions from utt2emo or, with
+# --emotion-posteriors, from a stage-5 emotion system's per-fold posteriors.
+#
 # Outputs in <out-dir>: eer_by_emotion.csv, eer_by_emotion.md, summary.json,
-# det.png, backend.pkl (fitted back-end + EER threshold), scores (if asked),
-# log/score_sv.log.
+# det.png, backend.pkl (fitted back-end + EER threshold; with --folds one per
+# fold in backends/), scores (if asked), log/score_sv.log.
 set -euo pipefail
 
 backend=cosine          # cosine | plda
@@ -15,6 +22,8 @@ backend_train=          # x-vector dir to fit the back-end on (empty: the evalua
 backend_train_data=     # its data dir (utt2spk); default: exp/xvector_M/xvectors_X/Y -> data/X/Y
 trials=                 # Kaldi trials file (enroll test target|nontarget) instead of all pairs
 skip_unknown=false      # with --trials: skip trials naming utterances without x-vector/emotion
+folds=                  # corpus dir with fold<k>/{train,test}: per-fold protocol
+emotion_posteriors=     # stage-5 emotion system dir (<dir>/<fold>/posteriors) for trial-side emotions
 write_scores=false      # write <out-dir>/scores (Kaldi 'enroll test score'); large for big sets
 cmd=${train_cmd:-}      # job runner; empty runs here
 overwrite=false
@@ -27,6 +36,8 @@ Options:
   --config FILE                  back-end settings [$config]
   --backend-train DIR            x-vectors to fit the back-end on [the evaluation set]
   --backend-train-data DIR       data dir with their utt2spk [derived from --backend-train]
+  --folds DIR                    per-fold protocol over DIR/fold<k>/{train,test} [off]
+  --emotion-posteriors DIR       trial-side emotions from this stage-5 system [utt2emo]
   --trials FILE                  score this trials file instead of all same-gender pairs
   --skip-unknown BOOL            skip trials with unknown utterances instead of failing [$skip_unknown]
   --write-scores BOOL            write <out-dir>/scores [$write_scores]
@@ -48,17 +59,27 @@ if [ -n "$backend_train" ] && [ ! -f "$backend_train/xvector.scp" ]; then
   echo "$0: expected file $backend_train/xvector.scp to exist (--backend-train)" >&2; exit 1
 fi
 if [ -n "$trials" ] && [ ! -f "$trials" ]; then echo "$0: trials file $trials does not exist" >&2; exit 1; fi
+if [ -n "$folds" ] && [ ! -f "$folds/fold1/train/utt2spk" ]; then
+  echo "$0: --folds $folds: expected $folds/fold1/train/utt2spk (run stage 0)" >&2; exit 1
+fi
+if [ -n "$emotion_posteriors" ] && ! ls "$emotion_posteriors"/*/posteriors >/dev/null 2>&1; then
+  echo "$0: --emotion-posteriors $emotion_posteriors: no <fold>/posteriors there (run stage 5)" >&2; exit 1
+fi
 
 mkdir -p "$dir/log"
 opts="--backend $backend --config $config --backend-train '$backend_train' --backend-train-data '$backend_train_data'"
 opts="$opts --trials '$trials' --skip-unknown $skip_unknown --write-scores $write_scores"
+opts="$opts --folds '$folds' --emotion-posteriors '$emotion_posteriors'"
 
 # Up to date: every output newer than every input and made with the same options.
 inputs="$xdir/xvector.scp $data/utt2spk $data/utt2emo $config"
-for f in $data/spk2gender $data/unknown_spk_utts ${backend_train:+$backend_train/xvector.scp} $trials; do
+for f in $data/spk2gender $data/unknown_spk_utts ${backend_train:+$backend_train/xvector.scp} $trials \
+         ${folds:+$folds/fold*/train/utt2spk $folds/fold*/test/utt2spk} \
+         ${emotion_posteriors:+$emotion_posteriors/*/posteriors}; do
   [ -f "$f" ] && inputs="$inputs $f"
 done
-outputs="$dir/eer_by_emotion.csv $dir/eer_by_emotion.md $dir/summary.json $dir/backend.pkl"
+outputs="$dir/eer_by_emotion.csv $dir/eer_by_emotion.md $dir/summary.json"
+[ -z "$folds" ] && outputs="$outputs $dir/backend.pkl"
 [ "$write_scores" = true ] && outputs="$outputs $dir/scores"
 if [ "$overwrite" != true ] && [ -f "$dir/.options" ] && [ "$(cat "$dir/.options")" = "$opts" ]; then
   uptodate=true
@@ -77,6 +98,8 @@ args=(--backend "$backend" --config "$config" --write-scores "$write_scores" --s
 [ -n "$backend_train" ] && args+=(--backend-train "$backend_train")
 [ -n "$backend_train_data" ] && args+=(--backend-train-data "$backend_train_data")
 [ -n "$trials" ] && args+=(--trials "$trials")
+[ -n "$folds" ] && args+=(--folds "$folds")
+[ -n "$emotion_posteriors" ] && args+=(--emotion-posteriors "$emotion_posteriors")
 
 echo "$0: scoring $xdir ($backend) -> $dir"
 runner=${cmd%% *}
@@ -92,5 +115,5 @@ for o in $outputs; do
   [ -s "$o" ] || { echo "$0: expected output $o is missing or empty" >&2; exit 1; }
 done
 echo "$opts" > "$dir/.options"
-grep -E "left out|skipped|EER .*minDCF|cross-emotion mean" "$dir/log/score_sv.log" | sed 's/^.*score_sv: /  /' || true
+grep -E "left out|skipped|EER .*minDCF|cross-emotion mean|Cllr" "$dir/log/score_sv.log" | sed 's/^.*score_sv: /  /' || true
 echo "$0: tables in $dir/eer_by_emotion.md"

@@ -32,7 +32,8 @@ Usage: $0 [options] --system NAME <emo-data-dir> <exp-emotion-corpus-dir>
 Options:
   --cmd CMD                  job runner [$cmd]
   --config FILE              emotion systems config [$config]
-  --system NAME              randinit_gemaps|randinit_mfcc|frozen_lr_clean|frozen_lr_aug|finetune_clean|finetune_aug
+  --system NAME              randinit_gemaps|randinit_mfcc|frozen_lr_clean|frozen_lr_aug|finetune_clean|finetune_aug,
+                             or a reference: ref_egemaps_lr|ref_mfccstats_lr
   --train-data DATA          clean|clean+aug [$train_data]
   --profile NAME             config profile [the corpus name when the config has one]
   --num-threads N            threads per fold job [$num_threads]
@@ -46,6 +47,7 @@ emo=$1
 out=$2
 case $system in
   randinit_gemaps|randinit_mfcc|frozen_lr_clean|frozen_lr_aug|finetune_clean|finetune_aug) ;;
+  ref_egemaps_lr|ref_mfccstats_lr) ;;
   *) echo "$0: unknown --system '$system'" >&2; exit 1 ;;
 esac
 case $train_data in

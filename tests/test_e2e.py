@@ -2,8 +2,8 @@
 
 The copy holds the working tree's tracked and untracked (not ignored) files, with
 ``.venv`` linked to this repo's, so nothing is reinstalled. Checks: every stage
-runs, Table 2 has all 12 cells (6 systems x clean, clean+aug; weighted F1 and
-UA), the EER-by-emotion tables of both models and back-ends are there with
+runs, Table 2 has all 16 cells (6 systems and 2 references x clean, clean+aug;
+weighted F1 and UA), the EER-by-emotion tables of both models and back-ends are there with
 their pictures, a second run skips finished work quickly, and the ``pyxv``
 command reproduces the recipe's x-vectors from the wav files.
 """
@@ -22,7 +22,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-SYSTEMS = ("randinit_gemaps", "randinit_mfcc", "frozen_lr_clean", "frozen_lr_aug", "finetune_clean", "finetune_aug")
+SYSTEMS = ("randinit_gemaps", "randinit_mfcc", "frozen_lr_clean", "frozen_lr_aug", "finetune_clean", "finetune_aug",
+           "ref_egemaps_lr", "ref_mfccstats_lr")
 RUN_TIMEOUT = 900
 
 
@@ -87,6 +88,12 @@ def test_results_md_complete(e2e):
     # Table 2 numbers are those of the systems' summary.json.
     summ = json.loads((repo / "exp/emotion/demo/frozen_lr_clean_clean/summary.json").read_text())
     assert rows["frozen_lr_clean"][0].split(" ±")[0] == f"{100 * summ['mean_weighted_f1']:.2f}"
+    ref = json.loads((repo / "exp/emotion/demo/ref_egemaps_lr_clean_aug/summary.json").read_text())
+    assert rows["ref_egemaps_lr"][2].split(" ±")[0] == f"{100 * ref['mean_weighted_f1']:.2f}"
+    assert "**Against the references** (`demo`, mean weighted F1 %): on clean data" in md
+    print("\ndemo Table 2 reference rows (wF1 clean, UA clean, wF1 clean+aug, UA clean+aug):\n" + "\n".join(
+        f"  {s}: {' | '.join(rows[s])}" for s in ("ref_egemaps_lr", "ref_mfccstats_lr")))
+    print(next(line for line in md.splitlines() if line.startswith("**Against the references**")))
     for model in ("clean", "aug"):
         for backend in ("cosine", "plda"):
             assert f"#### demo: ResNet-{model}, {backend} back-end (EER %)" in md

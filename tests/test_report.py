@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from pyxv.report import build_report
-from pyxv.report.collect import SYSTEMS, Notes, read_sv_result
+from pyxv.report.collect import REFERENCE_SYSTEMS, SYSTEMS, EmotionResult, Notes, read_sv_result
+from pyxv.report.tables import reference_comparison
 
 EMOS = ["neutral", "happy", "sad", "angry"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -50,7 +51,7 @@ def make_tree(root: Path, missing=("finetune_aug", "clean_aug")) -> dict:
     _w(data / "pretrain/train/wav.scp", "".join(f"{u} data/local/demo_corpus/pretrain/{u}.wav\n" for u in pre))
 
     written = {}
-    for s, _ in SYSTEMS:
+    for s, _ in SYSTEMS + REFERENCE_SYSTEMS:
         for d in ("clean", "clean_aug"):
             if (s, d) == tuple(missing):
                 continue
@@ -112,7 +113,7 @@ def report(tmp_path_factory):
 
 def test_table2_numbers_equal_fold_json(report):
     root, written, md = report
-    for s, _ in SYSTEMS:
+    for s, _ in SYSTEMS + REFERENCE_SYSTEMS:
         row = _table2_row(md, s)
         assert len(row) == 5, row
         for k, d in enumerate(("clean", "clean_aug")):
@@ -135,12 +136,54 @@ def test_table2_numbers_equal_fold_json(report):
     assert "65.95" in md and "81.54" in md and "Pappagari" in md
 
 
+def test_reference_rows_marked_and_last(report):
+    root, written, md = report
+    sec = md.split("## Emotion recognition")[1].split("###")[0]
+    order = [re.search(r"\(`(\w+)`\)", l).group(1) for l in sec.splitlines() if l.startswith("| ") and "(`" in l]
+    assert order == [s for s, _ in SYSTEMS] + ["ref_egemaps_lr", "ref_mfccstats_lr"]
+    assert _table2_row(md, "ref_egemaps_lr")[0] == "*Reference:* eGeMAPS functionals + LR (`ref_egemaps_lr`)"
+    assert _table2_row(md, "ref_mfccstats_lr")[0] == "*Reference:* MFCC mean/std + LR (`ref_mfccstats_lr`)"
+    # the per-fold table and the sentence comparing the systems with them
+    assert any(l.startswith("| `ref_mfccstats_lr` | clean+aug |") for l in md.splitlines())
+    assert "**Against the references** (`demo`, mean weighted F1 %): on clean data" in md
+
+
+def test_reference_names_match_the_recipe():
+    from pyxv.emotion.reference import REFERENCE_SYSTEMS as recipe
+
+    assert tuple(s for s, _ in REFERENCE_SYSTEMS) == recipe
+
+
+def _result(system, data, f1s):
+    return EmotionResult("c", system, data, Path("."), folds={
+        f"fold{k}": {"weighted_f1": v, "unweighted_accuracy": v} for k, v in enumerate(f1s, 1)})
+
+
+def test_reference_comparison_sentence():
+    res = {("ref_egemaps_lr", "clean"): _result("ref_egemaps_lr", "clean", [0.60, 0.70]),      # 65.00
+           ("ref_mfccstats_lr", "clean"): _result("ref_mfccstats_lr", "clean", [0.60, 0.62]),  # 61.00
+           ("frozen_lr_clean", "clean"): _result("frozen_lr_clean", "clean", [0.40, 0.50]),    # 45.00
+           ("finetune_aug", "clean"): _result("finetune_aug", "clean", [0.70, 0.72]),          # 71.00
+           ("randinit_mfcc", "clean"): _result("randinit_mfcc", "clean", [0.66, 0.66]),        # 66.00
+           ("ref_mfccstats_lr", "clean_aug"): _result("ref_mfccstats_lr", "clean_aug", [0.50, 0.54]),  # 52.00
+           ("frozen_lr_aug", "clean_aug"): _result("frozen_lr_aug", "clean_aug", [0.45, 0.47]),        # 46.00
+           ("finetune_clean", "clean_aug"): _result("finetune_clean", "clean_aug", [0.50, 0.51])}      # 50.50
+    assert reference_comparison("iemocap", res) == (
+        "**Against the references** (`iemocap`, mean weighted F1 %): "
+        "on clean data 2 of 3 systems beat the better reference (eGeMAPS functionals + LR, 65.00), "
+        "the best (`finetune_aug`, 71.00) by 6.00 points; "
+        "on clean+aug data none of 2 systems beats the better reference (MFCC mean/std + LR, 52.00): "
+        "the best (`finetune_clean`, 50.50) is 1.50 points below it.")
+    only_refs = {k: v for k, v in res.items() if k[0].startswith("ref_")}
+    assert reference_comparison("iemocap", only_refs) is None
+
+
 def test_results_csv_matches(report):
     root, written, _ = report
     rows = list(csv.DictReader(open(root / "exp/results.csv")))
     got = {(r["system"], r["train_data"]): float(r["value"]) for r in rows
            if r["table"] == "table2" and r["metric"] == "mean_weighted_f1"}
-    assert len(got) == 11
+    assert len(got) == 15
     f1 = np.mean([m["weighted_f1"] for m in written[("randinit_mfcc", "clean_aug")].values()])
     assert got[("randinit_mfcc", "clean+aug")] == pytest.approx(f1, abs=1e-6)
     eers = [r for r in rows if r["table"] == "eer_by_emotion" and r["metric"] == "eer"]
@@ -202,7 +245,8 @@ def test_missing_and_broken_pieces(tmp_path):
     """An empty exp dir and a broken metrics file still give a report."""
     out = build_report(tmp_path / "exp_empty", tmp_path / "empty/RESULTS.md", corpus="demo", plots=False)
     md = out.read_text()
-    assert md.count("—") >= 12 and "12 cells" in md
+    assert md.count("—") >= 16 and "16 cells" in md
+    assert "exp/emotion/demo/ref_egemaps_lr_clean_aug" in md and "Against the references" not in md
     assert "no speaker-verification results" in md
     exp = tmp_path / "exp"
     _w(exp / "emotion/demo/randinit_mfcc_clean/fold1/metrics.json", "{not json")

@@ -1,15 +1,19 @@
-"""Embedding pre-processing for the SV back-ends, scikit-learn style.
+"""Embedding pre-processing, scikit-learn style: the one vocabulary of the SV back-ends
+(``pyxv.backend.Backend``) and the emotion logistic regression (``pyxv.emotion.lr``).
 
 Each class has ``fit(X, y=None)``, ``transform(X)`` and ``fit_transform``; X is
-(N, D) float, y (N,) speaker labels (only LDA needs them). Fitted state is plain
-numpy arrays, so a pickled chain is small and loads without our training data.
+(N, D) float, y (N,) class labels (speakers for SV, emotions for the emotion LR;
+only LDA needs them). Fitted state is plain numpy arrays, so a pickled chain is
+small and loads without our training data. ``EmbeddingPreprocessor`` is the
+centre -> (whiten | LDA | none) -> length-norm chain as one scikit-learn
+transformer (what the emotion LR's Pipeline uses).
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import eigh
 
-__all__ = ["Center", "LDA", "Whiten", "LengthNorm", "class_stats"]
+__all__ = ["Center", "LDA", "Whiten", "LengthNorm", "EmbeddingPreprocessor", "class_stats", "class_sums"]
 
 
 class _Step:
@@ -60,11 +64,16 @@ class LDA(_Step):
     keeps the ``dim`` leading directions, scaled so the within-speaker
     covariance of the output is the identity. ``dim`` is capped at
     ``min(D, n_speakers - 1)``.
+
+    ``shrinkage`` (e.g. 'auto'): scikit-learn's eigen-solver LDA with Ledoit-Wolf
+    shrinkage of the within-class covariance instead (for few examples per
+    class, as in the emotion LR); a projection only, centre with ``Center``.
     """
 
-    def __init__(self, dim: int = 200, reg: float = 1e-6):
+    def __init__(self, dim: int = 200, reg: float = 1e-6, shrinkage=None):
         self.dim = dim
         self.reg = reg
+        self.shrinkage = shrinkage
 
     def __repr__(self) -> str:
         out = f", out_dim={self.out_dim_}" if hasattr(self, "out_dim_") else ""
@@ -72,8 +81,16 @@ class LDA(_Step):
 
     def fit(self, X, y=None):
         if y is None:
-            raise ValueError("LDA needs speaker labels")
+            raise ValueError("LDA needs class labels (speakers, or emotions for the emotion LR)")
         X = np.asarray(X, dtype=np.float64)
+        if self.shrinkage is not None:
+            from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+            n_cls = len(set(np.asarray(y).tolist()))
+            k = int(min(self.dim or n_cls - 1, n_cls - 1, X.shape[1]))
+            lda = LinearDiscriminantAnalysis(n_components=k, solver="eigen", shrinkage=self.shrinkage).fit(X, y)
+            self.out_dim_, self.mean_, self.W_ = k, np.zeros(X.shape[1]), lda.scalings_[:, :k]
+            return self
         counts, means, Sw = class_stats(X, y)
         if counts.size < 2:
             raise ValueError("LDA needs at least 2 speakers in the back-end training data")
@@ -96,15 +113,19 @@ class LDA(_Step):
 
 
 class Whiten(_Step):
-    """PCA whitening with the training covariance (eigenvalues floored at ``eps`` x the largest)."""
+    """PCA whitening with the training covariance (eigenvalues floored at ``eps`` x the largest).
 
-    def __init__(self, eps: float = 1e-10):
+    ``center=False``: the transform does not subtract the training mean (a preceding ``Center`` does).
+    """
+
+    def __init__(self, eps: float = 1e-10, center: bool = True):
         self.eps = eps
+        self.center = center
 
     def fit(self, X, y=None):
         X = np.asarray(X, dtype=np.float64)
-        self.mean_ = X.mean(0)
-        C = np.cov(X - self.mean_, rowvar=False, bias=True)
+        self.mean_ = X.mean(0) if self.center else np.zeros(X.shape[1])
+        C = np.cov(X, rowvar=False, bias=True)
         w, V = np.linalg.eigh(np.atleast_2d(C))
         w = np.maximum(w, self.eps * max(w.max(), 1e-30))
         self.W_ = V / np.sqrt(w)
@@ -131,3 +152,58 @@ class LengthNorm(_Step):
         norm = np.linalg.norm(X, axis=1, keepdims=True)
         scale = 1.0 if self.unit else np.sqrt(X.shape[1])
         return X * (scale / np.where(norm > 0, norm, 1.0))
+
+
+try:  # scikit-learn's estimator API, so the chain drops into a sklearn Pipeline
+    from sklearn.base import BaseEstimator, TransformerMixin
+except ImportError:  # pragma: no cover - scikit-learn is a dependency
+    BaseEstimator, TransformerMixin = object, object
+
+
+class EmbeddingPreprocessor(TransformerMixin, BaseEstimator):
+    """Centre -> (whiten | LDA | none) -> length-normalise, fitted on training embeddings.
+
+    X: (N, D) float. Whitening uses the training covariance with a floor of
+    ``eps`` times the largest eigenvalue, so that N < D does not blow up; LDA
+    (shrinkage 'auto') keeps ``lda_dim`` (default: classes - 1) directions.
+    Length normalisation scales each vector to norm sqrt(dim).
+    """
+
+    def __init__(self, center: bool = True, projection: str = "none", lda_dim: int | None = None,
+                 length_norm: bool = True, eps: float = 1e-3):
+        self.center = center
+        self.projection = projection
+        self.lda_dim = lda_dim
+        self.length_norm = length_norm
+        self.eps = eps
+
+    def fit(self, X, y=None):
+        if self.projection not in ("none", "whiten", "lda"):
+            raise ValueError(f"lr projection must be none|whiten|lda, not '{self.projection}'")
+        if self.projection == "lda" and y is None:
+            raise ValueError("LDA pre-processing needs labels")
+        steps = [Center()] if self.center else []
+        if self.projection == "whiten":
+            steps.append(Whiten(eps=self.eps, center=False))
+        elif self.projection == "lda":
+            steps.append(LDA(self.lda_dim or 0, shrinkage="auto"))
+        if self.length_norm:
+            steps.append(LengthNorm())
+        Y = np.asarray(X, dtype=np.float64)
+        for st in steps:
+            Y = st.fit_transform(Y, y)
+        self.steps_ = steps
+        return self
+
+    def transform(self, X):  # noqa: D401 - sklearn API
+        Y = np.asarray(X, dtype=np.float64)
+        if "steps_" not in vars(self) and "mean_" in vars(self):
+            # Unpickled from pyxv before the chain moved here (mean_, proj_): the same computation.
+            Y = Y - self.mean_
+            Y = Y @ self.proj_ if self.proj_ is not None else Y
+            if self.length_norm:
+                Y = Y / np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12) * np.sqrt(Y.shape[1])
+            return Y
+        for st in self.steps_:
+            Y = st.transform(Y)
+        return Y

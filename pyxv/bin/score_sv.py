@@ -4,7 +4,12 @@
       --backend-train exp/xvector_clean/xvectors_pretrain/train \
       exp/xvector_clean/xvectors_demo/all data/demo/all exp/sv/demo/xvector_clean/plda
 
-Usually run through steps/score_sv.sh. See pyxv.sv for the trial rule.
+  # per-fold protocol: a back-end per fold on its training speakers, trials of its test speakers, pooled
+  python -m pyxv.bin.score_sv --backend cosine --config conf/sv.yaml --folds data/ravdess \
+      [--emotion-posteriors exp/emotion/ravdess/frozen_lr_clean_clean] \
+      exp/xvector_clean/xvectors_ravdess/all data/ravdess/all exp/sv/ravdess/xvector_clean/cosine_folds
+
+Usually run through steps/score_sv.sh. See pyxv.sv for the trial rule, pyxv.sv_folds for the folds.
 """
 from __future__ import annotations
 
@@ -77,6 +82,12 @@ def main(argv=None) -> int:
     p.add_argument("--symmetric", type=str2bool, default=True,
                    help="with --trials: a trial (a, b) also counts in cell (b, a) [true]")
     p.add_argument("--write-scores", type=str2bool, default=False, help="write <out-dir>/scores")
+    p.add_argument("--folds", default="",
+                   help="corpus dir with fold<k>/{train,test}: per-fold protocol (back-end per fold on its "
+                        "training speakers, trials of its test speakers, tables pooled)")
+    p.add_argument("--emotion-posteriors", default="",
+                   help="stage-5 emotion system dir (<dir>/<fold>/posteriors): trial-side emotions for the "
+                        "emotion-aware pieces from the recogniser instead of utt2emo")
     p.add_argument("--model", default="", help="model name for the tables [from the x-vector dir]")
     p.add_argument("--corpus", default="", help="corpus name for the tables [from the data dir]")
     p.add_argument("xvector_dir")
@@ -86,7 +97,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
     try:
         return run(a)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
         log.error("%s", e)
         print(f"score_sv.py: error: {e}", file=sys.stderr)
         return 1
@@ -125,6 +136,12 @@ def run(a) -> int:
     log.info("trial set: %d utterances, %d speakers, genders %s, emotions %s; %d trials (%d target)",
              len(ts), len(ts.speakers), ts.genders, ts.emotions, n_all, n_tar)
 
+    if a.folds:
+        return run_folds(a, cfg, utts, X, ts, notes, t0)
+    post = None
+    if a.emotion_posteriors:
+        post = _all_fold_posteriors(a.emotion_posteriors)
+
     # ---- back-end
     if a.backend_in:
         be = Backend.load(a.backend_in)
@@ -148,21 +165,33 @@ def run(a) -> int:
                          len(tutts) - len(keep), tdata)
             TX = TX[keep]
             tspk = np.array([u2s[tutts[i]] for i in keep])
+            temo, tgen = _train_labels(tdata, [tutts[i] for i in keep], tspk, cfg, a.backend)
             train_desc = a.backend_train
         else:
             TX, tspk = Xe, np.array([ts.speakers[s] for s in ts.spk])
+            temo = np.array([ts.emotions[e] for e in ts.emo])
+            tgen = np.array([ts.genders[g] for g in ts.gender])
             train_desc = "the evaluation set itself"
             notes.append("back-end fitted on the evaluation set itself (no --backend-train): optimistic")
             log.warning("no --backend-train: fitting the back-end on the evaluation set itself")
         if TX.shape[1] != X.shape[1]:
             raise ValueError(f"back-end training x-vectors have dim {TX.shape[1]}, evaluation ones {X.shape[1]}")
-        be = Backend.from_config(cfg, a.backend).fit(TX, tspk)
+        be = Backend.from_config(cfg, a.backend).fit(TX, tspk, temo, tgen)
         log.info("fitted %s on %d x-vectors of %d speakers (%s); threshold %.4g (EER %.2f%% on training pairs)",
                  be, TX.shape[0], np.unique(tspk).size, train_desc, be.threshold, be.train_eer)
         be.save(out / "backend.pkl")
 
     # ---- scoring
-    P = be.prepare(Xe) if len(ts) else None
+    emo = None
+    if be.needs_trial_emotions and len(ts):
+        if post is not None:
+            from ..sv_folds import posterior_matrix
+
+            classes, pdict = post
+            emo = posterior_matrix(ts.utts, classes, pdict, be.emotions, a.emotion_posteriors)
+        else:
+            emo = [ts.emotions[k] for k in ts.emo]
+    P = be.prepare(Xe, emo) if len(ts) else None
     scores_f = atomic_open(out / "scores") if a.write_scores else None
     try:
         f = scores_f.__enter__() if scores_f else None
@@ -202,14 +231,116 @@ def run(a) -> int:
             "skipped_utts": ts.skipped, "trials_file": a.trials or None,
             "score_seconds": round(table.info.get("score_seconds", 0.0), 2),
             "score_mode": table.info.get("mode", "trials file"), "notes": notes}
-    summ = write_results(out, table, meta)
+    summ = write_results(out, table, meta, calibration=be.calibration is not None)
+    _log_summary(summ, out, t0)
+    return 0
+
+
+def _log_summary(summ, out, t0):
     log.info("EER %s%%, minDCF(0.01) %s, minDCF(0.001) %s over %d target / %d nontarget trials",
              _f(summ["eer"]), _f(summ["min_dcf_0.01"], 3), _f(summ["min_dcf_0.001"], 3),
              summ["n_target"], summ["n_nontarget"])
     log.info("same-emotion mean EER %s%%, cross-emotion mean EER %s%%", _f(summ["same_emotion_mean_eer"]),
              _f(summ["cross_emotion_mean_eer"]))
+    if summ.get("cllr") is not None:
+        log.info("calibration: Cllr %.3f, min Cllr %.3f, actual DCF(0.01) %.3f", summ["cllr"], summ["min_cllr"],
+                 summ["act_dcf_0.01"])
     print((out / "eer_by_emotion.md").read_text().split("**minDCF")[0])
     log.info("wrote %s in %.1fs", out, time.time() - t0)
+
+
+def _train_labels(tdata, tutts, tspk, cfg, kind):
+    """Emotion and gender labels of the back-end training utterances (None where the data dir has none).
+
+    A back-end that learns from emotions and has no utt2emo for its training data is an error naming the file.
+    """
+    from ..backend import Backend
+    from ..io import read_table
+
+    need = Backend.from_config(cfg, kind).needs_training_emotions
+    emo = None
+    f = Path(tdata) / "utt2emo"
+    if f.is_file():
+        u2e = read_table(f)
+        lab = [u2e.get(u, "").split()[0] if u2e.get(u) else "" for u in tutts]
+        missing = [u for u, e in zip(tutts, lab) if not e]
+        if missing and need:
+            raise ValueError(f"{f}: {len(missing)} back-end training utterance(s) have no emotion label, e.g. "
+                             f"{', '.join(missing[:5])} (the emotion projection, emotion-aware AS-norm and "
+                             "emotion-conditioned calibration learn from them)")
+        emo = np.array(lab) if not missing else None
+    elif need:
+        raise ValueError(f"{f} does not exist: the back-end's emotion-aware pieces (conf nap / asnorm.emotion_aware"
+                         " / calibration.by_emotion) need emotion labels of the back-end training data")
+    gen = None
+    g = Path(tdata) / "spk2gender"
+    if g.is_file():
+        s2g = read_table(g)
+        gen = np.array([s2g.get(s, "unknown") for s in tspk])
+    return emo, gen
+
+
+def _all_fold_posteriors(sysdir):
+    """Union of an emotion system's per-fold posteriors: each utterance from the fold that tested it."""
+    from ..sv_folds import read_posteriors
+
+    d = Path(sysdir)
+    folds = sorted(p for p in d.iterdir() if p.is_dir() and (p / "posteriors").is_file()) if d.is_dir() else []
+    if not folds:
+        raise FileNotFoundError(f"{d}: no <fold>/posteriors (run stage 5 for this emotion system)")
+    classes, out = None, {}
+    for f in folds:
+        c, p = read_posteriors(f)
+        if classes is not None and c != classes:
+            raise ValueError(f"{f}/classes.txt: classes {c} differ from the other folds' {classes}")
+        classes = c
+        out.update(p)
+    return classes, out
+
+
+def run_folds(a, cfg, utts, X, ts, notes, t0) -> int:
+    """Per-fold protocol (pyxv.sv_folds); outputs like the whole-corpus mode, back-ends in backends/."""
+    from ..backend import Backend
+    from ..emotion.data import discover_protocol
+    from ..io import read_table
+    from ..sv import write_results
+    from ..sv_folds import score_folds
+
+    if a.backend_in or a.trials or a.backend_train:
+        raise ValueError("--folds fits a back-end per fold on the fold's training speakers: it does not combine "
+                         "with --backend-in, --trials or --backend-train")
+    out = Path(a.out_dir)
+    splits = discover_protocol(a.folds)
+    labels = {k: read_table(Path(a.data) / k) for k in ("utt2spk", "utt2emo")}
+    g = Path(a.data) / "spk2gender"
+    labels["spk2gender"] = read_table(g) if g.is_file() else {}
+    saved = []
+
+    def make():
+        be = Backend.from_config(cfg, a.backend)
+        saved.append(be)
+        return be
+    table, infos = score_folds(X, utts, splits, make, labels, posteriors_dir=a.emotion_posteriors or None,
+                               block_size=int(cfg.get("block_size", 4096)))
+    (out / "backends").mkdir(exist_ok=True)
+    for sp, be in zip(splits, saved):
+        be.save(out / "backends" / f"{sp.name}.pkl")
+    calibrated = all(be.calibration is not None for be in saved)
+    notes.append(f"per-fold protocol over {len(splits)} folds of {a.folds}: each fold's back-end fitted on its "
+                 "training speakers only, trials are all same-gender pairs of its test speakers, cells pooled")
+    if a.emotion_posteriors and saved[0].needs_trial_emotions:
+        notes.append(f"trial-side emotions from the emotion recogniser {a.emotion_posteriors} (per fold)")
+    model = a.model or next((p[len("xvector_"):] for p in Path(a.xvector_dir).parts
+                             if p.startswith("xvector_")), Path(a.xvector_dir).name)
+    corpus = a.corpus or Path(a.folds).name
+    meta = {"backend": a.backend, "model": model, "corpus": corpus, "xvector_dir": str(a.xvector_dir),
+            "data": str(a.data), "backend_train": "each fold's training speakers", "folds": infos,
+            "n_utts": int(sum(i["n_test_utts"] for i in infos)),
+            "n_speakers": int(sum(i["n_test_spk"] for i in infos)),
+            "score_seconds": round(table.info.get("score_seconds", 0.0), 2), "score_mode": "per fold, exact",
+            "notes": notes}
+    summ = write_results(out, table, meta, calibration=calibrated)
+    _log_summary(summ, out, t0)
     return 0
 
 

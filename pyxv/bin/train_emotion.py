@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=None, help="emotion YAML (conf/emotion.yaml)")
     ap.add_argument("--profile", default=None, help="profile of the config to apply [the corpus name]")
     ap.add_argument("--system", default=None, help="randinit_gemaps|randinit_mfcc|frozen_lr_clean|frozen_lr_aug|"
-                                                    "finetune_clean|finetune_aug")
+                                                    "finetune_clean|finetune_aug|ref_egemaps_lr|ref_mfccstats_lr")
     ap.add_argument("--train-data", default="clean", choices=["clean", "clean+aug"])
     ap.add_argument("--fold", type=int, default=None, help="1-based fold number (protocol order)")
     ap.add_argument("--summarize", action="store_true", help="pool finished folds into summary.json")
@@ -67,9 +67,10 @@ def main(argv=None) -> int:
     cfg = load_emotion_config(a.config, profile=a.profile or corpus, overrides=over)
     if cfg.get("profile"):
         logging.info("config %s, profile '%s'", a.config, cfg["profile"])
-    import torch
+    if a.system not in systems.REFERENCE_SYSTEMS:  # the references need no torch (2 s to import)
+        import torch
 
-    torch.set_num_threads(int(cfg["nnet"]["num_threads"]))
+        torch.set_num_threads(int(cfg["nnet"]["num_threads"]))
     from pyxv.features.archive import exit_cleanly_on_signals
     from pyxv.io import OutputError
 

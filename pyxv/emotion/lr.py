@@ -1,7 +1,7 @@
 """Logistic regression on frozen embeddings (the paper's "Frozen" rows, section 2.2).
 
 Pre-processing (options, fitted on training data only): centring, whitening or LDA,
-length normalisation -- the usual x-vector back-end steps. Then scikit-learn's
+length normalisation -- the usual x-vector back-end steps, from ``pyxv.backend.preprocess``. Then scikit-learn's
 multinomial LogisticRegression with balanced class weights. The inverse
 regularisation C is chosen by weighted F1 on a dev set when the protocol has one,
 else by inner speaker-independent cross-validation (GroupKFold by speaker) on the
@@ -13,66 +13,18 @@ import logging
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 
+from ..backend.preprocess import EmbeddingPreprocessor  # the pre-processing vocabulary shared with SV
 from ..metrics.classification import weighted_f1
 
 log = logging.getLogger("pyxv.emotion")
 
+__all__ = ["EmbeddingPreprocessor", "EmotionLR", "make_pipeline", "DEFAULT_C_GRID"]
+
 DEFAULT_C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
-
-
-class EmbeddingPreprocessor(TransformerMixin, BaseEstimator):
-    """Centre -> (whiten | LDA | none) -> length-normalise, fitted on training embeddings.
-
-    X: (N, D) float. Whitening uses the training covariance with a small floor
-    (``eps`` times the largest eigenvalue) so that N < D does not blow up; LDA keeps
-    ``lda_dim`` (default: classes - 1) directions. Length normalisation scales each
-    vector to norm sqrt(dim), so feature magnitudes stay near 1 for the LR.
-    """
-
-    def __init__(self, center: bool = True, projection: str = "none", lda_dim: int | None = None,
-                 length_norm: bool = True, eps: float = 1e-3):
-        self.center = center
-        self.projection = projection
-        self.lda_dim = lda_dim
-        self.length_norm = length_norm
-        self.eps = eps
-
-    def fit(self, X, y=None):
-        X = np.asarray(X, dtype=np.float64)
-        if self.projection not in ("none", "whiten", "lda"):
-            raise ValueError(f"lr projection must be none|whiten|lda, not '{self.projection}'")
-        self.mean_ = X.mean(0) if self.center else np.zeros(X.shape[1])
-        Xc = X - self.mean_
-        self.proj_ = None
-        if self.projection == "whiten":
-            cov = np.cov(Xc, rowvar=False, bias=True)
-            w, v = np.linalg.eigh(cov)
-            w = np.maximum(w, self.eps * max(w.max(), 1e-12))
-            self.proj_ = v / np.sqrt(w)
-        elif self.projection == "lda":
-            if y is None:
-                raise ValueError("LDA pre-processing needs labels")
-            n_cls = len(set(y))
-            dim = min(self.lda_dim or n_cls - 1, n_cls - 1, X.shape[1])
-            lda = LinearDiscriminantAnalysis(n_components=dim, solver="eigen", shrinkage="auto")
-            lda.fit(Xc, y)
-            self.proj_ = lda.scalings_[:, :dim]
-        return self
-
-    def transform(self, X):  # noqa: D401 - sklearn API
-        X = np.asarray(X, dtype=np.float64) - self.mean_
-        if self.proj_ is not None:
-            X = X @ self.proj_
-        if self.length_norm:
-            n = np.linalg.norm(X, axis=1, keepdims=True)
-            X = X / np.maximum(n, 1e-12) * np.sqrt(X.shape[1])
-        return X
 
 
 def make_pipeline(C: float, pre: dict | None = None, max_iter: int = 2000, seed: int = 0) -> Pipeline:

@@ -7,6 +7,9 @@
     finetune_clean    ResNet-clean, speaker layer replaced by an emotion layer, fine-tuned
     finetune_aug      the same from ResNet-aug
 
+plus the two reference systems of :mod:`pyxv.emotion.reference` (eGeMAPS
+functionals + LR, MFCC mean/std + LR).
+
 Each runs on 'clean' or 'clean+aug' training data (the fold's training utterances,
 plus their augmented copies). One fold is :func:`run_fold`; :func:`summarize` pools
 the folds. Outputs per fold (``<out>/<system>_<data>/<fold>/``): ``model.pkl`` (LR) or
@@ -29,11 +32,12 @@ from ..metrics.classification import classification_metrics, summarize_folds
 from .data import (LabeledSet, Split, assert_speaker_independent, check_classes, check_test_labels,
                    corpus_classes, data_tag, discover_protocol, labeled_set, training_set)
 from .nnet import run_nnet_system
+from .reference import REFERENCE_SYSTEMS, reference_inputs, run_reference
 
 log = logging.getLogger("pyxv.emotion")
 
 SYSTEMS = ("randinit_gemaps", "randinit_mfcc", "frozen_lr_clean", "frozen_lr_aug",
-           "finetune_clean", "finetune_aug")
+           "finetune_clean", "finetune_aug") + REFERENCE_SYSTEMS
 
 
 def xvector_dir(model_dir: str | Path, emo_dir: str | Path, subset: str) -> Path:
@@ -110,6 +114,8 @@ def system_inputs(system: str, train_data: str, emo_dir: str | Path, cfg: dict) 
     emo_dir = Path(emo_dir)
     aug = train_data != "clean"
     out: list[tuple[Path, str]] = []
+    if system in REFERENCE_SYSTEMS:
+        out += reference_inputs(system, emo_dir, aug)
     if system.startswith("frozen_lr_"):
         m = Path(cfg["xvector_models"][system.rsplit("_", 1)[1]])
         out.append((xvector_dir(m, emo_dir, "all") / "xvector.scp", "stage 4, x-vector extraction"))
@@ -176,6 +182,8 @@ def run_fold(system: str, train_data: str, emo_dir: str | Path, fold: int, out_r
              len(dev) if dev is not None else "no", len(test), len(test.speakers), classes)
     if system.startswith("frozen_lr_"):
         test, post = run_frozen_lr(system.rsplit("_", 1)[1], split, train, dev, test, classes, emo_dir, cfg, fold_dir)
+    elif system in REFERENCE_SYSTEMS:
+        test, post = run_reference(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
     else:
         test, post = run_nnet(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
     pred = [classes[i] for i in np.asarray(post).argmax(1)]

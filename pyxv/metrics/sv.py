@@ -12,6 +12,15 @@ segment, as in ``sklearn.metrics.roc_curve(drop_intermediate=False)``.
   (NIST SRE / Kaldi ``compute_min_dcf.py`` normalisation), over thresholds that
   a real system can use (ties are never split).
 
+Calibration (BOSARIS / NIST SRE conventions, for scores that are log-likelihood ratios):
+
+- Cllr: ``(mean_tar log2(1 + e^-llr) + mean_non log2(1 + e^llr)) / 2`` bits; 1 for
+  a system that always says llr = 0, 0 for perfect and well-calibrated LLRs.
+- min Cllr: the Cllr after the optimal monotone recalibration (PAV), computed
+  from the convex hull of the ROC (the PAV solution's blocks are its segments).
+- actual DCF at p_target: the normalised cost of the Bayes decision
+  ``llr >= log((1 - p) / p)``; minus minDCF, it is the calibration loss.
+
 Everything works on *sorted* float arrays: ``eer_sorted``/``min_dcf_sorted``
 cost O(N_tar log N_non) after the sort, so a table of many cells with
 millions of nontarget trials each is computed by one ``np.sort`` per cell
@@ -25,7 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["ScoreHistogram", "eer", "eer_sorted", "min_dcf", "min_dcf_sorted", "det_curve", "det_curve_sorted",
-           "SVMetrics", "sv_metrics", "sv_metrics_sorted", "P_TARGETS"]
+           "SVMetrics", "sv_metrics", "sv_metrics_sorted", "P_TARGETS", "cllr", "cllr_sorted", "min_cllr",
+           "min_cllr_sorted", "act_dcf", "act_dcf_sorted"]
 
 P_TARGETS = (0.01, 0.001)
 
@@ -255,6 +265,97 @@ def det_curve(tar, non, max_points: int = 2000):
     return det_curve_sorted(t, n, max_points)
 
 
+def _softplus_bits_sum(x, sign: float) -> float:
+    """sum log2(1 + exp(sign * x)) over an array, a ScoreHistogram (bin centres) or a list of them."""
+    tot = 0.0
+    for a in _parts(x):
+        if isinstance(a, ScoreHistogram):
+            centres = a.lo + a.width * (np.arange(a.bins) + 0.5)
+            tot += float(np.dot(a.counts[:-1], np.logaddexp(0.0, sign * centres)))
+        elif a.size:
+            tot += float(np.logaddexp(0.0, sign * np.asarray(a, dtype=np.float64)).sum())
+    return tot / math.log(2.0)
+
+
+def cllr_sorted(t: np.ndarray, n) -> float:
+    """Cllr (bits) of target ``t`` and nontarget ``n`` scores read as natural-log LLRs; NaN if a class is empty."""
+    if not _check(t, n):
+        return math.nan
+    return 0.5 * (_softplus_bits_sum(t, -1.0) / t.size + _softplus_bits_sum(n, 1.0) / _size(n))
+
+
+def cllr(tar, non) -> float:
+    t, n = _prep(tar, non)
+    return cllr_sorted(t, n)
+
+
+def _rocch(t: np.ndarray, n) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (P_miss, P_fa), P_miss ascending, of the ROC convex hull of sorted scores.
+
+    A hull vertex minimises some linear cost ``P_miss + c P_fa``, and (as for
+    minDCF) such minima sit at thresholds equal to a target score, at +inf, or at
+    -inf (accept everything): only those points are candidates.
+    """
+    nt, nn = t.size, _size(n)
+    u = np.unique(t)
+    pmiss = np.concatenate(([0.0], np.searchsorted(t, u, "left") / nt, [1.0]))
+    pfa = np.concatenate(([1.0], (nn - _ss(n, u, "left")) / nn, [0.0]))
+    # Lower-left hull (Andrew's monotone chain): P_miss rising, P_fa falling.
+    hull: list[int] = []
+    for i in range(pmiss.size):
+        while len(hull) >= 2:
+            j, k = hull[-2], hull[-1]
+            cross = (pmiss[k] - pmiss[j]) * (pfa[i] - pfa[j]) - (pfa[k] - pfa[j]) * (pmiss[i] - pmiss[j])
+            if cross <= 0:   # k is not strictly below the chord j-i
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    h = np.array(hull)
+    return pmiss[h], pfa[h]
+
+
+def min_cllr_sorted(t: np.ndarray, n) -> float:
+    """Cllr after the optimal monotone (PAV) recalibration, in bits; NaN if a class is empty.
+
+    Each ROC-hull segment is one PAV block with ``k_t`` targets and ``k_n``
+    nontargets; its LLR is ``log(k_t / k_n) - log(N_t / N_n)``.
+    """
+    if not _check(t, n):
+        return math.nan
+    nt, nn = t.size, _size(n)
+    pm, pf = _rocch(t, n)
+    kt = np.diff(pm) * nt         # targets in each block
+    kn = -np.diff(pf) * nn        # nontargets in each block
+    with np.errstate(divide="ignore"):
+        llr = np.log(kt) - np.log(kn) - math.log(nt / nn)
+    st, sn = kt > 0, kn > 0   # a block without targets has llr -inf: it costs the targets nothing, and so on
+    tar_cost = (kt[st] * np.logaddexp(0.0, -llr[st])).sum() / nt
+    non_cost = (kn[sn] * np.logaddexp(0.0, llr[sn])).sum() / nn
+    return float(0.5 * (tar_cost + non_cost) / math.log(2.0))
+
+
+def min_cllr(tar, non) -> float:
+    t, n = _prep(tar, non)
+    return min_cllr_sorted(t, n)
+
+
+def act_dcf_sorted(t: np.ndarray, n, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
+    """Normalised actual DCF of LLR scores: decisions at the Bayes threshold log(C_fa (1-p) / (C_miss p))."""
+    if not _check(t, n):
+        return math.nan
+    th = math.log(c_fa * (1 - p_target) / (c_miss * p_target))
+    pmiss = np.searchsorted(t, th, "left") / t.size
+    pfa = (_size(n) - _ss(n, np.array([th]), "left")[0]) / _size(n)
+    return float((c_miss * p_target * pmiss + c_fa * (1 - p_target) * pfa) / min(c_miss * p_target,
+                                                                                    c_fa * (1 - p_target)))
+
+
+def act_dcf(tar, non, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
+    t, n = _prep(tar, non)
+    return act_dcf_sorted(t, n, p_target, c_miss, c_fa)
+
+
 @dataclass
 class SVMetrics:
     """EER in percent, minDCF at p_target 0.01 and 0.001, trial counts."""
@@ -264,24 +365,37 @@ class SVMetrics:
     n_target: int
     n_nontarget: int
     eer_threshold: float = math.nan
+    cllr: float = math.nan            # only meaningful when the scores are calibrated LLRs
+    min_cllr: float = math.nan
+    act_dcf_0_01: float = math.nan    # likewise
 
     def as_dict(self) -> dict:
         def f(x):
             return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
-        return {"eer": f(self.eer), "min_dcf_0.01": f(self.min_dcf_0_01),
-                "min_dcf_0.001": f(self.min_dcf_0_001), "n_target": int(self.n_target),
-                "n_nontarget": int(self.n_nontarget)}
+        d = {"eer": f(self.eer), "min_dcf_0.01": f(self.min_dcf_0_01),
+             "min_dcf_0.001": f(self.min_dcf_0_001), "n_target": int(self.n_target),
+             "n_nontarget": int(self.n_nontarget)}
+        for k, v in (("cllr", self.cllr), ("min_cllr", self.min_cllr), ("act_dcf_0.01", self.act_dcf_0_01)):
+            if not math.isnan(v):
+                d[k] = v
+        return d
 
 
-def sv_metrics_sorted(t: np.ndarray, n) -> SVMetrics:
-    """All table metrics of sorted target/nontarget scores (EER in percent; NaN when undefined)."""
+def sv_metrics_sorted(t: np.ndarray, n, calibration: bool = False) -> SVMetrics:
+    """All table metrics of sorted target/nontarget scores (EER in percent; NaN when undefined).
+
+    ``calibration``: also Cllr, min Cllr and actual DCF(0.01), the scores read as LLRs.
+    """
     e, th = eer_sorted(t, n, return_threshold=True)
-    return SVMetrics(eer=100.0 * e if not math.isnan(e) else math.nan,
-                     min_dcf_0_01=min_dcf_sorted(t, n, 0.01),
-                     min_dcf_0_001=min_dcf_sorted(t, n, 0.001),
-                     n_target=int(t.size), n_nontarget=int(_size(n)), eer_threshold=th)
+    m = SVMetrics(eer=100.0 * e if not math.isnan(e) else math.nan,
+                  min_dcf_0_01=min_dcf_sorted(t, n, 0.01),
+                  min_dcf_0_001=min_dcf_sorted(t, n, 0.001),
+                  n_target=int(t.size), n_nontarget=int(_size(n)), eer_threshold=th)
+    if calibration:
+        m.cllr, m.min_cllr, m.act_dcf_0_01 = cllr_sorted(t, n), min_cllr_sorted(t, n), act_dcf_sorted(t, n, 0.01)
+    return m
 
 
-def sv_metrics(tar, non) -> SVMetrics:
+def sv_metrics(tar, non, calibration: bool = False) -> SVMetrics:
     t, n = _prep(tar, non)
-    return sv_metrics_sorted(t, n)
+    return sv_metrics_sorted(t, n, calibration)

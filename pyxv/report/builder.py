@@ -174,11 +174,17 @@ class ReportBuilder:
         L = ["## Emotion recognition (Table 2 analogue)", "",
              "Weighted F1 (%, the paper's metric) and unweighted accuracy (UA, mean per-class recall, %), "
              "mean ± std over folds (population std) where the protocol has folds; "
-             "`clean+aug` trains on the clean utterances plus their augmented copies.", ""]
+             "`clean+aug` trains on the clean utterances plus their augmented copies. "
+             "The two *Reference* rows (eGeMAPS functionals + LR, MFCC mean/std over voiced frames + LR) "
+             "ran in the same run on the same folds with the frozen systems' LR.", ""]
         corpora = [c for c in self.corpora if emo.get(c)] or self.corpora[:1]
         lines, missing, rows = T.table2(corpora, emo)
         self.csv_rows += rows
         L += lines + [""]
+        for c in corpora:
+            sentence = T.reference_comparison(c, emo.get(c, {}))
+            if sentence:
+                L += [sentence, ""]
         if missing:
             cells = f"{len(missing)} cell" + ("s" if len(missing) > 1 else "")
             L.append(f"— : not run or no results found ({cells}): " + "; ".join(
@@ -212,7 +218,11 @@ class ReportBuilder:
         L = ["## Speaker verification by emotion (Tables 3-5 analogue)", "",
              "Every utterance against every other of the same gender; EER (%) by enrolment emotion (rows) "
              "and test emotion (columns). Same-emotion mean = mean of the diagonal, cross-emotion mean = "
-             "mean of the off-diagonal cells.", ""]
+             "mean of the off-diagonal cells. Back-ends named `*_folds` follow the per-fold protocol: each "
+             "fold's back-end (and, for `compensated_folds`, its emotion projection, per-emotion S-norm "
+             "cohorts and calibration; conf/sv_emotion.yaml) is learned from the fold's training speakers "
+             "only, trials are all same-gender pairs of its test speakers, and the folds are pooled; "
+             "cross / same is the ratio of the pooled cross- and same-emotion trials' EERs.", ""]
         any_sv = False
         for c in self.corpora:
             res = sv.get(c, [])
@@ -224,6 +234,9 @@ class ReportBuilder:
             lines, rows = T.sv_summary_table(res)
             self.csv_rows += rows
             L += lines + [""]
+            cal = T.sv_calibration_lines(res)
+            if cal:
+                L += cal + [""]
             for r in res:
                 lines, rows = T.eer_table(r)
                 self.csv_rows += rows

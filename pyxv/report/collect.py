@@ -33,7 +33,13 @@ SYSTEMS = (
     ("finetune_clean", "ResNet-clean, fine-tuned"),
     ("finetune_aug", "ResNet-aug, fine-tuned"),
 )
-SYSTEM_LABELS = dict(SYSTEMS)
+# Reference rows computed in the same run on the same folds (pyxv.emotion.reference):
+# a reader sees at once whether an x-vector system beats a trivial baseline.
+REFERENCE_SYSTEMS = (
+    ("ref_egemaps_lr", "*Reference:* eGeMAPS functionals + LR"),
+    ("ref_mfccstats_lr", "*Reference:* MFCC mean/std + LR"),
+)
+SYSTEM_LABELS = dict(SYSTEMS + REFERENCE_SYSTEMS)
 # Training-data columns: (directory suffix, label used in the recipe and the paper).
 TRAIN_DATA = (("clean", "clean"), ("clean_aug", "clean+aug"))
 
@@ -303,7 +309,7 @@ def _model_key(name: str):
 
 
 def _backend_key(name: str):
-    order = ("cosine", "plda")
+    order = ("cosine", "plda", "cosine_folds", "compensated_folds")
     return (order.index(name) if name in order else len(order), name)
 
 

@@ -11,8 +11,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .collect import (PAPER_CITATION, PAPER_CORPORA, PAPER_TABLE2, SYSTEM_LABELS, SYSTEMS, TRAIN_DATA,
-                      EmotionResult, SVResult)
+from .collect import (PAPER_CITATION, PAPER_CORPORA, PAPER_TABLE2, REFERENCE_SYSTEMS, SYSTEM_LABELS, SYSTEMS,
+                      TRAIN_DATA, EmotionResult, SVResult)
 
 DASH = "—"
 CSV_FIELDS = ("table", "corpus", "system", "train_data", "model", "backend", "enroll", "test", "fold", "stage",
@@ -42,9 +42,35 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str | 
 
 
 def system_order(results: Mapping[tuple[str, str], EmotionResult]) -> list[str]:
-    """The paper's six systems, then any extra system found, sorted."""
+    """The paper's six systems, then any extra system found, sorted, then the two references."""
     extra = sorted({s for s, _ in results} - set(SYSTEM_LABELS))
-    return [s for s, _ in SYSTEMS] + extra
+    return [s for s, _ in SYSTEMS] + extra + [s for s, _ in REFERENCE_SYSTEMS]
+
+
+def reference_comparison(corpus: str, results: Mapping[tuple[str, str], EmotionResult]) -> str | None:
+    """One sentence: per training data, how many non-reference systems beat the better
+    reference on mean weighted F1, and by how much the best system is above (or below)
+    it. None when the corpus has no reference or no other result."""
+    refs = {s for s, _ in REFERENCE_SYSTEMS}
+    parts = []
+    for d, dlabel in TRAIN_DATA:
+        ref = [(r.mean("weighted_f1"), s) for (s, dd), r in results.items() if dd == d and s in refs]
+        own = [(r.mean("weighted_f1"), s) for (s, dd), r in results.items() if dd == d and s not in refs]
+        if not ref or not own:
+            continue
+        rv, rs = max(ref)
+        bv, bs = max(own)
+        n = sum(v > rv for v, _ in own)
+        ref_name = f"{SYSTEM_LABELS[rs].replace('*Reference:* ', '')}, {pct(rv)}"
+        if n:
+            parts.append(f"on {dlabel} data {n} of {len(own)} systems beat the better reference ({ref_name}), "
+                         f"the best (`{bs}`, {pct(bv)}) by {100 * (bv - rv):.2f} points")
+        else:
+            parts.append(f"on {dlabel} data none of {len(own)} systems beats the better reference ({ref_name}): "
+                         f"the best (`{bs}`, {pct(bv)}) is {100 * (rv - bv):.2f} points below it")
+    if not parts:
+        return None
+    return f"**Against the references** (`{corpus}`, mean weighted F1 %): " + "; ".join(parts) + "."
 
 
 def cell_f1(r: EmotionResult | None) -> str:
@@ -179,21 +205,43 @@ def eer_table(r: SVResult) -> tuple[list[str], list[dict]]:
 
 def sv_summary_table(results: Sequence[SVResult]) -> tuple[list[str], list[dict]]:
     """One line per model x back-end: pooled EER/minDCF (summary.json), same- and
-    cross-emotion means, the penalty (cross - same) and the worst pair."""
+    cross-emotion means, the penalty (cross - same), the cross/same ratio of the
+    pooled trials, Cllr of calibrated back-ends and the worst pair."""
     rows, csv_rows = [], []
     for r in results:
         s = r.summary or {}
         worst = r.extreme(None, worst=True)
         gap = r.cross_mean() - r.same_mean()
+        ps, pc = s.get("same_emotion_pooled_eer"), s.get("cross_emotion_pooled_eer")
+        ratio = pc / ps if isinstance(ps, (int, float)) and isinstance(pc, (int, float)) and ps > 0 else None
         rows.append([f"ResNet-{r.model}", r.backend, num(s.get("eer")), num(s.get("min_dcf_0.01"), 3),
                      num(s.get("min_dcf_0.001"), 3), num(r.same_mean()), num(r.cross_mean()), num(gap),
+                     num(ratio) if ratio is not None else DASH,
+                     num(s.get("cllr"), 3) if isinstance(s.get("cllr"), (int, float)) else DASH,
                      f"{worst[0]} vs {worst[1]} ({num(worst[2])})" if worst else DASH,
                      str(int(s["n_target"])) if isinstance(s.get("n_target"), (int, float)) else DASH,
                      str(int(s["n_nontarget"])) if isinstance(s.get("n_nontarget"), (int, float)) else DASH])
-        for key in ("eer", "min_dcf_0.01", "min_dcf_0.001", "n_target", "n_nontarget"):
+        for key in ("eer", "min_dcf_0.01", "min_dcf_0.001", "n_target", "n_nontarget", "same_emotion_pooled_eer",
+                    "cross_emotion_pooled_eer", "cllr", "min_cllr", "act_dcf_0.01"):
             if isinstance(s.get(key), (int, float)):
                 csv_rows.append(dict(table="sv_summary", corpus=r.corpus, model=r.model, backend=r.backend,
                                      metric=key, value=f"{s[key]:.6g}"))
     header = ["x-vector", "back-end", "EER %", "minDCF 0.01", "minDCF 0.001", "same-emo EER %",
-              "cross-emo EER %", "cross − same", "worst pair (EER %)", "target trials", "non-target trials"]
-    return (md_table(header, rows, "ll" + "r" * 6 + "lrr") if rows else []), csv_rows
+              "cross-emo EER %", "cross − same", "cross / same (pooled)", "Cllr", "worst pair (EER %)",
+              "target trials", "non-target trials"]
+    return (md_table(header, rows, "ll" + "r" * 8 + "lrr") if rows else []), csv_rows
+
+
+def sv_calibration_lines(results: Sequence[SVResult]) -> list[str]:
+    """A sentence per calibrated back-end: Cllr, min Cllr, actual vs minimum DCF (summary.json)."""
+    out = []
+    for r in results:
+        s = r.summary or {}
+        if not all(isinstance(s.get(k), (int, float)) for k in ("cllr", "min_cllr", "act_dcf_0.01")):
+            continue
+        out.append(f"- ResNet-{r.model}, {r.backend}: Cllr {s['cllr']:.3f} bits (min Cllr {s['min_cllr']:.3f}; "
+                   f"the difference is the calibration loss), actual DCF(0.01) {s['act_dcf_0.01']:.3f} against "
+                   f"minDCF {num(s.get('min_dcf_0.01'), 3)}.")
+    if out:
+        out = ["Calibration (scores as log-likelihood ratios, calibrated on held-out training speakers):", ""] + out
+    return out

@@ -1,0 +1,165 @@
+"""Two reference systems of Table 2, so every report shows whether an x-vector
+system beats a trivial baseline on the same folds:
+
+    ref_egemaps_lr    the 88 eGeMAPSv02 functionals of each utterance (openSMILE,
+                      stage 2's ``gemaps.scp``) + logistic regression
+    ref_mfccstats_lr  mean and standard deviation over the VAD-voiced frames of the
+                      plain 23-dim MFCC (stage 2's ``feats.scp`` and ``vad.scp``; no
+                      CMN, so the mean keeps the channel and timbre) + logistic regression
+
+Each vector dimension is standardised with the fold's training mean and std (the
+features mix Hz, dB and ratios), then :class:`pyxv.emotion.lr.EmotionLR` is fitted
+exactly as for the frozen x-vector systems: same C grid, C chosen by weighted F1 on
+the dev set when the protocol has one, else by speaker-grouped CV on the training
+data; balanced class weights. The x-vector pre-processing (centring, whitening/LDA,
+length normalisation) is not applied: it is for embeddings, not for standardised
+hand-crafted features. Training on 'clean+aug' data reads the augmented copies'
+vectors from ``<emo>/all_aug``, like the other systems.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_open, read_table
+from .lr import EmotionLR
+
+log = logging.getLogger("pyxv.emotion")
+
+REFERENCE_SYSTEMS = ("ref_egemaps_lr", "ref_mfccstats_lr")
+# Fewer voiced frames than this: the statistics are taken over every frame instead.
+MIN_VOICED_FRAMES = 10
+
+
+def mfcc_stats(feats: np.ndarray, vad: np.ndarray, min_voiced: int = MIN_VOICED_FRAMES,
+               what: str = "utterance") -> np.ndarray:
+    """(T, D) MFCC and (T,) VAD decisions -> (2D,) [mean, std] over the voiced frames
+    (over all frames when fewer than ``min_voiced`` are voiced)."""
+    feats = np.asarray(feats, dtype=np.float64)
+    vad = np.asarray(vad).reshape(-1)
+    if feats.ndim != 2 or feats.shape[0] == 0:
+        raise ValueError(f"{what}: MFCC must be a non-empty (frames, dims) matrix, got shape {feats.shape}")
+    if len(vad) != len(feats):
+        raise ValueError(f"{what}: {len(feats)} MFCC frames but {len(vad)} VAD decisions")
+    voiced = vad > 0.5
+    f = feats[voiced] if voiced.sum() >= min_voiced else feats
+    return np.concatenate([f.mean(0), f.std(0)])
+
+
+def _scp(path: Path, stage: str) -> dict:
+    import kaldiio
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (run {stage})")
+    return kaldiio.load_scp(str(path))
+
+
+def feature_files(system: str, data_dir: str | Path) -> list[Path]:
+    """The scp files a reference system reads from one data dir (all/ or all_aug/)."""
+    d = Path(data_dir)
+    if system == "ref_egemaps_lr":
+        return [d / "gemaps.scp"]
+    if system == "ref_mfccstats_lr":
+        return [d / "feats.scp", d / "vad.scp"]
+    raise ValueError(f"unknown reference system '{system}' (one of {', '.join(REFERENCE_SYSTEMS)})")
+
+
+def reference_inputs(system: str, emo_dir: str | Path, aug: bool) -> list[tuple[Path, str]]:
+    """Files the system reads, each with the stage that makes it (for steps/train_emotion.sh)."""
+    subs = ("all", "all_aug") if aug else ("all",)
+    return [(f, "stage 2, features") for s in subs for f in feature_files(system, Path(emo_dir) / s)]
+
+
+def load_vectors(system: str, data_dirs: list[Path], utts: list[str], what: str) -> tuple[np.ndarray, list[int]]:
+    """One reference vector per utterance of ``utts``, looked up in the data dirs in
+    order; utterances without features are reported and skipped. Returns the (N', D)
+    array and the kept indices."""
+    tables = [[_scp(f, "stage 2, features") for f in feature_files(system, d)] for d in data_dirs]
+    keep, rows, missing = [], [], []
+    for i, u in enumerate(utts):
+        t = next((t for t in tables if all(u in x for x in t)), None)
+        if t is None:
+            missing.append(u)
+            continue
+        where = f"{what}: utterance {u}"
+        if system == "ref_egemaps_lr":
+            v = np.asarray(t[0][u], dtype=np.float64).reshape(-1)
+        else:
+            v = mfcc_stats(t[0][u], t[1][u], what=where)
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{where}: {system} vector has non-finite values")
+        if rows and len(v) != len(rows[0]):
+            raise ValueError(f"{where}: {len(v)}-dim {system} vector, earlier ones have {len(rows[0])}")
+        keep.append(i)
+        rows.append(v)
+    if missing:
+        log.warning("%s: %d utterance(s) have no %s features and are skipped, e.g. %s", what, len(missing),
+                    system, missing[:3])
+    if not rows:
+        raise ValueError(f"{what}: no utterance has {system} features in "
+                         + ", ".join(str(f) for d in data_dirs for f in feature_files(system, d)))
+    return np.stack(rows), keep
+
+
+class StandardizedLR:
+    """Per-dimension standardisation (training mean and std) + :class:`EmotionLR`.
+
+    ``fit(X (N, D), y, groups, X_dev, y_dev)``; ``predict_proba(X) -> (N, C)`` in
+    ``classes`` order. ``lr_opts``: the ``lr`` section of conf/emotion.yaml (its
+    C_grid, cv_folds and max_iter are used)."""
+
+    def __init__(self, classes, lr_opts: dict | None = None, seed: int = 0):
+        o = lr_opts or {}
+        kw = {k: o[k] for k in ("C_grid", "cv_folds", "max_iter") if k in o}
+        self.classes = list(classes)
+        self.lr = EmotionLR(self.classes, pre={"center": False, "projection": "none", "length_norm": False},
+                            seed=seed, **kw)
+
+    def _std(self, X) -> np.ndarray:
+        return (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+
+    def fit(self, X, y, groups=None, X_dev=None, y_dev=None) -> "StandardizedLR":
+        X = np.asarray(X, dtype=np.float64)
+        self.mean_ = X.mean(0)
+        sd = X.std(0)
+        self.scale_ = np.where(sd > 1e-8, sd, 1.0)   # a constant dimension stays 0, not inf
+        self.lr.fit(self._std(X), y, groups=groups, X_dev=None if X_dev is None else self._std(X_dev), y_dev=y_dev)
+        return self
+
+    @property
+    def selection(self) -> dict:
+        return self.lr.selection
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self.lr.predict_proba(self._std(X))
+
+    def predict(self, X) -> list[str]:
+        return self.lr.predict(self._std(X))
+
+
+def run_reference(system: str, split, train, dev, test, classes: list[str], emo_dir: Path, cfg: dict,
+                  fold_dir: Path):
+    """One fold of a reference system (the frozen systems' signature, see
+    :func:`pyxv.emotion.systems.run_fold`). Returns (test set scored, posteriors (N, C))."""
+
+    emo_dir = Path(emo_dir)
+    dirs = [emo_dir / "all"] + ([emo_dir / "all_aug"] if any(train.aug) else [])
+    Xtr, ktr = load_vectors(system, dirs, train.utts, f"{split.name} train")
+    train = train.subset(ktr)
+    Xte, kte = load_vectors(system, dirs[:1], test.utts, f"{split.name} test")
+    test = test.subset(kte)
+    Xdev = ydev = None
+    if dev is not None:
+        Xdev, kdev = load_vectors(system, dirs[:1], dev.utts, f"{split.name} dev")
+        ydev = [dev.labels[i] for i in kdev]
+    model = StandardizedLR(classes, cfg["lr"], seed=cfg["seed"])
+    log.info("%s: %s LR on %d %d-dim vectors (%d augmented)", split.name, system, len(train), Xtr.shape[1],
+             sum(train.aug))
+    model.fit(Xtr, train.labels, groups=train.spks, X_dev=Xdev, y_dev=ydev)
+    with atomic_open(fold_dir / "model.pkl", "wb") as f:
+        pickle.dump({"type": "reference_lr", "system": system, "classes": classes, "model": model,
+                     "selection": model.selection}, f)
+    return test, model.predict_proba(Xte)
