@@ -146,12 +146,22 @@ pre=data/pretrain                # train/ (speakers for the x-vector), train_aug
 noise=data/noise                 # musan_{noise,music,speech}/, rirs/
 mkdir -p exp
 
+# One recipe at a time in this directory: the kernel drops the lock when this run
+# (and the jobs it started) ends, however it ends; the file says who holds it.
+lock=exp/.run.lock
+if [ "$dry_run" != true ]; then
+  exec 9<>"$lock"
+  flock -n 9 || { echo "run.sh: another ./run.sh is running in $PWD ($(cat "$lock")); wait for it or stop it" >&2; exit 1; }
+  echo "pid $$, stage $stage, since $(date '+%F %T')" > "$lock"
+fi
+
 # Each stage logs its wall time to exp/stage_times (read by the report).
 run_stage() {  # run_stage N description
   local n=$1; shift
   if [ "$stage" -le "$n" ] && [ "$stop_stage" -ge "$n" ]; then
     echo "=== stage $n: $* ($(date '+%F %T'))"
     [ "$dry_run" = true ] && return 1
+    echo "pid $$, stage $n ($*), since $(date '+%F %T')" > "$lock"
     stage_start=$(date +%s)
     return 0
   fi

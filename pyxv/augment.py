@@ -275,17 +275,18 @@ def augment_one(x: np.ndarray, sr: int, aug_type: str, cfg: dict, sources: Sourc
 
 
 def write_flac(path: Path, y: np.ndarray, sr: int) -> None:
-    """Write int16 FLAC atomically (temp name, then rename)."""
-    import os
+    """Write int16 FLAC atomically (encoded in memory, then a temporary name and
+    a rename; not fsync'ed: one per copy would cost more than the copy). A write
+    error raises :class:`pyxv.io.OutputError` (libsndfile's own errors on a full
+    disk say only "System error")."""
+    import io
 
     import soundfile as sf
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        q = np.clip(np.round(y), -32768, 32767).astype(np.int16)
-        sf.write(str(tmp), q, int(sr), format="FLAC", subtype="PCM_16")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from .io import atomic_open
+
+    q = np.clip(np.round(y), -32768, 32767).astype(np.int16)
+    buf = io.BytesIO()
+    sf.write(buf, q, int(sr), format="FLAC", subtype="PCM_16")
+    with atomic_open(path, "wb", fsync=False) as f:
+        f.write(buf.getbuffer())

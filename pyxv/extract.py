@@ -102,25 +102,17 @@ def utterance_posteriors(net, source, utts: Sequence[str], *, chunk_frames: int 
 
 
 def write_embeddings(pairs: Iterable[tuple[str, np.ndarray]], ark: str | os.PathLike) -> int:
-    """Write ``(key, vector)`` pairs to ``ark`` and its ``.scp`` (atomically: temp
-    names, then renamed). Returns the count."""
+    """Write ``(key, vector)`` pairs to ``ark`` and its ``.scp``, both whole or
+    neither (:class:`pyxv.features.archive.ArkScpWriter`; a write error raises
+    :class:`pyxv.io.OutputError`). Returns the count."""
+    from .features.archive import ArkScpWriter
+
     ark = str(ark)
     scp = ark[:-4] + ".scp" if ark.endswith(".ark") else ark + ".scp"
-    d, b = os.path.split(ark)
-    tmp_ark = os.path.join(d, f".{b}.tmp")
-    tmp_scp = tmp_ark + ".scp"
-    n = 0
-    with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as w:
+    with ArkScpWriter(ark, scp) as w:
         for k, v in pairs:
-            w(k, np.asarray(v, dtype=np.float32))
-            n += 1
-    with open(tmp_scp, encoding="utf-8") as f:
-        lines = [ln.replace(tmp_ark, ark) for ln in f]
-    with open(tmp_scp, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    os.replace(tmp_ark, ark)
-    os.replace(tmp_scp, scp)
-    return n
+            w.write(k, np.asarray(v, dtype=np.float32))
+    return len(w.entries)
 
 
 def speaker_means(xvector_scp: str | os.PathLike, utt2spk: dict[str, str]) -> tuple[dict, dict]:

@@ -6,6 +6,7 @@ or a shell command ending in ``|`` whose stdout is audio (Kaldi's pipe rule).
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import subprocess
@@ -19,6 +20,48 @@ from typing import Iterable, Iterator, Mapping
 
 class AudioError(RuntimeError):
     """Audio that cannot be read or used; the message names the file and why."""
+
+
+class OutputError(RuntimeError):
+    """An output that cannot be written (disk full, I/O error, permission, a
+    vanished folder). Unlike bad input it is fatal: the job stops at once."""
+
+    def __init__(self, path: str | os.PathLike, err: BaseException):
+        self.path = Path(path)
+        self.errno = getattr(err, "errno", None)
+        why = getattr(err, "strerror", None) or str(err)
+        super().__init__(f"cannot write {self.path}: {why} ({free_space(self.path)})")
+
+
+# Errors that can only come from writing: never a property of the input.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """'N MB free on <folder>' for the nearest existing folder of ``path``."""
+    import shutil
+
+    p = Path(path).absolute()
+    while not p.is_dir() and p != p.parent:
+        p = p.parent
+    try:
+        return f"{shutil.disk_usage(p).free / 1e6:.1f} MB free on {p}"
+    except OSError as e:
+        return f"free space on {p} unknown: {e.strerror}"
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename in folder ``path`` durable (best effort where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------- text tables
@@ -45,25 +88,52 @@ def read_table(path: str | os.PathLike, *, split: bool = False) -> dict:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", **kw) -> Iterator:
+def atomic_open(path: str | os.PathLike, mode: str = "w", *, fsync: bool = True, **kw) -> Iterator:
     """Open a temporary file beside ``path``; rename it onto ``path`` only when
-    the block finishes without error, so readers never see half a file."""
+    the block finishes without error, so readers never see half a file
+    (``fsync``: also after a power failure).
+    An OSError while creating, writing, syncing or renaming it becomes an
+    :class:`OutputError` naming ``path`` and the free space; the temporary file
+    never survives (errors, SIGINT, and SIGTERM where it raises SystemExit)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
-        with open(tmp, mode, **kw) as f:
-            yield f
-        # mkstemp makes the file 0600; give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        f = open(tmp, mode, **kw)
+    except OSError as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise OutputError(path, e) from e
+    try:
+        try:
+            with f:
+                yield f
+        except OSError as e:
+            # A full disk inside the block is this file's; other OSErrors may be
+            # the caller's input and pass unchanged.
+            if e.errno in OUTPUT_ERRNOS:
+                raise OutputError(path, e) from e
+            raise
+        try:
+            if fsync:
+                with open(tmp, "rb+") as g:
+                    os.fsync(g.fileno())
+            # mkstemp makes the file 0600; give it the mode a plain open() would.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise OutputError(path, e) from e
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if fsync:
+        fsync_dir(path.parent)
 
 
 def write_table(path: str | os.PathLike, table: Mapping[str, object]) -> None:

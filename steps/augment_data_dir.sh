@@ -66,10 +66,11 @@ PY
 name=$(basename "$in")
 parent=$(dirname "$out")
 logdir=$out/log
-rm -rf "$out/audio" "$out/.info"
-for t in reverb noise music babble; do rm -rf "${parent:?}/${name}_$t"; done
-rm -f "$out"/{wav.scp,utt2spk,spk2utt,utt2orig,utt2dur,utt2emo,spk2gender,unknown_spk_utts,feats.scp,vad.scp,utt2num_frames}
-mkdir -p "$logdir" "$out/.info"
+# This run's copies stay in $new until every job has succeeded, so a failed run
+# leaves the previous complete outputs untouched.
+new=$out/.new
+rm -rf "$new" "$out/.info"   # what a killed run left
+mkdir -p "$logdir" "$new/info"
 n=$(wc -l < "$in/utt2spk")
 [ "$nj" -le "$n" ] || nj=$n
 utils/split_data.sh "$in" "$nj" >/dev/null
@@ -78,17 +79,28 @@ sdata=$in/split$nj
 echo "$0: augmenting $n utterances of $in into $out ($config) in $nj jobs ($(date '+%T'))"
 $cmd JOB=1:$nj "$logdir/augment.JOB.log" \
   python -m pyxv.bin.augment_data augment --config "$config" --noise-dir "$noise" \
-    --audio-dir "$out/audio" --info "$out/.info/JOB.jsonl" "$sdata/JOB"
+    --audio-dir "$new/audio" --info "$new/info/JOB.jsonl" "$sdata/JOB" || {
+  rm -rf "$new"   # the other jobs' copies are useless without the failed one's
+  echo "$0: augmentation of $in failed (see $logdir/augment.*.log); previous outputs left as they were" >&2
+  grep -h "FATAL" "$logdir"/augment.*.log | head -n 1 >&2 || true
+  exit 1; }
 
 infos=()
 for j in $(seq "$nj"); do
-  [ -f "$out/.info/$j.jsonl" ] || { echo "$0: job $j left no results; see $logdir/augment.$j.log" >&2; exit 1; }
-  infos+=("$out/.info/$j.jsonl")
+  [ -f "$new/info/$j.jsonl" ] || { echo "$0: job $j left no results; see $logdir/augment.$j.log" >&2; exit 1; }
+  infos+=("$new/info/$j.jsonl")
 done
+sed -i 's#/\.new/audio/#/audio/#' "${infos[@]}"   # where the copies will be
+# The old outputs go first: an interruption from here on leaves no wav.scp (the
+# step redoes), never a data dir naming copies of two runs.
+for t in reverb noise music babble; do rm -rf "${parent:?}/${name}_$t"; done
+rm -f "$out"/{wav.scp,utt2spk,spk2utt,utt2orig,utt2dur,utt2emo,spk2gender,unknown_spk_utts,feats.scp,vad.scp,utt2num_frames}
+rm -rf "$out/audio"
+if [ -d "$new/audio" ]; then mv "$new/audio" "$out/audio"; fi
 python -m pyxv.bin.augment_data assemble --config "$config" "$in" "$out" "${infos[@]}"
 mkdir -p "$out/conf"
 cp "$config" "$out/conf/augment.yaml"
-rm -rf "$out/.info"
+rm -rf "$new"
 
 failed=$(grep -h "ERROR utterance" "$logdir"/augment.*.log || true)
 if [ -n "$failed" ]; then

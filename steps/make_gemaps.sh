@@ -44,8 +44,12 @@ if [ "$overwrite" != true ] && [ -f "$data/gemaps.scp" ] && [ -f "$data/gemaps_l
   exit 0
 fi
 
+# This run's archives stay in $new until every job has succeeded, so a failed
+# run leaves the previous complete outputs untouched.
+new=$dir/.new_$name
 mkdir -p "$logdir" "$dir"
-rm -f "$dir"/gemaps_{lld,func}_"$name".*.{ark,scp} "$dir"/.gemaps_{lld,func}_"$name".*.tmp.*
+rm -rf "$new" "$dir"/.gemaps_{lld,func}_"$name".*.tmp.*   # what a killed run left
+mkdir -p "$new"
 n=$(wc -l < "$data/utt2spk")
 [ "$nj" -le "$n" ] || nj=$n
 utils/split_data.sh "$data" "$nj" >/dev/null
@@ -54,16 +58,27 @@ sdata=$data/split$nj
 echo "$0: eGeMAPS of $n utterances of $data in $nj jobs ($(date '+%T'))"
 $cmd JOB=1:$nj "$logdir/make_gemaps_$name.JOB.log" \
   python -m pyxv.bin.compute_gemaps --sample-rate "$sample_rate" "$sdata/JOB" \
-    "$dir/gemaps_lld_$name.JOB.ark" "$dir/gemaps_lld_$name.JOB.scp" \
-    "$dir/gemaps_func_$name.JOB.ark" "$dir/gemaps_func_$name.JOB.scp"
+    "$new/gemaps_lld_$name.JOB.ark" "$new/gemaps_lld_$name.JOB.scp" \
+    "$new/gemaps_func_$name.JOB.ark" "$new/gemaps_func_$name.JOB.scp" || {
+  rm -rf "$new"
+  echo "$0: eGeMAPS of $data failed (see $logdir/make_gemaps_$name.*.log); previous outputs left as they were" >&2
+  grep -h "FATAL" "$logdir"/make_gemaps_"$name".*.log | head -n 1 >&2 || true
+  exit 1; }
 
 for j in $(seq "$nj"); do
   for k in lld func; do
-    [ -f "$dir/gemaps_${k}_$name.$j.scp" ] || { echo "$0: job $j left no $k scp; see $logdir/make_gemaps_$name.$j.log" >&2; exit 1; }
+    [ -f "$new/gemaps_${k}_$name.$j.scp" ] || { echo "$0: job $j left no $k scp; see $logdir/make_gemaps_$name.$j.log" >&2; exit 1; }
   done
 done
-for j in $(seq "$nj"); do cat "$dir/gemaps_lld_$name.$j.scp"; done | sort > "$data/.gemaps_lld.scp.tmp"
-for j in $(seq "$nj"); do cat "$dir/gemaps_func_$name.$j.scp"; done | sort > "$data/.gemaps.scp.tmp"
+# The job scps name the archives where they will be: in $dir.
+sed -i "s#/\.new_$name/gemaps_#/gemaps_#" "$new"/gemaps_{lld,func}_"$name".*.scp
+for j in $(seq "$nj"); do cat "$new/gemaps_lld_$name.$j.scp"; done | sort > "$data/.gemaps_lld.scp.tmp"
+for j in $(seq "$nj"); do cat "$new/gemaps_func_$name.$j.scp"; done | sort > "$data/.gemaps.scp.tmp"
+# The old scps go first: an interruption from here on leaves none (the step
+# redoes), never one that names the wrong archives.
+rm -f "$data/gemaps_lld.scp" "$data/gemaps.scp" "$dir"/gemaps_{lld,func}_"$name".*.{ark,scp}
+mv "$new"/gemaps_* "$dir"/
+rmdir "$new"
 mv "$data/.gemaps_lld.scp.tmp" "$data/gemaps_lld.scp"
 mv "$data/.gemaps.scp.tmp" "$data/gemaps.scp"
 

@@ -51,9 +51,12 @@ fi
 # test: outputs made with this very config vouch for it, and Python starts slowly).
 python -c "import sys; from pyxv.features.mfcc import MfccOptions; MfccOptions.from_conf(sys.argv[1])" "$mfcc_config"
 
+# This run's archives stay in $new until every job has succeeded, so a failed
+# run leaves the previous complete outputs untouched.
+new=$mfccdir/.new_$name
 mkdir -p "$logdir" "$mfccdir"
-rm -f "$mfccdir"/raw_mfcc_"$name".*.ark "$mfccdir"/raw_mfcc_"$name".*.scp "$mfccdir"/.raw_mfcc_"$name".*.tmp.* \
-      "$logdir"/utt2num_frames.*
+rm -rf "$new" "$mfccdir"/.raw_mfcc_"$name".*.tmp.* "$logdir"/utt2num_frames.*   # what a killed run left
+mkdir -p "$new"
 n=$(wc -l < "$data/utt2spk")
 [ "$nj" -le "$n" ] || nj=$n
 utils/split_data.sh "$data" "$nj" >/dev/null
@@ -63,16 +66,27 @@ echo "$0: MFCC of $n utterances of $data ($mfcc_config) in $nj jobs ($(date '+%T
 $cmd JOB=1:$nj "$logdir/make_mfcc_$name.JOB.log" \
   python -m pyxv.bin.compute_mfcc --config "$mfcc_config" --seed "$seed" \
     --num-frames "$logdir/utt2num_frames.JOB" \
-    "$sdata/JOB" "$mfccdir/raw_mfcc_$name.JOB.ark" "$mfccdir/raw_mfcc_$name.JOB.scp"
+    "$sdata/JOB" "$new/raw_mfcc_$name.JOB.ark" "$new/raw_mfcc_$name.JOB.scp" || {
+  rm -rf "$new"
+  echo "$0: MFCC of $data failed (see $logdir/make_mfcc_$name.*.log); previous outputs left as they were" >&2
+  grep -h "FATAL" "$logdir"/make_mfcc_"$name".*.log | head -n 1 >&2 || true
+  exit 1; }
 
 # Merge: whole files or nothing.
 for j in $(seq "$nj"); do
-  [ -f "$mfccdir/raw_mfcc_$name.$j.scp" ] || { echo "$0: job $j left no scp; see $logdir/make_mfcc_$name.$j.log" >&2; exit 1; }
+  [ -f "$new/raw_mfcc_$name.$j.scp" ] || { echo "$0: job $j left no scp; see $logdir/make_mfcc_$name.$j.log" >&2; exit 1; }
 done
-for j in $(seq "$nj"); do cat "$mfccdir/raw_mfcc_$name.$j.scp"; done | sort > "$data/.feats.scp.tmp"
+# The job scps name the archives where they will be: in $mfccdir.
+sed -i "s#/\.new_$name/raw_mfcc_$name\.#/raw_mfcc_$name.#" "$new"/raw_mfcc_"$name".*.scp
+for j in $(seq "$nj"); do cat "$new/raw_mfcc_$name.$j.scp"; done | sort > "$data/.feats.scp.tmp"
 for j in $(seq "$nj"); do cat "$logdir/utt2num_frames.$j"; done | sort > "$data/.utt2num_frames.tmp"
-mv "$data/.feats.scp.tmp" "$data/feats.scp"
+# The old feats.scp goes first: an interruption from here on leaves no feats.scp
+# (the step redoes), never one that names the wrong archives.
+rm -f "$data/feats.scp" "$mfccdir"/raw_mfcc_"$name".*.ark "$mfccdir"/raw_mfcc_"$name".*.scp
+mv "$new"/raw_mfcc_"$name".* "$mfccdir"/
+rmdir "$new"
 mv "$data/.utt2num_frames.tmp" "$data/utt2num_frames"
+mv "$data/.feats.scp.tmp" "$data/feats.scp"
 mkdir -p "$data/conf"
 cp "$mfcc_config" "$data/conf/mfcc.conf"
 

@@ -103,6 +103,8 @@ fi
 mkdir -p "$dir/log"
 cp "$config" "$dir/emotion.yaml"
 rm -f "$dir/summary.json"
+# A fold's network training resumes from its checkpoints unless told to start over.
+if [ "$overwrite" = true ]; then rm -rf "$dir"/*/checkpoints "$dir"/*/best.pt; fi
 echo "$0: $system on $train_data data, $nf fold(s) of $emo -> $dir"
 start=$(date +%s)
 $cmd --num-threads "$num_threads" JOB=1:"$nf" "$dir/log/train.JOB.log" \

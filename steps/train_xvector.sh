@@ -12,13 +12,16 @@
 # 2. Training (random chunks, margin softmax over speakers) runs as one job
 #    through --cmd; with --gpus N > 1 as torchrun with N DDP processes.
 # Outputs: final.pt (model + config + speaker list + feature confs), config.yaml,
-# mfcc.conf, vad.conf, log/train.log, log/history.json, checkpoints/epoch_N.pt.
+# mfcc.conf, vad.conf, log/train.log, log/history.json, checkpoints/epoch_N[_step_S].pt.
+# Run again after an interruption (kill, preemption, Ctrl-C), training continues
+# from the newest checkpoint when config, data and code are unchanged, and ends
+# with the weights an uninterrupted run gives; otherwise it says why and starts over.
 set -euo pipefail
 
 cmd=utils/parallel/run.py
 gpus=0                  # 0: CPU; 1: one GPU; N > 1: torchrun with N processes (DDP)
 config=
-resume=false            # continue after the last checkpoint
+resume=true             # continue from the newest checkpoint (false: start training over)
 nj=2                    # jobs for feature preparation
 cpu_procs=1             # N > 1: N DDP processes on CPU (gloo), when --gpus 0
 num_threads=1           # CPU threads of CPU training (more threads on a busy machine can be 10x slower)
@@ -33,13 +36,13 @@ Options:
   --cmd CMD            job runner [$cmd]
   --gpus N             0 for CPU, N > 1 for torchrun DDP [$gpus]
   --config FILE        x-vector YAML config (required)
-  --resume BOOL        continue from the last epoch checkpoint [$resume]
+  --resume BOOL        continue from the newest checkpoint of an unchanged run [$resume]
   --nj N               feature preparation jobs [$nj]
   --cpu-procs N        with --gpus 0: N > 1 runs torchrun with N gloo processes on CPU [$cpu_procs]
   --num-threads N      CPU threads for training (per process) [$num_threads]
   --mfcc-config FILE   MFCC config the features were made with [$mfcc_config]
   --vad-config FILE    VAD config the features were made with [$vad_config]
-  --overwrite BOOL     retrain even when final.pt is up to date [$overwrite]
+  --overwrite BOOL     retrain from scratch even when final.pt is up to date [$overwrite]
   --prepare-only BOOL  only prepare the network input in <exp-dir>/feats [$prepare_only]
   --init-from FILE     start from this model (all layers but the output layer), e.g. an imported
                        encoder to adapt; its type and size must match --config [$init_from]"
@@ -72,12 +75,12 @@ for f in "$data/utt2spk" "$mfcc_config" "$vad_config" ${init_from:+"$init_from"}
   [ -f "$f" ] || { echo "$0: $f does not exist" >&2; exit 1; }
 done
 
-if [ "$overwrite" != true ] && [ "$resume" != true ] && [ -f "$dir/final.pt" ] \
+if [ "$overwrite" != true ] && [ -f "$dir/final.pt" ] \
    && [ "$dir/final.pt" -nt "$input" ] && [ "$dir/final.pt" -nt "$config" ]; then
   echo "$0: $dir/final.pt is newer than $input and $config; nothing to do (--overwrite true redoes)"
   exit 0
 fi
-if [ "$overwrite" = true ] && [ "$resume" != true ]; then
+if [ "$overwrite" = true ]; then
   rm -rf "$dir/checkpoints" "$dir/final.pt" "$dir/best.pt" "$dir/feats"
 fi
 mkdir -p "$dir/log" "$dir/feats"
@@ -88,7 +91,10 @@ cp "$vad_config" "$dir/vad.conf"
 feats=$dir/feats
 if [ ! -f "$feats/feats.scp" ] || [ "$input" -nt "$feats/feats.scp" ] || [ "$config" -nt "$feats/feats.scp" ]; then
   echo "$0: preparing training features of $data in $nj jobs ($(date '+%T'))"
-  rm -f "$feats"/feats.*.scp "$feats"/feats.*.ark "$feats"/feats.*.utt2num_frames
+  # feats.scp goes too: should this fail, the next run prepares again instead of
+  # trusting a feats.scp whose archives are gone.
+  rm -f "$feats"/feats.scp "$feats"/feats.*.scp "$feats"/feats.*.ark "$feats"/feats.*.utt2num_frames \
+        "$feats"/.feats.*.tmp.*
   $cmd JOB=1:$nj "$dir/log/prepare_feats.JOB.log" \
     python -m pyxv.bin.prepare_feats --config "$config" --job JOB --nj $nj "$data" "$feats"
   for j in $(seq $nj); do cat "$feats/feats.$j.utt2num_frames"; done | sort > "$feats/utt2num_frames.tmp"
@@ -106,10 +112,10 @@ fi
 args=(--config "$config" --feats-dir "$feats" --labels "$data/utt2spk"
       --extra-file "mfcc.conf=$mfcc_config" --extra-file "vad.conf=$vad_config")
 [ -n "$init_from" ] && args+=(--init-from "$init_from")
-if [ "$resume" = true ]; then
-  args+=(--resume)
+[ "$resume" = true ] || args+=(--start-over)
+if ls "$dir"/checkpoints/epoch_*.pt >/dev/null 2>&1 && [ -f "$dir/log/train.log" ]; then
   # keep the interrupted run's log beside the new one
-  [ -f "$dir/log/train.log" ] && mv "$dir/log/train.log" "$dir/log/train.before-resume.$(date +%Y%m%d-%H%M%S).log"
+  mv "$dir/log/train.log" "$dir/log/train.before-resume.$(date +%Y%m%d-%H%M%S).log"
 fi
 if [ "$gpus" -eq 0 ] && [ "$cpu_procs" -gt 1 ]; then
   launcher=(torchrun --standalone --nproc_per_node "$cpu_procs" -m pyxv.bin.train_xvector --use-gpu no)
@@ -128,6 +134,8 @@ fi
 echo "$0: training on $data -> $dir (log: $dir/log/train.log) ($(date '+%T'))"
 $cmd "${gpu_opt[@]}" "$dir/log/train.log" "${launcher[@]}" "${args[@]}" "$data" "$dir" \
   || { echo "$0: training failed, see $dir/log/train.log" >&2; tail -n 5 "$dir/log/train.log" >&2; exit 1; }
+# Say whether it resumed, or why it started over.
+grep -h -m1 -o "resuming from .*\|starting over: .*" "$dir/log/train.log" | sed "s#^#$0: #" || true
 [ -f "$dir/final.pt" ] || { echo "$0: training ended without $dir/final.pt" >&2; exit 1; }
 python - "$dir/log/history.json" <<'PY'
 import json, sys

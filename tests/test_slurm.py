@@ -262,3 +262,27 @@ def test_config_errors(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True)
     assert p.returncode == 2 and "put JOB in the log path" in p.stderr
     assert parallel.read_slurm_config(REPO / "conf/slurm.conf")["gpu_gres"] == "gpu:{n}"
+
+
+def test_task_cancelled_mid_array_fails_naming_it(slurm_cluster, tmp_path):
+    """Task 2 of 3 is cancelled (scancel) while it runs, the others finish: the
+    call fails naming that task's Slurm id and its log, and only that one."""
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("partition = debug\npoll_seconds = 0.5\nstatus_grace_seconds = 2\n")
+    p = subprocess.Popen([str(SLURM), "--config", str(conf), "JOB=1:3", "log/c.JOB.log",
+                          "if [ JOB = 2 ]; then sleep 60; fi; echo done JOB"], cwd=tmp_path,
+                         env=slurm_cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    jobid_file = tmp_path / "log/q/c.jobid"
+    t0 = time.time()
+    while time.time() - t0 < 60:
+        if jobid_file.exists() and "Started" in (tmp_path / "log/c.2.log").read_text(errors="replace") \
+                if (tmp_path / "log/c.2.log").exists() else False:
+            break
+        time.sleep(0.2)
+    job = jobid_file.read_text().strip()
+    subprocess.run(["scancel", f"{job}_2"], env=slurm_cluster["env"], check=True)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 1, out + err
+    assert "1 of 3 jobs failed" in err and f"Slurm job {job}_2 was killed" in err and "log/c.2.log" in err, err
+    assert "c.1.log" not in err and "c.3.log" not in err
+    assert "done 3" in (tmp_path / "log/c.3.log").read_text()

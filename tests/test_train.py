@@ -74,6 +74,74 @@ def test_resume_after_interruption_gives_identical_weights(data, tmp_path):
     assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
 
 
+def test_resume_from_mid_epoch_checkpoint_gives_identical_weights(data, tmp_path):
+    d, u2s = data
+    c = cfg(checkpoint_interval=3)                 # 8 steps/epoch: step checkpoints at global 3, 6, 9, 12 ...
+    full = train_classifier(source(d), u2s, c, tmp_path / "a", progress=False)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_in_epoch_2(epoch, step):
+        if (epoch, step) == (2, 6):                  # last checkpoint: epoch 2 after 4 steps (global 12)
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_classifier(source(d), u2s, c, tmp_path / "b", progress=False, on_step=stop_in_epoch_2)
+    names = sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir())
+    assert names == ["epoch_1.pt", "epoch_2_step_4.pt"]           # older step checkpoints superseded
+    assert not list((tmp_path / "b" / "checkpoints").glob(".*"))  # no temporary file left
+    # what kill -9 during a checkpoint write leaves: removed by the next run
+    (tmp_path / "b" / "checkpoints" / ".epoch_2_step_6.pt.x1y2.tmp").write_bytes(b"half a checkpoint")
+    resumed = train_classifier(source(d), u2s, c, tmp_path / "b", progress=False)
+    assert not list((tmp_path / "b" / "checkpoints").glob(".*"))
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == \
+        ["epoch_1.pt", "epoch_2.pt", "epoch_3.pt"]
+
+
+def test_resume_only_under_the_same_fingerprint(data, tmp_path, caplog):
+    d, u2s = data
+
+    def stop_after_1(epoch, rec):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(source(d), u2s, cfg(), tmp_path / "b", progress=False, on_epoch_end=stop_after_1)
+    ck = ckpt.load(tmp_path / "b" / "checkpoints" / "epoch_1.pt")
+    assert set(ck["fingerprint"]) == {"config", "data", "extra", "init_from", "code"}
+    caplog.set_level(logging.INFO, logger="pyxv.train")
+    logging.getLogger("pyxv.train").propagate = True
+    try:
+        # another learning rate: start over, saying why; same weights as a fresh run
+        res = train_classifier(source(d), u2s, cfg(lr=0.02), tmp_path / "b", progress=False)
+        assert "starting over" in caplog.text and "train.lr 0.01 -> 0.02" in caplog.text
+        fresh = train_classifier(source(d), u2s, cfg(lr=0.02), tmp_path / "c", progress=False)
+        for k, v in fresh.model.state_dict().items():
+            assert torch.equal(v, res.model.state_dict()[k]), k
+        # other training data (one utterance fewer): start over
+        caplog.clear()
+        fewer = dict(list(u2s.items())[1:])
+        train_classifier(source(d), fewer, cfg(lr=0.02), tmp_path / "c", progress=False)
+        assert "the training data changed" in caplog.text
+        # a setting that does not change the weights (log interval) still resumes
+        caplog.clear()
+        with pytest.raises(KeyboardInterrupt):
+            train_classifier(source(d), u2s, cfg(), tmp_path / "e", progress=False, on_epoch_end=stop_after_1)
+        train_classifier(source(d), u2s, cfg(log_interval=1), tmp_path / "e", progress=False)
+        assert "resuming from" in caplog.text and "starting over" not in caplog.text
+        # resume=False (--overwrite): start over
+        caplog.clear()
+        train_classifier(source(d), u2s, cfg(), tmp_path / "e", progress=False, resume=False)
+        assert "starting over: --overwrite" in caplog.text
+    finally:
+        logging.getLogger("pyxv.train").propagate = False
+
+
 def test_chunk_plan_depends_on_seed_and_epoch_only(data):
     d, u2s = data
     src = source(d)

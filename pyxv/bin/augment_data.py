@@ -22,7 +22,8 @@ def cmd_augment(a) -> int:
     from pyxv.augment import (AugmentConfigError, Sources, augment_one, choose_types,
                               load_config, utt_rng, write_flac)
     from pyxv.datadir import DataDir
-    from pyxv.io import atomic_open
+    from pyxv.features.archive import exit_cleanly_on_signals
+    from pyxv.io import OUTPUT_ERRNOS, OutputError, atomic_open
 
     try:
         cfg = load_config(a.config)
@@ -44,27 +45,49 @@ def cmd_augment(a) -> int:
     print(f"augment_data: {a.data}: {len(utts)} utterances, {cfg['copies_per_utt']} of "
           f"{'/'.join(cfg['types'])} each, seed {cfg['seed']}", file=sys.stderr, flush=True)
     ok = failed = 0
-    lines = []
+    lines, written = [], []
     t0 = time.time()
-    for i, utt in enumerate(utts, 1):
-        try:
-            x, sr = data.read_audio(utt)
-            for t in choose_types(cfg, utt):
-                y, info = augment_one(x, sr, t, cfg, sources, utt_rng(cfg["seed"], f"{utt}-{t}"))
+    exit_cleanly_on_signals()
+    try:
+        for i, utt in enumerate(utts, 1):
+            try:
+                x, sr = data.read_audio(utt)
+                copies = [(t, augment_one(x, sr, t, cfg, sources, utt_rng(cfg["seed"], f"{utt}-{t}")))
+                          for t in choose_types(cfg, utt)]
+            except Exception as e:  # one bad utterance (or noise file) never stops the job
+                if isinstance(e, OSError) and e.errno in OUTPUT_ERRNOS:
+                    raise OutputError(audio_dir, e) from e
+                failed += 1
+                print(f"augment_data: ERROR utterance {utt}: {e}", file=sys.stderr, flush=True)
+                continue
+            for t, (y, info) in copies:
                 aug = f"{utt}-{t}"
                 path = audio_dir / utt2spk[utt] / f"{aug}.flac"
-                write_flac(path, y, sr)
+                try:
+                    write_flac(path, y, sr)
+                except OutputError:
+                    raise
+                except OSError as e:  # the output side: fatal
+                    raise OutputError(path, e) from e
+                written.append(path)
                 lines.append(json.dumps({"utt": aug, "orig": utt, "path": str(path),
                                          "dur": round(len(y) / sr, 4), **info}))
             ok += 1
-        except Exception as e:  # one bad utterance never stops the job
-            failed += 1
-            print(f"augment_data: ERROR utterance {utt}: {e}", file=sys.stderr, flush=True)
-        if i % 100 == 0:
-            print(f"augment_data: {i}/{len(utts)} utterances, {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
-    with atomic_open(a.info, "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(line + "\n")
+            if i % 100 == 0:
+                print(f"augment_data: {i}/{len(utts)} utterances, {time.time() - t0:.1f} s", file=sys.stderr,
+                      flush=True)
+        with atomic_open(a.info, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(line + "\n")
+    except BaseException as e:
+        # The copies of this job are useless without its info file: remove them.
+        for p in written:
+            p.unlink(missing_ok=True)
+        if isinstance(e, OutputError):
+            print(f"augment_data: FATAL: {e}; stopped after {ok} utterances, nothing of this job kept",
+                  file=sys.stderr, flush=True)
+            return 1
+        raise
     print(f"augment_data: done: {ok} utterances augmented ({len(lines)} copies), {failed} failed, "
           f"{time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     return 0  # the step counts failures over all jobs

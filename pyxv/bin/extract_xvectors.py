@@ -16,7 +16,7 @@ from pathlib import Path
 
 import kaldiio
 
-from pyxv.io import atomic_open, read_table
+from pyxv.io import OutputError, atomic_open, read_table
 
 log = logging.getLogger("pyxv.extract")
 
@@ -51,9 +51,13 @@ def cmd_extract(a) -> int:
     stats: dict = {}
     t0 = time.time()
     embedder = for_cpu_extraction(net, device)   # the model no longer changes here: BN folded, oneDNN fusions
-    n = write_embeddings(extract_embeddings(embedder, src, utts, chunk_frames=chunk, batch_frames=ec["batch_frames"],
-                                            min_frames=ec["min_frames"], raw_source=raw, device=device,
-                                            stats=stats), a.out_ark)
+    try:
+        n = write_embeddings(extract_embeddings(embedder, src, utts, chunk_frames=chunk,
+                                                batch_frames=ec["batch_frames"], min_frames=ec["min_frames"],
+                                                raw_source=raw, device=device, stats=stats), a.out_ark)
+    except OutputError as e:
+        print(f"extract_xvectors: FATAL: {e}; nothing of this job kept", file=sys.stderr)
+        return 1
     log.info("%d x-vectors of dim %d written to %s on %s in %.1fs; %d utterances failed",
              n, net.embed_dim, a.out_ark, device, time.time() - t0, stats.get("failed", 0))
     return 0 if n > 0 or not utts else 1
@@ -86,16 +90,22 @@ def cmd_merge(a) -> int:
     for p in parts:
         for k, v in kaldiio.load_scp_sequential(str(p)):
             pairs[k] = v
-    n = write_embeddings(((k, pairs[k]) for k in sorted(pairs, key=lambda s: s.encode())), out / "xvector.ark")
+    # num_utts.ark is written last and marks a complete set (steps/extract_xvectors.sh
+    # checks it): gone first, so a merge that fails half way is redone, never trusted.
+    (out / "num_utts.ark").unlink(missing_ok=True)
+    try:
+        n = write_embeddings(((k, pairs[k]) for k in sorted(pairs, key=lambda s: s.encode())), out / "xvector.ark")
+        means, counts = speaker_means(out / "xvector.scp", read_table(Path(a.data) / "utt2spk"))
+        write_embeddings(means.items(), out / "spk_xvector.ark")
+        with atomic_open(out / "num_utts.ark", "w", encoding="utf-8") as f:
+            for s in means:
+                f.write(f"{s} {counts[s]}\n")
+    except OutputError as e:
+        print(f"extract_xvectors merge: FATAL: {e}", file=sys.stderr)
+        return 1
     for p in parts:  # job archives are merged into xvector.ark
         os.unlink(p)
         os.unlink(p.with_suffix(".ark"))
-    utt2spk = read_table(Path(a.data) / "utt2spk")
-    means, counts = speaker_means(out / "xvector.scp", utt2spk)
-    write_embeddings(means.items(), out / "spk_xvector.ark")
-    with atomic_open(out / "num_utts.ark", "w", encoding="utf-8") as f:
-        for s in means:
-            f.write(f"{s} {counts[s]}\n")
     n_data = len(read_table(Path(a.data) / "utt2spk"))
     log.info("merged %d x-vectors (%d utterances in %s, %d missing), %d speakers", n, n_data, a.data,
              n_data - n, len(means))
@@ -123,6 +133,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(levelname)s] %(message)s", stream=sys.stdout)
     if a.cmd == "inputs":
         return cmd_inputs(a)
+    from pyxv.features.archive import exit_cleanly_on_signals
+    exit_cleanly_on_signals()  # SIGTERM removes the temporary archive too
     if a.cmd == "extract":
         import torch
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

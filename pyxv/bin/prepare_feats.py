@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pyxv.features.archive import exit_cleanly_on_signals
+from pyxv.io import OutputError
 from pyxv.nnet.config import ConfigError, load_config
 from pyxv.nnet.registry import encoder_class
 from pyxv.train.data import write_network_input
@@ -47,7 +49,12 @@ def main(argv=None) -> int:
         ap.error("out_dir is required")
     src = front.data_source(data)
     utts = front.utterances(data)[a.job - 1::a.nj]
-    st = write_network_input(utts, src.__getitem__, a.out_dir, f"feats.{a.job}")
+    exit_cleanly_on_signals()
+    try:
+        st = write_network_input(utts, src.__getitem__, a.out_dir, f"feats.{a.job}")
+    except OutputError as e:
+        print(f"prepare_feats: FATAL: {e}; nothing of this job kept", file=sys.stderr)
+        return 1
     return 0 if st.get("ok", 0) > 0 or st.get("bad", 0) == 0 else 1
 
 

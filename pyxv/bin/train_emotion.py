@@ -71,7 +71,15 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(int(cfg["nnet"]["num_threads"]))
-    systems.run_fold(a.system, a.train_data, a.emo_dir, a.fold, a.out_root, cfg)
+    from pyxv.features.archive import exit_cleanly_on_signals
+    from pyxv.io import OutputError
+
+    exit_cleanly_on_signals()  # SIGTERM leaves no temporary file
+    try:
+        systems.run_fold(a.system, a.train_data, a.emo_dir, a.fold, a.out_root, cfg)
+    except OutputError as e:
+        print(f"train_emotion: FATAL: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

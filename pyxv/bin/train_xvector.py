@@ -1,7 +1,10 @@
 """Train the x-vector network on a data dir's speakers (or any utterance -> label table).
 
 python -m pyxv.bin.train_xvector --config conf/xvector_demo.yaml --feats-dir exp/xvector_clean/feats \
-    [--labels data/pretrain/train/utt2spk] [--resume] [--init-from M.pt] data/pretrain/train exp/xvector_clean
+    [--labels data/pretrain/train/utt2spk] [--start-over] [--init-from M.pt] data/pretrain/train exp/xvector_clean
+
+Training continues from the newest checkpoint in the output dir when it was
+written under the same config, data and code; --start-over ignores it.
 
 Run under ``torchrun --nproc_per_node N`` for DistributedDataParallel.
 """
@@ -11,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pyxv.io import read_table
+from pyxv.features.archive import exit_cleanly_on_signals
+from pyxv.io import OutputError, read_table
 from pyxv.nnet.config import ConfigError
 from pyxv.train.checkpoint import CheckpointError
 from pyxv.train.data import FeatureSource
@@ -24,7 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--feats-dir", help="prepared features (feats.scp, utt2num_frames); "
                     "default: the data dir's feats.scp + vad.scp processed on the fly")
     ap.add_argument("--labels", help="utterance -> class table [<data>/utt2spk]")
-    ap.add_argument("--resume", action="store_true", help="continue after the last epoch checkpoint")
+    ap.add_argument("--resume", action="store_true", help="(the default) continue from the newest checkpoint")
+    ap.add_argument("--start-over", action="store_true", help="ignore and remove existing checkpoints")
     ap.add_argument("--init-from", help="model file to start from (all but the output layer)")
     ap.add_argument("--extra-file", action="append", default=[], metavar="NAME=PATH",
                     help="a text file stored inside final.pt (e.g. mfcc.conf=conf/mfcc_8k.conf)")
@@ -64,9 +69,10 @@ def main(argv=None) -> int:
             if origin.get("imported_from") or origin.get("adapted_from_imported"):
                 extra["adapted_from_imported"] = origin.get("imported_from") or origin["adapted_from_imported"]
         use_gpu = None if a.use_gpu == "auto" else a.use_gpu == "yes"
-        train_classifier(src, utt2label, a.config, a.out_dir, init_from=a.init_from, resume=a.resume,
+        exit_cleanly_on_signals()  # SIGTERM (Slurm pre-emption) leaves no temporary checkpoint file
+        train_classifier(src, utt2label, a.config, a.out_dir, init_from=a.init_from, resume=not a.start_over,
                          utt2orig=utt2orig, extra=extra, log_file=a.log_file, use_gpu=use_gpu)
-    except (ConfigError, CheckpointError, TrainingDataError, FileNotFoundError, KeyError) as e:
+    except (ConfigError, CheckpointError, TrainingDataError, OutputError, FileNotFoundError, KeyError) as e:
         print(f"train_xvector: {e}", file=sys.stderr)
         return 1
     return 0

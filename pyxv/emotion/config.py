@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
         "lr": 0.003,
         "weight_decay": 1.0e-4,
         "warmup_steps": 50,
+        "lr_schedule": None,    # exp | cosine | constant after warm-up; null: the x-vector config's
         "chunk_min": 100,
         "chunk_max": 250,
         "loss": "softmax",      # emotion output layer

@@ -144,7 +144,6 @@ def run_reference(system: str, split, train, dev, test, classes: list[str], emo_
                   fold_dir: Path):
     """One fold of a reference system (the frozen systems' signature, see
     :func:`pyxv.emotion.systems.run_fold`). Returns (test set scored, posteriors (N, C))."""
-
     emo_dir = Path(emo_dir)
     dirs = [emo_dir / "all"] + ([emo_dir / "all_aug"] if any(train.aug) else [])
     Xtr, ktr = load_vectors(system, dirs, train.utts, f"{split.name} train")

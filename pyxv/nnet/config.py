@@ -71,6 +71,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "freeze": "none",            # none | embedding (train only the output layer)
         "patience": 0,               # early stopping on the dev metric; 0: off
         "keep_checkpoints": 3,       # epoch checkpoints kept (the newest); 0 keeps all
+        "checkpoint_interval": 2000, # also a checkpoint every N optimizer steps (0: per epoch only)
     },
     "extract": {
         "chunk_frames": 6000,        # longer utterances are embedded in chunks, averaged

@@ -1,21 +1,32 @@
-"""Checkpoints: per-epoch training state and the final model file.
+"""Checkpoints: training state for resuming and the final model file.
 
-A model file (``final.pt``, ``checkpoints/epoch_N.pt``) is a dict with
-``format``, ``model`` (state dict), ``config`` (the validated config),
-``labels`` (class names in output order: the speaker list), ``arch`` and
-``extra`` (e.g. the MFCC/VAD config texts). Epoch checkpoints also hold
-``optimizer``, ``scheduler``, ``epoch``, ``step``, ``history`` and the
-early-stopping state.
+A model file (``final.pt``, ``checkpoints/*.pt``) is a dict with ``format``,
+``model`` (state dict), ``config`` (the validated config), ``labels`` (class
+names in output order: the speaker list), ``arch`` and ``extra`` (e.g. the
+MFCC/VAD config texts). Training checkpoints also hold ``optimizer``,
+``scheduler``, ``epoch``, ``step`` (optimizer steps done in that epoch),
+``history``, the early-stopping state, the RNG state and the
+:func:`fingerprint` of the run that wrote them:
+
+- ``checkpoints/epoch_E.pt``: after epoch E;
+- ``checkpoints/epoch_E_step_S.pt``: in epoch E after S of its optimizer steps
+  (every ``train.checkpoint_interval`` steps).
+
+Every file is written whole or not at all (temporary file, fsync, rename).
 """
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
+from ..io import atomic_open
 from ..nnet.config import ConfigError, arch_of, describe, validate_config
 from ..nnet.registry import build_encoder
 
@@ -27,12 +38,14 @@ class CheckpointError(RuntimeError):
 
 
 def save(obj: dict, path: str | os.PathLike) -> None:
-    """Atomic ``torch.save``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` whole or not at all: serialised in memory, then written to a
+    temporary file that is fsync'ed and renamed. A write error (disk full ...)
+    raises :class:`pyxv.io.OutputError` naming ``path`` and the free space, and
+    leaves no temporary file."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getbuffer())
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -92,15 +105,104 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return net.to(device).eval(), ck
 
 
-def last_epoch_checkpoint(out_dir: str | os.PathLike) -> Path | None:
-    best, best_n = None, -1
+_NAME = re.compile(r"epoch_(\d+)(?:_step_(\d+))?\.pt")
+
+
+def checkpoint_name(epoch: int, step: int | None = None) -> str:
+    """``epoch_E.pt`` after a whole epoch, ``epoch_E_step_S.pt`` within it."""
+    return f"epoch_{epoch}.pt" if step is None else f"epoch_{epoch}_step_{step}.pt"
+
+
+def position(path: str | os.PathLike) -> tuple[int, float] | None:
+    """(epoch, steps done in it; inf for a whole epoch) from a checkpoint's name."""
+    m = _NAME.fullmatch(Path(path).name)
+    if not m:
+        return None
+    return int(m.group(1)), (float(m.group(2)) if m.group(2) else float("inf"))
+
+
+def training_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """The training checkpoints in ``out_dir/checkpoints``, newest first."""
     d = Path(out_dir) / "checkpoints"
-    if d.is_dir():
-        for p in d.glob("epoch_*.pt"):
-            m = re.fullmatch(r"epoch_(\d+)\.pt", p.name)
-            if m and int(m.group(1)) > best_n:
-                best, best_n = p, int(m.group(1))
-    return best
+    found = [p for p in d.glob("epoch_*.pt") if position(p) is not None] if d.is_dir() else []
+    return sorted(found, key=position, reverse=True)
+
+
+def last_epoch_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The newest whole-epoch checkpoint."""
+    return next((p for p in training_checkpoints(out_dir) if position(p)[1] == float("inf")), None)
+
+
+# ------------------------------------------------------------------ fingerprint
+_CODE: str | None = None
+
+
+def code_revision() -> str:
+    """SHA-1 of pyxv's Python sources: changes with any edit, committed or not."""
+    global _CODE
+    if _CODE is None:
+        h = hashlib.sha1()
+        root = Path(__file__).resolve().parents[1]
+        for p in sorted(root.rglob("*.py")):
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+        _CODE = h.hexdigest()
+    return _CODE
+
+
+def _sha1(parts: Iterable) -> str:
+    h = hashlib.sha1()
+    for x in parts:
+        h.update(str(x).encode("utf-8", "surrogateescape") + b"\n")
+    return h.hexdigest()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(cfg: dict, data: Iterable, *, extra: dict | None = None,
+                init_from: str | os.PathLike | None = None) -> dict:
+    """What a checkpoint may be resumed under: the config, the training data
+    (``data``: any lines that describe it, e.g. utterance, label, frames, feature
+    location), the ``extra`` stored with the model, the initial model's bytes and
+    the code revision (:func:`code_revision`)."""
+    return {"config": json.loads(json.dumps(cfg, default=str)),
+            "data": _sha1(data),
+            "extra": _sha1([json.dumps(extra or {}, sort_keys=True, default=str)]),
+            "init_from": file_digest(init_from) if init_from else None,
+            "code": code_revision()}
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            d = _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+            if d:
+                return d
+        return None
+    return None if a == b else f"{where} {a!r} -> {b!r}"
+
+
+def fingerprint_difference(old: dict | None, new: dict) -> str | None:
+    """None when a checkpoint with fingerprint ``old`` may be resumed under ``new``,
+    else the reason in words."""
+    if not old:
+        return "it has no fingerprint (written by an older pyxv)"
+    if old.get("config") != new["config"]:
+        return f"the config changed ({_first_difference(old.get('config'), new['config'])})"
+    if old.get("data") != new["data"]:
+        return "the training data changed (utterances, labels, lengths or feature files)"
+    if old.get("init_from") != new["init_from"]:
+        return "the initial model changed"
+    if old.get("extra") != new["extra"]:
+        return "the data stored with the model changed (feature configs, normalisation)"
+    if old.get("code") != new["code"]:
+        return "the code changed (pyxv sources differ from the run that wrote it)"
+    return None
 
 
 def model_file(net: torch.nn.Module, cfg: dict, labels: list, extra: dict | None = None, **more: Any) -> dict:

@@ -26,7 +26,7 @@ import kaldiio
 import numpy as np
 import torch
 
-from ..io import atomic_open, read_table, write_table
+from ..io import read_table
 
 log = logging.getLogger("pyxv.train")
 
@@ -142,11 +142,13 @@ def write_network_input(utts: Sequence[str], compute, out_dir: str | os.PathLike
     ``min_frames``, is reported in the log and skipped. Returns counts."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ark, scp = out_dir / f"{name}.ark", out_dir / f"{name}.scp"
-    tmp_ark, tmp_scp = out_dir / f".{name}.ark.tmp", out_dir / f".{name}.scp.tmp"
-    lens: dict[str, int] = {}
     stats = collections.Counter()
-    with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as w:
+    # ark, scp and utt2num_frames appear together or not at all; a write error
+    # (disk full ...) raises pyxv.io.OutputError and leaves none of them.
+    from ..features.archive import ArkScpWriter
+
+    with ArkScpWriter(out_dir / f"{name}.ark", out_dir / f"{name}.scp",
+                      num_frames=out_dir / f"{name}.utt2num_frames") as w:
         for i, utt in enumerate(utts, 1):
             try:
                 x = compute(utt)
@@ -157,18 +159,10 @@ def write_network_input(utts: Sequence[str], compute, out_dir: str | os.PathLike
             if len(x) < min_frames:
                 stats["short"] += 1
                 continue
-            w(utt, x)
-            lens[utt] = len(x)
+            w.write(utt, x)
             stats["ok"] += 1
             if i % 500 == 0:
                 log.info("prepared %d/%d utterances", i, len(utts))
-    # The scp names the temporary ark: rewrite it with the final name, then rename both.
-    with open(tmp_scp, encoding="utf-8") as f, atomic_open(scp, "w", encoding="utf-8") as g:
-        for line in f:
-            g.write(line.replace(str(tmp_ark), str(ark)))
-    os.replace(tmp_ark, ark)
-    os.unlink(tmp_scp)
-    write_table(out_dir / f"{name}.utt2num_frames", lens)
     log.info("prepared %d utterances (%d unreadable, %d shorter than %d frames)",
              stats["ok"], stats["bad"], stats["short"], min_frames)
     return dict(stats)

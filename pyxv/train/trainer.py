@@ -22,12 +22,23 @@ uniformly. ``model.input_dim`` is taken from the features.
 
 Outputs in ``out_dir``: ``config.yaml``, ``log/history.json`` (one dict per
 epoch: epoch, train_loss, train_acc, valid_loss, valid_acc, lr [, dev_metric]),
-``checkpoints/epoch_N.pt`` (resume state), ``final.pt`` (model, config,
-labels, ``extra``). With ``resume=True`` training restarts after the last
-epoch checkpoint and ends with the same weights as an uninterrupted run
-(batches depend only on seed and epoch). Under ``torchrun`` it runs as
+``checkpoints/epoch_N.pt`` and, every ``train.checkpoint_interval`` optimizer
+steps, ``checkpoints/epoch_N_step_S.pt`` (resume state), ``final.pt`` (model,
+config, labels, ``extra``).
+
+Resuming is the default: a run finds the newest checkpoint in ``out_dir`` and
+continues from it when it was written under the same config, training data,
+initial model and code (:func:`pyxv.train.checkpoint.fingerprint`); otherwise
+it removes the checkpoints and starts over, saying why in one line
+(``resume=False`` always starts over). A resumed run ends with the same weights
+as an uninterrupted one, also from a mid-epoch checkpoint (batches depend only
+on seed, epoch and step; RNG state is saved). Under ``torchrun`` it runs as
 DistributedDataParallel (gloo on CPU, NCCL on GPU), each process taking its
 share of every global batch; on GPU with ``train.amp`` autocast in bf16/fp16.
+
+The phases: :func:`_prepare_data`, :func:`_build_model` (the one place the
+network is built), :func:`_build_optimizer`, :func:`_resume`, then
+:class:`_Run`'s ``train_epoch`` / ``validate`` / ``end_epoch`` / ``save_final``.
 """
 from __future__ import annotations
 
@@ -139,14 +150,54 @@ def _load_init(net: XVectorNet, path, cfg: dict) -> None:
     log.info("initialised all layers but the output layer from %s", path)
 
 
+# Config keys that do not change the weights: a resumed run may differ in them.
+_NOT_IN_FINGERPRINT = {"train": ("checkpoint_interval", "keep_checkpoints", "log_interval", "num_workers"),
+                       "data": ("cache_utts",)}
+
+
+@dataclass
+class _Data:
+    """What an epoch loop needs to know about the data (phase 1)."""
+    source: FeatureSource
+    lengths: Mapping[str, int]
+    labels: list
+    tr_utts: list
+    tr_labels: list
+    valid_source: FeatureSource
+    valid: list
+    valid_targets: list
+    steps: int
+    fingerprint_lines: list
+
+
+@dataclass
+class _Optim:
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: Any
+    params: list
+
+
+@dataclass
+class _Progress:
+    """Where training stands; saved in every checkpoint (phase 3 restores it)."""
+    epoch: int = 1                # the epoch to run (or running)
+    step: int = 0                 # optimizer steps done in it
+    sums: list = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss*n, correct, n of the epoch so far
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"metric": None, "epoch": None, "bad": 0})
+    stop: bool = False
+
+
 def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: str | os.PathLike, *,
                      labels: Sequence[str] | None = None, init_from: str | os.PathLike | None = None,
                      dev=None, dev_metric: Callable[[XVectorNet, int], float] | None = None,
                      valid_utts: Sequence[str] | None = None, utt2orig: Mapping[str, str] | None = None,
-                     resume: bool = False,
+                     resume: bool = True,
                      extra: Mapping[str, Any] | None = None, log_file: str | os.PathLike | None = None,
                      use_gpu: bool | None = None, progress: bool | None = None,
-                     on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
+                     on_epoch_end: Callable[[int, dict], None] | None = None,
+                     on_step: Callable[[int, int], None] | None = None) -> TrainResult:
     """Train ``XVectorNet`` to predict ``utt2label`` from ``features``.
 
     features: a :class:`FeatureSource` (or an scp path) giving ``(T, D)`` inputs.
@@ -160,23 +211,54 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
     valid_utts: explicit held-out utterances (default: ``data.valid_per_class`` per class).
     utt2orig: augmented utterance -> its clean source; validation is drawn from
         clean utterances only and their augmented copies are kept out of training.
-    resume: continue after the last ``checkpoints/epoch_N.pt`` in ``out_dir``.
+    resume: continue from the newest checkpoint in ``out_dir/checkpoints`` when it
+        was written under the same config, data, initial model and code (else start
+        over, saying why); False starts over.
     extra: stored in ``final.pt`` (e.g. MFCC/VAD config texts).
     on_epoch_end: ``f(epoch, record)`` called on the main process after each epoch's checkpoint.
+    on_step: ``f(epoch, step)`` called after each optimizer step (and its checkpoint, if any).
     Returns a :class:`TrainResult`; on DDP ranks > 0 the model is returned too.
     """
     info = dd.setup(use_gpu)
     out_dir = Path(out_dir)
     setup_logging(log_file, info.main)
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else validate_config(config)
-    tc, dc = cfg["train"], cfg["data"]
-    device = info.device
-    amp = _amp_dtype(cfg, device)
     source = _as_source(features)
-    if dc["cache_utts"] != 64:
-        source._cache_size = dc["cache_utts"]
+    if cfg["data"]["cache_utts"] != 64:
+        source._cache_size = cfg["data"]["cache_utts"]
 
-    # ------------------------------------------------------------ data
+    data = _prepare_data(source, utt2label, cfg, labels, dev, valid_utts, utt2orig, info)
+    if callable(dev) and dev_metric is None:
+        dev_metric = dev
+    net, frozen = _build_model(cfg, data, init_from, info)
+    optim = _build_optimizer(net, cfg, data.steps, init_from, info.device)
+    fp = ckpt.fingerprint(_fingerprint_config(cfg), data.fingerprint_lines, extra=extra, init_from=init_from)
+    if info.main:
+        _remove_temporary_files(out_dir)
+    state = _resume(out_dir, fp, net, optim, info) if resume else _start_over(out_dir, "--overwrite", info)
+    model = net
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    if info.main:
+        dump_config(cfg, out_dir / "config.yaml")
+    use_bar = info.main and (sys.stderr.isatty() if progress is None else progress)
+    run = _Run(cfg, data, net, model, frozen, optim, state, fp, labels=data.labels, extra=extra,
+               out_dir=out_dir, info=info, amp=_amp_dtype(cfg, info.device), use_bar=use_bar,
+               dev_given=dev is not None, dev_metric=dev_metric, on_epoch_end=on_epoch_end, on_step=on_step)
+
+    while state.epoch <= cfg["train"]["epochs"] and not state.stop:
+        run.train_epoch()
+        run.end_epoch()
+    return run.save_final()
+
+
+# ------------------------------------------------------------- phase 1: data
+def _prepare_data(source: FeatureSource, utt2label, cfg: dict, labels, dev, valid_utts, utt2orig,
+                  info: dd.DistInfo) -> _Data:
+    """Filter the training set, fix the class list, choose validation utterances
+    and the number of steps per epoch."""
+    tc, dc = cfg["train"], cfg["data"]
     lengths = source.lengths
     train_map, stats = filter_training_set(utt2label, lengths, min_frames=dc["min_frames"],
                                            min_utts_per_class=dc["min_utts_per_class"])
@@ -190,9 +272,7 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
             f"training needs at least 2 classes after filtering, found {len(classes)} "
             f"({stats['utts']} utterances kept of {len(utt2label)}; data.min_frames={dc['min_frames']}, "
             f"data.min_utts_per_class={dc['min_utts_per_class']})")
-    if labels is None:
-        labels = classes
-    labels = list(labels)
+    labels = list(classes if labels is None else labels)
     unknown = set(classes) - set(labels)
     if unknown:
         raise TrainingDataError(f"labels {sorted(unknown)[:5]} are not in the given label list")
@@ -201,12 +281,10 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
     if dev is not None and not callable(dev):
         dev_source, dev_map = dev
         dev_source = _as_source(dev_source)
-        dev_utts = sorted(u for u in dev_map if u in dev_source and dev_map[u] in lab_index)
-        valid_source, valid = dev_source, dev_utts
+        valid = sorted(u for u in dev_map if u in dev_source and dev_map[u] in lab_index)
+        valid_source = dev_source
         valid_targets = [lab_index[dev_map[u]] for u in valid]
     else:
-        if callable(dev) and dev_metric is None:
-            dev_metric = dev
         utt2orig = dict(utt2orig or {})
         if valid_utts is None:
             clean = {u: l for u, l in train_map.items() if u not in utt2orig}
@@ -223,20 +301,50 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
         raise ConfigError(f"train.batch_size {tc['batch_size']} is not divisible by the {info.world} processes")
     log.info("%d training and %d validation utterances, %d classes, %d steps/epoch of %d chunks of %d-%d frames",
              len(tr_utts), len(valid), len(labels), steps, tc["batch_size"], dc["chunk_min"], dc["chunk_max"])
+    # What the run depends on, for the resume fingerprint: every training and
+    # validation utterance with its label, length and feature location, and the
+    # size of each feature file (features recomputed in place change it).
+    table = getattr(source, "table", {})
+    lines = ["labels"] + labels + ["train"]
+    lines += [f"{u} {y} {lengths[u]} {table.get(u, '')}" for u, y in zip(tr_utts, tr_labels)]
+    lines += ["valid"] + [f"{u} {y}" for u, y in zip(valid, valid_targets)]
+    lines += ["files"] + _feature_file_sizes(table.get(u, "") for u in tr_utts)
+    return _Data(source, lengths, labels, tr_utts, tr_labels, valid_source, valid, valid_targets, steps, lines)
 
-    # ----------------------------------------------------------- model
-    dim = source.dim
+
+def _feature_file_sizes(specs) -> list[str]:
+    out = []
+    for f in sorted({s.rpartition(":")[0] if ":" in s else s for s in specs if s and not s.endswith("|")}):
+        try:
+            out.append(f"{f} {os.path.getsize(f)}")
+        except OSError:
+            out.append(f"{f} missing")
+    return out
+
+
+def _fingerprint_config(cfg: dict) -> dict:
+    c = {k: dict(v) for k, v in cfg.items()}
+    for section, keys in _NOT_IN_FINGERPRINT.items():
+        for k in keys:
+            c.get(section, {}).pop(k, None)
+    return c
+
+
+# ------------------------------------------------- phase 2: model, optimiser
+def _build_model(cfg: dict, data: _Data, init_from, info: dd.DistInfo) -> tuple[XVectorNet, list]:
+    """The network (input size from the features), its initial weights and frozen parts."""
+    dim = data.source.dim
     if cfg["model"]["input_dim"] != dim:
         if init_from is not None:
             raise ConfigError(f"features have {dim} dims but the model to fine-tune takes {cfg['model']['input_dim']}")
         log.info("model.input_dim set to %d from the features", dim)
         cfg["model"]["input_dim"] = dim
-    torch.manual_seed(tc["seed"])
-    net = build_encoder(cfg, len(labels))  # any registered encoder type (model.type)
+    torch.manual_seed(cfg["train"]["seed"])
+    net = build_encoder(cfg, len(data.labels))  # any registered encoder type (model.type)
     if init_from is not None:
         _load_init(net, init_from, cfg)
     frozen: list[torch.nn.Module] = []
-    if tc["freeze"] == "embedding":
+    if cfg["train"]["freeze"] == "embedding":
         frozen = net.embedding_layers()
         for m in frozen:
             for p in m.parameters():
@@ -244,7 +352,12 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
     if info.main:
         log.info("model: %d parameters (%d trainable)", net.num_parameters(),
                  sum(p.numel() for p in net.parameters() if p.requires_grad))
-    net.to(device)
+    return net.to(info.device), frozen
+
+
+def _build_optimizer(net: XVectorNet, cfg: dict, steps: int, init_from, device: torch.device) -> _Optim:
+    """Optimiser (pre-trained layers at ``pretrained_lr_mult`` x lr), lr schedule, AMP scaler."""
+    tc = cfg["train"]
     mult = tc["pretrained_lr_mult"] if init_from is not None else 1.0
     body = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("head.")]
     head = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("head.")]
@@ -255,61 +368,122 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
         opt = torch.optim.AdamW(groups, lr=tc["lr"], weight_decay=tc["weight_decay"])
     else:
         opt = torch.optim.SGD(groups, lr=tc["lr"], momentum=tc["momentum"], weight_decay=tc["weight_decay"])
-    total = steps * tc["epochs"]
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lr_lambda(tc["warmup_steps"], total, tc["lr_schedule"], tc["final_lr_ratio"]))
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+        opt, lr_lambda(tc["warmup_steps"], steps * tc["epochs"], tc["lr_schedule"], tc["final_lr_ratio"]))
+    scaler = torch.amp.GradScaler("cuda") if _amp_dtype(cfg, device) == torch.float16 else None
+    return _Optim(opt, sched, scaler, body + head)
 
-    history: list[dict] = []
-    stop = False
-    start_epoch = 1
-    best = {"metric": None, "epoch": None, "bad": 0}
-    if resume:
-        last = ckpt.last_epoch_checkpoint(out_dir)
-        if last is not None:
-            ck = ckpt.load(last)
-            ckpt.check_arch(ck, cfg, last)
-            if list(ck["labels"]) != labels:
-                raise ckpt.CheckpointError(f"{last}: its class list differs from the training data's")
-            net.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            history, start_epoch, best = ck["history"], ck["epoch"] + 1, ck["best"]
-            stop = tc["patience"] > 0 and best["bad"] >= tc["patience"]
-            log.info("resuming from %s (epoch %d done)", last, ck["epoch"])
-        else:
-            log.info("--resume: no checkpoint in %s, starting from scratch", out_dir / "checkpoints")
-    model = net
-    if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
-    if info.main:
-        dump_config(cfg, out_dir / "config.yaml")
-    use_bar = info.main and (sys.stderr.isatty() if progress is None else progress)
 
-    # ------------------------------------------------------------ loop
-    for epoch in range(start_epoch, tc["epochs"] + 1):
-        if stop:
-            break
-        ds = ChunkBatches(source, tr_utts, tr_labels, lengths, batch_size=tc["batch_size"], steps=steps,
-                          chunk_min=dc["chunk_min"], chunk_max=dc["chunk_max"], sampling=dc["sampling"],
-                          seed=tc["seed"], epoch=epoch, rank=info.rank, world=info.world)
-        loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=tc["num_workers"])
-        model.train()
-        for m in frozen:
+# ------------------------------------------------------------ phase 3: resume
+def _start_over(out_dir: Path, why: str, info: dd.DistInfo) -> _Progress:
+    """Fresh progress; the old checkpoints are removed (they would mislead a later resume)."""
+    old = ckpt.training_checkpoints(out_dir)
+    dd.barrier(info)  # every process has looked before the main one deletes
+    if old and info.main:
+        for p in old:
+            p.unlink(missing_ok=True)
+        (out_dir / "best.pt").unlink(missing_ok=True)
+        log.info("starting over: %s (removed %d checkpoint(s) in %s)", why, len(old), out_dir / "checkpoints")
+    return _Progress()
+
+
+def _resume(out_dir: Path, fp: dict, net: XVectorNet, optim: _Optim, info: dd.DistInfo) -> _Progress:
+    """Restore the newest readable checkpoint written under the same fingerprint;
+    otherwise start over, saying why in one line."""
+    found = ckpt.training_checkpoints(out_dir)
+    for path in found:
+        try:
+            ck = ckpt.load(path)
+        except ckpt.CheckpointError as e:  # written whole, so only damage from outside; try an older one
+            log.warning("cannot resume from %s (%s); trying an older checkpoint", path, e)
+            continue
+        why = ckpt.fingerprint_difference(ck.get("fingerprint"), fp)
+        if why:
+            return _start_over(out_dir, f"{path} was written by another run: {why}", info)
+        net.load_state_dict(ck["model"])
+        optim.opt.load_state_dict(ck["optimizer"])
+        optim.sched.load_state_dict(ck["scheduler"])
+        if optim.scaler is not None and ck.get("scaler"):
+            optim.scaler.load_state_dict(ck["scaler"])
+        _set_rng_state(ck.get("rng"))
+        mid = ck.get("mid_epoch", False)
+        state = _Progress(epoch=ck["epoch"] if mid else ck["epoch"] + 1, step=ck["step"] if mid else 0,
+                          sums=list(ck["sums"]) if mid and info.main else [0.0, 0.0, 0.0],
+                          history=ck["history"], best=ck["best"])
+        patience = ck["config"]["train"]["patience"]
+        state.stop = patience > 0 and state.best["bad"] >= patience
+        log.info("resuming from %s (epoch %d, %s)", path, ck["epoch"],
+                 f"{ck['step']} steps done" if mid else "complete")
+        return state
+    if found:
+        return _start_over(out_dir, "no readable checkpoint", info)
+    return _Progress()
+
+
+def _remove_temporary_files(out_dir: Path) -> None:
+    """What a run killed (-9) while writing a checkpoint or log left: ``.<name>.*.tmp``."""
+    for d in (out_dir, out_dir / "checkpoints", out_dir / "log"):
+        for p in d.glob(".*.tmp") if d.is_dir() else ():
+            p.unlink(missing_ok=True)
+            log.info("removed %s (left by an interrupted run)", p)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(rng: dict | None) -> None:
+    if not rng:
+        return
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+# -------------------------------------------- phases 4-6: epochs, validation, save
+class _Run:
+    """One training run from its current progress to ``final.pt``."""
+
+    def __init__(self, cfg, data: _Data, net, model, frozen, optim: _Optim, state: _Progress, fp: dict, *,
+                 labels, extra, out_dir: Path, info: dd.DistInfo, amp, use_bar: bool, dev_given: bool,
+                 dev_metric, on_epoch_end, on_step):
+        self.cfg, self.tc, self.dc = cfg, cfg["train"], cfg["data"]
+        self.data, self.net, self.model, self.frozen, self.optim = data, net, model, frozen, optim
+        self.state, self.fp, self.labels, self.extra = state, fp, labels, extra
+        self.out_dir, self.info, self.amp, self.use_bar = out_dir, info, amp, use_bar
+        self.dev_given, self.dev_metric = dev_given, dev_metric
+        self.on_epoch_end, self.on_step = on_epoch_end, on_step
+
+    # ------------------------------------------------------------- phase 4
+    def train_epoch(self) -> None:
+        """The optimizer steps of ``state.epoch`` not done yet, with a checkpoint
+        every ``train.checkpoint_interval`` steps (counted over the whole run)."""
+        st, tc, dc, data, info = self.state, self.tc, self.dc, self.data, self.info
+        device, opt, sched, scaler = info.device, self.optim.opt, self.optim.sched, self.optim.scaler
+        steps, epoch = data.steps, st.epoch
+        ds = ChunkBatches(data.source, data.tr_utts, data.tr_labels, data.lengths, batch_size=tc["batch_size"],
+                          steps=steps, chunk_min=dc["chunk_min"], chunk_max=dc["chunk_max"],
+                          sampling=dc["sampling"], seed=tc["seed"], epoch=epoch, rank=info.rank, world=info.world)
+        # Batches are a pure function of (seed, epoch, index): a resumed epoch skips the done ones.
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=range(st.step, steps),
+                                             num_workers=tc["num_workers"])
+        self.model.train()
+        for m in self.frozen:
             m.eval()
-        t0 = time.time()
-        sums = np.zeros(3)  # loss*n, correct, n (this process)
+        self.t0 = time.time()
+        sums = np.array(st.sums, dtype=np.float64)  # loss*n, correct, n (this process)
         win = np.zeros(3)
         win_t = time.time()
         bar = None
-        if use_bar:
+        if self.use_bar:
             from tqdm import tqdm
-            bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False)
-        for i, (x, y) in enumerate(loader, 1):
+            bar = tqdm(total=steps, initial=st.step, desc=f"epoch {epoch}", leave=False)
+        interval = tc["checkpoint_interval"]
+        for i, (x, y) in enumerate(loader, st.step + 1):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                out, plain = model(x, y, with_plain=True)
+            with torch.autocast(device.type, dtype=self.amp, enabled=self.amp is not None):
+                out, plain = self.model(x, y, with_plain=True)
             loss = F.cross_entropy(out.float(), y)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -318,7 +492,7 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
             else:
                 loss.backward()
             if tc["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], tc["grad_clip"])
+                torch.nn.utils.clip_grad_norm_(self.optim.params, tc["grad_clip"])
             if scaler is not None:
                 scaler.step(opt)
                 scaler.update()
@@ -329,6 +503,7 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
             b = np.array([loss.item() * n, (plain.argmax(1) == y).sum().item(), n])
             sums += b
             win += b
+            st.step = i
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -339,72 +514,110 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
                          w[0] / w[2], w[1] / w[2], opt.param_groups[-1]["lr"], rate)
                 win[:] = 0
                 win_t = time.time()
+            if interval > 0 and i < steps and ((epoch - 1) * steps + i) % interval == 0:
+                self._save_mid_epoch(sums)
+            if self.on_step is not None:
+                self.on_step(epoch, i)
         if bar is not None:
             bar.close()
-        s = dd.all_reduce_sum(sums.tolist(), info)
-        rec = {"epoch": epoch, "train_loss": s[0] / max(1, s[2]), "train_acc": s[1] / max(1, s[2]),
-               "lr": opt.param_groups[-1]["lr"], "seconds": round(time.time() - t0, 2)}
-        # Validation and checkpoints on the main process; the others wait.
-        if info.main:
-            vl = va = None  # null in history.json when there is no validation set
-            if valid:
-                vl, va = evaluate(net, valid_source, valid, valid_targets, dc["valid_max_frames"], device, amp)
-            rec.update(valid_loss=vl, valid_acc=va, n_valid=len(valid))
-            metric = None
-            if dev_metric is not None:
-                metric = float(dev_metric(net, epoch))
-                rec["dev_metric"] = metric
-            elif (dev is not None or tc["patience"] > 0) and va is not None:
-                metric = va
-            if metric is not None:
-                if best["metric"] is None or metric > best["metric"]:
-                    best = {"metric": metric, "epoch": epoch, "bad": 0}
-                    ckpt.save(ckpt.model_file(net, cfg, labels, extra, epoch=epoch, history=history + [rec]),
-                              out_dir / "best.pt")
-                else:
-                    best["bad"] += 1
-                if tc["patience"] > 0 and best["bad"] >= tc["patience"]:
-                    log.info("early stop: no better dev metric for %d epochs (best %.4f at epoch %d)",
-                             best["bad"], best["metric"], best["epoch"])
-                    stop = True
-            history.append(rec)
-            log.info("epoch %d done in %.1fs: train loss %.4f acc %.3f, %s%s", epoch, rec["seconds"],
-                     rec["train_loss"], rec["train_acc"],
-                     f"valid loss {vl:.4f} acc {va:.3f} ({len(valid)} utts)" if valid else "no validation set",
-                     f", dev metric {metric:.4f}" if metric is not None else "")
-            state = ckpt.model_file(net, cfg, labels, extra, epoch=epoch, history=history)
-            state.update(optimizer=opt.state_dict(), scheduler=sched.state_dict(), best=best)
-            ckpt.save(state, out_dir / "checkpoints" / f"epoch_{epoch}.pt")
-            _prune(out_dir, epoch, tc["keep_checkpoints"])
-            with atomic_open(out_dir / "log" / "history.json", "w") as f:
-                json.dump(history, f, indent=1)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, rec)
-        stop = dd.broadcast_object(stop, info)
-        dd.barrier(info)
+        st.sums = sums.tolist()
 
-    # ------------------------------------------------------------ final
-    best_epoch = best["epoch"]
-    if best_epoch is not None and (out_dir / "best.pt").is_file():
-        net.load_state_dict(ckpt.load(out_dir / "best.pt")["model"])
-        log.info("final model: epoch %d (best dev metric %.4f)", best_epoch, best["metric"])
-    final = out_dir / "final.pt"
-    if info.main:
-        ckpt.save(ckpt.model_file(net, cfg, labels, extra, epoch=len(history), history=history,
-                                  best_epoch=best_epoch), final)
-        log.info("wrote %s", final)
-    dd.barrier(info)
-    dd.cleanup(info)
-    return TrainResult(net.eval(), labels, history, final, best_epoch)
+    def _save_mid_epoch(self, sums: np.ndarray) -> None:
+        st = self.state
+        total = dd.all_reduce_sum(sums.tolist(), self.info)  # the epoch's sums over every process
+        if self.info.main:
+            path = self.out_dir / "checkpoints" / ckpt.checkpoint_name(st.epoch, st.step)
+            self._save_state(path, mid_epoch=True, sums=total)
+            # Older step checkpoints are superseded by this one.
+            for p in ckpt.training_checkpoints(self.out_dir):
+                if p != path and ckpt.position(p)[1] != float("inf"):
+                    p.unlink(missing_ok=True)
+            log.info("checkpoint %s", path)
+        dd.barrier(self.info)
+
+    def _save_state(self, path: Path, *, mid_epoch: bool, sums=None) -> None:
+        st, o = self.state, self.optim
+        state = ckpt.model_file(self.net, self.cfg, self.labels, self.extra, epoch=st.epoch, history=st.history)
+        state.update(optimizer=o.opt.state_dict(), scheduler=o.sched.state_dict(),
+                     scaler=o.scaler.state_dict() if o.scaler is not None else None, best=st.best,
+                     step=st.step, mid_epoch=mid_epoch, sums=list(sums or [0.0, 0.0, 0.0]), rng=_rng_state(),
+                     fingerprint=self.fp)
+        ckpt.save(state, path)
+
+    # ------------------------------------------------------------- phase 5
+    def validate(self, rec: dict) -> None:
+        """Validation loss/accuracy and the dev metric of this epoch into ``rec``;
+        best model and early stopping (main process)."""
+        st, data, tc = self.state, self.data, self.tc
+        vl = va = None  # null in history.json when there is no validation set
+        if data.valid:
+            vl, va = evaluate(self.net, data.valid_source, data.valid, data.valid_targets,
+                              self.dc["valid_max_frames"], self.info.device, self.amp)
+        rec.update(valid_loss=vl, valid_acc=va, n_valid=len(data.valid))
+        metric = None
+        if self.dev_metric is not None:
+            metric = float(self.dev_metric(self.net, st.epoch))
+            rec["dev_metric"] = metric
+        elif (self.dev_given or tc["patience"] > 0) and va is not None:
+            metric = va
+        if metric is not None:
+            best = st.best
+            if best["metric"] is None or metric > best["metric"]:
+                st.best = {"metric": metric, "epoch": st.epoch, "bad": 0}
+                ckpt.save(ckpt.model_file(self.net, self.cfg, self.labels, self.extra, epoch=st.epoch,
+                                          history=st.history + [rec]), self.out_dir / "best.pt")
+            else:
+                best["bad"] += 1
+            if tc["patience"] > 0 and st.best["bad"] >= tc["patience"]:
+                log.info("early stop: no better dev metric for %d epochs (best %.4f at epoch %d)",
+                         st.best["bad"], st.best["metric"], st.best["epoch"])
+                st.stop = True
+        log.info("epoch %d done in %.1fs: train loss %.4f acc %.3f, %s%s", st.epoch, rec["seconds"],
+                 rec["train_loss"], rec["train_acc"],
+                 f"valid loss {vl:.4f} acc {va:.3f} ({len(data.valid)} utts)" if data.valid else "no validation set",
+                 f", dev metric {metric:.4f}" if metric is not None else "")
+
+    def end_epoch(self) -> None:
+        """History record, validation and the epoch checkpoint (main process; the others wait)."""
+        st, info = self.state, self.info
+        s = dd.all_reduce_sum(st.sums, info)
+        rec = {"epoch": st.epoch, "train_loss": s[0] / max(1, s[2]), "train_acc": s[1] / max(1, s[2]),
+               "lr": self.optim.opt.param_groups[-1]["lr"], "seconds": round(time.time() - self.t0, 2)}
+        if info.main:
+            self.validate(rec)
+            st.history.append(rec)
+            self._save_state(self.out_dir / "checkpoints" / ckpt.checkpoint_name(st.epoch), mid_epoch=False)
+            _prune(self.out_dir, st.epoch, self.tc["keep_checkpoints"])
+            with atomic_open(self.out_dir / "log" / "history.json", "w") as f:
+                json.dump(st.history, f, indent=1)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(st.epoch, rec)
+        st.stop = dd.broadcast_object(st.stop, info)
+        dd.barrier(info)
+        st.epoch, st.step, st.sums = st.epoch + 1, 0, [0.0, 0.0, 0.0]
+
+    # ------------------------------------------------------------- phase 6
+    def save_final(self) -> TrainResult:
+        """``final.pt``: the best dev epoch's weights when there is a dev metric, else the last."""
+        st, info, out_dir = self.state, self.info, self.out_dir
+        best_epoch = st.best["epoch"]
+        if best_epoch is not None and (out_dir / "best.pt").is_file():
+            self.net.load_state_dict(ckpt.load(out_dir / "best.pt")["model"])
+            log.info("final model: epoch %d (best dev metric %.4f)", best_epoch, st.best["metric"])
+        final = out_dir / "final.pt"
+        if info.main:
+            ckpt.save(ckpt.model_file(self.net, self.cfg, self.labels, self.extra, epoch=len(st.history),
+                                      history=st.history, best_epoch=best_epoch), final)
+            log.info("wrote %s", final)
+        dd.barrier(info)
+        dd.cleanup(info)
+        return TrainResult(self.net.eval(), self.labels, st.history, final, best_epoch)
 
 
 def _prune(out_dir: Path, epoch: int, keep: int) -> None:
-    if keep <= 0:
-        return
-    for p in (out_dir / "checkpoints").glob("epoch_*.pt"):
-        try:
-            n = int(p.stem.split("_")[1])
-        except ValueError:
-            continue
-        if n <= epoch - keep:
+    """After epoch ``epoch``'s checkpoint: drop step checkpoints (superseded) and
+    epoch checkpoints beyond the newest ``keep`` (0 keeps all)."""
+    for p in ckpt.training_checkpoints(out_dir):
+        e, step = ckpt.position(p)
+        if step != float("inf") or (keep > 0 and e <= epoch - keep):
             p.unlink(missing_ok=True)
