@@ -53,7 +53,8 @@ DEFAULTS: dict[str, Any] = {
     # (pyxv.nnet.registry): nnet options that replace the ones above for it.
     "finetune_by_type": {
         "ge2e_lstm": {"chunk_min": 160, "chunk_max": 160, "lr": 0.003, "pretrained_lr_mult": 0.033,
-                      "epochs": 12, "patience": 0, "dev_fraction": 0.0, "warmup_steps": 20},
+                      "epochs": 12, "patience": 0, "dev_fraction": 0.0, "warmup_steps": 20,
+                      "lr_schedule": "constant"},
     },
 }
 
