@@ -228,7 +228,9 @@ if run_stage 3 "x-vector training"; then
     steps/train_xvector.sh --cmd "$cuda_cmd" --gpus "$gpus" --config "$xvector_config" $pre/train exp/xvector_clean
     steps/train_xvector.sh --cmd "$cuda_cmd" --gpus "$gpus" --config "$xvector_config" $pre/train_combined exp/xvector_aug
   fi
-  echo "$xvector_init" > exp/xvector_clean/xvector_init
+  # Rewritten only when it changes: the report's up-to-date test reads exp/.
+  [ "$(cat exp/xvector_clean/xvector_init 2>/dev/null)" = "$xvector_init" ] \
+    || echo "$xvector_init" > exp/xvector_clean/xvector_init
   end_stage 3
 fi
 
@@ -277,7 +279,16 @@ if run_stage 6 "speaker verification by emotion"; then
 fi
 
 if run_stage 7 "report"; then
-  local/make_report.py --corpus "$corpus" exp exp/RESULTS.md
+  # Rebuilt when a result, a data dir or the report code is newer than it
+  # (stage times and dot files aside), or when it leads with another corpus.
+  newer=$(find exp data pyxv/report local/make_report.py \( -path exp/RESULTS.md -o -path exp/results.csv \
+    -o -path exp/report -o -path exp/stage_times -o -name '.*' -o -name __pycache__ \) -prune \
+    -o -type f -newer exp/RESULTS.md -print -quit 2>/dev/null || echo missing)
+  if [ -f exp/RESULTS.md ] && [ -z "$newer" ] && head -n 1 exp/RESULTS.md | grep -qE "^# pyxv results: $corpus(,|\$)"; then
+    echo "run.sh: exp/RESULTS.md is newer than every result; not rebuilt"
+  else
+    local/make_report.py --corpus "$corpus" exp exp/RESULTS.md
+  fi
   end_stage 7
   echo "run.sh: results in exp/RESULTS.md"
 fi

@@ -4,14 +4,27 @@
 extraction speed as a real-time factor (100 frames = 1 s of speech; every frame
 counted as voiced, the worst case), on CPU and, when there is one, on a GPU.
 
-    python bench/xvector.py [--threads 2] [--config conf/xvector_resnet34.yaml]
+    python bench/xvector.py [--threads 1] [--jobs 2] [--config conf/xvector_resnet34.yaml]
+
+On CPU every figure is printed twice, measured side by side in one process
+(rounds interleaved, so a busy machine slows both alike):
+
+- ``before``: the forms the code had before issue 14, rebuilt here: the
+  pooling's distances from a (B, H, T, D) tensor of differences x_t - mu_h,
+  conv weights in the contiguous layout;
+- ``now``: the network as ``pyxv.nnet`` builds it; extraction through
+  ``for_cpu_extraction`` (batch norm folded, oneDNN fusions), as stage 4 runs.
+
+and the largest relative difference between their embeddings.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
+import types
 
 import numpy as np
 import torch
@@ -20,10 +33,24 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pyxv.extract import embed_matrices  # noqa: E402
 from pyxv.nnet.config import load_config  # noqa: E402
+from pyxv.nnet.frozen import for_cpu_extraction  # noqa: E402
 from pyxv.nnet.xvector import XVectorNet  # noqa: E402
 
 
-def bench_train(net, device, steps, batch, frames, amp=None):
+def _direct_distances(self, x):
+    diff = x.unsqueeze(1) - self.mu.view(1, self.heads, 1, self.dim)  # (B, H, T, D)
+    return torch.sqrt(diff.pow(2).sum(-1) + self.eps)
+
+
+def before_issue14(net):
+    """A copy of ``net`` computing as the code did before issue 14."""
+    ref = copy.deepcopy(net)
+    ref.trunk.to(memory_format=torch.contiguous_format)
+    ref.pool.distances = types.MethodType(_direct_distances, ref.pool)
+    return ref
+
+
+def train_step_fn(net, device, batch, frames, amp=None):
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     net.train()
     x = torch.randn(batch, frames, net.input_dim, device=device)
@@ -38,30 +65,58 @@ def bench_train(net, device, steps, batch, frames, amp=None):
         opt.step()
 
     step()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t)
+    return step
 
 
-def bench_extract(net, device, seconds_total, seed=0):
+def bench_train(nets, device, steps, batch, frames, rounds=2, amp=None):
+    """chunks/s of each net, ``rounds`` interleaved rounds of ``steps`` steps."""
+    fns = [train_step_fn(n, device, batch, frames, amp) for n in nets]
+    secs = [0.0] * len(nets)
+    for _ in range(rounds):
+        for i, step in enumerate(fns):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(steps):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            secs[i] += time.perf_counter() - t
+    return [rounds * steps * batch / s for s in secs]
+
+
+def speech(seconds_total, dim, seed=0):
     rng = np.random.default_rng(seed)
-    durs = rng.uniform(2.0, 8.0, size=200)
+    durs = rng.uniform(2.0, 8.0, size=400)
     durs = durs[: np.searchsorted(np.cumsum(durs), seconds_total) + 1]
-    mats = [rng.normal(size=(int(d * 100), net.input_dim)).astype(np.float32) for d in durs]
-    net.eval()
-    embed_matrices(net, mats[:2], device=device)  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    embed_matrices(net, mats, device=device, chunk_frames=6000)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return float(durs.sum()) / (time.perf_counter() - t), float(durs.sum())
+    return [rng.normal(size=(int(d * 100), dim)).astype(np.float32) for d in durs], float(durs.sum())
+
+
+def bench_extract(nets, device, seconds_total, seed=0, rounds=2):
+    """(x real time of each net, seconds of speech); rounds interleaved."""
+    mats, total = speech(seconds_total, nets[0].input_dim, seed)
+    secs = [0.0] * len(nets)
+    for n in nets:
+        n.eval()
+        embed_matrices(n, mats[:2], device=device)  # warm-up
+    for _ in range(rounds):
+        for i, n in enumerate(nets):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            embed_matrices(n, mats, device=device, chunk_frames=6000)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            secs[i] += time.perf_counter() - t
+    return [rounds * total / s for s in secs], total
+
+
+def embedding_gap(net, ref, seconds=30.0, seed=1):
+    """Largest relative difference between the embeddings of two nets."""
+    mats, _ = speech(seconds, net.input_dim, seed)
+    a = embed_matrices(net.eval(), mats)
+    b = embed_matrices(ref.eval(), mats)
+    return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
 
 
 def _extract_job(args):
@@ -69,20 +124,29 @@ def _extract_job(args):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     net = XVectorNet.from_config(load_config(cfg_path), 1000)
-    return bench_extract(net, torch.device("cpu"), seconds, seed)
+    nets = [before_issue14(net), for_cpu_extraction(net.eval())]
+    mats, total = speech(seconds, net.input_dim, seed)
+    for n in nets:
+        n.eval()
+        embed_matrices(n, mats[:2])
+    secs = [0.0, 0.0]
+    for _ in range(2):
+        for i, n in enumerate(nets):
+            t = time.perf_counter()
+            embed_matrices(n, mats, chunk_frames=6000)
+            secs[i] += time.perf_counter() - t
+    return secs, 2 * total
 
 
 def bench_extract_jobs(cfg_path, seconds, jobs):
-    """As steps/extract_xvectors.sh --nj N runs: N one-thread processes, each half the data."""
+    """As steps/extract_xvectors.sh --nj N runs: N one-thread processes, each
+    1/N of the speech; per variant, all speech over the slowest process's time."""
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(jobs) as pool:
-        pool.map(_extract_job, [(cfg_path, 5.0, j) for j in range(jobs)])  # start-up, not timed
-        t = time.perf_counter()
         res = pool.map(_extract_job, [(cfg_path, seconds / jobs, j) for j in range(jobs)])
-        wall = time.perf_counter() - t
     total = sum(r[1] for r in res)
-    return total / wall, total
+    return [total / max(r[0][i] for r in res) for i in range(2)], total / 2
 
 
 def main():
@@ -99,23 +163,33 @@ def main():
     torch.manual_seed(0)
     print(f"config {a.config}: channels {cfg['model']['channels']} blocks {cfg['model']['blocks']} "
           f"heads {cfg['model']['heads']} embed {cfg['model']['embed_dim']}; torch {torch.__version__}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    for dev in devices:
-        net = XVectorNet.from_config(cfg, a.speakers).to(dev)
-        name = f"CPU, {a.threads} threads" if dev.type == "cpu" else f"GPU {torch.cuda.get_device_name(0)}"
-        steps = a.train_steps if dev.type == "cpu" else 30
-        cps = bench_train(net, dev, steps, 32, 300)
-        line = f"[{name}] training: {cps:.1f} chunks/s (batch 32 x 300 frames, fp32)"
-        if dev.type == "cuda":
-            line += f"; {bench_train(net, dev, steps, 32, 300, torch.bfloat16):.1f} chunks/s with bf16 autocast"
-        print(line, flush=True)
-        secs = a.extract_seconds if dev.type == "cpu" else a.extract_seconds * 20
-        rtf, total = bench_extract(net, dev, secs)
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    net = XVectorNet.from_config(cfg, a.speakers)
+    name = f"CPU, {a.threads} threads"
+    cpu = torch.device("cpu")
+    before, now = bench_train([before_issue14(net), copy.deepcopy(net)], cpu, a.train_steps, 32, 300)
+    print(f"[{name}] training (batch 32 x 300 frames, fp32): before {before:.1f} chunks/s, now {now:.1f} "
+          f"chunks/s ({now / before:.2f}x)", flush=True)
+    (before, now), total = bench_extract([before_issue14(net), for_cpu_extraction(net.eval())], cpu,
+                                         a.extract_seconds)
+    print(f"[{name}] extraction ({total:.0f} s of speech, 2-8 s utterances): before {before:.0f}x real time, "
+          f"now {now:.0f}x ({now / before:.2f}x)", flush=True)
+    print(f"[{name}] embeddings now vs before: max relative difference "
+          f"{embedding_gap(for_cpu_extraction(net.eval()), before_issue14(net)):.1e}", flush=True)
+    (before, now), total = bench_extract_jobs(a.config, a.extract_seconds, a.jobs)
+    print(f"[CPU, {a.jobs} processes x 1 thread, as extract_xvectors.sh --nj {a.jobs}] extraction "
+          f"({total:.0f} s of speech): before {before:.0f}x real time, now {now:.0f}x ({now / before:.2f}x); "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    if torch.cuda.is_available():
+        dev = torch.device("cuda")
+        gnet = XVectorNet.from_config(cfg, a.speakers).to(dev)
+        name = f"GPU {torch.cuda.get_device_name(0)}"
+        fp32 = bench_train([gnet], dev, 30, 32, 300)[0]
+        bf16 = bench_train([gnet], dev, 30, 32, 300, amp=torch.bfloat16)[0]
+        print(f"[{name}] training: {fp32:.1f} chunks/s (batch 32 x 300 frames, fp32); "
+              f"{bf16:.1f} chunks/s with bf16 autocast", flush=True)
+        (rtf,), total = bench_extract([gnet], dev, a.extract_seconds * 20)
         print(f"[{name}] extraction: {rtf:.0f}x real time ({total:.0f} s of speech, 2-8 s utterances)", flush=True)
-    rtf, total = bench_extract_jobs(a.config, a.extract_seconds, a.jobs)
-    print(f"[CPU, {a.jobs} processes x 1 thread, as extract_xvectors.sh --nj {a.jobs}] extraction: "
-          f"{rtf:.0f}x real time ({total:.0f} s of speech)", flush=True)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ SPK_FILES = ("spk2utt", "spk2gender")
 
 def utt2spk_to_spk2utt(utt2spk: dict[str, str]) -> dict[str, list[str]]:
     spk2utt: dict[str, list[str]] = {}
-    for utt in sorted(utt2spk, key=lambda k: k.encode()):
+    for utt in c_sorted(utt2spk):
         spk2utt.setdefault(utt2spk[utt], []).append(utt)
     return spk2utt
 
@@ -142,7 +142,10 @@ def write_datadir(path: str | os.PathLike, *, utt2spk: dict[str, str], wav_scp: 
 # Data-dir tools: validate, fix, split, subset, combine, copy, propagate.
 # The shell front-ends in utils/ call these through pyxv.bin.datadir_*.
 # =====================================================================
+import bisect as _bisect
 import random as _random
+from itertools import accumulate as _accumulate
+from itertools import groupby as _groupby
 import re as _re
 import shutil as _shutil
 import struct as _struct
@@ -167,18 +170,39 @@ def ckey(s: str) -> bytes:
     return s.encode("utf-8", "surrogateescape")
 
 
-def read_lines(path: str | os.PathLike) -> list[tuple[int, str, str]]:
-    """Lines of a Kaldi table as ``(lineno, key, value)``; blank lines skipped,
-    duplicates and disorder kept (for the validator to report)."""
-    out = []
+def c_sorted(keys) -> list[str]:
+    """``sorted(keys, key=ckey)``; ASCII keys (the usual case) are compared as
+    they are, which orders them the same and is several times faster."""
+    keys = list(keys)
+    if all(k.isascii() for k in keys):
+        keys.sort()
+    else:
+        keys.sort(key=ckey)
+    return keys
+
+
+def c_less(a: str, b: str) -> bool:
+    """``ckey(a) < ckey(b)`` without encoding ASCII strings."""
+    if a.isascii() and b.isascii():
+        return a < b
+    return ckey(a) < ckey(b)
+
+
+def iter_lines(path: str | os.PathLike):
+    """Lines of a Kaldi table as ``(lineno, key, value)``, one at a time; blank
+    lines skipped, duplicates and disorder kept (for the validator to report)."""
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if not line.strip():
                 continue
             parts = line.split(None, 1)
-            out.append((lineno, parts[0], parts[1].strip() if len(parts) > 1 else ""))
-    return out
+            yield lineno, parts[0], (parts[1].strip() if len(parts) > 1 else "")
+
+
+def read_lines(path: str | os.PathLike) -> list[tuple[int, str, str]]:
+    """All of :func:`iter_lines` as a list."""
+    return list(iter_lines(path))
 
 
 def classify(path: str | os.PathLike) -> dict[str, str]:
@@ -205,23 +229,74 @@ def classify(path: str | os.PathLike) -> dict[str, str]:
     return kinds
 
 
-def _write_if_changed(path: Path, lines: list[str]) -> bool:
-    """Write lines atomically unless the file already holds exactly them (so an
-    unchanged output keeps its time stamp and downstream steps stay up to date)."""
-    text = "".join(ln + "\n" for ln in lines)
-    if path.is_file():
-        try:
-            if path.read_text(encoding="utf-8", errors="surrogateescape") == text:
-                return False
-        except OSError:
-            pass
-    with atomic_open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write(text)
+def _write_if_changed(path: Path, lines) -> bool:
+    """Write lines (any iterable) atomically unless the file already holds
+    exactly them (so an unchanged output keeps its time stamp and downstream
+    steps stay up to date). Written in pieces to a temporary file beside it and
+    compared there, so a big table is never held twice in memory."""
+    import filecmp
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+            block: list[str] = []
+            for ln in lines:
+                block.append(ln)
+                if len(block) >= 8192:
+                    f.write("\n".join(block) + "\n")
+                    block.clear()
+            if block:
+                f.write("\n".join(block) + "\n")
+        if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+            os.unlink(tmp)
+            return False
+        # mkstemp makes the file 0600; give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return True
 
 
 def _table_lines(table: dict[str, str]) -> list[str]:
-    return [f"{k} {table[k]}" if table[k] != "" else k for k in sorted(table, key=ckey)]
+    return [f"{k} {table[k]}" if table[k] != "" else k for k in c_sorted(table)]
+
+
+def read_first(path: str | os.PathLike) -> tuple[dict[str, str], int]:
+    """``(key -> value keeping the first of duplicated keys, number of lines)``
+    of a table: what ``_first_dups(iter_lines(path))`` gives, without the
+    per-line tuples (the tools' hot path on big dirs)."""
+    out: dict[str, str] = {}
+    n = 0
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            parts = line.split(None, 1)
+            if not parts:
+                continue
+            n += 1
+            if parts[0] not in out:
+                out[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
+    return out, n
+
+
+def read_keys(path: str | os.PathLike) -> tuple[set[str], int]:
+    """``(set of keys, number of lines)`` of a table."""
+    keys = set()
+    n = 0
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            parts = line.split(None, 1)
+            if parts:
+                n += 1
+                keys.add(parts[0])
+    return keys, n
 
 
 def _first_dups(entries) -> dict[str, str]:
@@ -268,7 +343,7 @@ def scp_num_rows(scp: str | os.PathLike, utts=None) -> tuple[dict[str, int], dic
     errors: dict[str, str] = {}
     handles: dict[str, object] = {}
     try:
-        for _, utt, spec in read_lines(scp):
+        for _, utt, spec in iter_lines(scp):
             if utts is not None and utt not in utts:
                 continue
             m = _re.fullmatch(r"(.+):(\d+)", spec)
@@ -340,14 +415,15 @@ def validate_datadir(path: str | os.PathLike, *, no_feats: bool = False, no_wav:
     tables: dict[str, dict[str, str]] = {}
 
     def check_lines(name: str, entries) -> dict[str, str]:
-        seen: set[str] = set()
+        first: dict[str, str] = {}
         dups, disorder, empty = [], [], []
         prev = None
         for lineno, key, value in entries:
-            if key in seen:
+            if key in first:
                 dups.append(f"'{key}' (line {lineno})")
-            seen.add(key)
-            if prev is not None and ckey(key) < ckey(prev):
+            else:
+                first[key] = value
+            if prev is not None and c_less(key, prev):
                 disorder.append(f"line {lineno} '{key}' after '{prev}'")
             prev = key
             if value == "" and kinds.get(name) != "uttlist":
@@ -361,12 +437,12 @@ def validate_datadir(path: str | os.PathLike, *, no_feats: bool = False, no_wav:
                     problems.append(f"{name} {what} (use utils/fix_data_dir.sh): {shown}{more}")
                 else:
                     problems.append(f"{name}: {len(items)} {what}: {shown}{more}")
-        return _first_dups(entries)
+        return first
 
     for name in ["utt2spk", "spk2utt", *[n for n in kinds if n != "utt2spk"]]:
         if name in skip or not (d / name).is_file():
             continue
-        tables[name] = check_lines(name, read_lines(d / name))
+        tables[name] = check_lines(name, iter_lines(d / name))
 
     utt2spk = tables["utt2spk"]
     utts = set(utt2spk)
@@ -377,12 +453,12 @@ def validate_datadir(path: str | os.PathLike, *, no_feats: bool = False, no_wav:
         problems.append(f"utt2spk: {len(bad_spk)} lines whose speaker is not one word: {_names(bad_spk)}")
     speakers = {s for s in utt2spk.values()}
     # Kaldi sorts utterances and speakers together: ids must start with the speaker.
-    order = sorted(utt2spk, key=ckey)
+    order = c_sorted(utt2spk)
     prev_spk = None
     crossing = []
     for u in order:
         s = utt2spk[u]
-        if prev_spk is not None and ckey(s) < ckey(prev_spk):
+        if prev_spk is not None and s != prev_spk and c_less(s, prev_spk):
             crossing.append(u)
         prev_spk = s
     if crossing:
@@ -518,53 +594,105 @@ def validate_datadir(path: str | os.PathLike, *, no_feats: bool = False, no_wav:
 
 
 # ------------------------------------------------------------------ write helpers
-def _utt_rows_for(d: Path, name: str, keep: set[str]) -> list[str]:
-    table = _first_dups(read_lines(d / name))
-    return _table_lines({k: v for k, v in table.items() if k in keep})
-
-
 def filter_datadir(src: str | os.PathLike, dest: str | os.PathLike, keep_utts, *,
                    remove_stale: bool = True) -> list[str]:
     """Write ``dest`` holding only the utterances ``keep_utts`` of ``src`` (every
     file filtered consistently: speakers, recordings, lists; spk2utt rebuilt).
     ``src`` may equal ``dest``. Returns the names of the files written."""
-    src, dest = Path(src), Path(dest)
-    keep = set(keep_utts)
+    return filter_datadir_parts(src, [(dest, keep_utts)], remove_stale=remove_stale)
+
+
+def filter_datadir_parts(src: str | os.PathLike, parts, *, remove_stale: bool = True,
+                         utt2spk: dict[str, str] | None = None) -> list[str]:
+    """:func:`filter_datadir` into several destinations at once: ``parts`` is a
+    list of ``(dest, keep_utts)`` with disjoint utterance sets. Every source
+    file is read and sorted once and its lines dealt to the parts, so the cost
+    is linear in the utterances whatever the number of parts (a split into N
+    parts is one pass, as Kaldi's). Each part comes out byte for byte as
+    ``filter_datadir(src, dest, keep_utts)`` would write it. ``utt2spk``: the
+    source's utt2spk as :func:`read_first` gives it, when the caller has it."""
+    src = Path(src)
+    dests = [Path(dest) for dest, _ in parts]
+    if utt2spk is None:
+        utt2spk = read_first(src / "utt2spk")[0]
+    # Only utterances with a speaker are kept anywhere.
+    if len(parts) == 1:
+        part_of = dict.fromkeys(utt2spk.keys() & set(parts[0][1]), 0)
+    else:
+        part_of = {}
+        for i, (_, keep_utts) in enumerate(parts):
+            for u in keep_utts:
+                if part_of.setdefault(u, i) != i:
+                    raise ValueError(f"utterance {u} is given to two parts of {src}")
+        part_of = {u: i for u, i in part_of.items() if u in utt2spk}
     kinds = classify(src)
-    utt2spk = {u: s for u, s in _first_dups(read_lines(src / "utt2spk")).items() if u in keep}
-    keep &= set(utt2spk)
-    speakers = set(utt2spk.values())
-    recs = None
+    # Utterances in C order with their part; speakers (and recordings) go to
+    # every part that keeps one of their utterances.
+    order = c_sorted(part_of)
+    spk_parts: dict[str, set[int]] = {}
+    for u in order:
+        spk_parts.setdefault(utt2spk[u], set()).add(part_of[u])
+    rec_parts: dict[str, set[int]] | None = None
     if (src / "segments").is_file():
-        segs = {u: v for u, v in _first_dups(read_lines(src / "segments")).items() if u in keep}
-        recs = {v.split()[0] for v in segs.values() if v.split()}
-    dest.mkdir(parents=True, exist_ok=True)
+        rec_parts = {}
+        for u, v in read_first(src / "segments")[0].items():
+            f = v.split()
+            if f and u in part_of:
+                rec_parts.setdefault(f[0], set()).add(part_of[u])
+    every = set(range(len(parts)))
+    for dest in dests:
+        dest.mkdir(parents=True, exist_ok=True)
     written = []
     for name, kind in kinds.items():
-        table = _first_dups(read_lines(src / name))
-        if kind == "utt":
-            out = {k: v for k, v in table.items() if k in keep}
-        elif kind == "spk":
-            out = {k: v for k, v in table.items() if k in speakers}
-        elif kind == "reco":
-            out = {k: v for k, v in table.items() if recs is None or k in recs}
-        elif kind == "uttlist":
-            out = {k: "" for k in table if k in keep}
-        else:
+        if kind not in ("utt", "spk", "reco", "uttlist"):
             continue
-        _write_if_changed(dest / name, _table_lines(out))
+        table = read_first(src / name)[0]
+        keys = c_sorted(table)
+        if kind in ("utt", "uttlist"):
+            # Grouped by part (a stable sort keeps C order inside each part) and
+            # streamed to the part's file: no part's lines are ever held.
+            keys = [k for k in keys if k in part_of]
+            if len(parts) > 1:
+                keys.sort(key=part_of.__getitem__)
+            done = set()
+            for i, group in _groupby(keys, key=part_of.__getitem__):
+                lines_of = group if kind == "uttlist" else \
+                    (f"{k} {v}" if (v := table[k]) != "" else k for k in group)
+                _write_if_changed(dests[i] / name, lines_of)
+                done.add(i)
+            for i in every - done:
+                _write_if_changed(dests[i] / name, [])
+            lines = None
+        else:
+            lines = [[] for _ in parts]
+            for k in keys:
+                where = spk_parts.get(k, ()) if kind == "spk" else \
+                    (every if rec_parts is None else rec_parts.get(k, ()))
+                if where:
+                    v = table[k]
+                    line = f"{k} {v}" if v != "" else k
+                    for i in where:
+                        lines[i].append(line)
+        if lines is not None:
+            for dest, ls in zip(dests, lines):
+                _write_if_changed(dest / name, ls)
+        del lines, table, keys
         written.append(name)
-    spk2utt = utt2spk_to_spk2utt(utt2spk)
-    _write_if_changed(dest / "spk2utt", [f"{s} {' '.join(us)}" for s, us in
-                                         sorted(spk2utt.items(), key=lambda kv: ckey(kv[0]))])
+    spk2utt: list[dict[str, list[str]]] = [{} for _ in parts]
+    for u in order:
+        spk2utt[part_of[u]].setdefault(utt2spk[u], []).append(u)
+    for dest, s2u in zip(dests, spk2utt):
+        _write_if_changed(dest / "spk2utt", [f"{s} {' '.join(s2u[s])}" for s in c_sorted(s2u)])
     written.append("spk2utt")
-    for name in VERBATIM:
-        if (src / name).is_file() and src.resolve() != dest.resolve():
-            _write_if_changed(dest / name, (src / name).read_text().splitlines())
-    if remove_stale and src.resolve() != dest.resolve():
-        for name, kind in classify(dest).items():
-            if name not in written:
-                (dest / name).unlink()
+    for dest in dests:
+        same = src.resolve() == dest.resolve()
+        for name in VERBATIM:
+            if (src / name).is_file() and not same:
+                _write_if_changed(dest / name, (src / name).read_text().splitlines())
+        if remove_stale and not same:
+            for name, kind in classify(dest).items():
+                if name not in written:
+                    (dest / name).unlink()
     return written
 
 
@@ -580,12 +708,17 @@ def fix_datadir(path: str | os.PathLike, *, backup: bool = True) -> list[str]:
         raise FileNotFoundError(f"{d}: has no utt2spk")
     report: list[str] = []
     kinds = classify(d)
-    tables = {}
+    # Values are needed of these only; of the others (wav.scp, feats.scp, ...)
+    # the keys are, which keeps memory down on big dirs.
+    valued = ("utt2spk", "segments", "utt2emo", "utt2num_frames")
+    tables: dict[str, dict[str, str] | set[str]] = {}
     for name in kinds:
-        entries = read_lines(d / name)
-        t = _first_dups(entries)
-        if len(t) != len(entries):
-            report.append(f"{name}: dropped {len(entries) - len(t)} duplicate lines (kept the first of each key)")
+        if name in valued:
+            t, n_lines = read_first(d / name)
+        else:
+            t, n_lines = read_keys(d / name)
+        if len(t) != n_lines:
+            report.append(f"{name}: dropped {n_lines - len(t)} duplicate lines (kept the first of each key)")
         tables[name] = t
     utt2spk = {u: s for u, s in tables["utt2spk"].items() if len(s.split()) == 1}
     if len(utt2spk) != len(tables["utt2spk"]):
@@ -603,8 +736,9 @@ def fix_datadir(path: str | os.PathLike, *, backup: bool = True) -> list[str]:
 
     for name, kind in kinds.items():
         if kind == "utt" and name != "utt2spk":
-            restrict(set(tables[name]), f"not in {name}")
-            extra = set(tables[name]) - all_utts
+            keys = set(tables[name])
+            restrict(keys, f"not in {name}")
+            extra = keys - all_utts
             if extra:
                 report.append(f"{name}: removed {len(extra)} entries of utterances not in utt2spk")
     if "segments" in tables and "wav.scp" in tables:
@@ -640,9 +774,12 @@ def fix_datadir(path: str | os.PathLike, *, backup: bool = True) -> list[str]:
             if (d / name).is_file():
                 _shutil.copy2(d / name, bdir / name)
     n0 = len(tables["utt2spk"])
+    source_utt2spk = tables["utt2spk"]
     speakers0 = set(utt2spk.values())
-    filter_datadir(d, d, keep)
     speakers1 = {utt2spk[u] for u in keep}
+    del tables, counts, utt2spk, all_utts   # big dirs: only what the filter needs stays in memory
+    filter_datadir_parts(d, [(d, keep)], utt2spk=source_utt2spk)
+    del source_utt2spk
     for why, n in reasons:
         report.append(f"dropped {n} utterances: {why}")
     if speakers0 - speakers1:
@@ -654,18 +791,24 @@ def fix_datadir(path: str | os.PathLike, *, backup: bool = True) -> list[str]:
 # --------------------------------------------------------------------- split
 def _balanced_chunks(sizes: list[int], n: int) -> list[tuple[int, int]]:
     """Cut a sequence of item sizes into ``n`` contiguous non-empty chunks of
-    nearly equal total size; returns (start, end) index pairs."""
+    nearly equal total size; returns (start, end) index pairs. Each cut is the
+    smallest index whose running total is closest to its share; found by
+    bisection (the distance to the share is V-shaped along the running totals),
+    so the cost does not grow with ``len(sizes) * n``."""
     total = sum(sizes)
-    bounds, acc, start = [], 0, 0
-    cum = []
-    for s in sizes:
-        acc += s
-        cum.append(acc)
+    cum = list(_accumulate(sizes))
+    bounds, start = [], 0
     for k in range(1, n):
         target = total * k / n
-        # smallest index i (>= start+1, leaving room for the rest) with cum[i-1] closest to target
         lo, hi = start + 1, len(sizes) - (n - k)
-        best = min(range(lo, hi + 1), key=lambda i: (abs(cum[i - 1] - target), i))
+        # cut i leaves cum[i-1] before it; candidates: both sides of the share and the range ends
+        p = _bisect.bisect_left(cum, target)
+        cands = set()
+        for i in (p, p + 1, lo, hi):
+            i = min(max(i, lo), hi)
+            # the smallest cut in range with the same running total
+            cands.add(max(lo, _bisect.bisect_left(cum, cum[i - 1]) + 1))
+        best = min(cands, key=lambda i: (abs(cum[i - 1] - target), i))
         bounds.append((start, best))
         start = best
     bounds.append((start, len(sizes)))
@@ -696,8 +839,8 @@ def split_datadir(path: str | os.PathLike, n: int, *, per_spk: bool = False,
         t = stamp.stat().st_mtime
         if all(s.stat().st_mtime <= t for s in sources):
             return parts, True
-    utt2spk = _first_dups(read_lines(d / "utt2spk"))
-    utts = sorted(utt2spk, key=ckey)
+    utt2spk = read_first(d / "utt2spk")[0]
+    utts = c_sorted(utt2spk)
     if per_spk:
         spk2utt = utt2spk_to_spk2utt(utt2spk)
         spks = list(spk2utt)  # sorted (utterance order follows speaker order)
@@ -717,8 +860,7 @@ def split_datadir(path: str | os.PathLike, n: int, *, per_spk: bool = False,
             i += size
     if stamp.exists():
         stamp.unlink()
-    for p, g in zip(parts, groups):
-        filter_datadir(d, p, g)
+    filter_datadir_parts(d, list(zip(parts, groups)))
     with atomic_open(stamp, "w") as f:
         f.write(stamp_text)
     # The stamp must not be older than what it vouches for, even on coarse clocks.
@@ -734,13 +876,13 @@ def select_utts(path: str | os.PathLike, *, utt_list=None, spk_list=None, first:
     """Utterances of a data dir chosen by one rule (lists are files of ids,
     first column; first/last N in sorted order; N at random, seeded)."""
     d = Path(path)
-    utt2spk = _first_dups(read_lines(d / "utt2spk"))
-    utts = sorted(utt2spk, key=ckey)
+    utt2spk = read_first(d / "utt2spk")[0]
+    utts = c_sorted(utt2spk)
     if utt_list is not None:
-        want = {k for _, k, _ in read_lines(utt_list)}
+        want = {k for _, k, _ in iter_lines(utt_list)}
         return [u for u in utts if u in want]
     if spk_list is not None:
-        want = {k for _, k, _ in read_lines(spk_list)}
+        want = {k for _, k, _ in iter_lines(spk_list)}
         return [u for u in utts if utt2spk[u] in want]
     for name, v in (("first", first), ("last", last), ("random", random_n)):
         if v is not None and v > len(utts):
@@ -804,11 +946,11 @@ def combine_datadirs(dest: str | os.PathLike, srcs: list) -> list[str]:
         dups = []
         for s, has_seg in zip(srcs, seg_in):
             if n == "segments" and not has_seg:
-                t = {u: f"{u} 0 {float(v):.3f}" for u, v in _first_dups(read_lines(s / "utt2dur")).items()}
+                t = {u: f"{u} 0 {float(v):.3f}" for u, v in read_first(s / "utt2dur")[0].items()}
             elif n in UTT_LISTS and not (s / n).is_file():
                 t = {}
             else:
-                t = _first_dups(read_lines(s / n))
+                t = read_first(s / n)[0]
             for k, v in t.items():
                 if k in table:
                     if kind in ("utt", "uttlist"):
@@ -862,7 +1004,7 @@ def copy_datadir(src: str | os.PathLike, dest: str | os.PathLike, *, utt_prefix:
     written = []
     utt2spk = {}
     for name, kind in kinds.items():
-        t = _first_dups(read_lines(src / name))
+        t = read_first(src / name)[0]
         if name == "utt2spk":
             out = {mu(u): ms(s) for u, s in t.items()}
             utt2spk = out
@@ -886,7 +1028,7 @@ def copy_datadir(src: str | os.PathLike, dest: str | os.PathLike, *, utt_prefix:
         _write_if_changed(dest / name, _table_lines(out))
         written.append(name)
     if (utt_prefix or utt_suffix) and "utt2orig" not in kinds:
-        _write_if_changed(dest / "utt2orig", _table_lines({mu(u): u for u in _first_dups(read_lines(src / "utt2spk"))}))
+        _write_if_changed(dest / "utt2orig", _table_lines({mu(u): u for u in read_first(src / "utt2spk")[0]}))
         written.append("utt2orig")
     spk2utt = utt2spk_to_spk2utt(utt2spk)
     _write_if_changed(dest / "spk2utt", [f"{s} {' '.join(us)}" for s, us in
@@ -932,14 +1074,14 @@ def propagate_features(corpus_dir: str | os.PathLike) -> list[str]:
         for s in srcs:
             if (s / name).is_file():
                 t = tables.setdefault(name, {})
-                for k, v in _first_dups(read_lines(s / name)).items():
+                for k, v in read_first(s / name)[0].items():
                     t.setdefault(k, v)
     report = []
     if not tables:
         report.append(f"warning: {c}/all has none of {', '.join(PROPAGATED)}: nothing to propagate")
         return report
     for sub in subset_dirs(c):
-        utts = set(_first_dups(read_lines(sub / "utt2spk")))
+        utts = set(read_first(sub / "utt2spk")[0])
         changed = []
         for name, t in tables.items():
             have = {u: t[u] for u in utts if u in t}

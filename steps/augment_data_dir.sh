@@ -39,7 +39,16 @@ out=${3%/}
 for f in "$in/wav.scp" "$in/utt2spk" "$config"; do
   [ -f "$f" ] || { echo "$0: $f does not exist" >&2; exit 1; }
 done
-# Bad config or missing sources stop here, before any work.
+
+newest=$in/wav.scp
+for f in "$in/utt2spk" "$in/segments"; do [ -f "$f" ] && [ "$f" -nt "$newest" ] && newest=$f; done
+if [ "$overwrite" != true ] && [ -f "$out/wav.scp" ] && [ -f "$out/utt2orig" ] && [ "$out/wav.scp" -nt "$newest" ] \
+   && cmp -s "$config" "$out/conf/augment.yaml"; then
+  echo "$0: $out is newer than $newest and made with $config; nothing to do (--overwrite true redoes)"
+  exit 0
+fi
+# Bad config or missing sources stop here, before any work (after the up-to-date
+# test, as in make_mfcc.sh).
 python - "$config" "$noise" <<'PY'
 import sys
 from pathlib import Path
@@ -53,14 +62,6 @@ for t in cfg["types"]:
     if not (d / "wav.scp").is_file():
         sys.exit(f"augment_data_dir.sh: {d}/wav.scp does not exist (needed for '{t}')")
 PY
-
-newest=$in/wav.scp
-for f in "$in/utt2spk" "$in/segments"; do [ -f "$f" ] && [ "$f" -nt "$newest" ] && newest=$f; done
-if [ "$overwrite" != true ] && [ -f "$out/wav.scp" ] && [ -f "$out/utt2orig" ] && [ "$out/wav.scp" -nt "$newest" ] \
-   && cmp -s "$config" "$out/conf/augment.yaml"; then
-  echo "$0: $out is newer than $newest and made with $config; nothing to do (--overwrite true redoes)"
-  exit 0
-fi
 
 name=$(basename "$in")
 parent=$(dirname "$out")

@@ -34,13 +34,14 @@ name=${data//\//_}
 for f in "$data/feats.scp" "$vad_config"; do
   [ -f "$f" ] || { echo "$0: $f does not exist" >&2; exit 1; }
 done
-python -c "import sys; from pyxv.features.vad import VadOptions; VadOptions.from_conf(sys.argv[1])" "$vad_config"
 
 if [ "$overwrite" != true ] && [ -f "$data/vad.scp" ] && cmp -s "$vad_config" "$data/conf/vad.conf" \
    && [ "$data/vad.scp" -nt "$data/feats.scp" ]; then
   echo "$0: $data/vad.scp is newer than $data/feats.scp and made with $vad_config; nothing to do (--overwrite true redoes)"
   exit 0
 fi
+# A broken config stops here (after the up-to-date test, as in make_mfcc.sh).
+python -c "import sys; from pyxv.features.vad import VadOptions; VadOptions.from_conf(sys.argv[1])" "$vad_config"
 
 # This run's archives stay in $new until every job has succeeded, so a failed
 # run leaves the previous complete outputs untouched.

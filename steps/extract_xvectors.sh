@@ -35,8 +35,15 @@ data=$2
 dir=$3
 model=$exp/final.pt
 [ -f "$model" ] || { echo "$0: $model does not exist" >&2; exit 1; }
-# The data-dir file the encoder reads (feats.scp, or wav.scp for audio front-ends).
-needs=$(python -m pyxv.bin.extract_xvectors inputs "$model") || exit 1
+# The data-dir file the encoder reads (feats.scp, or wav.scp for audio front-ends);
+# kept beside the model while newer than it (Python is slow to start).
+cache=$exp/.extract_inputs
+if [ -f "$cache" ] && [ "$cache" -nt "$model" ] && [ -s "$cache" ]; then
+  needs=$(cat "$cache")
+else
+  needs=$(python -m pyxv.bin.extract_xvectors inputs "$model") || exit 1
+  printf '%s\n' "$needs" > "$cache.$$" && mv "$cache.$$" "$cache"
+fi
 input=$data/${needs%%$'\n'*}
 for f in "$input" "$data/utt2spk"; do
   [ -f "$f" ] || { echo "$0: $f does not exist" >&2; exit 1; }

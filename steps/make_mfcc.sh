@@ -39,8 +39,6 @@ name=${data//\//_}
 for f in "$data/wav.scp" "$data/utt2spk" "$mfcc_config"; do
   [ -f "$f" ] || { echo "$0: $f does not exist" >&2; exit 1; }
 done
-# A broken config stops here, before any job starts.
-python -c "import sys; from pyxv.features.mfcc import MfccOptions; MfccOptions.from_conf(sys.argv[1])" "$mfcc_config"
 
 newest=$data/wav.scp
 for f in "$data/utt2spk" "$data/segments"; do [ -f "$f" ] && [ "$f" -nt "$newest" ] && newest=$f; done
@@ -49,6 +47,9 @@ if [ "$overwrite" != true ] && [ -f "$data/feats.scp" ] && [ -f "$data/utt2num_f
   echo "$0: $data/feats.scp is newer than $newest and made with $mfcc_config; nothing to do (--overwrite true redoes)"
   exit 0
 fi
+# A broken config stops here, before any job starts (checked after the up-to-date
+# test: outputs made with this very config vouch for it, and Python starts slowly).
+python -c "import sys; from pyxv.features.mfcc import MfccOptions; MfccOptions.from_conf(sys.argv[1])" "$mfcc_config"
 
 # This run's archives stay in $new until every job has succeeded, so a failed
 # run leaves the previous complete outputs untouched.

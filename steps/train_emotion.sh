@@ -70,9 +70,24 @@ inputs=("$config" "$emo"/all/utt2emo)
 arch_opt=()
 if [ -n "$architecture" ]; then arch_opt=(--architecture "$architecture"); inputs+=("$architecture"); fi
 for f in "$emo"/fold*/*/utt2spk "$emo"/{train,dev,test}/utt2spk; do [ -f "$f" ] && inputs+=("$f"); done
-extra=$(python -m pyxv.bin.train_emotion --list-inputs --config "$config" --profile "$profile" "${arch_opt[@]}" \
-  --system "$system" --train-data "$train_data" "$emo") || { echo "$0: inputs missing (see above)" >&2; exit 1; }
-while read -r f; do inputs+=("$f"); done <<< "$extra"
+# The system's other inputs (x-vectors, features, models) come from Python, which
+# is slow to start: the list is kept in $dir/.inputs and reused while it is newer
+# than the config and the protocol and names only files that exist.
+key="$config $profile $system $train_data $emo ${arch_opt[*]}"
+listed=$dir/.inputs
+extra=
+if [ -f "$listed" ] && [ "$(head -n 1 "$listed")" = "$key" ]; then
+  extra=$(tail -n +2 "$listed")
+  for f in "${inputs[@]}"; do [ "$f" -nt "$listed" ] && extra=; done
+  while read -r f; do [ -z "$f" ] || [ -e "$f" ] || extra=; done <<< "$extra"
+fi
+if [ -z "$extra" ]; then
+  extra=$(python -m pyxv.bin.train_emotion --list-inputs --config "$config" --profile "$profile" "${arch_opt[@]}" \
+    --system "$system" --train-data "$train_data" "$emo") || { echo "$0: inputs missing (see above)" >&2; exit 1; }
+  mkdir -p "$dir"
+  printf '%s\n%s\n' "$key" "$extra" > "$listed"
+fi
+while read -r f; do [ -z "$f" ] || inputs+=("$f"); done <<< "$extra"
 
 if [ "$overwrite" != true ] && [ -f "$dir/summary.json" ]; then
   stale=false

@@ -58,8 +58,15 @@ dir=$2
 [[ "$gpus" =~ ^[0-9]+$ ]] || { echo "$0: --gpus must be a non-negative integer" >&2; exit 1; }
 # Check the config before any work (unknown keys, wrong types); the files its
 # encoder type reads (feats.scp + vad.scp for the ResNet, wav.scp for GE2E).
-needs=$(python -m pyxv.bin.prepare_feats --config "$config" --requirements "$data") \
-  || { echo "$0: bad config $config" >&2; exit 1; }
+# The answer is kept in $dir while newer than the config (Python is slow to start).
+cache=$dir/.train_inputs
+if [ -f "$cache" ] && [ "$cache" -nt "$config" ] && [ "$(head -n 1 "$cache")" = "$config $data" ]; then
+  needs=$(tail -n +2 "$cache")
+else
+  needs=$(python -m pyxv.bin.prepare_feats --config "$config" --requirements "$data") \
+    || { echo "$0: bad config $config" >&2; exit 1; }
+  mkdir -p "$dir" && printf '%s\n%s\n' "$config $data" "$needs" > "$cache"
+fi
 input=$data/${needs%%$'\n'*}
 for f in $needs; do
   [ -f "$data/$f" ] || { echo "$0: $data/$f does not exist" >&2; exit 1; }

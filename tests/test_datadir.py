@@ -96,6 +96,116 @@ def test_split_too_many_parts_is_a_clear_error(tmp_path):
     assert p.returncode == 1 and "cannot split 2 speakers" in p.stderr
 
 
+def _reference_filter(src: Path, dest: Path, keep_utts) -> None:
+    """The per-part filter split_data.sh ran before it became one pass (every
+    part re-reading every source file): the reference its parts must equal."""
+    keep = set(keep_utts)
+    kinds = dd.classify(src)
+    utt2spk = {u: s for u, s in dd._first_dups(dd.read_lines(src / "utt2spk")).items() if u in keep}
+    keep &= set(utt2spk)
+    speakers = set(utt2spk.values())
+    recs = None
+    if (src / "segments").is_file():
+        segs = {u: v for u, v in dd._first_dups(dd.read_lines(src / "segments")).items() if u in keep}
+        recs = {v.split()[0] for v in segs.values() if v.split()}
+    dest.mkdir(parents=True)
+    for name, kind in kinds.items():
+        table = dd._first_dups(dd.read_lines(src / name))
+        if kind == "utt":
+            out = {k: v for k, v in table.items() if k in keep}
+        elif kind == "spk":
+            out = {k: v for k, v in table.items() if k in speakers}
+        elif kind == "reco":
+            out = {k: v for k, v in table.items() if recs is None or k in recs}
+        else:
+            out = {k: "" for k in table if k in keep}
+        (dest / name).write_text("".join(ln + "\n" for ln in dd._table_lines(out)))
+    spk2utt = dd.utt2spk_to_spk2utt(utt2spk)
+    (dest / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in
+                                          sorted(spk2utt.items(), key=lambda kv: dd.ckey(kv[0]))))
+    for name in dd.VERBATIM:
+        if (src / name).is_file():
+            (dest / name).write_text((src / name).read_text())
+
+
+def _reference_chunks(sizes, n):
+    """The balanced per-speaker cut before bisection (a scan per cut)."""
+    total = sum(sizes)
+    cum = list(np.cumsum(sizes))
+    bounds, start = [], 0
+    for k in range(1, n):
+        target = total * k / n
+        lo, hi = start + 1, len(sizes) - (n - k)
+        best = min(range(lo, hi + 1), key=lambda i: (abs(cum[i - 1] - target), i))
+        bounds.append((start, best))
+        start = best
+    bounds.append((start, len(sizes)))
+    return bounds
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
+@pytest.mark.parametrize("segments", [False, True])
+def test_split_equals_the_per_part_filter(tmp_path, segments):
+    # Uneven speakers, an unknown-speaker list, a duplicated and an out-of-order
+    # line, and (with segments) recordings shared by utterances of two parts.
+    rng = np.random.default_rng(3)
+    d = tmp_path / "src"
+    d.mkdir()
+    utt2spk = {f"{s}-u{i:02d}": s for s in ("a1", "b2", "c3", "d4", "e5") for i in range(int(rng.integers(1, 9)))}
+    utts = sorted(utt2spk)
+    (d / "utt2spk").write_text("".join(f"{u} {utt2spk[u]}\n" for u in utts))
+    (d / "spk2utt").write_text("".join(f"{s} {' '.join(v)}\n" for s, v in dd.utt2spk_to_spk2utt(utt2spk).items()))
+    (d / "spk2gender").write_text("a1 m\nb2 f\nc3 m\nd4 f\ne5 m\n")
+    emo = [f"{u} {['happy', 'sad'][k % 2]}" for k, u in enumerate(utts)]
+    (d / "utt2emo").write_text("\n".join([emo[1], emo[0], *emo[1:], emo[2]]) + "\n")  # disorder + duplicate
+    (d / "unknown_spk_utts").write_text(f"{utts[0]}\n{utts[-1]}\n")
+    (d / "frame_shift").write_text("0.01\n")
+    if segments:
+        recs = {u: f"rec{k // 3}" for k, u in enumerate(utts)}
+        (d / "segments").write_text("".join(f"{u} {recs[u]} 0.{k % 9} 1.5\n" for k, u in enumerate(utts)))
+        (d / "wav.scp").write_text("".join(f"{r} /w/{r}.wav\n" for r in sorted(set(recs.values()))))
+        (d / "reco2dur").write_text("".join(f"{r} 3.0\n" for r in sorted(set(recs.values()))))
+    else:
+        (d / "wav.scp").write_text("".join(f"{u} sox /w/{u}.flac -t wav - |\n" for u in utts))
+    for n, per_spk in ((4, False), (len(utts), False), (1, False), (3, True), (5, True)):
+        parts, _ = dd.split_datadir(d, n, per_spk=per_spk, force=True)
+        spk2utt = dd.utt2spk_to_spk2utt(utt2spk)
+        if per_spk:
+            spks = sorted(spk2utt)
+            groups = [[u for s in spks[a:b] for u in spk2utt[s]]
+                      for a, b in _reference_chunks([len(spk2utt[s]) for s in spks], n)]
+        else:
+            q, r = divmod(len(utts), n)
+            bounds = np.cumsum([0] + [q + (k < r) for k in range(n)])
+            groups = [utts[bounds[k]:bounds[k + 1]] for k in range(n)]
+        for k, (part, group) in enumerate(zip(parts, groups)):
+            ref = tmp_path / f"ref_{n}_{per_spk}_{k}"
+            _reference_filter(d, ref, group)
+            assert _files(part) == _files(ref), (n, per_spk, k)
+
+
+def test_c_locale_order_fast_paths():
+    ascii_keys = ["b-2", "B-1", "a_1", "a-1", "a", "10", "9"]
+    mixed = ascii_keys + ["\u00e9t\u00e9", "\uffff", "\U0001f600", "z\udcff", "\u0800"]
+    for keys in (ascii_keys, mixed):
+        assert dd.c_sorted(keys) == sorted(keys, key=dd.ckey)
+        for a in keys:
+            for b in keys:
+                assert dd.c_less(a, b) == (dd.ckey(a) < dd.ckey(b)), (a, b)
+
+
+def test_balanced_chunks_equal_the_scan():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        m = int(rng.integers(1, 40))
+        sizes = [int(x) for x in rng.integers(0 if rng.random() < 0.3 else 1, 12, size=m)]
+        n = int(rng.integers(1, m + 1))
+        assert dd._balanced_chunks(sizes, n) == _reference_chunks(sizes, n), (sizes, n)
+
+
 # ------------------------------------------------------------------- validate
 def test_validate_accepts_a_good_dir(tmp_path):
     d = make_dir(tmp_path)
@@ -244,6 +354,16 @@ def test_combine(tmp_path):
     p = tool("utils/combine_data.sh", dest, a, b)
     assert p.returncode == 0
     assert {f.name: f.stat().st_mtime_ns for f in dest.iterdir()} == stamps
+    assert "up to date" in p.stdout   # decided in the shell, from dest/.combined
+    # A changed source file is combined again.
+    os.utime(b / "spk2gender", ns=(stamps[".combined"] + 10**9,) * 2)
+    (b / "spk2gender").write_text("s3 f\n")
+    p = tool("utils/combine_data.sh", dest, a, b)
+    assert p.returncode == 0 and "up to date" not in p.stdout
+    assert (dest / "spk2gender").read_text() == "s1 m\ns2 f\ns3 f\n"
+    # Other arguments are another combine.
+    p = tool("utils/combine_data.sh", "--skip-fix", "true", dest, a, b)
+    assert p.returncode == 0 and "up to date" not in p.stdout
     # A repeated utterance id is an error.
     p = tool("utils/combine_data.sh", tmp_path / "dup", a, a)
     assert p.returncode == 1 and "occur in more than one source" in p.stderr and "s1-u0" in p.stderr
@@ -293,8 +413,24 @@ def test_propagate_features(tmp_path):
         assert list(t) == ["s1-u0", "s1-u1", "s2-u0"]
         assert t["s2-u0"] == dd.read_table(alld / name)["s2-u0"]
     assert not (corpus / "fold1/train/gemaps_lld.scp").exists()
+    # Nothing changed: skipped in the shell; a changed all/feats.scp or a new subset: redone.
+    p = tool("local/propagate_features.sh", corpus)
+    assert p.returncode == 0 and "the subsets of" in p.stdout
+    feats = (alld / "feats.scp").read_text().splitlines()
+    (alld / "feats.scp").write_text("".join(ln + "\n" for ln in feats if not ln.startswith("s1-u1 ")))
+    later = (corpus / ".propagated").stat().st_mtime_ns + 10**9
+    os.utime(alld / "feats.scp", ns=(later, later))
+    p = tool("local/propagate_features.sh", corpus)
+    assert "the subsets of" not in p.stdout and list(dd.read_table(corpus / "fold1/train/feats.scp")) == ["s1-u0", "s2-u0"]
+    (corpus / "fold2/test").mkdir(parents=True)
+    (corpus / "fold2/test/utt2spk").write_text("s2-u1 s2\n")
+    os.utime(corpus / "fold2/test/utt2spk", ns=(later + 10**9,) * 2)
+    p = tool("local/propagate_features.sh", corpus)
+    assert "the subsets of" not in p.stdout and list(dd.read_table(corpus / "fold2/test/feats.scp")) == ["s2-u1"]
     p = tool("local/propagate_features.sh", "--strict", "true", corpus)
     assert p.returncode == 1
+    p = tool("local/propagate_features.sh", "--strict", "true", corpus)
+    assert p.returncode == 1   # a failed strict run leaves no stamp to skip on
 
 
 # ------------------------------------------------------- filter_scp, spk2utt

@@ -59,6 +59,56 @@ def test_pooling_eq1_eq2_against_direct_computation():
     assert (w > 0).all()
 
 
+def _direct_pooling(x, mu, s, eps):
+    """Eq. (1)-(2) frame by frame in float64 (with the module's eps under the root)."""
+    B, T, D = x.shape
+    H = len(mu)
+    w = np.zeros((B, H, T))
+    for b in range(B):
+        for h in range(H):
+            a = -s[h] * np.sqrt(((x[b] - mu[h]) ** 2).sum(1) + eps)
+            a = np.exp(a - a.max())
+            w[b, h] = a / a.sum()
+    return w, np.einsum("bht,btd->bhd", w, x)
+
+
+def test_pooling_in_float64_and_with_frames_at_the_centres():
+    # Large-magnitude frames, some exactly on a centre and some within 1e-3 of
+    # one: where ||x||^2 - 2 x.mu + ||mu||^2 cancels most.
+    torch.manual_seed(4)
+    pool = MultiHeadAttentionPooling(dim=16, heads=4)
+    with torch.no_grad():
+        pool.mu.mul_(60.0)
+        pool.scale.copy_(torch.tensor([0.1, 0.5, 1.0, 3.0]))
+    x = torch.randn(3, 40, 16) * 30
+    x[0, 3] = pool.mu[1].detach()
+    x[1, 7] = pool.mu[2].detach() + 1e-3
+    x[2, 0] = pool.mu[3].detach()
+    mu, s = pool.mu.detach().double().numpy(), pool.scale.detach().double().numpy()
+    # float32: the distances to float32 precision; weights to what a float32
+    # softmax of logits in the hundreds allows.
+    for dtype, rtol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        p = pool.to(dtype)
+        xx = x.to(dtype)
+        w_ref, e_ref = _direct_pooling(xx.double().numpy(), mu if dtype == torch.float64 else
+                                       p.mu.detach().double().numpy(), s, p.eps)
+        w = p.weights(xx).detach().double().numpy()
+        e = p(xx).detach().double().numpy().reshape(3, 4, 16)
+        np.testing.assert_allclose(w, w_ref, rtol=rtol, atol=1e-12)
+        np.testing.assert_allclose(e, e_ref, rtol=rtol, atol=rtol * np.abs(e_ref).max())
+        d = p.distances(xx).detach().double().numpy()
+        d_ref = np.sqrt(((xx.double().numpy()[:, None] - p.mu.detach().double().numpy()[None, :, None]) ** 2)
+                        .sum(-1) + p.eps)
+        np.testing.assert_allclose(d, d_ref, rtol=1e-7)   # float32: its rounding; float64: the expansion
+        assert abs(d[0, 1, 3] - math.sqrt(p.eps)) < 1e-7     # a frame on a centre: distance sqrt(eps)
+    # gradients reach the centres and scales, finite also for frames on a centre
+    pool = pool.float()
+    xg = x.clone().requires_grad_(True)
+    pool(xg).sum().backward()
+    assert torch.isfinite(pool.mu.grad).all() and torch.isfinite(pool.scale.grad).all()
+    assert torch.isfinite(xg.grad).all()
+
+
 def test_pooling_is_permutation_invariant_and_length_free():
     torch.manual_seed(2)
     pool = MultiHeadAttentionPooling(8, 4)
@@ -147,3 +197,36 @@ def test_other_input_dim_and_replace_head():
     torch.testing.assert_close(p.sum(1), torch.ones(2))
     with pytest.raises(ValueError, match="expects"):
         net(torch.randn(2, 40, 23))
+
+
+def test_frozen_cpu_embedder_equals_the_network():
+    # Batch norm with real statistics (folded into the convs by freezing), several
+    # lengths and batch sizes, chunk averaging through embed_utterances.
+    from pyxv.nnet.frozen import FrozenEmbedder, for_cpu_extraction
+
+    torch.manual_seed(5)
+    net = XVectorNet(input_dim=23, channels=(8, 16, 32, 64), blocks=(1, 2, 1, 1), heads=4, embed_dim=32,
+                     num_classes=10)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    net.eval()
+    frozen = for_cpu_extraction(net, "cpu")
+    assert isinstance(frozen, FrozenEmbedder)
+    for B, T in ((1, 400), (3, 37), (2, 1234)):
+        x = torch.randn(B, T, 23)
+        with torch.no_grad():
+            a, b = net.embed(x), frozen.embed(x)
+        assert b.shape == (B, 32)
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * a.abs().max().item())
+    rng = np.random.default_rng(0)
+    mats = [rng.normal(size=(n, 23)).astype(np.float32) for n in (90, 300, 300, 7000)]
+    np.testing.assert_allclose(frozen.embed_utterances(mats, chunk_frames=3000),
+                               net.embed_utterances(mats, chunk_frames=3000), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):
+        frozen.embed(torch.randn(1, 50, 20))
+    assert for_cpu_extraction(net, "cuda") is net

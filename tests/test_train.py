@@ -162,6 +162,31 @@ def test_chunk_plan_depends_on_seed_and_epoch_only(data):
     np.testing.assert_array_equal(chunk(np.arange(3)[:, None], 1, 5)[:, 0], [1, 2, 0, 1, 2])
 
 
+def test_chunk_plan_is_one_draw_per_chunk():
+    """The plan equals the draws made one chunk at a time (class, then one of
+    its utterances in index order), so vectorising it changed no model."""
+    rng = np.random.default_rng(1)
+    utts = [f"u{i:03d}" for i in range(120)]
+    labels = (rng.integers(0, 9, size=120) * 7 + 2).tolist()   # class values not 0..C-1
+    lengths = {u: int(rng.integers(10, 90)) for u in utts}
+    for sampling in ("balanced", "utterance"):
+        plan = ChunkBatches(None, utts, labels, lengths, batch_size=5, steps=7, chunk_min=20, chunk_max=60,
+                            sampling=sampling, seed=4, epoch=2).plan
+        r = np.random.default_rng([4, 2])
+        classes = sorted(set(labels))
+        members = [[i for i, l in enumerate(labels) if l == c] for c in classes]
+        expect = []
+        for _ in range(7):
+            L = int(r.integers(20, 61))
+            if sampling == "balanced":
+                idx = [members[c][int(r.integers(0, len(members[c])))] for c in r.integers(0, len(classes), size=5)]
+            else:
+                idx = r.integers(0, 120, size=5).tolist()
+            starts = r.random(5) * np.maximum(np.array([lengths[utts[i]] for i in idx]) - L + 1, 1)
+            expect.append((L, [(utts[i], int(s), labels[i]) for i, s in zip(idx, starts)]))
+        assert plan == expect, sampling
+
+
 def test_fine_tune_new_head_frozen_embedding_and_arch_check(data, tmp_path):
     d, u2s = data
     pre = train_classifier(source(d), u2s, cfg(epochs=1), tmp_path / "pre", progress=False)

@@ -25,6 +25,7 @@ def cmd_extract(a) -> int:
     import torch
 
     from pyxv.extract import extract_embeddings, write_embeddings
+    from pyxv.nnet.frozen import for_cpu_extraction
     from pyxv.train.checkpoint import CheckpointError, load_model
 
     if a.use_gpu == "yes" and not torch.cuda.is_available():
@@ -49,10 +50,11 @@ def cmd_extract(a) -> int:
     chunk = a.chunk_frames or ec["chunk_frames"]
     stats: dict = {}
     t0 = time.time()
+    embedder = for_cpu_extraction(net, device)   # the model no longer changes here: BN folded, oneDNN fusions
     try:
-        n = write_embeddings(extract_embeddings(net, src, utts, chunk_frames=chunk, batch_frames=ec["batch_frames"],
-                                                min_frames=ec["min_frames"], raw_source=raw, device=device,
-                                                stats=stats), a.out_ark)
+        n = write_embeddings(extract_embeddings(embedder, src, utts, chunk_frames=chunk,
+                                                batch_frames=ec["batch_frames"], min_frames=ec["min_frames"],
+                                                raw_source=raw, device=device, stats=stats), a.out_ark)
     except OutputError as e:
         print(f"extract_xvectors: FATAL: {e}; nothing of this job kept", file=sys.stderr)
         return 1

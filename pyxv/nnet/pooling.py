@@ -25,16 +25,31 @@ class MultiHeadAttentionPooling(nn.Module):
         self.scale = nn.Parameter(torch.ones(heads))
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
-        """``||x_t - mu_h||`` as ``(B, H, T)``; eps keeps the gradient finite at 0."""
-        diff = x.unsqueeze(1) - self.mu.view(1, self.heads, 1, self.dim)  # (B, H, T, D)
-        return torch.sqrt(diff.pow(2).sum(-1) + self.eps)
+        """``||x_t - mu_h||`` as ``(B, H, T)``; eps keeps the gradient finite at 0.
+
+        Through ``||x||^2 - 2 x.mu + ||mu||^2``: one (T, D) x (D, H) product per
+        utterance instead of a (B, H, T, D) tensor of differences. The expansion
+        is evaluated in float64 (autocast leaves float64 alone), where its
+        cancellation costs nothing at float32 precision even for frames next to
+        a centre; the matrices involved are small next to the trunk's.
+        """
+        x64, mu64 = x.double(), self.mu.double()
+        sq = (x64 * x64).sum(-1).unsqueeze(1) - 2.0 * torch.matmul(mu64, x64.transpose(1, 2)) \
+            + (mu64 * mu64).sum(-1).view(1, self.heads, 1)                    # (B, H, T)
+        return torch.sqrt(sq.clamp_min(0.0) + self.eps).to(x.dtype)
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. (1): softmax over time of ``-s_h ||x_t - mu_h||``, ``(B, H, T)``."""
-        d = self.distances(x.float())
-        return torch.softmax(-self.scale.float().view(1, -1, 1) * d, dim=-1)
+        x = _at_least_float32(x)
+        d = self.distances(x)
+        return torch.softmax(-self.scale.to(x.dtype).view(1, -1, 1) * d, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weights(x)                       # (B, H, T)
-        e = torch.bmm(w, x.float())               # eq. (2): (B, H, D)
+        e = torch.bmm(w, _at_least_float32(x))    # eq. (2): (B, H, D)
         return e.reshape(x.shape[0], self.heads * self.dim)
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision input (autocast) is pooled in float32; float64 stays float64."""
+    return x if x.dtype == torch.float64 else x.float()

@@ -56,6 +56,10 @@ class ResNetTrunk(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.out_channels = cin
         self.downsample = 2 ** (len(channels) - 1)
+        # Channels-last weights make the convs run channels-last (oneDNN's fast
+        # layout for these small channel counts): 1.3x training and 1.4x
+        # extraction speed on CPU, same results to float rounding.
+        self.to(memory_format=torch.channels_last)
 
     def out_freq(self, input_dim: int) -> int:
         f = input_dim

@@ -218,28 +218,49 @@ class ChunkBatches(torch.utils.data.Dataset):
                  seed: int = 0, epoch: int = 1, rank: int = 0, world: int = 1):
         self.source = source
         self.rank, self.world = rank, world
-        utts = list(utts)
+        self.utts = list(utts)
         labels = np.asarray(labels)
-        lens = np.array([lengths[u] for u in utts])
+        self.labels = labels
+        lens = np.fromiter(map(lengths.__getitem__, self.utts), dtype=np.int64, count=len(self.utts))
         rng = np.random.default_rng([seed, epoch])
-        classes = np.unique(labels)
-        members = [np.flatnonzero(labels == c) for c in classes]
-        self.plan = []
-        for _ in range(steps):
+        # Utterances of each class in index order, found by one stable sort (not a
+        # scan per class: that is classes x utterances at VoxCeleb scale).
+        classes, inverse = np.unique(labels, return_inverse=True)
+        by_class = np.argsort(inverse, kind="stable")
+        class_size = np.bincount(inverse, minlength=len(classes))
+        class_start = np.concatenate([[0], np.cumsum(class_size)[:-1]])
+        # The draws are those of one scalar draw per chunk (integers() with an
+        # array of bounds consumes the generator exactly as the scalar calls
+        # did), so plans, and trained models, are unchanged for a seed.
+        self.chunk_lengths = np.empty(steps, dtype=np.int64)
+        self.index = np.empty((steps, batch_size), dtype=np.int64)
+        self.starts = np.empty((steps, batch_size), dtype=np.int64)
+        for k in range(steps):
             L = int(rng.integers(chunk_min, chunk_max + 1))
             if sampling == "balanced":
                 cls = rng.integers(0, len(classes), size=batch_size)
-                idx = np.array([members[c][rng.integers(0, len(members[c]))] for c in cls])
+                idx = by_class[class_start[cls] + rng.integers(0, class_size[cls])]
             else:
-                idx = rng.integers(0, len(utts), size=batch_size)
-            starts = (rng.random(batch_size) * np.maximum(lens[idx] - L + 1, 1)).astype(np.int64)
-            self.plan.append((L, [(utts[i], int(s), int(labels[i])) for i, s in zip(idx, starts)]))
+                idx = rng.integers(0, len(self.utts), size=batch_size)
+            self.chunk_lengths[k] = L
+            self.index[k] = idx
+            self.starts[k] = (rng.random(batch_size) * np.maximum(lens[idx] - L + 1, 1)).astype(np.int64)
+
+    @property
+    def plan(self) -> list[tuple[int, list[tuple[str, int, int]]]]:
+        """Every batch as ``(chunk length, [(utterance, start, label), ...])``."""
+        return [self._batch(i) for i in range(len(self))]
+
+    def _batch(self, i: int) -> tuple[int, list[tuple[str, int, int]]]:
+        idx = self.index[i].tolist()
+        return int(self.chunk_lengths[i]), [(self.utts[j], s, y) for j, s, y in
+                                      zip(idx, self.starts[i].tolist(), self.labels[idx].tolist())]
 
     def __len__(self) -> int:
-        return len(self.plan)
+        return len(self.chunk_lengths)
 
     def __getitem__(self, i: int):
-        L, items = self.plan[i]
+        L, items = self._batch(i)
         items = items[self.rank::self.world]
         xs, ys = [], []
         for utt, s, y in items:
