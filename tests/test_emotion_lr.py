@@ -13,6 +13,8 @@ from pyxv.emotion.data import discover_protocol, training_set
 from pyxv.emotion.lr import EmbeddingPreprocessor, EmotionLR
 from pyxv.io import write_table
 
+from emotion_synth import labelled_speakers
+
 CLASSES = ["angry", "happy", "neutral", "sad"]
 
 
@@ -59,13 +61,7 @@ def make_corpus(root, n_folds=3, spk_per_fold=2, utts_per_class=3, dim=12, drop_
     rng = np.random.default_rng(seed)
     means = {c: rng.normal(size=dim) * 4 for c in CLASSES}
     emo = root / "data" / "synth"
-    spks = [f"s{k}{j}" for k in range(1, n_folds + 1) for j in range(spk_per_fold)]
-    u2s, u2e = {}, {}
-    for s in spks:
-        for c in CLASSES:
-            for r in range(utts_per_class):
-                u = f"{s}-{c}-{r}"
-                u2s[u], u2e[u] = s, c
+    spks, u2s, u2e = labelled_speakers(n_folds, spk_per_fold, utts_per_class, CLASSES)
     wav = {u: "/dev/null" for u in u2s}
     write_datadir(emo / "all", utt2spk=u2s, wav_scp=wav, utt2emo=u2e)
     aug = {f"{u}-noise": u for u in u2s}

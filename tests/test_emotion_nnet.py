@@ -15,6 +15,8 @@ from pyxv.emotion.config import load_emotion_config
 from pyxv.emotion.data import discover_protocol, labeled_set
 from pyxv.emotion.nnet import FeatureMismatchError
 
+from emotion_synth import write_ravdess_folds
+
 EMO = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
 MFCC_8K = ("--sample-frequency=8000\n--frame-length=25\n--low-freq=20\n--high-freq=3700\n"
            "--num-ceps=23\n--snip-edges=false\n")
@@ -62,12 +64,7 @@ def corpus(ravdess_root, tmp_path_factory):
     with kaldiio.WriteHelper(f"ark,scp:{emo_dir}/all/vad.ark,{emo_dir}/all/vad.scp") as w:
         for u in sorted(vads):
             w(u, vads[u])
-    for k in range(1, 7):
-        test_spk = {f"a{a:02d}" for a in range(4 * k - 3, 4 * k + 1)}
-        for name in ("train", "test"):
-            us = {u: s for u, s in u2s.items() if (s in test_spk) == (name == "test")}
-            write_datadir(emo_dir / f"fold{k}" / name, utt2spk=us, wav_scp={u: wav[u] for u in us},
-                          utt2emo={u: u2e[u] for u in us})
+    write_ravdess_folds(emo_dir, u2s, wav, u2e)
     # Random-init tiny x-vector network (seeded): x-vectors of every utterance.
     torch.manual_seed(0)
     net = XVectorNet.from_config(TINY, 20).eval()

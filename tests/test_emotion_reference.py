@@ -14,6 +14,8 @@ from pyxv.emotion.config import load_emotion_config
 from pyxv.emotion.data import discover_protocol, labeled_set
 from pyxv.emotion.reference import REFERENCE_SYSTEMS, StandardizedLR, mfcc_stats
 
+from emotion_synth import labelled_speakers, write_ravdess_folds
+
 CLASSES = ["angry", "happy", "neutral", "sad"]
 
 
@@ -62,13 +64,7 @@ def make_corpus(root, n_folds=3, spk_per_fold=2, utts_per_class=4, seed=0):
     cls_mfcc = {c: rng.normal(size=23) * 3 for c in CLASSES}
     cls_gem = {c: rng.normal(size=88) * 3 for c in CLASSES}
     emo = root / "data" / "gen"
-    spks = [f"s{k}{j}" for k in range(1, n_folds + 1) for j in range(spk_per_fold)]
-    u2s, u2e = {}, {}
-    for s in spks:
-        for c in CLASSES:
-            for r in range(utts_per_class):
-                u = f"{s}-{c}-{r}"
-                u2s[u], u2e[u] = s, c
+    spks, u2s, u2e = labelled_speakers(n_folds, spk_per_fold, utts_per_class, CLASSES)
     aug = {f"{u}-noise": u for u in u2s}
 
     def features(d, table):
@@ -176,12 +172,7 @@ def ravdess(ravdess_root, tmp_path_factory):
         with kaldiio.WriteHelper(f"ark,scp:{emo_dir}/all/{name}.ark,{emo_dir}/all/{name}.scp") as w:
             for u in sorted(table):
                 w(u, table[u])
-    for k in range(1, 7):
-        test_spk = {f"a{a:02d}" for a in range(4 * k - 3, 4 * k + 1)}
-        for name in ("train", "test"):
-            us = {u: s for u, s in u2s.items() if (s in test_spk) == (name == "test")}
-            write_datadir(emo_dir / f"fold{k}" / name, utt2spk=us, wav_scp={u: wav[u] for u in us},
-                          utt2emo={u: u2e[u] for u in us})
+    write_ravdess_folds(emo_dir, u2s, wav, u2e)
     return root, emo_dir
 
 
