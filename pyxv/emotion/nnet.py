@@ -242,7 +242,7 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
         front = encoder_class(etype).frontend(base, ck.get("extra") or {}, init_from.parent)
     else:
         base, where = architecture_config(cfg)
-    n = nnet_options(cfg, etype if etype != "resnet" else None)
+    n = nnet_options(cfg, etype)
     kind = "gemaps" if system == "randinit_gemaps" else (
         "mfcc" if front is None or front.kind == "mfcc_vad" else front.kind)
     if dev is None and n["dev_fraction"] > 0:

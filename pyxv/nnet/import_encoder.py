@@ -112,6 +112,7 @@ def ge2e_state_dict(path: Path) -> dict:
     file and the missing or unexpected keys when it is not one."""
     import torch
 
+    from ..train.checkpoint import state_mismatch
     from .ge2e import GE2EEncoder
 
     try:
@@ -123,15 +124,9 @@ def ge2e_state_dict(path: Path) -> dict:
         raise EncoderImportError(f"{path}: not a checkpoint dict (found {type(ck).__name__})")
     want = GE2EEncoder(num_classes=0).state_dict()
     state = {k: v for k, v in state.items() if k not in GE2E_TRAINING_ONLY}
-    missing = sorted(set(want) - set(state))
-    unexpected = sorted(set(state) - set(want))
-    shapes = [f"{k} {tuple(state[k].shape)} (expected {tuple(want[k].shape)})" for k in want
-              if k in state and tuple(getattr(state[k], "shape", ())) != tuple(want[k].shape)]
-    if missing or unexpected or shapes:
-        raise EncoderImportError(f"{path}: not GE2E encoder weights: "
-                           + "; ".join(x for x in (f"missing keys {missing}" if missing else "",
-                                                   f"unexpected keys {unexpected}" if unexpected else "",
-                                                   f"wrong shapes {shapes}" if shapes else "") if x))
+    problem = state_mismatch(want, state, limit=None)
+    if problem:
+        raise EncoderImportError(f"{path}: not GE2E encoder weights: {problem}")
     return {k: state[k].float() for k in want}
 
 
