@@ -250,10 +250,17 @@ if run_stage 5 "emotion recognition"; then
   [ "$xvector_init" = scratch ] || arch_opt=(--architecture "$xvector_config")
   for system in randinit_gemaps randinit_mfcc frozen_lr_clean frozen_lr_aug finetune_clean finetune_aug \
       ref_egemaps_lr ref_mfccstats_lr; do
+    # clean and clean+aug side by side: their fold jobs share the machine (or the
+    # queue), so no core waits for the slowest fold of one of them.
+    pids=()
     for train_data in clean clean+aug; do
       steps/train_emotion.sh --cmd "$cuda_cmd" --config "$emotion_config" "${arch_opt[@]}" --system $system \
-        --train-data $train_data $emo exp/emotion/$corpus
+        --train-data $train_data $emo exp/emotion/$corpus &
+      pids+=($!)
     done
+    failed=0
+    for pid in "${pids[@]}"; do wait $pid || failed=1; done
+    [ $failed = 0 ] || { echo "run.sh: stage 5: $system failed (see the messages above)" >&2; exit 1; }
   done
   end_stage 5
 fi

@@ -189,11 +189,13 @@ def test_randinit_mfcc_and_gemaps_run(corpus, caplog):
     root, emo = corpus
     arch = root / "arch.yaml"
     arch.write_text(json.dumps(TINY))
-    cfg = _cfg(root, architecture=str(arch), epochs=2, steps_per_epoch=2, batch_size=8, chunk_min=50, chunk_max=80)
+    cfg = _cfg(root, architecture=str(arch), epochs=2, steps_per_epoch=2, batch_size=8, chunk_min=50, chunk_max=80,
+               dev_fraction=0.15)
     with caplog.at_level(logging.INFO, logger="pyxv.emotion"):
         m = systems.run_fold("randinit_mfcc", "clean", emo, 3, root / "exp" / "emotion" / "ravd", cfg)
     assert m["n_test"] == 32
     assert any("carved out as dev" in r.message for r in caplog.records)   # no dev in these folds
+    cfg["nnet"]["dev_fraction"] = 0.0
     # GeMAPS LLD input (T x 25): plumbing with stand-in matrices (openSMILE is covered by the features' tests)
     rng = np.random.default_rng(0)
     with kaldiio.WriteHelper(f"ark,scp:{emo}/all/gemaps_lld.ark,{emo}/all/gemaps_lld.scp") as w:
@@ -205,3 +207,28 @@ def test_randinit_mfcc_and_gemaps_run(corpus, caplog):
     net, ck = ckpt.load_model(d / "final.pt")
     assert net.input_dim == 25 and ck["extra"]["features"] == "gemaps" and len(ck["extra"]["gemaps_mean"]) == 25
     assert m["n_test"] == 32
+
+
+def test_clean_epoch_size_keeps_clean_aug_as_long_as_clean():
+    """nnet.epoch_size 'clean': an epoch of clean+aug training has the clean set's steps
+    (one pass over the clean frames in chunks); 'all' would count the copies too."""
+    from types import SimpleNamespace
+
+    from pyxv.emotion.config import EmotionConfigError
+    from pyxv.emotion.data import LabeledSet
+    from pyxv.emotion.nnet import clean_epoch_steps
+    from pyxv.train.data import default_steps
+
+    train, lengths = LabeledSet(), {}
+    for i in range(40):
+        u = f"s{i % 4}-u{i}"
+        train.add(u, "happy", f"s{i % 4}")
+        train.add(f"{u}-noise", "happy", f"s{i % 4}", u, True)
+        lengths[u], lengths[f"{u}-noise"] = 300 + 7 * i, 300 + 7 * i
+    n = {"batch_size": 8, "chunk_min": 100, "chunk_max": 200}
+    steps = clean_epoch_steps(train, SimpleNamespace(lengths=lengths), n)
+    clean_total = sum(300 + 7 * i for i in range(40))
+    assert steps == default_steps([clean_total], 8, 100, 200) == round(clean_total / 150 / 8)
+    assert default_steps(lengths.values(), 8, 100, 200) == round(2 * clean_total / 150 / 8)  # what 'all' trains
+    with pytest.raises(EmotionConfigError, match="epoch_size: 'half'"):
+        load_emotion_config(None, overrides={"nnet": {"epoch_size": "half"}})

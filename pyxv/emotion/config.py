@@ -30,8 +30,12 @@ DEFAULTS: dict[str, Any] = {
         # Network of the random-init systems: a x-vector YAML (model: section is
         # used), or null for the pre-trained clean x-vector model's own config.
         "architecture": None,
-        "epochs": 30,
-        "steps_per_epoch": 0,   # 0: one pass over the training frames in chunks
+        "epochs": 12,           # fixed schedule, last epoch kept (see patience, dev_fraction)
+        "steps_per_epoch": 0,   # 0: one pass over the training frames in chunks (see epoch_size)
+        # Frames an epoch passes over when steps_per_epoch is 0: 'clean' (the clean
+        # training utterances; their augmented copies are drawn from but do not
+        # lengthen training, so clean+aug costs what clean costs) or 'all'.
+        "epoch_size": "clean",
         "batch_size": 32,
         "lr": 0.003,
         "weight_decay": 1.0e-4,
@@ -42,8 +46,8 @@ DEFAULTS: dict[str, Any] = {
         "loss": "softmax",      # emotion output layer
         "pretrained_lr_mult": 1.0,  # fine-tuning: lr multiplier of pre-trained layers
         "freeze": "none",       # none | embedding (fine-tune the emotion layer only)
-        "patience": 10,         # early stopping on dev weighted F1 (epochs)
-        "dev_fraction": 0.15,   # no dev in the protocol: this share of training speakers
+        "patience": 0,          # > 0: early stopping on dev weighted F1 (epochs)
+        "dev_fraction": 0.0,    # no dev in the protocol: this share of training speakers (0: none)
         "gemaps_norm": True,    # standardise GeMAPS LLDs with training mean/std
         "min_frames": 20,       # shorter utterances are padded by repetition in training
         "valid_max_frames": 1000,
@@ -117,6 +121,8 @@ def load_emotion_config(path: str | os.PathLike | None, profile: str | None = No
         _merge(cfg, overrides, "override: ")
     if cfg["lr"]["transform"] not in ("none", "whiten", "lda"):
         raise EmotionConfigError(f"{where}lr.transform: '{cfg['lr']['transform']}' is not one of none, whiten, lda")
+    if cfg["nnet"]["epoch_size"] not in ("clean", "all"):
+        raise EmotionConfigError(f"{where}nnet.epoch_size: '{cfg['nnet']['epoch_size']}' is not one of clean, all")
     if cfg["nnet"]["freeze"] not in ("none", "embedding"):
         raise EmotionConfigError(f"{where}nnet.freeze: '{cfg['nnet']['freeze']}' is not one of none, embedding")
     cfg["profile"] = profile if profile in profiles else None

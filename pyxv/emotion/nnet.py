@@ -11,7 +11,8 @@ is emotion-specific:
   standardised with the training mean/std, no VAD);
 * options: ``nnet``, overridden by ``finetune_by_type[<encoder type>]`` when
   fine-tuning an encoder other than the ResNet;
-* training set: the fold's training utterances (+ augmented copies for clean+aug);
+* training set: the fold's training utterances (+ augmented copies for clean+aug;
+  ``nnet.epoch_size: clean`` keeps an epoch as long as the clean set's);
 * dev: the protocol's dev set, else speakers carved from the training speakers
   (``nnet.dev_fraction``; their augmented copies leave training too; 0: no dev,
   the last epoch is kept);
@@ -106,6 +107,18 @@ def carve_dev(train: LabeledSet, fraction: float, seed: int) -> tuple[LabeledSet
 
 
 # ------------------------------------------------------------------ configuration
+def clean_epoch_steps(train: LabeledSet, source, n: dict) -> int:
+    """Steps of an epoch over the clean training utterances' frames (``nnet.epoch_size:
+    clean``): with augmented copies in the training set they are drawn from, but
+    clean+aug trains as many steps as clean."""
+    from ..train.data import default_steps
+
+    lengths = source.lengths
+    clean = [u for u, a in zip(train.utts, train.aug) if not a and u in lengths]
+    return default_steps((lengths[u] for u in clean), int(n["batch_size"]), int(n["chunk_min"]),
+                         int(n["chunk_max"]))
+
+
 def pretrained_model(cfg: dict, system: str) -> Path:
     return Path(cfg["xvector_models"][system.rsplit("_", 1)[1]]) / "final.pt"
 
@@ -272,6 +285,8 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
         check_features(init_from, ck, dim, emo_dir, compare_mfcc=kind == "mfcc")
     tcfg = trainer_config(base, cfg, len(train), n)
     tcfg["model"]["input_dim"] = dim
+    if not n["steps_per_epoch"] and n["epoch_size"] == "clean" and any(train.aug):
+        tcfg["train"]["steps_per_epoch"] = clean_epoch_steps(train, tr_src, n)
     if kind == "mfcc":
         # The feature confs go with the model (inference recomputes identical features):
         # the pre-trained model's, else those the emotion data were made with.
