@@ -41,6 +41,9 @@ xvector_config=                  # default: conf/xvector_demo.yaml for demo, con
 xvector_init=scratch             # scratch: train the paper's ResNet | ge2e: import the pre-trained GE2E encoder
 xvector_adapt_config=conf/xvector_ge2e_adapt.yaml  # with --xvector-init ge2e: adaptation for the aug model
 emotion_config=conf/emotion.yaml
+emotion_nj=                      # stage 5 jobs per system and data setting, the folds shared out among them
+                                 # [local runner: half of --nj, as clean and clean+aug run side by side;
+                                 # a cluster's: one job per fold]
 sv_config=conf/sv.yaml
 sv_emotion_config=conf/sv_emotion.yaml   # the emotion-compensated SV back-end of stage 6
 dry_run=false                    # print the stages that would run, do nothing
@@ -78,6 +81,8 @@ Options (default in brackets):
                           download, the recipe's only download) [$xvector_init]
   --xvector-adapt-config FILE  adaptation of the imported encoder [$xvector_adapt_config]
   --emotion-config FILE   emotion systems [$emotion_config]
+  --emotion-nj N          stage 5 jobs per system and data setting; fewer jobs than folds save the
+                          start-up of one process per fold [local runner: --nj / 2; a cluster: one per fold]
   --sv-config FILE        speaker-verification back-ends [$sv_config]
   --sv-emotion-config F   emotion-compensated SV back-end, per fold [$sv_emotion_config]
   --dry-run BOOL          print the stages that would run, do nothing [$dry_run]
@@ -103,7 +108,7 @@ Stages:
 . utils/parse_options.sh
 
 if [ $# -gt 0 ]; then echo "run.sh: unexpected argument '$1' (see ./run.sh --help)" >&2; exit 1; fi
-for n in stage stop_stage nj gpus manifest_folds; do
+for n in stage stop_stage nj gpus manifest_folds ${emotion_nj:+emotion_nj}; do
   [[ "${!n}" =~ ^[0-9]+$ ]] || { echo "run.sh: --${n//_/-} must be a non-negative integer, not '${!n}'" >&2; exit 1; }
 done
 if [ "$stop_stage" -lt "$stage" ]; then
@@ -245,6 +250,10 @@ if run_stage 4 "x-vector extraction"; then
 fi
 
 if run_stage 5 "emotion recognition"; then
+  if [ -z "$emotion_nj" ]; then
+    # Locally the folds of a setting share the cores with the other setting's; a cluster takes one job a fold.
+    case $cuda_cmd in *parallel/run.py*) emotion_nj=$(( nj > 1 ? nj / 2 : 1 )) ;; *) emotion_nj=0 ;; esac
+  fi
   # An imported encoder is not a ResNet: the random-init rows take the x-vector config's.
   arch_opt=()
   [ "$xvector_init" = scratch ] || arch_opt=(--architecture "$xvector_config")
@@ -254,8 +263,8 @@ if run_stage 5 "emotion recognition"; then
     # queue), so no core waits for the slowest fold of one of them.
     pids=()
     for train_data in clean clean+aug; do
-      steps/train_emotion.sh --cmd "$cuda_cmd" --config "$emotion_config" "${arch_opt[@]}" --system $system \
-        --train-data $train_data $emo exp/emotion/$corpus &
+      steps/train_emotion.sh --cmd "$cuda_cmd" --nj "$emotion_nj" --config "$emotion_config" "${arch_opt[@]}" \
+        --system $system --train-data $train_data $emo exp/emotion/$corpus &
       pids+=($!)
     done
     failed=0

@@ -7,9 +7,11 @@
 #       data/demo exp/emotion/demo
 #
 # Folds are <emo>/fold<k>/{train,dev,test} (natural order), else <emo>/{train,dev,test}
-# as one split called "split". One job per fold through $cmd; then the folds are
-# pooled. Writes <exp>/<system>_<clean|clean_aug>/<fold>/{log/,model.*,predictions.txt,
-# posteriors,classes.txt,metrics.json} and <exp>/<system>_<data>/summary.json.
+# as one split called "split". One job per fold through $cmd (--nj N < folds: N jobs,
+# job k running folds k, k+N, ... in one process, which saves the others' start-up;
+# the results are the same); then the folds are pooled. Writes
+# <exp>/<system>_<clean|clean_aug>/<fold>/{log/,model.*,predictions.txt,posteriors,
+# classes.txt,metrics.json} and <exp>/<system>_<data>/summary.json.
 set -euo pipefail
 
 cmd=utils/parallel/run.py
@@ -18,6 +20,7 @@ system=
 train_data=clean
 profile=          # config profile [the corpus name, e.g. demo, when the config has it]
 num_threads=1
+nj=0              # jobs to share the folds out among [0: one job per fold]
 overwrite=false
 architecture=     # x-vector YAML of the random-init networks [nnet.architecture, else the clean model's own]
 
@@ -37,6 +40,8 @@ Options:
   --train-data DATA          clean|clean+aug [$train_data]
   --profile NAME             config profile [the corpus name when the config has one]
   --num-threads N            threads per fold job [$num_threads]
+  --nj N                     jobs to share the folds out among; job k runs folds k, k+N, ...
+                             [$nj: one job per fold]
   --overwrite BOOL           redo finished work [$overwrite]
   --architecture FILE        x-vector YAML of the random-init systems [nnet.architecture of the config,
                              else the clean x-vector model's own; needed when that is not a ResNet]
@@ -64,6 +69,8 @@ dir=$out/${system}_$tag
 # Folds: <emo>/fold*/ (the Python side checks each has train/ and test/), else one split.
 nf=$(find "$emo" -mindepth 1 -maxdepth 1 -type d -name 'fold*' | wc -l)
 [ "$nf" -gt 0 ] || nf=1
+case $nj in ''|*[!0-9]*) echo "$0: --nj must be a number, not '$nj'" >&2; exit 1 ;; esac
+{ [ "$nj" -gt 0 ] && [ "$nj" -lt "$nf" ]; } || nj=$nf
 
 # Inputs whose change makes the results stale.
 inputs=("$config" "$emo"/all/utt2emo)
@@ -102,16 +109,16 @@ fi
 
 mkdir -p "$dir/log"
 cp "$config" "$dir/emotion.yaml"
-rm -f "$dir/summary.json"
+rm -f "$dir/summary.json" "$dir"/log/train.*.log
 # A fold's network training resumes from its checkpoints unless told to start over.
 if [ "$overwrite" = true ]; then rm -rf "$dir"/*/checkpoints "$dir"/*/best.pt; fi
-echo "$0: $system on $train_data data, $nf fold(s) of $emo -> $dir"
+echo "$0: $system on $train_data data, $nf fold(s) of $emo in $nj job(s) -> $dir"
 start=$(date +%s)
-$cmd --num-threads "$num_threads" JOB=1:"$nf" "$dir/log/train.JOB.log" \
+$cmd --num-threads "$num_threads" JOB=1:"$nj" "$dir/log/train.JOB.log" \
   python -m pyxv.bin.train_emotion --config "$config" --profile "$profile" "${arch_opt[@]}" --system "$system" \
-    --train-data "$train_data" --fold JOB "$emo" "$out" || {
+    --train-data "$train_data" --fold JOB --nj "$nj" "$emo" "$out" || {
   echo "$0: a fold failed; see the logs named above ($dir/log/train.*.log)" >&2; exit 1; }
-# Pool the folds (and copy each job log into its fold's log/).
+# Pool the folds (each fold's own log is <fold>/log/train.log).
 python -m pyxv.bin.train_emotion --summarize --corpus "$corpus" --system "$system" --train-data "$train_data" \
   "$emo" "$out" | tee "$dir/log/summary.log"
 echo "$0: done in $(( $(date +%s) - start ))s: $dir/summary.json"

@@ -232,3 +232,54 @@ def test_clean_epoch_size_keeps_clean_aug_as_long_as_clean():
     assert default_steps(lengths.values(), 8, 100, 200) == round(2 * clean_total / 150 / 8)  # what 'all' trains
     with pytest.raises(EmotionConfigError, match="epoch_size: 'half'"):
         load_emotion_config(None, overrides={"nnet": {"epoch_size": "half"}})
+
+
+def test_a_job_of_several_folds_gives_what_one_job_per_fold_gives(corpus, tmp_path):
+    """steps/train_emotion.sh --nj N: job k runs folds k, k+N, ... in one process.
+    A fold's posteriors do not depend on the folds before it in the process, each
+    fold keeps its own log, and a failing fold does not cost the job's others."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    root, emo = corpus
+    arch = tmp_path / "arch.yaml"
+    arch.write_text(json.dumps(TINY))
+    conf = tmp_path / "emotion.yaml"
+    conf.write_text(yaml.safe_dump({
+        "xvector_models": {"clean": str(root / "exp" / "xvector_clean"), "aug": str(root / "exp" / "xvector_aug")},
+        "nnet": {"architecture": str(arch), "epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "chunk_min": 50,
+                 "chunk_max": 80, "dev_fraction": 0.0}}))
+
+    def job(system, emo_dir, out, *fold):
+        return subprocess.run([sys.executable, "-m", "pyxv.bin.train_emotion", "--config", str(conf), "--system",
+                               system, "--fold", *fold, str(emo_dir), str(out)], capture_output=True, text=True,
+                              timeout=300)
+
+    r = job("randinit_mfcc", emo, tmp_path / "a", "1", "--nj", "3")          # folds 1 and 4
+    assert r.returncode == 0, r.stderr
+    r = job("randinit_mfcc", emo, tmp_path / "b", "4")
+    assert r.returncode == 0, r.stderr
+    a, b = tmp_path / "a" / "randinit_mfcc_clean", tmp_path / "b" / "randinit_mfcc_clean"
+    assert sorted(p.name for p in a.iterdir()) == ["fold1", "fold4"]
+    assert (a / "fold4" / "posteriors").read_bytes() == (b / "fold4" / "posteriors").read_bytes()
+    log1 = (a / "fold1" / "log" / "train.log").read_text()
+    assert "randinit_mfcc clean fold1: weighted F1" in log1 and "fold4" not in log1
+    assert "epoch 2 done" in log1                                           # the trainer's lines too
+    assert "randinit_mfcc clean fold4: weighted F1" in (a / "fold4" / "log" / "train.log").read_text()
+
+    # fold 1's test data names an emotion outside the classes: fold 4 still finishes
+    bad = tmp_path / "data" / emo.name          # the same x-vector dir (xvectors_<name>)
+    shutil.copytree(emo, bad)
+    u2e = bad / "fold1" / "test" / "utt2emo"
+    lines = u2e.read_text().splitlines()
+    u2e.write_text("\n".join([lines[0].split()[0] + " bored"] + lines[1:]) + "\n")
+    r = job("frozen_lr_clean", bad, tmp_path / "c", "1", "--nj", "3")
+    assert r.returncode == 1
+    assert "fold(s) 1 of 1 4 failed" in r.stderr and "bored" in r.stderr
+    assert (tmp_path / "c" / "frozen_lr_clean_clean" / "fold4" / "metrics.json").is_file()
+    assert not (tmp_path / "c" / "frozen_lr_clean_clean" / "fold1" / "metrics.json").exists()
+    r = job("frozen_lr_clean", bad, tmp_path / "c", "4", "--nj", "3")
+    assert r.returncode == 2 and "job number must be in 1..3" in r.stderr

@@ -1,7 +1,9 @@
-"""Train and test one emotion system on one fold, or summarise a system's folds.
+"""Train and test one emotion system on one fold (or a job's share of the folds),
+or summarise a system's folds.
 
     python -m pyxv.bin.train_emotion --config conf/emotion.yaml --system frozen_lr_clean \\
         --train-data clean --fold 1 data/demo exp/emotion/demo
+    python -m pyxv.bin.train_emotion ... --fold 2 --nj 3 data/ravdess exp/emotion/ravdess  # folds 2 and 5 of 6
     python -m pyxv.bin.train_emotion --summarize --system ... --train-data ... data/demo exp/emotion/demo
     python -m pyxv.bin.train_emotion --num-folds data/demo     # prints the number of folds
 """
@@ -20,6 +22,9 @@ def main(argv=None) -> int:
                                                     "finetune_clean|finetune_aug|ref_egemaps_lr|ref_mfccstats_lr")
     ap.add_argument("--train-data", default="clean", choices=["clean", "clean+aug"])
     ap.add_argument("--fold", type=int, default=None, help="1-based fold number (protocol order)")
+    ap.add_argument("--nj", type=int, default=0,
+                    help="the folds are shared out among NJ jobs and --fold is the job: it runs folds "
+                         "FOLD, FOLD+NJ, ... in turn in this process (0: just fold FOLD)")
     ap.add_argument("--summarize", action="store_true", help="pool finished folds into summary.json")
     ap.add_argument("--num-folds", action="store_true", help="print the number of folds of <emo-dir> and exit")
     ap.add_argument("--list-inputs", action="store_true",
@@ -56,7 +61,6 @@ def main(argv=None) -> int:
     if not a.system or not a.out_root:
         ap.error("--system and <out-root> are needed")
     if a.summarize:
-        systems.collect_logs(a.system, a.train_data, a.emo_dir, a.out_root)
         s = systems.summarize(a.system, a.train_data, a.emo_dir, a.out_root, corpus=corpus)
         print(f"{a.system} {a.train_data} {corpus}: mean weighted F1 {100 * s['mean_weighted_f1']:.2f} "
               f"(+-{100 * s['std_weighted_f1']:.2f}) over {len(s['folds'])} fold(s), pooled "
@@ -64,6 +68,8 @@ def main(argv=None) -> int:
         return 0
     if a.fold is None:
         ap.error("--fold N (or --summarize) is needed")
+    if a.nj < 0 or (a.nj and not 1 <= a.fold <= a.nj):
+        ap.error(f"--fold {a.fold} --nj {a.nj}: with --nj the job number must be in 1..{a.nj}")
     cfg = load_emotion_config(a.config, profile=a.profile or corpus, overrides=over)
     if cfg.get("profile"):
         logging.info("config %s, profile '%s'", a.config, cfg["profile"])
@@ -75,13 +81,25 @@ def main(argv=None) -> int:
     from pyxv.io import OutputError
 
     exit_cleanly_on_signals()  # SIGTERM leaves no temporary file
-    try:
-        systems.run_fold(a.system, a.train_data, a.emo_dir, a.fold, a.out_root, cfg)
-    except OutputError as e:
-        print(f"train_emotion: FATAL: {e}", file=sys.stderr)
+    folds = [a.fold] if not a.nj else list(range(a.fold, len(discover_protocol(a.emo_dir)) + 1, a.nj))
+    failed = []
+    for fold in folds:
+        try:
+            systems.run_fold(a.system, a.train_data, a.emo_dir, fold, a.out_root, cfg)
+        except OutputError as e:
+            print(f"train_emotion: FATAL: fold {fold}: {e}", file=sys.stderr)
+            failed.append(fold)
+        except Exception:
+            if len(folds) == 1:
+                raise
+            # One fold's failure does not cost the job's other folds.
+            logging.exception("fold %d of %s (%s) failed", fold, a.system, a.train_data)
+            failed.append(fold)
+    if failed:
+        print(f"train_emotion: FATAL: {a.system} ({a.train_data}): fold(s) {' '.join(map(str, failed))} "
+              f"of {' '.join(map(str, folds))} failed (see above)", file=sys.stderr)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,6 +23,7 @@ import json
 import logging
 import pickle
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -147,12 +148,33 @@ def system_dir(out_root: str | Path, system: str, train_data: str) -> Path:
     return Path(out_root) / f"{system}_{data_tag(train_data)}"
 
 
+@contextmanager
+def fold_log(path: Path):
+    """Copy what is logged while a fold runs (the trainer's lines too) into the fold's
+    own ``log/train.log``: a job that runs several folds keeps one log per fold."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h = logging.FileHandler(path, mode="w", encoding="utf-8")
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    h.setLevel(logging.INFO)
+    loggers = [logging.getLogger(), logging.getLogger("pyxv.train")]
+    for lg in loggers:
+        lg.addHandler(h)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeHandler(h)
+        h.close()
+
+
 def run_fold(system: str, train_data: str, emo_dir: str | Path, fold: int, out_root: str | Path,
              cfg: dict) -> dict:
     """Train and test one system on fold number ``fold`` (1-based, protocol order).
 
     Writes the fold's model, predictions.txt, posteriors, classes.txt and metrics.json
-    (atomically; metrics.json last, so it marks a finished fold). Returns the metrics.
+    (atomically; metrics.json last, so it marks a finished fold) and its log/train.log.
+    Returns the metrics. The result depends only on the fold, the config and the seed,
+    not on which folds ran before it in the same process.
     """
     if system not in SYSTEMS:
         raise ValueError(f"unknown system '{system}' (one of {', '.join(SYSTEMS)})")
@@ -163,6 +185,12 @@ def run_fold(system: str, train_data: str, emo_dir: str | Path, fold: int, out_r
     split = splits[fold - 1]
     fold_dir = system_dir(out_root, system, train_data) / split.name
     fold_dir.mkdir(parents=True, exist_ok=True)
+    with fold_log(fold_dir / "log" / "train.log"):
+        return _run_split(system, train_data, emo_dir, splits, split, fold_dir, cfg)
+
+
+def _run_split(system: str, train_data: str, emo_dir: Path, splits: list[Split], split: Split, fold_dir: Path,
+               cfg: dict) -> dict:
     t0 = time.time()
     classes = corpus_classes(emo_dir, splits, cfg.get("classes"))
     train = training_set(split, train_data, emo_dir / "all_aug")
@@ -213,18 +241,6 @@ def read_predictions(path: str | Path) -> list[tuple[str, str, str]]:
                 raise ValueError(f"{path}:{n}: expected 'utt true pred', got '{line.strip()}'")
             out.append(tuple(parts))
     return out
-
-
-def collect_logs(system: str, train_data: str, emo_dir: str | Path, out_root: str | Path) -> None:
-    """Copy the job log of fold k (``<system dir>/log/train.k.log``) into the fold's own log/."""
-    import shutil
-
-    sdir = system_dir(out_root, system, train_data)
-    for k, sp in enumerate(discover_protocol(emo_dir), 1):
-        src = sdir / "log" / f"train.{k}.log"
-        if src.is_file():
-            (sdir / sp.name / "log").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, sdir / sp.name / "log" / "train.log")
 
 
 def summarize(system: str, train_data: str, emo_dir: str | Path, out_root: str | Path, corpus: str | None = None,
