@@ -315,3 +315,30 @@ def test_callable_dev_metric_without_validation_set(data, tmp_path):
     assert res.best_epoch == 1
     assert [h["valid_acc"] for h in res.history] == [None, None] and res.history[0]["n_valid"] == 0
     assert [h["dev_metric"] for h in res.history] == [-1.0, -2.0]
+
+
+def test_average_last_keeps_the_mean_weights_of_the_last_epochs(data, tmp_path):
+    """train.average_last N (no dev choice): final.pt holds the element-wise mean of the
+    last N epoch checkpoints' weights (which pruning keeps); without it, the last epoch's."""
+    d, u2s = data
+    res = train_classifier(source(d), u2s, cfg(epochs=4, keep_checkpoints=1, average_last=3), tmp_path / "avg",
+                           valid_utts=[], progress=False)
+    kept = sorted(p.name for p in (tmp_path / "avg" / "checkpoints").iterdir())
+    assert kept == ["epoch_2.pt", "epoch_3.pt", "epoch_4.pt"]
+    eps = [ckpt.load(tmp_path / "avg" / "checkpoints" / n)["model"] for n in kept]
+    final = ckpt.load(tmp_path / "avg" / "final.pt")
+    assert final["averaged_epochs"] == [2, 3, 4]
+    floats = [k for k, v in final["model"].items() if v.is_floating_point()]
+    assert floats and any(not torch.equal(eps[0][k], eps[2][k]) for k in floats)
+    for k, v in final["model"].items():
+        want = (sum(e[k].double() for e in eps) / 3).to(v.dtype) if v.is_floating_point() else eps[2][k]
+        assert torch.allclose(v, want, rtol=1e-6, atol=1e-7), k
+    # the model returned is the averaged one
+    assert all(torch.equal(res.model.state_dict()[k], final["model"][k]) for k in floats)
+    # off: the last epoch's weights, and pruning keeps only keep_checkpoints
+    train_classifier(source(d), u2s, cfg(epochs=4, keep_checkpoints=1), tmp_path / "last", valid_utts=[],
+                     progress=False)
+    last = ckpt.load(tmp_path / "last" / "final.pt")
+    assert last["averaged_epochs"] is None
+    assert sorted(p.name for p in (tmp_path / "last" / "checkpoints").iterdir()) == ["epoch_4.pt"]
+    assert all(torch.equal(last["model"][k], eps[2][k]) for k in floats)   # same seed: same last epoch

@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
         "freeze": "none",       # none | embedding (fine-tune the emotion layer only)
         "patience": 0,          # > 0: early stopping on dev weighted F1 (epochs)
         "dev_fraction": 0.0,    # no dev in the protocol: this share of training speakers (0: none)
+        "average_last": 0,      # without a dev set: keep the mean weights of the last N epochs (0, 1: the last)
         "gemaps_norm": True,    # standardise GeMAPS LLDs with training mean/std
         "min_frames": 20,       # shorter utterances are padded by repetition in training
         "valid_max_frames": 1000,
@@ -58,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "finetune_by_type": {
         "ge2e_lstm": {"chunk_min": 160, "chunk_max": 160, "lr": 0.003, "pretrained_lr_mult": 0.033,
                       "epochs": 12, "patience": 0, "dev_fraction": 0.0, "warmup_steps": 20,
-                      "lr_schedule": "constant"},
+                      "lr_schedule": "constant", "average_last": 4},
     },
 }
 

@@ -172,7 +172,8 @@ def trainer_config(base: dict, cfg: dict, n_train: int, n: dict | None = None) -
     tr.update(seed=int(cfg["seed"]), epochs=int(n["epochs"]), steps_per_epoch=int(n["steps_per_epoch"]),
               batch_size=int(n["batch_size"]), lr=float(n["lr"]), weight_decay=float(n["weight_decay"]),
               warmup_steps=int(n["warmup_steps"]), pretrained_lr_mult=float(n["pretrained_lr_mult"]),
-              freeze=n["freeze"], patience=int(n["patience"]), log_interval=10)
+              freeze=n["freeze"], patience=int(n["patience"]), average_last=int(n["average_last"]),
+              log_interval=10)
     if n.get("lr_schedule"):
         tr["lr_schedule"] = n["lr_schedule"]
     for k in ("keep_checkpoints",):

@@ -71,6 +71,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "freeze": "none",            # none | embedding (train only the output layer)
         "patience": 0,               # early stopping on the dev metric; 0: off
         "keep_checkpoints": 3,       # epoch checkpoints kept (the newest); 0 keeps all
+        "average_last": 0,           # without a dev choice, final.pt = the mean weights of the last N
+                                     # epochs (weight averaging, as WeSpeaker's average_model); 0, 1: the last
         "checkpoint_interval": 2000, # also a checkpoint every N optimizer steps (0: per epoch only)
     },
     "extract": {

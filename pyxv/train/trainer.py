@@ -587,7 +587,8 @@ class _Run:
             self.validate(rec)
             st.history.append(rec)
             self._save_state(self.out_dir / "checkpoints" / ckpt.checkpoint_name(st.epoch), mid_epoch=False)
-            _prune(self.out_dir, st.epoch, self.tc["keep_checkpoints"])
+            keep = self.tc["keep_checkpoints"]
+            _prune(self.out_dir, st.epoch, keep and max(keep, self.tc["average_last"]))
             with atomic_open(self.out_dir / "log" / "history.json", "w") as f:
                 json.dump(st.history, f, indent=1)
             if self.on_epoch_end is not None:
@@ -601,17 +602,46 @@ class _Run:
         """``final.pt``: the best dev epoch's weights when there is a dev metric, else the last."""
         st, info, out_dir = self.state, self.info, self.out_dir
         best_epoch = st.best["epoch"]
+        averaged = None
         if best_epoch is not None and (out_dir / "best.pt").is_file():
             self.net.load_state_dict(ckpt.load(out_dir / "best.pt")["model"])
             log.info("final model: epoch %d (best dev metric %.4f)", best_epoch, st.best["metric"])
+        elif self.tc["average_last"] > 1 and len(st.history) > 1:
+            averaged = self._average_last_epochs()
         final = out_dir / "final.pt"
         if info.main:
             ckpt.save(ckpt.model_file(self.net, self.cfg, self.labels, self.extra, epoch=len(st.history),
-                                      history=st.history, best_epoch=best_epoch), final)
+                                      history=st.history, best_epoch=best_epoch, averaged_epochs=averaged), final)
             log.info("wrote %s", final)
         dd.barrier(info)
         dd.cleanup(info)
         return TrainResult(self.net.eval(), self.labels, st.history, final, best_epoch)
+
+    def _average_last_epochs(self) -> list[int]:
+        """Load the mean of the weights saved at the end of the last ``train.average_last``
+        epochs (their epoch checkpoints); integer buffers (batch counts) keep the last
+        epoch's value. Returns the epochs averaged."""
+        last = len(self.state.history)
+        epochs = list(range(max(1, last - self.tc["average_last"] + 1), last + 1))
+        paths = [self.out_dir / "checkpoints" / ckpt.checkpoint_name(e) for e in epochs]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise ckpt.CheckpointError(f"train.average_last {self.tc['average_last']}: the epoch checkpoint(s) "
+                                       f"{', '.join(missing)} are gone (pruned by an earlier run with "
+                                       f"another keep_checkpoints?); train again with --overwrite")
+        total: dict = {}
+        for p in paths:
+            for k, v in ckpt.load(p)["model"].items():
+                if v.is_floating_point():
+                    total[k] = total[k] + v.double() if k in total else v.double()
+                else:
+                    total[k] = v
+        ref = self.net.state_dict()
+        self.net.load_state_dict({k: (v / len(paths)).to(ref[k].dtype) if v.is_floating_point() else v
+                                  for k, v in total.items()})
+        log.info("final model: the mean weights of epochs %d-%d (train.average_last %d)", epochs[0], epochs[-1],
+                 self.tc["average_last"])
+        return epochs
 
 
 def _prune(out_dir: Path, epoch: int, keep: int) -> None:
