@@ -59,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "finetune_by_type": {
         "ge2e_lstm": {"chunk_min": 160, "chunk_max": 160, "lr": 0.003, "pretrained_lr_mult": 0.033,
                       "epochs": 12, "patience": 0, "dev_fraction": 0.0, "warmup_steps": 20,
-                      "lr_schedule": "constant", "average_last": 4},
+                      "lr_schedule": "constant"},
     },
 }
 
