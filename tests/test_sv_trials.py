@@ -232,7 +232,7 @@ def test_score_sv_tool_trials_file_and_saved_backend(tmp_path, repo_root):
     make_datadir(tmp_path / "data/emo/all", n_spk=6, per_spk=6, seed=7)
     rng = np.random.default_rng(8)
     u2s = dict(l.split() for l in open(tmp_path / "data/emo/all/utt2spk"))
-    cent = {s: rng.normal(size=8) * 2 for s in set(u2s.values())}
+    cent = {s: rng.normal(size=8) * 2 for s in sorted(set(u2s.values()))}
     xd = tmp_path / "exp/xvector_t/xvectors_emo/all"
     xd.mkdir(parents=True)
     kaldiio.save_ark(str(xd / "xvector.ark"), {u: (cent[s] + rng.normal(size=8)).astype(np.float32)
