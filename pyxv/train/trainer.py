@@ -250,6 +250,10 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
     while state.epoch <= cfg["train"]["epochs"] and not state.stop:
         run.train_epoch()
         run.end_epoch()
+    # The DDP wrapper (its gradient reducer) goes while the process group still
+    # exists; freed after destroy_process_group, gloo's teardown can abort.
+    del model
+    run.model = None
     return run.save_final()
 
 
