@@ -603,7 +603,8 @@ class _Run:
 
     # ------------------------------------------------------------- phase 6
     def save_final(self) -> TrainResult:
-        """``final.pt``: the best dev epoch's weights when there is a dev metric, else the last."""
+        """``final.pt``: the best dev epoch's weights when there is a dev metric, else the
+        mean of the last ``train.average_last`` epochs' weights, else the last epoch's."""
         st, info, out_dir = self.state, self.info, self.out_dir
         best_epoch = st.best["epoch"]
         averaged = None
