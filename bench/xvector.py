@@ -6,14 +6,16 @@ counted as voiced, the worst case), on CPU and, when there is one, on a GPU.
 
     python bench/xvector.py [--threads 1] [--jobs 2] [--config conf/xvector_resnet34.yaml]
 
-On CPU every figure is printed twice, measured side by side in one process
-(rounds interleaved, so a busy machine slows both alike):
+On CPU every figure is printed twice, measured side by side (rounds
+interleaved, so a busy machine slows both alike; in one process, except the
+``--jobs`` extraction, where each variant has processes of its own as real jobs do):
 
 - ``before``: the forms the code had before issue 14, rebuilt here: the
   pooling's distances from a (B, H, T, D) tensor of differences x_t - mu_h,
   conv weights in the contiguous layout;
 - ``now``: the network as ``pyxv.nnet`` builds it; extraction through
-  ``for_cpu_extraction`` (batch norm folded, oneDNN fusions), as stage 4 runs.
+  ``for_cpu_extraction`` (batch norm folded, utterances of different lengths
+  packed into rows of one shape), as stage 4 runs.
 
 and the largest relative difference between their embeddings.
 """
@@ -120,37 +122,41 @@ def embedding_gap(net, ref, seconds=30.0, seed=1):
 
 
 def _extract_job(args):
-    cfg_path, seconds, seed, barrier = args
+    cfg_path, variant, seconds, seed, barrier = args
     torch.set_num_threads(1)
     torch.manual_seed(0)
     net = XVectorNet.from_config(load_config(cfg_path), 1000)
-    nets = [before_issue14(net), for_cpu_extraction(net.eval())]
+    net = before_issue14(net) if variant == 0 else for_cpu_extraction(net.eval())
     mats, total = speech(seconds, net.input_dim, seed)
-    for n in nets:
-        n.eval()
-        embed_matrices(n, mats[:2])
-    secs = [0.0, 0.0]
-    for _ in range(2):
-        for i, n in enumerate(nets):
-            barrier.wait()   # every process times the same stretch, all cores busy (as in a real --nj run)
-            t = time.perf_counter()
-            embed_matrices(n, mats, chunk_frames=6000)
-            secs[i] += time.perf_counter() - t
-    return secs, 2 * total
+    net.eval()
+    embed_matrices(net, mats[:2])
+    barrier.wait()   # every process times the same stretch, all cores busy (as in a real --nj run)
+    t = time.perf_counter()
+    embed_matrices(net, mats, chunk_frames=6000)
+    return time.perf_counter() - t, total
 
 
-def bench_extract_jobs(cfg_path, seconds, jobs):
+def bench_extract_jobs(cfg_path, seconds, jobs, rounds=2):
     """As steps/extract_xvectors.sh --nj N runs: N one-thread processes, each
     1/N of the speech, timed together; per variant, all speech over the slowest
-    process's time."""
+    process's time. Each variant runs in processes of its own, as a real job
+    would (run in one process, the before-net's hundreds of conv shapes evict the
+    now-net's from oneDNN's primitive cache and cost it ~20 %); rounds alternate
+    between the variants."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager, ctx.Pool(jobs) as pool:
+    secs, total = [0.0, 0.0], 0.0
+    with ctx.Manager() as manager:
         barrier = manager.Barrier(jobs)
-        res = pool.map(_extract_job, [(cfg_path, seconds / jobs, j, barrier) for j in range(jobs)])
-    total = sum(r[1] for r in res)
-    return [total / max(r[0][i] for r in res) for i in range(2)], total / 2
+        for _ in range(rounds):
+            for variant in (0, 1):
+                with ctx.Pool(jobs) as pool:
+                    res = pool.map(_extract_job, [(cfg_path, variant, seconds / jobs, j, barrier)
+                                                  for j in range(jobs)])
+                secs[variant] += max(r[0] for r in res)
+                total += sum(r[1] for r in res) / 2
+    return [total / s for s in secs], total / rounds
 
 
 def main():

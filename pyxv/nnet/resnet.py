@@ -29,11 +29,14 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
                                           nn.BatchNorm2d(cout))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         y = self.relu(self.bn1(self.conv1(x)))
+        if mask is not None:
+            y = y * mask
         y = self.bn2(self.conv2(y))
         s = x if self.shortcut is None else self.shortcut(x)
-        return self.relu(y + s)
+        y = self.relu(y + s)
+        return y if mask is None else y * mask
 
 
 class ResNetTrunk(nn.Module):
@@ -67,7 +70,17 @@ class ResNetTrunk(nn.Module):
             f = (f - 1) // 2 + 1
         return f
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """``masks`` (extraction of packed utterances, see ``utterance.embed_packed``):
+        one ``(B, 1, 1, T_g)`` 0/1 tensor per group at that group's time resolution;
+        every conv output is multiplied by it, so the frames between utterances are
+        zero before each conv, exactly the zero padding each utterance sees alone."""
         x = x.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
         x = self.relu(self.bn1(self.conv1(x)))
-        return self.layers(x)
+        if masks is None:
+            return self.layers(x)
+        x = x * masks[0]
+        for group, mask in zip(self.layers, masks):
+            for block in group:
+                x = block(x, mask)
+        return x

@@ -106,7 +106,11 @@ class XVectorNet(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, F) -> (B, E)`` x-vectors (affine output, no non-linearity)."""
-        return self.embedding(self.pool(self.frame_features(x)).to(self.embedding.weight.dtype))
+        return self.embed_frames(self.frame_features(x))
+
+    def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T', C)`` frame-level outputs -> ``(B, E)``: pooling and the embedding layer."""
+        return self.embedding(self.pool(frames).to(self.embedding.weight.dtype))
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None, with_plain: bool = False):
         """Logits ``(B, K)``: with ``target``, the margin logits whose cross-entropy
