@@ -29,6 +29,7 @@ Options:
 
 . ./path.sh
 . utils/parse_options.sh
+. utils/staged_outputs.sh
 
 if [ $# -ne 3 ]; then echo "$help_message" >&2; exit 1; fi
 data=${1%/}
@@ -52,41 +53,27 @@ fi
 python -c "import sys; from pyxv.features.mfcc import MfccOptions; MfccOptions.from_conf(sys.argv[1])" "$mfcc_config"
 
 # This run's archives stay in $new until every job has succeeded, so a failed
-# run leaves the previous complete outputs untouched.
+# run leaves the previous complete outputs untouched (utils/staged_outputs.sh).
 new=$mfccdir/.new_$name
-mkdir -p "$logdir" "$mfccdir"
-rm -rf "$new" "$mfccdir"/.raw_mfcc_"$name".*.tmp.* "$logdir"/utt2num_frames.*   # what a killed run left
-mkdir -p "$new"
+mkdir -p "$logdir"
+rm -rf "$logdir"/utt2num_frames.*   # what a killed run left
+staged_prepare "$new" "raw_mfcc_$name"
 n=$(wc -l < "$data/utt2spk")
 [ "$nj" -le "$n" ] || nj=$n
 utils/split_data.sh "$data" "$nj" >/dev/null
 sdata=$data/split$nj
 
 echo "$0: MFCC of $n utterances of $data ($mfcc_config) in $nj jobs ($(date '+%T'))"
-$cmd JOB=1:$nj "$logdir/make_mfcc_$name.JOB.log" \
+staged_run "$new" MFCC "$data" "$logdir/make_mfcc_$name" \
+  $cmd JOB=1:$nj "$logdir/make_mfcc_$name.JOB.log" \
   python -m pyxv.bin.compute_mfcc --config "$mfcc_config" --seed "$seed" \
     --num-frames "$logdir/utt2num_frames.JOB" \
-    "$sdata/JOB" "$new/raw_mfcc_$name.JOB.ark" "$new/raw_mfcc_$name.JOB.scp" || {
-  rm -rf "$new"
-  echo "$0: MFCC of $data failed (see $logdir/make_mfcc_$name.*.log); previous outputs left as they were" >&2
-  grep -h "FATAL" "$logdir"/make_mfcc_"$name".*.log | head -n 1 >&2 || true
-  exit 1; }
+    "$sdata/JOB" "$new/raw_mfcc_$name.JOB.ark" "$new/raw_mfcc_$name.JOB.scp"
 
-# Merge: whole files or nothing.
-for j in $(seq "$nj"); do
-  [ -f "$new/raw_mfcc_$name.$j.scp" ] || { echo "$0: job $j left no scp; see $logdir/make_mfcc_$name.$j.log" >&2; exit 1; }
-done
-# The job scps name the archives where they will be: in $mfccdir.
-sed -i "s#/\.new_$name/raw_mfcc_$name\.#/raw_mfcc_$name.#" "$new"/raw_mfcc_"$name".*.scp
-for j in $(seq "$nj"); do cat "$new/raw_mfcc_$name.$j.scp"; done | sort > "$data/.feats.scp.tmp"
+staged_merge_scps "$new" "$nj" "$logdir/make_mfcc_$name" "$data" "raw_mfcc_$name:feats.scp"
 for j in $(seq "$nj"); do cat "$logdir/utt2num_frames.$j"; done | sort > "$data/.utt2num_frames.tmp"
-# The old feats.scp goes first: an interruption from here on leaves no feats.scp
-# (the step redoes), never one that names the wrong archives.
-rm -f "$data/feats.scp" "$mfccdir"/raw_mfcc_"$name".*.ark "$mfccdir"/raw_mfcc_"$name".*.scp
-mv "$new"/raw_mfcc_"$name".* "$mfccdir"/
-rmdir "$new"
-mv "$data/.utt2num_frames.tmp" "$data/utt2num_frames"
-mv "$data/.feats.scp.tmp" "$data/feats.scp"
+# utt2num_frames goes in with feats.scp, after the old feats.scp has gone.
+staged_commit "$new" "$data" "raw_mfcc_$name:feats.scp" -- utt2num_frames
 mkdir -p "$data/conf"
 cp "$mfcc_config" "$data/conf/mfcc.conf"
 
