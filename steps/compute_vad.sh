@@ -24,6 +24,7 @@ Options:
 
 . ./path.sh
 . utils/parse_options.sh
+. utils/staged_outputs.sh
 
 if [ $# -ne 3 ]; then echo "$help_message" >&2; exit 1; fi
 data=${1%/}
@@ -44,37 +45,23 @@ fi
 python -c "import sys; from pyxv.features.vad import VadOptions; VadOptions.from_conf(sys.argv[1])" "$vad_config"
 
 # This run's archives stay in $new until every job has succeeded, so a failed
-# run leaves the previous complete outputs untouched.
+# run leaves the previous complete outputs untouched (utils/staged_outputs.sh).
 new=$vaddir/.new_$name
-mkdir -p "$logdir" "$vaddir"
-rm -rf "$new" "$vaddir"/.vad_"$name".*.tmp.*   # what a killed run left
-mkdir -p "$new"
+mkdir -p "$logdir"
+staged_prepare "$new" "vad_$name"
 n=$(wc -l < "$data/feats.scp")
 [ "$nj" -le "$n" ] || nj=$n
 utils/split_data.sh "$data" "$nj" >/dev/null
 sdata=$data/split$nj
 
 echo "$0: VAD of $n utterances of $data ($vad_config) in $nj jobs ($(date '+%T'))"
-$cmd JOB=1:$nj "$logdir/vad_$name.JOB.log" \
+staged_run "$new" VAD "$data" "$logdir/vad_$name" \
+  $cmd JOB=1:$nj "$logdir/vad_$name.JOB.log" \
   python -m pyxv.bin.compute_vad --config "$vad_config" \
-    "$sdata/JOB/feats.scp" "$new/vad_$name.JOB.ark" "$new/vad_$name.JOB.scp" || {
-  rm -rf "$new"
-  echo "$0: VAD of $data failed (see $logdir/vad_$name.*.log); previous outputs left as they were" >&2
-  grep -h "FATAL" "$logdir"/vad_"$name".*.log | head -n 1 >&2 || true
-  exit 1; }
+    "$sdata/JOB/feats.scp" "$new/vad_$name.JOB.ark" "$new/vad_$name.JOB.scp"
 
-for j in $(seq "$nj"); do
-  [ -f "$new/vad_$name.$j.scp" ] || { echo "$0: job $j left no scp; see $logdir/vad_$name.$j.log" >&2; exit 1; }
-done
-# The job scps name the archives where they will be: in $vaddir.
-sed -i "s#/\.new_$name/vad_$name\.#/vad_$name.#" "$new"/vad_"$name".*.scp
-for j in $(seq "$nj"); do cat "$new/vad_$name.$j.scp"; done | sort > "$data/.vad.scp.tmp"
-# The old vad.scp goes first: an interruption from here on leaves none (the
-# step redoes), never one that names the wrong archives.
-rm -f "$data/vad.scp" "$vaddir"/vad_"$name".*.ark "$vaddir"/vad_"$name".*.scp
-mv "$new"/vad_"$name".* "$vaddir"/
-rmdir "$new"
-mv "$data/.vad.scp.tmp" "$data/vad.scp"
+staged_merge_scps "$new" "$nj" "$logdir/vad_$name" "$data" "vad_$name:vad.scp"
+staged_commit "$new" "$data" "vad_$name:vad.scp"
 mkdir -p "$data/conf"
 cp "$vad_config" "$data/conf/vad.conf"
 

@@ -26,6 +26,7 @@ Options:
 
 . ./path.sh
 . utils/parse_options.sh
+. utils/staged_outputs.sh
 
 if [ $# -ne 3 ]; then echo "$help_message" >&2; exit 1; fi
 data=${1%/}
@@ -45,42 +46,25 @@ if [ "$overwrite" != true ] && [ -f "$data/gemaps.scp" ] && [ -f "$data/gemaps_l
 fi
 
 # This run's archives stay in $new until every job has succeeded, so a failed
-# run leaves the previous complete outputs untouched.
+# run leaves the previous complete outputs untouched (utils/staged_outputs.sh).
 new=$dir/.new_$name
-mkdir -p "$logdir" "$dir"
-rm -rf "$new" "$dir"/.gemaps_{lld,func}_"$name".*.tmp.*   # what a killed run left
-mkdir -p "$new"
+outputs=("gemaps_lld_$name:gemaps_lld.scp" "gemaps_func_$name:gemaps.scp")
+mkdir -p "$logdir"
+staged_prepare "$new" "gemaps_lld_$name" "gemaps_func_$name"
 n=$(wc -l < "$data/utt2spk")
 [ "$nj" -le "$n" ] || nj=$n
 utils/split_data.sh "$data" "$nj" >/dev/null
 sdata=$data/split$nj
 
 echo "$0: eGeMAPS of $n utterances of $data in $nj jobs ($(date '+%T'))"
-$cmd JOB=1:$nj "$logdir/make_gemaps_$name.JOB.log" \
+staged_run "$new" eGeMAPS "$data" "$logdir/make_gemaps_$name" \
+  $cmd JOB=1:$nj "$logdir/make_gemaps_$name.JOB.log" \
   python -m pyxv.bin.compute_gemaps --sample-rate "$sample_rate" "$sdata/JOB" \
     "$new/gemaps_lld_$name.JOB.ark" "$new/gemaps_lld_$name.JOB.scp" \
-    "$new/gemaps_func_$name.JOB.ark" "$new/gemaps_func_$name.JOB.scp" || {
-  rm -rf "$new"
-  echo "$0: eGeMAPS of $data failed (see $logdir/make_gemaps_$name.*.log); previous outputs left as they were" >&2
-  grep -h "FATAL" "$logdir"/make_gemaps_"$name".*.log | head -n 1 >&2 || true
-  exit 1; }
+    "$new/gemaps_func_$name.JOB.ark" "$new/gemaps_func_$name.JOB.scp"
 
-for j in $(seq "$nj"); do
-  for k in lld func; do
-    [ -f "$new/gemaps_${k}_$name.$j.scp" ] || { echo "$0: job $j left no $k scp; see $logdir/make_gemaps_$name.$j.log" >&2; exit 1; }
-  done
-done
-# The job scps name the archives where they will be: in $dir.
-sed -i "s#/\.new_$name/gemaps_#/gemaps_#" "$new"/gemaps_{lld,func}_"$name".*.scp
-for j in $(seq "$nj"); do cat "$new/gemaps_lld_$name.$j.scp"; done | sort > "$data/.gemaps_lld.scp.tmp"
-for j in $(seq "$nj"); do cat "$new/gemaps_func_$name.$j.scp"; done | sort > "$data/.gemaps.scp.tmp"
-# The old scps go first: an interruption from here on leaves none (the step
-# redoes), never one that names the wrong archives.
-rm -f "$data/gemaps_lld.scp" "$data/gemaps.scp" "$dir"/gemaps_{lld,func}_"$name".*.{ark,scp}
-mv "$new"/gemaps_* "$dir"/
-rmdir "$new"
-mv "$data/.gemaps_lld.scp.tmp" "$data/gemaps_lld.scp"
-mv "$data/.gemaps.scp.tmp" "$data/gemaps.scp"
+staged_merge_scps "$new" "$nj" "$logdir/make_gemaps_$name" "$data" "${outputs[@]}"
+staged_commit "$new" "$data" "${outputs[@]}"
 
 m=$(wc -l < "$data/gemaps.scp")
 [ "$m" -gt 0 ] || { echo "$0: no eGeMAPS written; see $logdir/make_gemaps_$name.*.log" >&2; exit 1; }
