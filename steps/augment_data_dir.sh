@@ -30,6 +30,7 @@ Options:
 
 . ./path.sh
 . utils/parse_options.sh
+. utils/staged_outputs.sh
 
 if [ $# -ne 3 ]; then echo "$help_message" >&2; exit 1; fi
 in=${1%/}
@@ -77,13 +78,10 @@ utils/split_data.sh "$in" "$nj" >/dev/null
 sdata=$in/split$nj
 
 echo "$0: augmenting $n utterances of $in into $out ($config) in $nj jobs ($(date '+%T'))"
-$cmd JOB=1:$nj "$logdir/augment.JOB.log" \
+staged_run "$new" augmentation "$in" "$logdir/augment" \
+  $cmd JOB=1:$nj "$logdir/augment.JOB.log" \
   python -m pyxv.bin.augment_data augment --config "$config" --noise-dir "$noise" \
-    --audio-dir "$new/audio" --info "$new/info/JOB.jsonl" "$sdata/JOB" || {
-  rm -rf "$new"   # the other jobs' copies are useless without the failed one's
-  echo "$0: augmentation of $in failed (see $logdir/augment.*.log); previous outputs left as they were" >&2
-  grep -h "FATAL" "$logdir"/augment.*.log | head -n 1 >&2 || true
-  exit 1; }
+    --audio-dir "$new/audio" --info "$new/info/JOB.jsonl" "$sdata/JOB"
 
 infos=()
 for j in $(seq "$nj"); do

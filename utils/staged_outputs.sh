@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Staged outputs for the feature steps; sourced (after utils/parse_options.sh)
 # by steps/make_mfcc.sh, steps/compute_vad.sh and steps/make_gemaps.sh.
+# steps/augment_data_dir.sh uses staged_run only: its jobs stage audio and
+# jsonl infos, not archives, and it assembles the data dir itself.
 #
 # A step's parallel jobs write their archives <stem>.JOB.{ark,scp} into a hidden
 # staging dir <out-dir>/.new_<name>. Only when every job has succeeded do they
