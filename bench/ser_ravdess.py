@@ -440,6 +440,8 @@ def main(argv=None) -> int:
     ap.add_argument("--aug-copies", type=int, default=2, help="augmented copies per clip for clean+aug")
     ap.add_argument("--noise-dir", default=str(REPO / "data" / "noise"),
                     help="musan_{noise,music,speech} and rirs data dirs (the recipe's stage 0 makes them)")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="the emotion systems' seed instead of the config's (with --tag, to measure the seed spread)")
     ap.add_argument("--tag", default="", help="suffix of the result dirs (to compare settings)")
     ap.add_argument("--encoder", default="", help="an imported encoder's exp dir (final.pt) instead of the "
                     "per-fold x-vector, e.g. exp/ge2e from local/import_encoder.sh ge2e exp/ge2e")
@@ -494,6 +496,8 @@ def main(argv=None) -> int:
                 pass
         return {"true": True, "false": False, "null": None}.get(v, v)
     overrides = {"nnet": {k: conv(v) for k, v in over_n.items()}, "lr": {k: conv(v) for k, v in over_l.items()}}
+    if a.seed is not None:
+        overrides["seed"] = a.seed
     wanted = [s for s in a.systems.split(",") if s]
     sysnames = {"frozen_lr": "frozen_lr_clean", "finetune": "finetune_clean", "randinit_mfcc": "randinit_mfcc",
                 "randinit_gemaps": "randinit_gemaps"}
