@@ -74,8 +74,14 @@ class FrozenEmbedder:
     def embed_utterances(self, mats, *, chunk_frames: int = 6000, device="cpu", amp=None, **_):
         """As ``XVectorNet.embed_utterances``; ``batch_frames`` does not apply
         (packed rows go through one at a time)."""
-        return embed_packed(self.frames, self._net.embed_frames, mats, levels=self.levels,
-                            chunk_frames=chunk_frames)
+        return embed_packed(self.frames, self._embed_pieces, mats, levels=self.levels, chunk_frames=chunk_frames)
+
+    def _embed_pieces(self, frames: list[torch.Tensor]) -> torch.Tensor:
+        """``(n, E)`` x-vectors of ``n`` pieces' frame-level outputs ``(1, T'_i, C)``:
+        each pooled alone (its own length), one embedding-layer product for all."""
+        net = self._net
+        pooled = torch.cat([net.pool(f) for f in frames])
+        return net.embedding(pooled.to(net.embedding.weight.dtype))
 
 
 def for_cpu_extraction(net, device="cpu"):
