@@ -81,9 +81,9 @@ def embed_packed(frames_fn, embed_fn, mats: Sequence[np.ndarray], *, levels: int
     shapes serve every utterance: oneDNN sets up a convolution for each new input
     shape, and with one shape per utterance length that cost ~30 % of CPU
     extraction. A row is cut to a multiple of ``width_step`` frames past its last
-    piece, which bounds the set of shapes (16 for rows of 1024 frames). Rows go through the network one at a
-    time: rows of 1024 frames one at a time measured fastest on 2 cores (the
-    activations stay in cache; 4 x 4096 was 10-20 % slower).
+    piece, which bounds the set of shapes (16 for rows of 1024 frames). Rows go
+    through the network one at a time: rows of 1024 frames one at a time measured
+    fastest on 2 cores (the activations stay in cache; 4 x 4096 was 10-20 % slower).
 
     ``frames_fn(x (1, T, F), masks)`` gives frame-level outputs ``(1, T / 2^(levels-1), C)``
     where ``masks[g]`` is the ``(1, 1, 1, T / 2^g)`` 0/1 map of the frames that
