@@ -125,3 +125,75 @@ def test_adaptation_step_from_the_imported_encoder(recipe, repo_root, tmp_path):
 
     assert "adapted" in xvector_model_info(out, Notes())
     assert "imported, not adapted" in xvector_model_info(recipe["exp"] / "xvector_clean", Notes())
+
+
+def test_finetuning_with_auxiliary_classes_scores_only_the_configured_ones(recipe):
+    """nnet.aux_classes: the training actors' calm clips train a fifth output unit;
+    classes.txt, the posteriors and ``pyxv emotion`` stay over the 4 configured
+    classes (softmax over their logits), and an epoch is still one pass over the
+    4 classes' frames."""
+    import re
+
+    import torch
+
+    from pyxv.datadir import write_datadir
+    from pyxv.emotion import systems
+    from pyxv.emotion.config import load_emotion_config
+    from pyxv.features.frontend import Ge2eFrontEnd
+    from pyxv.inference import load_emotion_model
+    from pyxv.train.data import default_steps
+
+    root = Path(recipe["root"])
+    ravdess = Path(recipe["train"][0][1]).parents[1]
+    calm = [(f"a{a:02d}-{f.stem}", str(f), f"a{a:02d}", "calm")
+            for a in range(1, 5) for f in sorted((ravdess / f"Actor_{a:02d}").glob(f"03-01-02-*-*-*-{a:02d}.*"))[:2]]
+    train, test = recipe["train"], recipe["test"]
+    emo = root / "data" / "ravdess_aux"
+    for name, cs in (("all", train + calm + test), ("fold1/train", train + calm), ("fold1/test", test)):
+        write_datadir(emo / name, utt2spk={u: s for u, _, s, _ in cs}, wav_scp={u: p for u, p, _, _ in cs},
+                      utt2emo={u: e for u, _, _, e in cs})
+    classes = ["angry", "happy", "neutral", "sad"]
+    cfg = load_emotion_config(None, overrides={
+        "classes": classes, "nnet": {"aux_classes": True},
+        "xvector_models": {"clean": str(recipe["exp"] / "xvector_clean"), "aug": str(recipe["exp"] / "xvector_clean")},
+        "finetune_by_type": {"ge2e_lstm": {"epochs": 1, "steps_per_epoch": 0, "batch_size": 8}}})
+    out = root / "exp" / "emotion" / "ravdess_aux"
+    m = systems.run_fold("finetune_clean", "clean", emo, 1, out, cfg)
+    fold = systems.system_dir(out, "finetune_clean", "clean") / "fold1"
+    assert m["n_test"] == len(test) and m["n_train"] == len(train)
+    ck = torch.load(fold / "final.pt", map_location="cpu", weights_only=False)
+    assert ck["labels"] == classes + ["calm"] and ck["extra"]["classes"] == classes
+    assert ck["extra"]["output_classes"] == classes + ["calm"]
+    assert (fold / "classes.txt").read_text().split() == classes
+    rec = {ln.split()[0]: np.array([float(x) for x in ln.split()[1:]]) for ln in (fold / "posteriors").read_text().splitlines()}
+    assert all(len(v) == 4 and abs(v.sum() - 1) < 1e-4 for v in rec.values())
+    # the recipe's posteriors are the 5-output network's softmax over the first 4 logits
+    from pyxv.extract import embed_matrices
+    from pyxv.train.checkpoint import load_model
+
+    net, _ = load_model(fold / "final.pt")
+    front = Ge2eFrontEnd()
+    mats = [front(p, u) for u, p, _, _ in test]
+    with torch.no_grad():
+        logits = net.logits_from_embedding(torch.from_numpy(embed_matrices(net, mats))).double()
+    assert logits.shape == (len(test), 5)
+    want = torch.softmax(logits[:, :4], -1).numpy()
+    for (u, _, _, _), row in zip(test, want):
+        np.testing.assert_allclose(rec[u], row, atol=2e-5)
+    assert np.abs(want - torch.softmax(logits, -1).numpy()[:, :4]).max() > 1e-3  # the fifth unit takes its share
+    model = load_emotion_model(fold)
+    names, P = model.posteriors([p for _, p, _, _ in test], [u for u, _, _, _ in test])
+    assert model.classes == classes and P.shape == (len(test), 4)
+    for n, row in zip(names, P):
+        np.testing.assert_allclose(row, rec[n], atol=2e-5)
+    # an epoch: one pass over the 4 classes' frames in chunks (the calm clips do not lengthen it)
+    steps = int(re.search(r"(\d+) steps/epoch", (fold / "log" / "train.log").read_text()).group(1))
+    n = cfg["finetune_by_type"]["ge2e_lstm"]
+    assert steps == default_steps([len(front(p, u)) for u, p, _, _ in train], 8, n["chunk_min"], n["chunk_max"])
+    assert steps < default_steps([len(front(p, u)) for u, p, _, _ in train + calm], 8, n["chunk_min"], n["chunk_max"])
+    # without nnet.aux_classes the calm clips are left out: 4 outputs
+    cfg["nnet"]["aux_classes"] = False
+    systems.run_fold("finetune_clean", "clean", emo, 1, root / "exp" / "emotion" / "ravdess_noaux", cfg)
+    ck = torch.load(root / "exp" / "emotion" / "ravdess_noaux" / "finetune_clean_clean" / "fold1" / "final.pt",
+                    map_location="cpu", weights_only=False)
+    assert ck["labels"] == classes and "output_classes" not in ck["extra"]
