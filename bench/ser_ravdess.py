@@ -226,22 +226,18 @@ def make_aug(work: Path, nj: int, copies: int, noise_dir: Path, mfcc_conf: Path,
     log.info("%d augmented copies with MFCC + VAD in %.1fs", len(utts), time.time() - t0)
 
 
-def fold_corpus(work: Path, k: int, clips, aux: bool = False) -> Path:
-    """work/data/ravdess_f<k>: all/ (a link to the shared 4-class dir) and fold<k>/{train,test}.
-    With ``aux``, work/data/ravdess8_f<k>: all/ links every clip and the training set holds the
-    training actors' clips of all 8 emotions (the test set stays 4-class)."""
+def fold_corpus(work: Path, k: int, clips) -> Path:
+    """work/data/ravdess_f<k>: all/ (a link to the shared 4-class dir) and fold<k>/{train,test}."""
     from pyxv.datadir import write_datadir
 
-    emo = work / "data" / (f"ravdess8_f{k}" if aux else f"ravdess_f{k}")
+    emo = work / "data" / f"ravdess_f{k}"
     (emo / "all").parent.mkdir(parents=True, exist_ok=True)
-    if aux and not (emo / "all").exists():
-        os.symlink("../pretrain_all", emo / "all")
     for sub in ("all", "all_aug"):
         if not (emo / sub).exists() and (work / "data" / "ravdess" / sub).is_dir():
             os.symlink(f"../ravdess/{sub}", emo / sub)
     test = fold_test_actors(k)
     four = [c for c in clips if c["emotion"] in CLASSES4]
-    for name, cs in (("train", [c for c in (clips if aux else four) if c["actor"] not in test]),
+    for name, cs in (("train", [c for c in four if c["actor"] not in test]),
                      ("test", [c for c in four if c["actor"] in test])):
         write_datadir(emo / f"fold{k}" / name, utt2spk={c["utt"]: c["spk"] for c in cs},
                       wav_scp={c["utt"]: c["path"] for c in cs}, utt2emo={c["utt"]: c["emotion"] for c in cs})
@@ -447,9 +443,6 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=None,
                     help="the emotion systems' seed instead of the config's (with --tag, to measure the seed spread)")
     ap.add_argument("--tag", default="", help="suffix of the result dirs (to compare settings)")
-    ap.add_argument("--aux-emotions", action="store_true",
-                    help="the network systems also learn the training actors' other 4 emotions (calm, fearful, "
-                         "disgust, surprised) as auxiliary outputs (nnet.aux_classes); scored on the 4 classes")
     ap.add_argument("--encoder", default="", help="an imported encoder's exp dir (final.pt) instead of the "
                     "per-fold x-vector, e.g. exp/ge2e from local/import_encoder.sh ge2e exp/ge2e")
     ap.add_argument("--resemblyzer", action="store_true", help="Resemblyzer's own GE2E + LR reference and "
@@ -505,9 +498,6 @@ def main(argv=None) -> int:
     overrides = {"nnet": {k: conv(v) for k, v in over_n.items()}, "lr": {k: conv(v) for k, v in over_l.items()}}
     if a.seed is not None:
         overrides["seed"] = a.seed
-    if a.aux_emotions:
-        overrides["classes"] = sorted(CLASSES4)
-        overrides["nnet"]["aux_classes"] = True
     wanted = [s for s in a.systems.split(",") if s]
     sysnames = {"frozen_lr": "frozen_lr_clean", "finetune": "finetune_clean", "randinit_mfcc": "randinit_mfcc",
                 "randinit_gemaps": "randinit_gemaps"}
@@ -516,7 +506,7 @@ def main(argv=None) -> int:
     out_root = work / f"emotion{a.tag}"
     t_pre = t_sys = 0.0
     for k in folds:
-        emo = fold_corpus(work, k, clips, aux=a.aux_emotions)
+        emo = fold_corpus(work, k, clips)
         t0 = time.time()
         model_dir = None
         if encoder is not None and any(s in ("frozen_lr", "finetune") for s in wanted):

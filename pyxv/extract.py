@@ -84,22 +84,19 @@ def extract_embeddings(net, source, utts: Iterable[str], *, chunk_frames: int = 
 
 @torch.no_grad()
 def utterance_posteriors(net, source, utts: Sequence[str], *, chunk_frames: int = 6000, device="cpu",
-                         n_scored: int | None = None, **kw) -> tuple[list[str], np.ndarray]:
+                         **kw) -> tuple[list[str], np.ndarray]:
     """Class posteriors ``(N, K)`` of whole utterances: the (chunk-averaged)
-    embedding through the output layer (plain logits, softmax); with ``n_scored``
-    the softmax is over the first ``n_scored`` logits (the scored classes of a
-    network that also learned auxiliary ones)."""
+    embedding through the output layer (plain logits, softmax)."""
     keys, embs = [], []
     for u, e in extract_embeddings(net, source, utts, chunk_frames=chunk_frames, device=device, **kw):
         keys.append(u)
         embs.append(e)
-    k = n_scored or net.num_classes
     if not embs:
-        return keys, np.zeros((0, k), dtype=np.float32)
+        return keys, np.zeros((0, net.num_classes), dtype=np.float32)
     was = net.training
     net.eval()
     e = torch.from_numpy(np.stack(embs)).to(device)
-    post = torch.softmax(net.logits_from_embedding(e)[:, :k].float(), dim=-1).cpu().numpy()
+    post = torch.softmax(net.logits_from_embedding(e).float(), dim=-1).cpu().numpy()
     net.train(was)
     return keys, post
 

@@ -264,7 +264,6 @@ class NnetEmotion(EmotionModel):
         E = embed_matrices(self.net, mats, device=self.device)
         with torch.no_grad():
             logits = self.net.logits_from_embedding(torch.from_numpy(E).to(self.device)).float()
-            logits = logits[:, :len(self.classes)]  # auxiliary classes (nnet.aux_classes) are not scored
             P = torch.softmax(logits, dim=-1).cpu().numpy().astype(np.float64)
         return names, P
 

@@ -49,10 +49,6 @@ DEFAULTS: dict[str, Any] = {
         "patience": 0,          # > 0: early stopping on dev weighted F1 (epochs)
         "dev_fraction": 0.0,    # no dev in the protocol: this share of training speakers (0: none)
         "average_last": 0,      # without a dev set: keep the mean weights of the last N epochs (0, 1: the last)
-        # With ``classes`` naming a subset of the corpus's labels: the training
-        # utterances of the other labels train extra output units of the network
-        # (auxiliary classes); test posteriors are over ``classes`` alone.
-        "aux_classes": False,
         "gemaps_norm": True,    # standardise GeMAPS LLDs with training mean/std
         "min_frames": 20,       # shorter utterances are padded by repetition in training
         "valid_max_frames": 1000,

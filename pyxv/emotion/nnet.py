@@ -219,11 +219,9 @@ def check_features(model_path: Path, ck: dict, dim: int, emo_dir: Path, compare_
 
 
 # --------------------------------------------------------------------- inference
-def utterance_posteriors(net, source, utts: list[str], max_frames: int = 0,
-                         n_scored: int | None = None) -> tuple[list[str], np.ndarray]:
+def utterance_posteriors(net, source, utts: list[str], max_frames: int = 0) -> tuple[list[str], np.ndarray]:
     """(kept utts, (N, K) softmax posteriors) of whole utterances (the first
-    ``max_frames`` frames if > 0), through :func:`pyxv.extract.utterance_posteriors`;
-    with ``n_scored``, over the first ``n_scored`` outputs only (auxiliary classes after them)."""
+    ``max_frames`` frames if > 0), through :func:`pyxv.extract.utterance_posteriors`."""
     from ..extract import utterance_posteriors as post
 
     src = source
@@ -232,17 +230,13 @@ def utterance_posteriors(net, source, utts: list[str], max_frames: int = 0,
             def __getitem__(self, u):
                 return source[u][:max_frames]
         src = _Cut()
-    return post(net, src, utts, n_scored=n_scored)
+    return post(net, src, utts)
 
 
 # ------------------------------------------------------------------------ system
 def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
-                    classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path, aux: LabeledSet | None = None):
+                    classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path):
     """Train one network system on one fold; returns (scored test set, posteriors (N, C)).
-
-    ``aux``: training utterances of auxiliary classes (``nnet.aux_classes``): they train
-    output units after those of ``classes``, an epoch stays one pass over the frames of
-    ``train``, and every posterior (dev and test) is the softmax over ``classes``' logits.
 
     Writes ``fold_dir/final.pt`` (the trainer's model file: network, config, classes and,
     in ``extra``, the feature kind and GeMAPS normalisation), ``config.yaml``,
@@ -276,20 +270,11 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
     cmn, vad = int(dc.get("cmn_window", 300)), bool(dc.get("apply_vad", True))
     work = fold_dir / "feats"
     dev_utts_all = set(dev.utts) if dev is not None else set()
-    aux = aux if aux is not None and len(aux) else None
-    outputs = list(classes) + (sorted(set(aux.labels) - set(classes)) if aux is not None else [])
-    target = train
-    if aux is not None:
-        train = train.subset(range(len(train)))
-        for i in range(len(aux)):
-            train.add(aux.utts[i], aux.labels[i], aux.spks[i], aux.orig[i], aux.aug[i])
     tr_src = make_source(kind, emo_dir, set(train.utts), work, "train", cmn_window=cmn, apply_vad=vad, front=front)
     ev_src = make_source(kind, emo_dir, dev_utts_all | set(test.utts), work, "eval", cmn_window=cmn,
                          apply_vad=vad, front=front)
     extra = {"emotion_system": system, "features": kind, "classes": list(classes), "cmn_window": cmn,
              "apply_vad": vad, "architecture_from": where}
-    if aux is not None:
-        extra["output_classes"] = outputs
     if kind == "gemaps":
         if n["gemaps_norm"]:
             mean, std = gemaps_stats(tr_src, train.utts, seed=int(cfg["seed"]))
@@ -301,10 +286,8 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
         check_features(init_from, ck, dim, emo_dir, compare_mfcc=kind == "mfcc")
     tcfg = trainer_config(base, cfg, len(train), n)
     tcfg["model"]["input_dim"] = dim
-    if not n["steps_per_epoch"] and ((n["epoch_size"] == "clean" and any(train.aug)) or aux is not None):
-        # An epoch passes over the scored classes' clean frames; augmented copies and
-        # auxiliary classes are drawn from without lengthening it.
-        tcfg["train"]["steps_per_epoch"] = clean_epoch_steps(target, tr_src, n)
+    if not n["steps_per_epoch"] and n["epoch_size"] == "clean" and any(train.aug):
+        tcfg["train"]["steps_per_epoch"] = clean_epoch_steps(train, tr_src, n)
     if kind == "mfcc":
         # The feature confs go with the model (inference recomputes identical features):
         # the pre-trained model's, else those the emotion data were made with.
@@ -322,7 +305,7 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
         vmax = int(n["valid_max_frames"])
 
         def dev_wf1(net, epoch):
-            keys, post = utterance_posteriors(net, ev_src, dev_utts, vmax, len(classes))
+            keys, post = utterance_posteriors(net, ev_src, dev_utts, vmax)
             net.train()
             truth = dict(zip(dev_utts, dev_labels))
             return weighted_f1([truth[u] for u in keys], [classes[i] for i in post.argmax(1)])
@@ -331,13 +314,13 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
     log.info("%s: %s network (%s features, %d dims) on %d training utts (%d augmented), dev %d utts, from %s%s",
              split.name, system, kind, dim, len(train), sum(train.aug), len(dev) if dev is not None else 0,
              "init " if init_from else "architecture ", where)
-    res = train_classifier(tr_src, utt2label, tcfg, fold_dir, labels=outputs, init_from=init_from,
+    res = train_classifier(tr_src, utt2label, tcfg, fold_dir, labels=classes, init_from=init_from,
                            dev=dev_wf1, valid_utts=[], extra=extra, log_file=None, progress=False)
     # Epoch checkpoints are only for resuming; the fold keeps final.pt (best dev epoch).
     import shutil
     shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
     (fold_dir / "best.pt").unlink(missing_ok=True)
-    keys, post = utterance_posteriors(res.model, ev_src, [u for u in test.utts if u in ev_src], 0, len(classes))
+    keys, post = utterance_posteriors(res.model, ev_src, [u for u in test.utts if u in ev_src])
     if len(keys) < len(test):
         missing = sorted(set(test.utts) - set(keys))
         log.warning("%s: %d test utterance(s) have no usable features and are skipped, e.g. %s", split.name,

@@ -37,7 +37,6 @@ from .reference import REFERENCE_SYSTEMS, reference_inputs, run_reference
 
 log = logging.getLogger("pyxv.emotion")
 
-NNET_SYSTEMS = ("randinit_gemaps", "randinit_mfcc", "finetune_clean", "finetune_aug")
 SYSTEMS = ("randinit_gemaps", "randinit_mfcc", "frozen_lr_clean", "frozen_lr_aug",
            "finetune_clean", "finetune_aug") + REFERENCE_SYSTEMS
 
@@ -102,6 +101,12 @@ def run_frozen_lr(model_key: str, split: Split, train: LabeledSet, dev: LabeledS
         pickle.dump({"type": "frozen_lr", "classes": classes, "lr": lr, "xvector_model": str(model_dir),
                      "selection": lr.selection}, f)
     return test, lr.predict_proba(Xte)
+
+
+def run_nnet(system: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
+             classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path):
+    """Random-init and fine-tuned networks (see :mod:`pyxv.emotion.nnet`)."""
+    return run_nnet_system(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
 
 
 def system_inputs(system: str, train_data: str, emo_dir: str | Path, cfg: dict) -> list[tuple[Path, str]]:
@@ -189,13 +194,10 @@ def _run_split(system: str, train_data: str, emo_dir: Path, splits: list[Split],
     t0 = time.time()
     classes = corpus_classes(emo_dir, splits, cfg.get("classes"))
     train = training_set(split, train_data, emo_dir / "all_aug")
-    aux = LabeledSet()
     if cfg.get("classes"):
-        # Only the configured classes are scored (e.g. 4 of a corpus's 8); a network
-        # with nnet.aux_classes learns the others as extra outputs.
-        if system in NNET_SYSTEMS and cfg["nnet"].get("aux_classes"):
-            aux = train.subset([i for i, lab in enumerate(train.labels) if lab not in classes])
-        train = train.subset([i for i, lab in enumerate(train.labels) if lab in classes])
+        # Only the configured classes take part (e.g. 4 of a corpus's 8).
+        keep = [i for i, lab in enumerate(train.labels) if lab in classes]
+        train = train.subset(keep)
     check_classes(split.name, train, classes)
     test = labeled_set(split.test)
     check_test_labels(split.name, test.labels, classes, "test")
@@ -203,19 +205,15 @@ def _run_split(system: str, train_data: str, emo_dir: Path, splits: list[Split],
     if dev is not None:
         check_test_labels(split.name, dev.labels, classes, "dev")
     assert_speaker_independent(split.name, train, test, dev)
-    assert_speaker_independent(split.name, aux, test, dev)
     log.info("%s %s %s: %d training utts (%d augmented) of %d speakers, %s dev, %d test utts of %d speakers; "
              "classes %s", system, train_data, split.name, len(train), sum(train.aug), len(train.speakers),
              len(dev) if dev is not None else "no", len(test), len(test.speakers), classes)
-    if len(aux):
-        log.info("%s: %d more training utts of the auxiliary classes %s (extra outputs, not scored)",
-                 split.name, len(aux), sorted(set(aux.labels)))
     if system.startswith("frozen_lr_"):
         test, post = run_frozen_lr(system.rsplit("_", 1)[1], split, train, dev, test, classes, emo_dir, cfg, fold_dir)
     elif system in REFERENCE_SYSTEMS:
         test, post = run_reference(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
     else:
-        test, post = run_nnet_system(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir, aux=aux)
+        test, post = run_nnet(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
     pred = [classes[i] for i in np.asarray(post).argmax(1)]
     write_lines(fold_dir / "classes.txt", classes)
     write_lines(fold_dir / "predictions.txt", (f"{u} {t} {p}" for u, t, p in zip(test.utts, test.labels, pred)))
