@@ -210,6 +210,26 @@ def test_fine_tune_new_head_frozen_embedding_and_arch_check(data, tmp_path):
                          progress=False)
 
 
+def test_head_only_epochs_hold_the_pretrained_layers_still_then_fine_tune_them(data, tmp_path):
+    """LP-FT: during train.head_only_epochs only the new output layer learns; the
+    pre-trained parameters move from the next epoch on."""
+    d, u2s = data
+    pre = train_classifier(source(d), u2s, cfg(epochs=1), tmp_path / "pre", progress=False)
+    u2e = {u: ("a" if int(u[-2:]) % 2 else "b") for u in u2s}
+    c = cfg(epochs=3, head_only_epochs=2, keep_checkpoints=0, warmup_steps=1)
+    c["model"]["loss"] = "softmax"
+    train_classifier(source(d), u2e, c, tmp_path / "ft", init_from=tmp_path / "pre" / "final.pt",
+                     valid_utts=[], progress=False)
+    params = [n for n, _ in pre.model.named_parameters() if not n.startswith("head.")]
+    p0 = pre.model.state_dict()
+    ep = [ckpt.load(tmp_path / "ft" / "checkpoints" / f"epoch_{e}.pt")["model"] for e in (1, 2, 3)]
+    assert params and all(torch.equal(p0[n], ep[1][n]) for n in params)
+    assert not torch.equal(ep[0]["head.weight"], ep[1]["head.weight"])
+    assert sum(not torch.equal(p0[n], ep[2][n]) for n in params) > len(params) // 2
+    with pytest.raises(ConfigError, match="head_only_epochs"):
+        train_classifier(source(d), u2e, cfg(epochs=2, head_only_epochs=2), tmp_path / "x", progress=False)
+
+
 def test_dev_set_early_stopping_and_best_model(data, tmp_path):
     d, u2s = data
     dev = {u: s for u, s in u2s.items() if u.endswith(("00", "01"))}

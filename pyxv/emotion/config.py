@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
         "chunk_max": 250,
         "loss": "softmax",      # emotion output layer
         "pretrained_lr_mult": 1.0,  # fine-tuning: lr multiplier of pre-trained layers
+        "head_only_epochs": 0,  # fine-tuning: the first N of `epochs` train the emotion layer alone (LP-FT)
         "freeze": "none",       # none | embedding (fine-tune the emotion layer only)
         "patience": 0,          # > 0: early stopping on dev weighted F1 (epochs)
         "dev_fraction": 0.0,    # no dev in the protocol: this share of training speakers (0: none)

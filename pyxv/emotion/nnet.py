@@ -173,6 +173,7 @@ def trainer_config(base: dict, cfg: dict, n_train: int, n: dict | None = None) -
               batch_size=int(n["batch_size"]), lr=float(n["lr"]), weight_decay=float(n["weight_decay"]),
               warmup_steps=int(n["warmup_steps"]), pretrained_lr_mult=float(n["pretrained_lr_mult"]),
               freeze=n["freeze"], patience=int(n["patience"]), average_last=int(n["average_last"]),
+              head_only_epochs=int(n["head_only_epochs"]),
               log_interval=10)
     if n.get("lr_schedule"):
         tr["lr_schedule"] = n["lr_schedule"]

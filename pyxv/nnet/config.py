@@ -68,6 +68,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "num_workers": 0,            # DataLoader workers per process
         "amp": "bf16",               # bf16 | fp16 | none (autocast on GPU only)
         "pretrained_lr_mult": 1.0,   # lr multiplier of layers loaded with init_from
+        "head_only_epochs": 0,       # with init_from: the first N of `epochs` train only the output layer (LP-FT)
         "freeze": "none",            # none | embedding (train only the output layer)
         "patience": 0,               # early stopping on the dev metric; 0: off
         "keep_checkpoints": 3,       # epoch checkpoints kept (the newest); 0 keeps all
@@ -172,6 +173,8 @@ def _check_common(out: dict, where: str) -> dict:
         raise ConfigError(f"{where}model.margin: A-softmax needs an integer margin >= 1, got {m['margin']}")
     if not 1 <= d["chunk_min"] <= d["chunk_max"]:
         raise ConfigError(f"{where}data.chunk_min/chunk_max: need 1 <= chunk_min <= chunk_max")
+    if not 0 <= out["train"]["head_only_epochs"] < out["train"]["epochs"]:
+        raise ConfigError(f"{where}train.head_only_epochs: need 0 <= head_only_epochs < epochs")
     if out["train"]["batch_size"] < 1:
         raise ConfigError(f"{where}train.batch_size: must be positive")
     return out

@@ -372,8 +372,20 @@ def _build_optimizer(net: XVectorNet, cfg: dict, steps: int, init_from, device: 
         opt = torch.optim.AdamW(groups, lr=tc["lr"], weight_decay=tc["weight_decay"])
     else:
         opt = torch.optim.SGD(groups, lr=tc["lr"], momentum=tc["momentum"], weight_decay=tc["weight_decay"])
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lr_lambda(tc["warmup_steps"], steps * tc["epochs"], tc["lr_schedule"], tc["final_lr_ratio"]))
+    total = steps * tc["epochs"]
+    still = steps * tc["head_only_epochs"] if init_from is not None else 0
+    head_f = lr_lambda(tc["warmup_steps"], total, tc["lr_schedule"], tc["final_lr_ratio"])
+    if still:
+        # Linear probing, then fine-tuning (LP-FT, Kumar et al. 2022): the pre-trained
+        # layers hold still while the new output layer learns, so its first, random
+        # gradients do not distort them; then they follow their own warm-up and schedule.
+        after = lr_lambda(tc["warmup_steps"], total - still, tc["lr_schedule"], tc["final_lr_ratio"])
+
+        def body_f(step: int) -> float:
+            return 0.0 if step < still else after(step - still)
+    else:
+        body_f = head_f
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [body_f, head_f])
     scaler = torch.amp.GradScaler("cuda") if _amp_dtype(cfg, device) == torch.float16 else None
     return _Optim(opt, sched, scaler, body + head)
 
