@@ -100,7 +100,15 @@ def test_ddp_resumes_from_a_mid_epoch_checkpoint_bit_identically(tmp_path, repo_
     time.sleep(0.5)
     assert not (tmp_path / "k" / "final.pt").exists()
     p = subprocess.run(cmd(tmp_path / "k"), env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0 and "resuming from" in p.stdout + p.stderr, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    # About one resumed run in ten on a loaded 2-core machine has a worker abort in
+    # gloo's teardown ("terminate called without an active exception", a torch race;
+    # pytorch/pytorch#179291 discusses that exit path) after training ended, final.pt
+    # written and logged. Only then is a non-zero exit accepted; the weights below
+    # are checked either way.
+    teardown_abort = ("terminate called without an active exception" in out
+                      and f"wrote {tmp_path / 'k' / 'final.pt'}" in out)
+    assert (p.returncode == 0 or teardown_abort) and "resuming from" in out, p.stderr[-3000:]
     a = torch.load(tmp_path / "full" / "final.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "k" / "final.pt", weights_only=False)["model"]
     for k in a:
