@@ -373,19 +373,15 @@ def _build_optimizer(net: XVectorNet, cfg: dict, steps: int, init_from, device: 
     else:
         opt = torch.optim.SGD(groups, lr=tc["lr"], momentum=tc["momentum"], weight_decay=tc["weight_decay"])
     total = steps * tc["epochs"]
+    # Linear probing, then fine-tuning (LP-FT, Kumar et al. 2022): the pre-trained
+    # layers hold still for `still` steps while the new output layer learns, so its
+    # first, random gradients do not distort them; then they follow their own
+    # warm-up and schedule (with still = 0, the head's).
     still = steps * tc["head_only_epochs"] if init_from is not None else 0
+    body_f = lr_lambda(tc["warmup_steps"], total - still, tc["lr_schedule"], tc["final_lr_ratio"])
     head_f = lr_lambda(tc["warmup_steps"], total, tc["lr_schedule"], tc["final_lr_ratio"])
-    if still:
-        # Linear probing, then fine-tuning (LP-FT, Kumar et al. 2022): the pre-trained
-        # layers hold still while the new output layer learns, so its first, random
-        # gradients do not distort them; then they follow their own warm-up and schedule.
-        after = lr_lambda(tc["warmup_steps"], total - still, tc["lr_schedule"], tc["final_lr_ratio"])
-
-        def body_f(step: int) -> float:
-            return 0.0 if step < still else after(step - still)
-    else:
-        body_f = head_f
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, [body_f, head_f])
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, [lambda step: 0.0 if step < still else body_f(step - still), head_f])
     scaler = torch.amp.GradScaler("cuda") if _amp_dtype(cfg, device) == torch.float16 else None
     return _Optim(opt, sched, scaler, body + head)
 
