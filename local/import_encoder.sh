@@ -21,7 +21,7 @@ help_message="Usage: $0 [options] <encoder> <exp-dir>
 Encoders: ge2e
 Options:
   --weights FILE    the weights file (Resemblyzer's pretrained.pt) [$weights]
-  --wheel FILE      a downloaded resemblyzer-0.1.4 wheel [$wheel]
+  --wheel FILE      a downloaded Resemblyzer-0.1.4 wheel [$wheel]
   --download BOOL   allow pip download when nothing else is given [$download]
   --overwrite BOOL  import again even if <exp-dir>/final.pt exists [$overwrite]"
 

@@ -5,7 +5,8 @@
 #
 # CPU machines get the CPU wheel of torch (pinned, it lies on local disk).
 # GPU users: install the CUDA build of torch into .venv first (see README);
-# a torch already present is kept.
+# a torch already present is kept. Test-only packages are not installed here
+# (utils/setup_test_env.sh makes .venv-test for them).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=$root/.venv
@@ -39,6 +40,17 @@ if ! "$venv/bin/python" -c 'import torch' >/dev/null 2>&1; then
   "$venv/bin/pip" install -q --disable-pip-version-check "$torch_spec"
 fi
 echo "setup_env.sh: installing pyxv and its dependencies" >&2
-"$venv/bin/pip" install -q --disable-pip-version-check -e "$root[test]"
+"$venv/bin/pip" install -q --disable-pip-version-check -e "$root"
+# The recipe's environment holds only what the recipe runs on. Test-only packages
+# live in .venv-test (utils/setup_test_env.sh); earlier set-ups put them here,
+# where they could hide a path a user's fresh environment fails on.
+test_only=()
+for p in pytest kaldi-native-fbank resemblyzer librosa webrtcvad-wheels; do
+  "$venv/bin/pip" show -q "$p" >/dev/null 2>&1 && test_only+=("$p")
+done
+if [ ${#test_only[@]} -gt 0 ]; then
+  echo "setup_env.sh: removing test-only packages from $venv (the tests keep theirs in .venv-test): ${test_only[*]}" >&2
+  "$venv/bin/pip" uninstall -q -y "${test_only[@]}"
+fi
 touch "$stamp"
 echo "setup_env.sh: done in $(( $(date +%s) - start )) s" >&2

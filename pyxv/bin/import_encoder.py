@@ -14,7 +14,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", help="the encoder's weights file (Resemblyzer's pretrained.pt)")
-    ap.add_argument("--wheel", help="a downloaded wheel holding the weights (resemblyzer-0.1.4-py3-none-any.whl)")
+    ap.add_argument("--wheel", help="a downloaded wheel holding the weights (Resemblyzer-0.1.4-py3-none-any.whl)")
     ap.add_argument("--no-download", action="store_true", help="never call pip download")
     ap.add_argument("encoder", choices=sorted(IMPORTERS))
     ap.add_argument("exp_dir")

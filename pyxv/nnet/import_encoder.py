@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -64,24 +65,49 @@ def _installed_weights() -> Path | None:
     return p if p.is_file() else None
 
 
+RESEMBLYZER_WHEEL = "Resemblyzer-0.1.4-py3-none-any.whl"  # as PyPI names it (capital R)
+
+
+def _is_resemblyzer_wheel(path: Path) -> bool:
+    """True for a wheel of the Resemblyzer distribution whatever the case or separator of its name
+    (wheel names carry the project name as published; pip compares names normalised, PEP 503)."""
+    dist = path.name.split("-", 1)[0]
+    return path.suffix == ".whl" and re.sub(r"[-_.]+", "-", dist).lower() == "resemblyzer"
+
+
+def _pip_error_line(text: str) -> str:
+    """pip's own error line: the last line starting with ERROR:, else the last line that is not a warning."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("ERROR:")]
+    if errors:
+        return errors[-1]
+    other = [ln for ln in lines if not ln.startswith("WARNING:")]
+    return (other or lines or [""])[-1]
+
+
 def _pip_download(dest: Path) -> Path:
+    """Resemblyzer's wheel by ``pip download --no-deps`` into ``dest``. pip's exit status decides success
+    (it warns on stderr about unrelated things, e.g. index locations, even when it succeeds)."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
            "-d", str(dest), RESEMBLYZER]
     log.info("downloading %s: %s", RESEMBLYZER, " ".join(cmd))
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as e:
-        r = None
-        err = str(e)
+        r, err = None, str(e)
     else:
-        err = (r.stderr or r.stdout).strip().splitlines()[-1:] or [""]
-        err = err[0]
-    wheels = sorted(dest.glob("resemblyzer-*.whl"))
+        err = _pip_error_line((r.stderr or "") + "\n" + (r.stdout or ""))
+    wheels = sorted(w for w in dest.iterdir() if _is_resemblyzer_wheel(w)) if dest.is_dir() else []
+    if r is not None and r.returncode == 0 and not wheels:
+        found = ", ".join(sorted(w.name for w in dest.iterdir())) or "nothing"
+        err = f"pip exited 0 but left no Resemblyzer wheel in {dest} (found: {found})"
     if r is None or r.returncode != 0 or not wheels:
+        if r is not None and r.returncode != 0:
+            err = f"pip exited {r.returncode}: {err or 'no message'}"
         raise EncoderImportError(
-            f"could not download {RESEMBLYZER} with pip ({err or 'no wheel came back'}). Without network, on a "
+            f"could not download {RESEMBLYZER} with pip ({err}). Without network, on a "
             f"machine that has it run:  pip download --no-deps {RESEMBLYZER} -d DIR  and copy the wheel here, "
-            f"then:  local/import_encoder.sh --wheel DIR/resemblyzer-0.1.4-py3-none-any.whl ge2e <exp-dir>")
+            f"then:  local/import_encoder.sh --wheel DIR/{RESEMBLYZER_WHEEL} ge2e <exp-dir>")
     return wheels[0]
 
 
