@@ -285,7 +285,7 @@ if run_stage 6 "speaker verification by emotion"; then
     # emotion-compensated back-end, trial emotions from stage 5's recogniser when it has posteriors.
     if [ -f $emo/fold1/train/utt2spk ]; then
       post=exp/emotion/$corpus/frozen_lr_${model}_clean; ls $post/*/posteriors >/dev/null 2>&1 || post=
-      for b in cosine_folds:conf/sv.yaml compensated_folds:$sv_emotion_config; do
+      for b in cosine_folds:$sv_config compensated_folds:$sv_emotion_config; do
         steps/score_sv.sh --folds $emo --config ${b#*:} --emotion-posteriors "$post" \
           exp/xvector_$model/xvectors_$corpus/all $emo/all exp/sv/$corpus/xvector_$model/${b%%:*}
       done

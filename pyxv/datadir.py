@@ -21,11 +21,6 @@ from pathlib import Path
 
 from .io import read_table, write_table
 
-# Per-utterance files (keys are utterance ids); anything named *.scp is too.
-UTT_FILES = ("wav.scp", "utt2spk", "segments", "utt2emo", "utt2dur", "utt2num_frames",
-             "feats.scp", "vad.scp", "utt2orig")
-SPK_FILES = ("spk2utt", "spk2gender")
-
 
 def utt2spk_to_spk2utt(utt2spk: dict[str, str]) -> dict[str, list[str]]:
     spk2utt: dict[str, list[str]] = {}
@@ -161,8 +156,6 @@ SPK_KEYED = ("spk2gender", "cmvn.scp")
 UTT_LISTS = ("unknown_spk_utts",)
 # Small files copied unchanged into derived dirs.
 VERBATIM = ("frame_shift",)
-# Files whose archives the frame-count checks read.
-FEATURE_FILES = ("feats.scp", "vad.scp", "utt2num_frames")
 
 
 def ckey(s: str) -> bytes:

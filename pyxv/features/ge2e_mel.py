@@ -174,11 +174,3 @@ class MelSpectrogram:
                           pad_mode="constant", return_complex=True)
         power = spec.real ** 2 + spec.imag ** 2           # (n_fft/2+1, T)
         return (self.fbank @ power).T.contiguous().numpy()
-
-
-def ge2e_features(x: np.ndarray, sample_rate: int, opts: Ge2eMelOptions | None = None,
-                  mel: MelSpectrogram | None = None) -> np.ndarray:
-    """Audio (int16 scale, any rate) -> the encoder's input ``(T, 40)``."""
-    opts = opts or (mel.opts if mel is not None else Ge2eMelOptions())
-    mel = mel or MelSpectrogram(opts)
-    return mel(preprocess_waveform(x, sample_rate, opts))

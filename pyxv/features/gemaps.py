@@ -12,7 +12,6 @@ import numpy as np
 
 NUM_FUNCTIONALS = 88
 NUM_LLDS = 25
-LLD_FRAME_RATE = 100  # frames per second
 
 
 class Gemaps:

@@ -77,8 +77,3 @@ def select_voiced(feats: np.ndarray, vad: np.ndarray) -> np.ndarray:
     if feats.shape[0] != vad.shape[0]:
         raise ValueError(f"features have {feats.shape[0]} frames but VAD has {vad.shape[0]}")
     return feats[vad > 0.5]
-
-
-def compute_vad_file(conf_path, feats: np.ndarray) -> np.ndarray:
-    """VAD of MFCC ``feats`` (T, D) with the options of a Kaldi ``vad.conf`` -> (T,)."""
-    return compute_vad(feats, VadOptions.from_conf(conf_path))

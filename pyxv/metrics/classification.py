@@ -26,9 +26,6 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from sklearn.metrics import f1_score
 
-METRIC_KEYS = ("weighted_f1", "unweighted_accuracy", "accuracy")
-
-
 def present_labels(y_true: Sequence, y_pred: Sequence, labels: Iterable | None = None) -> list:
     """Classes occurring in ``y_true`` or ``y_pred``, in ``labels`` order if given.
 

@@ -45,7 +45,7 @@ def encoder_class(name: str) -> type:
     if name not in _TYPES and name in BUILTIN:
         importlib.import_module(BUILTIN[name])
     if name not in _TYPES:
-        raise KeyError(f"unknown encoder type '{name}' (known: {', '.join(sorted(set(BUILTIN) | set(_TYPES)))})")
+        raise KeyError(f"unknown encoder type '{name}' (known: {', '.join(encoder_types())})")
     return _TYPES[name]
 
 
