@@ -10,39 +10,47 @@
 #    sliding CMN, then voiced frames only (Kaldi's prepare_feats_for_egs); for
 #    GE2E mel spectrograms of the audio.
 # 2. Training (random chunks, margin softmax over speakers) runs as one job
-#    through --cmd; with --gpus N > 1 as torchrun with N DDP processes.
+#    through --cmd; with --gpus N > 1 as torchrun with N DDP processes, each
+#    taking the config's train.batch_size chunks (global batch N x batch_size;
+#    train.lr_scale_ref_batch scales the lr with it).
 # Outputs: final.pt (model + config + speaker list + feature confs), config.yaml,
 # mfcc.conf, vad.conf, log/train.log, log/history.json, checkpoints/epoch_N[_step_S].pt.
 # Run again after an interruption (kill, preemption, Ctrl-C), training continues
-# from the newest checkpoint when config, data and code are unchanged, and ends
-# with the weights an uninterrupted run gives; otherwise it says why and starts over.
+# from the newest checkpoint when config, data, initial model and global batch are
+# unchanged (a code edit is logged, not a reason to start over), and ends with the
+# weights an uninterrupted run gives. Otherwise it says what changed, moves the old
+# training state into <exp-dir>/stale_<YYYYmmdd-HHMMSS>/ and starts over; on another
+# number of processes at another global batch it stops and says how to go on.
+# Nothing trained is ever deleted: --resume false and --overwrite true move it aside too.
 set -euo pipefail
 
 cmd=utils/parallel/run.py
-gpus=0                  # 0: CPU; 1: one GPU; N > 1: torchrun with N processes (DDP)
+gpus=0                  # 0: CPU; 1: one GPU; N > 1: torchrun with N processes (DDP), train.batch_size each
 config=
-resume=true             # continue from the newest checkpoint (false: start training over)
+resume=true             # continue from the newest checkpoint (false: start over, the old state moved aside)
 nj=2                    # jobs for feature preparation
 cpu_procs=1             # N > 1: N DDP processes on CPU (gloo), when --gpus 0
 num_threads=1           # CPU threads of CPU training (more threads on a busy machine can be 10x slower)
 mfcc_config=conf/mfcc_8k.conf   # what the features were made with (copied into exp-dir)
 vad_config=conf/vad.conf
-overwrite=false
+overwrite=false         # true: prepare features and train again (the old training state moved aside)
 prepare_only=false      # stop after writing the network input (e.g. to launch multi-node training by hand)
 init_from=              # start from this model file (all but the output layer), e.g. an imported encoder
 
 help_message="Usage: $0 [options] <train-data> <exp-dir>
 Options:
   --cmd CMD            job runner [$cmd]
-  --gpus N             0 for CPU, N > 1 for torchrun DDP [$gpus]
+  --gpus N             0 for CPU, N > 1 for torchrun DDP; train.batch_size is per process [$gpus]
   --config FILE        x-vector YAML config (required)
-  --resume BOOL        continue from the newest checkpoint of an unchanged run [$resume]
+  --resume BOOL        continue from the newest checkpoint of an unchanged run; false starts over,
+                       moving the old checkpoints and models into <exp-dir>/stale_<time>/ [$resume]
   --nj N               feature preparation jobs [$nj]
   --cpu-procs N        with --gpus 0: N > 1 runs torchrun with N gloo processes on CPU [$cpu_procs]
   --num-threads N      CPU threads for training (per process) [$num_threads]
   --mfcc-config FILE   MFCC config the features were made with [$mfcc_config]
   --vad-config FILE    VAD config the features were made with [$vad_config]
-  --overwrite BOOL     retrain from scratch even when final.pt is up to date [$overwrite]
+  --overwrite BOOL     prepare the input and retrain from scratch even when final.pt is up to date
+                       (the old training state is moved into <exp-dir>/stale_<time>/) [$overwrite]
   --prepare-only BOOL  only prepare the network input in <exp-dir>/feats [$prepare_only]
   --init-from FILE     start from this model (all layers but the output layer), e.g. an imported
                        encoder to adapt; its type and size must match --config [$init_from]"
@@ -81,7 +89,10 @@ if [ "$overwrite" != true ] && [ -f "$dir/final.pt" ] \
   exit 0
 fi
 if [ "$overwrite" = true ]; then
-  rm -rf "$dir/checkpoints" "$dir/final.pt" "$dir/best.pt" "$dir/feats"
+  # The network input is remade from the data; the trained state is moved aside by
+  # the trainer (--start-over below), never deleted.
+  rm -rf "$dir/feats"
+  resume=false
 fi
 mkdir -p "$dir/log" "$dir/feats"
 cp "$mfcc_config" "$dir/mfcc.conf"

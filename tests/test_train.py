@@ -4,13 +4,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from pyxv.io import read_table
-from pyxv.nnet.config import ConfigError
+from pyxv.nnet.config import ConfigError, validate_config
 from pyxv.train import checkpoint as ckpt
 from pyxv.train.data import ChunkBatches, FeatureSource, chunk
 from pyxv.train.trainer import TrainingDataError, train_classifier
@@ -103,43 +104,229 @@ def test_resume_from_mid_epoch_checkpoint_gives_identical_weights(data, tmp_path
         ["epoch_1.pt", "epoch_2.pt", "epoch_3.pt"]
 
 
+class _Log:
+    """The trainer's log lines (it does not propagate to the root logger)."""
+
+    def __init__(self, caplog):
+        self.caplog = caplog
+
+    def __enter__(self):
+        self.caplog.set_level(logging.INFO, logger="pyxv.train")
+        logging.getLogger("pyxv.train").propagate = True
+        return self.caplog
+
+    def __exit__(self, *exc):
+        logging.getLogger("pyxv.train").propagate = False
+
+
+def _stop_after(n):
+    def stop(epoch, rec):
+        if epoch == n:
+            raise KeyboardInterrupt
+    return stop
+
+
+def _digests(root):
+    """Relative path -> bytes of every file under ``root``."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+STALE = re.compile(r"stale_\d{8}-\d{6}(-\d+)?")
+
+
 def test_resume_only_under_the_same_fingerprint(data, tmp_path, caplog):
     d, u2s = data
-
-    def stop_after_1(epoch, rec):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train_classifier(source(d), u2s, cfg(), tmp_path / "b", progress=False, on_epoch_end=stop_after_1)
+        train_classifier(source(d), u2s, cfg(), tmp_path / "b", progress=False, on_epoch_end=_stop_after(1))
     ck = ckpt.load(tmp_path / "b" / "checkpoints" / "epoch_1.pt")
-    assert set(ck["fingerprint"]) == {"config", "data", "extra", "init_from", "code"}
-    caplog.set_level(logging.INFO, logger="pyxv.train")
-    logging.getLogger("pyxv.train").propagate = True
-    try:
+    assert set(ck["fingerprint"]) == {"config", "batch", "data", "features", "extra", "init_from", "code"}
+    assert ck["fingerprint"]["batch"] == {"processes": 1, "per_process": 8, "global": 8}
+    with _Log(caplog):
         # another learning rate: start over, saying why; same weights as a fresh run
         res = train_classifier(source(d), u2s, cfg(lr=0.02), tmp_path / "b", progress=False)
         assert "starting over" in caplog.text and "train.lr 0.01 -> 0.02" in caplog.text
         fresh = train_classifier(source(d), u2s, cfg(lr=0.02), tmp_path / "c", progress=False)
         for k, v in fresh.model.state_dict().items():
             assert torch.equal(v, res.model.state_dict()[k]), k
-        # other training data (one utterance fewer): start over
+        # other training data (one utterance fewer): start over, naming the list that changed
         caplog.clear()
         fewer = dict(list(u2s.items())[1:])
         train_classifier(source(d), fewer, cfg(lr=0.02), tmp_path / "c", progress=False)
-        assert "the training data changed" in caplog.text
+        assert f"the training data changed: training list 28 -> 27 entries, validation list other entries " \
+               f"(features: {d / 'feats.scp'})" in caplog.text         # the first utterance was a held-out one
+        assert "class list" not in caplog.text and "feature file sizes" not in caplog.text
         # a setting that does not change the weights (log interval) still resumes
         caplog.clear()
         with pytest.raises(KeyboardInterrupt):
-            train_classifier(source(d), u2s, cfg(), tmp_path / "e", progress=False, on_epoch_end=stop_after_1)
+            train_classifier(source(d), u2s, cfg(), tmp_path / "e", progress=False, on_epoch_end=_stop_after(1))
         train_classifier(source(d), u2s, cfg(log_interval=1), tmp_path / "e", progress=False)
         assert "resuming from" in caplog.text and "starting over" not in caplog.text
-        # resume=False (--overwrite): start over
+        # resume=False (--start-over): start over on purpose, the old state moved aside
         caplog.clear()
+        before = _digests(tmp_path / "e")
         train_classifier(source(d), u2s, cfg(), tmp_path / "e", progress=False, resume=False)
-        assert "starting over: --overwrite" in caplog.text
-    finally:
-        logging.getLogger("pyxv.train").propagate = False
+        assert "starting over: on purpose (--start-over" in caplog.text
+        stale = [p for p in (tmp_path / "e").iterdir() if STALE.fullmatch(p.name)]
+        assert len(stale) == 1 and f"moved to {stale[0]}/" in caplog.text
+        assert _digests(stale[0]) == {k: v for k, v in before.items() if not k.startswith("log/train")}
+
+
+def test_changed_config_moves_the_old_state_aside_intact(data, tmp_path, caplog):
+    """A refused resume deletes nothing: checkpoints, best/final model, config and
+    history go whole into exp/stale_<YYYYmmdd-HHMMSS>/, and the log line names
+    that folder, the changed key and the option to start over on purpose."""
+    d, u2s = data
+    exp = tmp_path / "exp"
+    train_classifier(source(d), u2s, cfg(epochs=2), exp, progress=False)
+    before = _digests(exp)
+    assert {"checkpoints/epoch_1.pt", "checkpoints/epoch_2.pt", "final.pt", "config.yaml",
+            "log/history.json"} <= set(before)
+    with _Log(caplog):
+        res = train_classifier(source(d), u2s, cfg(epochs=2, warmup_steps=2), exp, progress=False)
+    stale = [p for p in exp.iterdir() if p.name.startswith("stale_")]
+    assert len(stale) == 1 and STALE.fullmatch(stale[0].name), stale
+    assert _digests(stale[0]) == before                    # every file, byte for byte
+    line = next(r.getMessage() for r in caplog.records if "starting over" in r.getMessage())
+    assert "the config changed: train.warmup_steps 4 -> 2" in line
+    assert f"moved to {stale[0]}/" in line and "nothing was deleted" in line and "--start-over" in line
+    # the new run trained under the new config, from scratch, in place of the old files
+    assert ckpt.load(exp / "final.pt")["config"]["train"]["warmup_steps"] == 2
+    assert [h["epoch"] for h in res.history] == [1, 2]
+    assert ckpt.load(exp / "checkpoints" / "epoch_1.pt")["fingerprint"]["config"]["train"]["warmup_steps"] == 2
+
+
+def test_a_code_edit_resumes_and_logs_both_revisions(data, tmp_path, caplog, monkeypatch):
+    d, u2s = data
+    full = train_classifier(source(d), u2s, cfg(), tmp_path / "a", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(source(d), u2s, cfg(), tmp_path / "b", progress=False, on_epoch_end=_stop_after(2))
+    old = ckpt.code_revision()
+    monkeypatch.setattr(ckpt, "code_revision", lambda: "c0de" * 10)   # as after editing a pyxv source
+    with _Log(caplog):
+        resumed = train_classifier(source(d), u2s, cfg(), tmp_path / "b", progress=False)
+    assert "resuming from" in caplog.text and "starting over" not in caplog.text
+    assert f"the code revision changed ({old[:12]} -> c0dec0dec0de" in caplog.text
+    assert not [p for p in (tmp_path / "b").iterdir() if p.name.startswith("stale_")]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_another_number_of_processes_at_another_global_batch_is_refused(data, tmp_path, monkeypatch):
+    """A checkpoint of 1 process x 8 met by 2 processes x 8 (global batch 16): the
+    run stops naming both launches and how to go on; nothing is moved or deleted.
+    (The same global batch on 2 processes resumes: tests/test_ddp.py.)"""
+    from pyxv.train import distributed as dd
+
+    d, u2s = data
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(source(d), u2s, cfg(), tmp_path / "w", progress=False, on_epoch_end=_stop_after(1))
+    before = _digests(tmp_path / "w")
+    # The refusal comes before any collective, so a faked world of 2 reaches it in one process.
+    monkeypatch.setattr(dd, "setup", lambda use_gpu=None: dd.DistInfo(rank=0, world=2))
+    with pytest.raises(ckpt.CheckpointError) as e:
+        train_classifier(source(d), u2s, cfg(), tmp_path / "w", progress=False)
+    msg = str(e.value)
+    assert str(tmp_path / "w" / "checkpoints" / "epoch_1.pt") in msg and "cannot resume on 2 process(es)" in msg
+    assert "written by 1 process(es) of train.batch_size 8 (global batch 8)" in msg
+    assert "this run has 2 (global batch 16)" in msg and "set train.batch_size 4" in msg and "--start-over" in msg
+    assert _digests(tmp_path / "w") == before
+
+
+def test_checkpoint_compare_of_batches():
+    """compare_fingerprints on the global batch: the same one on other processes
+    resumes (noted); another per-process batch is a config change; only another
+    number of processes is a launch mismatch."""
+    def fp(per, procs, **train):
+        c = cfg(batch_size=per, **train)
+        return ckpt.fingerprint(c, {"training list": ["u1 0"]}, processes=procs)
+
+    same = ckpt.compare_fingerprints(fp(16, 1), fp(8, 2))
+    assert not same.changed and same.launch is None and "now 2 process(es) x 8 (was 1 x 16)" in same.notes[0]
+    per = ckpt.compare_fingerprints(fp(16, 1), fp(8, 1))
+    assert per.changed == ["the global batch changed: train.batch_size 16 -> 8 per process x 1 -> 1 "
+                           "process(es) = 16 -> 8"]
+    procs = ckpt.compare_fingerprints(fp(8, 1), fp(8, 4))
+    assert not procs.changed and "run it again on 1 process(es), set train.batch_size 2 to keep the global " \
+        "batch 8, or start over on purpose with --start-over" in procs.launch
+    odd = ckpt.compare_fingerprints(fp(8, 1), fp(8, 3)).launch
+    assert "run it again on 1 process(es), or start" in odd        # 8 over 3 processes: no whole batch size
+    both = ckpt.compare_fingerprints(fp(8, 1), fp(8, 2, lr=0.5))
+    assert both.launch is None and len(both.changed) == 2 and "train.lr 0.01 -> 0.5" in both.changed[0]
+    old = fp(8, 1)
+    del old["batch"]                                                # written before per-process batches
+    assert "older pyxv" in ckpt.compare_fingerprints(old, fp(8, 1)).changed[0]
+
+
+def test_lr_scales_with_the_global_batch_only_when_asked(data, tmp_path):
+    from pyxv.train.trainer import scaled_lr
+
+    tc = validate_config(cfg())["train"]
+    assert scaled_lr(tc, 1) == scaled_lr(tc, 8) == 0.01                    # off by default
+    tc["lr_scale_ref_batch"] = 32
+    assert scaled_lr(tc, 1) == pytest.approx(0.01 * 8 / 32) and scaled_lr(tc, 8) == pytest.approx(0.01 * 64 / 32)
+    d, u2s = data
+    train_classifier(source(d), u2s, cfg(epochs=1, lr_scale_ref_batch=4), tmp_path / "s", progress=False)
+    groups = ckpt.load(tmp_path / "s" / "checkpoints" / "epoch_1.pt")["optimizer"]["param_groups"]
+    assert [g["initial_lr"] for g in groups] == [pytest.approx(0.02)] * 2   # 0.01 x 8 / 4
+    with pytest.raises(ConfigError, match="lr_scale_ref_batch"):
+        train_classifier(source(d), u2s, cfg(lr_scale_ref_batch=-1), tmp_path / "x", progress=False)
+
+
+def test_an_epoch_is_planned_in_global_batches(data):
+    """train.batch_size per process: N processes plan global batches of N x batch_size,
+    so by default an epoch (one pass over the voiced frames) takes ~1/N of the steps,
+    and rank r trains on its share (r::N) of each planned global batch."""
+    from pyxv.train import distributed as dd
+    from pyxv.train.trainer import _prepare_data
+
+    d, u2s = data
+    c = validate_config(cfg(steps_per_epoch=0, batch_size=2))
+    one = _prepare_data(source(d), u2s, c, None, None, None, None, dd.DistInfo(world=1))
+    four = _prepare_data(source(d), u2s, c, None, None, None, None, dd.DistInfo(rank=3, world=4))
+    assert (one.global_batch, four.global_batch) == (2, 8)
+    frames = sum(one.lengths[u] for u in one.tr_utts)
+    assert one.steps == round(frames / 50 / 2) and four.steps == round(frames / 50 / 8)
+    assert four.steps < one.steps / 3
+    # a fixed steps_per_epoch stays the number of optimizer steps
+    fixed = validate_config(cfg(steps_per_epoch=5, batch_size=2))
+    assert _prepare_data(source(d), u2s, fixed, None, None, None, None, dd.DistInfo(world=4)).steps == 5
+
+
+def test_cuda_rng_states_restore_per_process_with_fewer_visible_devices(monkeypatch, caplog):
+    """A checkpoint holding more CUDA RNG states than this process sees devices
+    (written by 4 processes, resumed where one device is visible): each process
+    restores its own rank's state onto its own device, never indexing devices
+    it does not have (restoring every saved device's state raised IndexError)."""
+    from pyxv.train import distributed as dd
+    from pyxv.train.trainer import _set_rng_state
+
+    class Generator:                       # one visible CUDA device, faked on CPU
+        def __init__(self):
+            self.states = []
+
+        def set_state(self, s):
+            self.states.append(s)
+
+    dev0 = Generator()
+    monkeypatch.setattr(torch.cuda, "default_generators", (dev0,))
+    monkeypatch.setattr(torch.cuda.random, "_lazy_call", lambda cb, **kw: cb())
+    saved = [torch.full((16,), r, dtype=torch.uint8) for r in range(4)]
+    cpu = torch.get_rng_state()
+    with pytest.raises(IndexError):        # what restoring all devices' states did
+        torch.cuda.set_rng_state_all(saved)
+    dev0.states.clear()
+    _set_rng_state({"torch": cpu, "cuda_by_rank": saved}, dd.DistInfo(rank=1, world=2, device=torch.device("cuda", 0)))
+    assert len(dev0.states) == 1 and torch.equal(dev0.states[0], saved[1])
+    assert torch.equal(torch.get_rng_state(), cpu)
+    # more processes than states saved (an unchanged global batch over more processes)
+    with _Log(caplog):
+        _set_rng_state({"torch": cpu, "cuda_by_rank": saved[:1]},
+                       dd.DistInfo(rank=1, world=2, device=torch.device("cuda", 0)))
+    assert len(dev0.states) == 1 and "process 1 keeps its seeded state" in caplog.text
+    # on CPU nothing touches CUDA
+    _set_rng_state({"torch": cpu, "cuda_by_rank": saved}, dd.DistInfo())
+    assert len(dev0.states) == 1
 
 
 def test_chunk_plan_depends_on_seed_and_epoch_only(data):
@@ -320,6 +507,15 @@ def test_step_script_outputs_and_augmented_copies(tmp_path, repo_root):
     assert ck["extra"]["mfcc.conf"] == "--num-ceps=23\n" and ck["labels"] == ["spk0", "spk1", "spk2"]
     p = subprocess.run(args, cwd=repo_root, env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "nothing to do" in p.stdout
+    # --overwrite true retrains; the trained state is moved aside, not deleted
+    old_final = (exp / "final.pt").read_bytes()
+    p = subprocess.run(args[:-2] + ["--overwrite", "true"] + args[-2:], cwd=repo_root, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    stale = list(exp.glob("stale_*"))
+    assert len(stale) == 1 and (stale[0] / "final.pt").read_bytes() == old_final
+    assert (stale[0] / "checkpoints" / "epoch_1.pt").is_file() and (exp / "final.pt").is_file()
+    assert "starting over: on purpose (--start-over, resume=False). The old training state" in p.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epochz: 3\n")
     p = subprocess.run(args[:6] + [str(bad)] + args[7:], cwd=repo_root, env=env, capture_output=True, text=True,

@@ -54,10 +54,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "train": {
         "seed": 777,
         "epochs": 20,
-        "steps_per_epoch": 0,        # 0: about (voiced frames / mean chunk) / batch
-        "batch_size": 32,            # global batch (split over DDP processes)
+        "steps_per_epoch": 0,        # optimizer steps; 0: about (voiced frames / mean chunk) / global batch
+        "batch_size": 32,            # chunks per process; global batch = processes x batch_size
         "optimizer": "adam",         # adam | adamw | sgd
         "lr": 0.001,
+        "lr_scale_ref_batch": 0,     # N > 0: lr x global batch / N (linear scaling rule); 0: lr as given
         "weight_decay": 1.0e-5,
         "momentum": 0.9,             # for sgd
         "warmup_steps": 1000,
@@ -177,6 +178,8 @@ def _check_common(out: dict, where: str) -> dict:
         raise ConfigError(f"{where}train.head_only_epochs: need 0 <= head_only_epochs < epochs")
     if out["train"]["batch_size"] < 1:
         raise ConfigError(f"{where}train.batch_size: must be positive")
+    if out["train"]["lr_scale_ref_batch"] < 0:
+        raise ConfigError(f"{where}train.lr_scale_ref_batch: must be 0 (off) or a batch size")
     return out
 
 

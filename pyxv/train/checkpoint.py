@@ -13,6 +13,9 @@ MFCC/VAD config texts). Training checkpoints also hold ``optimizer``,
   (every ``train.checkpoint_interval`` steps).
 
 Every file is written whole or not at all (temporary file, fsync, rename).
+A run that does not resume (another config or data, or ``--start-over``) moves
+the old training state into ``stale_<YYYYmmdd-HHMMSS>/`` (:func:`move_aside`);
+nothing is deleted.
 """
 from __future__ import annotations
 
@@ -21,8 +24,10 @@ import io
 import json
 import os
 import re
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import torch
 
@@ -145,7 +150,8 @@ _CODE: str | None = None
 
 
 def code_revision() -> str:
-    """SHA-1 of pyxv's Python sources: changes with any edit, committed or not."""
+    """SHA-1 of pyxv's Python sources: changes with any edit, committed or not.
+    Only logged on resume (a code edit does not stop a run from going on)."""
     global _CODE
     if _CODE is None:
         h = hashlib.sha1()
@@ -171,45 +177,142 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def fingerprint(cfg: dict, data: Iterable, *, extra: dict | None = None,
-                init_from: str | os.PathLike | None = None) -> dict:
-    """What a checkpoint may be resumed under: the config, the training data
-    (``data``: any lines that describe it, e.g. utterance, label, frames, feature
-    location), the ``extra`` stored with the model, the initial model's bytes and
-    the code revision (:func:`code_revision`)."""
+def fingerprint(cfg: dict, data: Mapping[str, Iterable], *, processes: int = 1, extra: dict | None = None,
+                init_from: str | os.PathLike | None = None, features: str | None = None) -> dict:
+    """What a checkpoint may be resumed under: the config (``train.batch_size``
+    per process), the number of processes (with it the global batch), the
+    training data (``data``: named lists of lines that describe it, e.g.
+    ``{"training list": ["utt label frames location", ...]}``, each hashed on its
+    own so a refusal can name the list that changed), the ``extra`` stored with
+    the model and the initial model's bytes. ``code`` (:func:`code_revision`) and
+    ``features`` (the feature scp, for messages) are recorded but do not block."""
+    lists = {name: list(lines) for name, lines in data.items()}
+    per = int(cfg["train"]["batch_size"])
     return {"config": json.loads(json.dumps(cfg, default=str)),
-            "data": _sha1(data),
+            "batch": {"processes": processes, "per_process": per, "global": per * processes},
+            "data": {name: {"sha1": _sha1(lines), "lines": len(lines)} for name, lines in lists.items()},
+            "features": features,
             "extra": _sha1([json.dumps(extra or {}, sort_keys=True, default=str)]),
             "init_from": file_digest(init_from) if init_from else None,
             "code": code_revision()}
 
 
-def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
+def _differences(a: Any, b: Any, where: str = "") -> list[str]:
+    """Every key path whose value differs, as ``"train.lr 0.01 -> 0.02"``."""
     if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
         for k in sorted(set(a) | set(b), key=str):
-            d = _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
-            if d:
-                return d
-        return None
-    return None if a == b else f"{where} {a!r} -> {b!r}"
+            out += _differences(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+        return out
+    return [] if a == b else [f"{where} {a!r} -> {b!r}"]
 
 
-def fingerprint_difference(old: dict | None, new: dict) -> str | None:
-    """None when a checkpoint with fingerprint ``old`` may be resumed under ``new``,
-    else the reason in words."""
-    if not old:
-        return "it has no fingerprint (written by an older pyxv)"
-    if old.get("config") != new["config"]:
-        return f"the config changed ({_first_difference(old.get('config'), new['config'])})"
-    if old.get("data") != new["data"]:
-        return "the training data changed (utterances, labels, lengths or feature files)"
+def _without_batch(cfg: dict | None) -> dict:
+    """The config less ``train.batch_size`` (compared through the global batch)."""
+    cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in (cfg or {}).items()}
+    if isinstance(cfg.get("train"), dict):
+        cfg["train"].pop("batch_size", None)
+    return cfg
+
+
+@dataclass
+class ResumeCheck:
+    """How a checkpoint's fingerprint compares with this run's (:func:`compare_fingerprints`)."""
+    changed: list[str] = field(default_factory=list)  # what the numbers depend on: cannot resume
+    launch: str | None = None  # the same run launched on another number of processes: cannot go on as is
+    notes: list[str] = field(default_factory=list)    # differences that do not stop a resume
+
+
+def compare_fingerprints(old: dict | None, new: dict) -> ResumeCheck:
+    """Whether a checkpoint with fingerprint ``old`` may be resumed under ``new``.
+
+    - ``changed``: the config (each key that differs), a data list, the data stored
+      with the model or the initial model changed; or ``train.batch_size`` changed
+      so that the global batch did.
+    - ``launch``: only the number of processes changed and with it the global
+      batch (``world x train.batch_size``): batches, steps per epoch and lr
+      schedule follow it, so the run can go on only at its old global batch.
+    - ``notes``: the code revision, or the split of an unchanged global batch over
+      processes, differ; the run resumes (on other processes batch-norm statistics
+      are per process, so it is not bit-identical to an uninterrupted run).
+    """
+    r = ResumeCheck()
+    if not old or "batch" not in old:
+        r.changed.append("it was written by an older pyxv (train.batch_size was then the global batch), "
+                         "whose checkpoints this version cannot check")
+        return r
+    keys = _differences(_without_batch(old.get("config")), _without_batch(new["config"]))
+    if keys:
+        r.changed.append("the config changed: " + ", ".join(keys))
+    lists = []
+    for name in sorted(set(old.get("data") or {}) | set(new["data"])):
+        a, b = (old.get("data") or {}).get(name), new["data"].get(name)
+        if a != b:
+            n = f"{a['lines']} -> {b['lines']} entries" if a and b and a["lines"] != b["lines"] else "other entries"
+            lists.append(f"{name} {n}")
+    if lists:
+        where = f" (features: {new['features']})" if new.get("features") else ""
+        r.changed.append(f"the training data changed: {', '.join(lists)}{where}")
     if old.get("init_from") != new["init_from"]:
-        return "the initial model changed"
+        r.changed.append("the initial model changed (another file or other bytes)")
     if old.get("extra") != new["extra"]:
-        return "the data stored with the model changed (feature configs, normalisation)"
+        r.changed.append("the data stored with the model changed (feature configs, normalisation)")
+    ob, nb = old["batch"], new["batch"]
+    if ob["global"] != nb["global"]:
+        if ob["per_process"] != nb["per_process"]:
+            r.changed.append(f"the global batch changed: train.batch_size {ob['per_process']} -> "
+                             f"{nb['per_process']} per process x {ob['processes']} -> {nb['processes']} "
+                             f"process(es) = {ob['global']} -> {nb['global']}")
+        elif r.changed:
+            r.changed.append(f"the number of processes changed: {ob['processes']} -> {nb['processes']} "
+                             f"(global batch {ob['global']} -> {nb['global']})")
+        else:
+            keep = (f", set train.batch_size {ob['global'] // nb['processes']} to keep the global batch "
+                    f"{ob['global']}" if ob["global"] % nb["processes"] == 0 else "")
+            r.launch = (f"it was written by {ob['processes']} process(es) of train.batch_size {ob['per_process']} "
+                        f"(global batch {ob['global']}) and this run has {nb['processes']} (global batch "
+                        f"{nb['global']}); batches, steps per epoch and the lr schedule follow the global batch, "
+                        f"so it goes on only at {ob['global']}: run it again on {ob['processes']} process(es)"
+                        f"{keep}, or start over on purpose with --start-over (steps/train_xvector.sh --resume "
+                        f"false), which moves the old training state aside")
+    elif ob["processes"] != nb["processes"]:
+        r.notes.append(f"the global batch {nb['global']} is now {nb['processes']} process(es) x "
+                       f"{nb['per_process']} (was {ob['processes']} x {ob['per_process']}): same batches and "
+                       f"position; batch-norm statistics are per process, so the weights will not be "
+                       f"bit-identical to an uninterrupted run's")
     if old.get("code") != new["code"]:
-        return "the code changed (pyxv sources differ from the run that wrote it)"
-    return None
+        r.notes.append(f"the code revision changed ({str(old.get('code'))[:12]} -> {new['code'][:12]}: pyxv "
+                       f"sources differ from the run that wrote it)")
+    return r
+
+
+# Training state a run that does not resume moves aside (paths in out_dir).
+STATE_PATHS = ("checkpoints", "best.pt", "final.pt", "config.yaml", "log/history.json")
+
+
+def move_aside(out_dir: str | os.PathLike) -> tuple[Path | None, list[str]]:
+    """Move the training state of ``out_dir`` (:data:`STATE_PATHS`) into a new
+    ``out_dir/stale_<YYYYmmdd-HHMMSS>/`` under the same relative paths, so that
+    nothing a user trained is deleted by starting over. Returns that folder and
+    what was moved (``None, []`` when there was nothing)."""
+    out_dir = Path(out_dir)
+    present = [p for p in STATE_PATHS if (out_dir / p).exists()]
+    if not present:
+        return None, []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):  # two start-overs within a second get stale_<time>-1 ...
+        dest = out_dir / (f"stale_{stamp}" + (f"-{n}" if n else ""))
+        try:
+            dest.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover
+        raise CheckpointError(f"{out_dir}: cannot make a stale_{stamp} folder to move the old training state to")
+    for p in present:
+        (dest / p).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(out_dir / p, dest / p)  # a rename inside out_dir: no copy, nothing lost on a crash
+    return dest, present
 
 
 def model_file(net: torch.nn.Module, cfg: dict, labels: list, extra: dict | None = None, **more: Any) -> dict:

@@ -68,6 +68,15 @@ def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
     return t.cpu().tolist()
 
 
+def all_gather_object(obj, info: DistInfo) -> list:
+    """``obj`` of every process in rank order, on every process."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -28,13 +28,25 @@ config, labels, ``extra``).
 
 Resuming is the default: a run finds the newest checkpoint in ``out_dir`` and
 continues from it when it was written under the same config, training data,
-initial model and code (:func:`pyxv.train.checkpoint.fingerprint`); otherwise
-it removes the checkpoints and starts over, saying why in one line
-(``resume=False`` always starts over). A resumed run ends with the same weights
-as an uninterrupted one, also from a mid-epoch checkpoint (batches depend only
-on seed, epoch and step; RNG state is saved). Under ``torchrun`` it runs as
-DistributedDataParallel (gloo on CPU, NCCL on GPU), each process taking its
-share of every global batch; on GPU with ``train.amp`` autocast in bf16/fp16.
+initial model and global batch (:func:`pyxv.train.checkpoint.fingerprint`); a
+changed code revision is logged and the run goes on. Otherwise it moves the old
+training state (checkpoints, best.pt, final.pt, config.yaml, history) into
+``out_dir/stale_<YYYYmmdd-HHMMSS>/`` and starts over, saying what changed and
+where the old state went (``resume=False``, the CLI's ``--start-over``, starts
+over on purpose, moving aside too); nothing is deleted. A resumed run ends with
+the same weights as an uninterrupted one, also from a mid-epoch checkpoint
+(batches depend only on seed, epoch, step and global batch; RNG state is saved).
+
+Under ``torchrun`` it runs as DistributedDataParallel (gloo on CPU, NCCL on
+GPU): ``train.batch_size`` chunks per process, a global batch of
+world x batch_size. The chunks of each global batch are planned from the seed
+whatever the world size and each goes to one process, so runs of the same seed
+and global batch see the same data; steps per epoch (by default one pass over
+the voiced frames) shrink as the global batch grows. ``train.lr_scale_ref_batch``
+N > 0 scales the lr linearly: lr x global batch / N. A checkpoint resumes on
+another number of processes when the global batch is unchanged; otherwise the
+run stops with a message saying how to go on. On GPU with ``train.amp``
+autocast in bf16/fp16.
 
 The phases: :func:`_prepare_data`, :func:`_build_model` (the one place the
 network is built), :func:`_build_optimizer`, :func:`_resume`, then
@@ -167,7 +179,8 @@ class _Data:
     valid: list
     valid_targets: list
     steps: int
-    fingerprint_lines: list
+    global_batch: int             # chunks per optimizer step over all processes
+    fingerprint_lines: dict       # named lists of lines describing the data
 
 
 @dataclass
@@ -212,8 +225,9 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
     utt2orig: augmented utterance -> its clean source; validation is drawn from
         clean utterances only and their augmented copies are kept out of training.
     resume: continue from the newest checkpoint in ``out_dir/checkpoints`` when it
-        was written under the same config, data, initial model and code (else start
-        over, saying why); False starts over.
+        was written under the same config, data, initial model and global batch
+        (else move the old state aside and start over, saying why); False starts
+        over on purpose (the old state is moved aside too).
     extra: stored in ``final.pt`` (e.g. MFCC/VAD config texts).
     on_epoch_end: ``f(epoch, record)`` called on the main process after each epoch's checkpoint.
     on_step: ``f(epoch, step)`` called after each optimizer step (and its checkpoint, if any).
@@ -231,11 +245,13 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
     if callable(dev) and dev_metric is None:
         dev_metric = dev
     net, frozen = _build_model(cfg, data, init_from, info)
-    optim = _build_optimizer(net, cfg, data.steps, init_from, info.device)
-    fp = ckpt.fingerprint(_fingerprint_config(cfg), data.fingerprint_lines, extra=extra, init_from=init_from)
+    optim = _build_optimizer(net, cfg, data.steps, init_from, info.device, info.world)
+    fp = ckpt.fingerprint(_fingerprint_config(cfg), data.fingerprint_lines, processes=info.world, extra=extra,
+                          init_from=init_from, features=getattr(source, "scp", None))
     if info.main:
         _remove_temporary_files(out_dir)
-    state = _resume(out_dir, fp, net, optim, info) if resume else _start_over(out_dir, "--overwrite", info)
+    state = (_resume(out_dir, fp, net, optim, info) if resume
+             else _start_over(out_dir, "on purpose (--start-over, resume=False)", info))
     model = net
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -299,21 +315,25 @@ def _prepare_data(source: FeatureSource, utt2label, cfg: dict, labels, dev, vali
     held = set(valid) if valid_source is source else set()
     tr_utts = sorted(u for u in train_map if u not in held and (utt2orig or {}).get(u) not in held)
     tr_labels = [lab_index[train_map[u]] for u in tr_utts]
-    steps = tc["steps_per_epoch"] or default_steps((lengths[u] for u in tr_utts), tc["batch_size"],
+    # train.batch_size is per process; an epoch is planned in global batches, so
+    # more processes take fewer steps over the same data.
+    global_batch = tc["batch_size"] * info.world
+    steps = tc["steps_per_epoch"] or default_steps((lengths[u] for u in tr_utts), global_batch,
                                                    dc["chunk_min"], dc["chunk_max"])
-    if tc["batch_size"] % info.world:
-        raise ConfigError(f"train.batch_size {tc['batch_size']} is not divisible by the {info.world} processes")
-    log.info("%d training and %d validation utterances, %d classes, %d steps/epoch of %d chunks of %d-%d frames",
-             len(tr_utts), len(valid), len(labels), steps, tc["batch_size"], dc["chunk_min"], dc["chunk_max"])
+    log.info("%d training and %d validation utterances, %d classes, %d steps/epoch of %d chunks (%d process(es) "
+             "x %d) of %d-%d frames", len(tr_utts), len(valid), len(labels), steps, global_batch, info.world,
+             tc["batch_size"], dc["chunk_min"], dc["chunk_max"])
     # What the run depends on, for the resume fingerprint: every training and
     # validation utterance with its label, length and feature location, and the
-    # size of each feature file (features recomputed in place change it).
+    # size of each feature file (features recomputed in place change it); one
+    # list per kind so that a refusal names the one that changed.
     table = getattr(source, "table", {})
-    lines = ["labels"] + labels + ["train"]
-    lines += [f"{u} {y} {lengths[u]} {table.get(u, '')}" for u, y in zip(tr_utts, tr_labels)]
-    lines += ["valid"] + [f"{u} {y}" for u, y in zip(valid, valid_targets)]
-    lines += ["files"] + _feature_file_sizes(table.get(u, "") for u in tr_utts)
-    return _Data(source, lengths, labels, tr_utts, tr_labels, valid_source, valid, valid_targets, steps, lines)
+    lists = {"class list": list(labels),
+             "training list": [f"{u} {y} {lengths[u]} {table.get(u, '')}" for u, y in zip(tr_utts, tr_labels)],
+             "validation list": [f"{u} {y}" for u, y in zip(valid, valid_targets)],
+             "feature file sizes": _feature_file_sizes(table.get(u, "") for u in tr_utts)}
+    return _Data(source, lengths, labels, tr_utts, tr_labels, valid_source, valid, valid_targets, steps,
+                 global_batch, lists)
 
 
 def _feature_file_sizes(specs) -> list[str]:
@@ -359,19 +379,32 @@ def _build_model(cfg: dict, data: _Data, init_from, info: dd.DistInfo) -> tuple[
     return net.to(info.device), frozen
 
 
-def _build_optimizer(net: XVectorNet, cfg: dict, steps: int, init_from, device: torch.device) -> _Optim:
+def scaled_lr(tc: Mapping, world: int) -> float:
+    """The base lr: ``train.lr``, or with ``train.lr_scale_ref_batch`` N > 0 the
+    linear scaling rule (Goyal et al. 2017) ``lr x global batch / N``, global
+    batch = ``world x train.batch_size``."""
+    ref = tc["lr_scale_ref_batch"]
+    return tc["lr"] * tc["batch_size"] * world / ref if ref > 0 else tc["lr"]
+
+
+def _build_optimizer(net: XVectorNet, cfg: dict, steps: int, init_from, device: torch.device,
+                     world: int = 1) -> _Optim:
     """Optimiser (pre-trained layers at ``pretrained_lr_mult`` x lr), lr schedule, AMP scaler."""
     tc = cfg["train"]
+    lr = scaled_lr(tc, world)
+    if lr != tc["lr"]:
+        log.info("lr %.4g: train.lr %.4g x global batch %d / train.lr_scale_ref_batch %d", lr, tc["lr"],
+                 tc["batch_size"] * world, tc["lr_scale_ref_batch"])
     mult = tc["pretrained_lr_mult"] if init_from is not None else 1.0
     body = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("head.")]
     head = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("head.")]
-    groups = [{"params": body, "lr": tc["lr"] * mult}, {"params": head, "lr": tc["lr"]}]
+    groups = [{"params": body, "lr": lr * mult}, {"params": head, "lr": lr}]
     if tc["optimizer"] == "adam":
-        opt = torch.optim.Adam(groups, lr=tc["lr"], weight_decay=tc["weight_decay"])
+        opt = torch.optim.Adam(groups, lr=lr, weight_decay=tc["weight_decay"])
     elif tc["optimizer"] == "adamw":
-        opt = torch.optim.AdamW(groups, lr=tc["lr"], weight_decay=tc["weight_decay"])
+        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=tc["weight_decay"])
     else:
-        opt = torch.optim.SGD(groups, lr=tc["lr"], momentum=tc["momentum"], weight_decay=tc["weight_decay"])
+        opt = torch.optim.SGD(groups, lr=lr, momentum=tc["momentum"], weight_decay=tc["weight_decay"])
     total = steps * tc["epochs"]
     # Linear probing, then fine-tuning (LP-FT, Kumar et al. 2022): the pre-trained
     # layers hold still for `still` steps while the new output layer learns, so its
@@ -387,21 +420,31 @@ def _build_optimizer(net: XVectorNet, cfg: dict, steps: int, init_from, device: 
 
 
 # ------------------------------------------------------------ phase 3: resume
+_ON_PURPOSE = ("--start-over (steps/train_xvector.sh --resume false; train_classifier(resume=False)) starts over "
+               "on purpose, also moving the old state aside")
+
+
 def _start_over(out_dir: Path, why: str, info: dd.DistInfo) -> _Progress:
-    """Fresh progress; the old checkpoints are removed (they would mislead a later resume)."""
-    old = ckpt.training_checkpoints(out_dir)
-    dd.barrier(info)  # every process has looked before the main one deletes
-    if old and info.main:
-        for p in old:
-            p.unlink(missing_ok=True)
-        (out_dir / "best.pt").unlink(missing_ok=True)
-        log.info("starting over: %s (removed %d checkpoint(s) in %s)", why, len(old), out_dir / "checkpoints")
+    """Fresh progress. The old training state would mislead a later resume, and
+    may be all a user has of a long run: it is moved into ``stale_<time>/``,
+    never deleted."""
+    dd.barrier(info)  # every process has read the checkpoints before the main one moves them
+    if info.main:
+        dest, moved = ckpt.move_aside(out_dir)
+        if dest is None:
+            log.info("starting over: %s (no earlier training state in %s)", why, out_dir)
+        else:
+            log.info("starting over: %s. The old training state (%s) was moved to %s/ (nothing was deleted; to go "
+                     "on with it instead, undo the change and move it back). %s.", why, ", ".join(moved), dest,
+                     _ON_PURPOSE)
     return _Progress()
 
 
 def _resume(out_dir: Path, fp: dict, net: XVectorNet, optim: _Optim, info: dd.DistInfo) -> _Progress:
     """Restore the newest readable checkpoint written under the same fingerprint;
-    otherwise start over, saying why in one line."""
+    otherwise move the old state aside and start over, saying why; raise
+    :class:`~pyxv.train.checkpoint.CheckpointError` when only the number of
+    processes (and so the global batch) differs."""
     found = ckpt.training_checkpoints(out_dir)
     for path in found:
         try:
@@ -409,15 +452,20 @@ def _resume(out_dir: Path, fp: dict, net: XVectorNet, optim: _Optim, info: dd.Di
         except ckpt.CheckpointError as e:  # written whole, so only damage from outside; try an older one
             log.warning("cannot resume from %s (%s); trying an older checkpoint", path, e)
             continue
-        why = ckpt.fingerprint_difference(ck.get("fingerprint"), fp)
-        if why:
-            return _start_over(out_dir, f"{path} was written by another run: {why}", info)
+        check = ckpt.compare_fingerprints(ck.get("fingerprint"), fp)
+        if check.changed:
+            return _start_over(out_dir, f"{path} was written by another run: {'; '.join(check.changed)}", info)
+        if check.launch:
+            # Starting over here would throw away a run that only needs its old launch.
+            raise ckpt.CheckpointError(f"{path}: cannot resume on {info.world} process(es): {check.launch}")
+        for note in check.notes:
+            log.info("resuming although %s", note)
         net.load_state_dict(ck["model"])
         optim.opt.load_state_dict(ck["optimizer"])
         optim.sched.load_state_dict(ck["scheduler"])
         if optim.scaler is not None and ck.get("scaler"):
             optim.scaler.load_state_dict(ck["scaler"])
-        _set_rng_state(ck.get("rng"))
+        _set_rng_state(ck.get("rng"), info)
         mid = ck.get("mid_epoch", False)
         state = _Progress(epoch=ck["epoch"] if mid else ck["epoch"] + 1, step=ck["step"] if mid else 0,
                           sums=list(ck["sums"]) if mid and info.main else [0.0, 0.0, 0.0],
@@ -440,17 +488,35 @@ def _remove_temporary_files(out_dir: Path) -> None:
             log.info("removed %s (left by an interrupted run)", p)
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+def _cuda_rng_states(info: dd.DistInfo) -> list | None:
+    """The CUDA generator state of each process's own device, in rank order (a
+    collective: every process calls it); None on CPU."""
+    if info.device.type != "cuda":
+        return None
+    return dd.all_gather_object(torch.cuda.get_rng_state(info.device), info)
 
 
-def _set_rng_state(rng: dict | None) -> None:
+def _rng_state(cuda_by_rank: list | None, info: dd.DistInfo) -> dict:
+    if cuda_by_rank:  # this process's own state as of now (gathered before validation)
+        cuda_by_rank = list(cuda_by_rank)
+        cuda_by_rank[info.rank] = torch.cuda.get_rng_state(info.device)
+    return {"torch": torch.get_rng_state(), "cuda_by_rank": cuda_by_rank}
+
+
+def _set_rng_state(rng: dict | None, info: dd.DistInfo) -> None:
+    """Restore the CPU generator and this process's own CUDA device's state
+    (saved per rank, so resuming with other visible devices is safe)."""
     if not rng:
         return
     torch.set_rng_state(rng["torch"])
-    if rng.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    states = rng.get("cuda_by_rank")
+    if info.device.type != "cuda" or not states:
+        return
+    if info.rank < len(states):
+        torch.cuda.set_rng_state(states[info.rank], info.device)
+    else:  # more processes than the run that saved it: only reached at an unchanged global batch
+        log.warning("the checkpoint holds the CUDA RNG states of %d process(es); process %d keeps its seeded "
+                    "state", len(states), info.rank)
 
 
 # -------------------------------------------- phases 4-6: epochs, validation, save
@@ -474,7 +540,8 @@ class _Run:
         st, tc, dc, data, info = self.state, self.tc, self.dc, self.data, self.info
         device, opt, sched, scaler = info.device, self.optim.opt, self.optim.sched, self.optim.scaler
         steps, epoch = data.steps, st.epoch
-        ds = ChunkBatches(data.source, data.tr_utts, data.tr_labels, data.lengths, batch_size=tc["batch_size"],
+        # The global batch is planned, this process takes its share (rank::world).
+        ds = ChunkBatches(data.source, data.tr_utts, data.tr_labels, data.lengths, batch_size=data.global_batch,
                           steps=steps, chunk_min=dc["chunk_min"], chunk_max=dc["chunk_max"],
                           sampling=dc["sampling"], seed=tc["seed"], epoch=epoch, rank=info.rank, world=info.world)
         # Batches are a pure function of (seed, epoch, index): a resumed epoch skips the done ones.
@@ -537,9 +604,10 @@ class _Run:
     def _save_mid_epoch(self, sums: np.ndarray) -> None:
         st = self.state
         total = dd.all_reduce_sum(sums.tolist(), self.info)  # the epoch's sums over every process
+        cuda_rng = _cuda_rng_states(self.info)
         if self.info.main:
             path = self.out_dir / "checkpoints" / ckpt.checkpoint_name(st.epoch, st.step)
-            self._save_state(path, mid_epoch=True, sums=total)
+            self._save_state(path, mid_epoch=True, sums=total, cuda_rng=cuda_rng)
             # Older step checkpoints are superseded by this one.
             for p in ckpt.training_checkpoints(self.out_dir):
                 if p != path and ckpt.position(p)[1] != float("inf"):
@@ -547,12 +615,13 @@ class _Run:
             log.info("checkpoint %s", path)
         dd.barrier(self.info)
 
-    def _save_state(self, path: Path, *, mid_epoch: bool, sums=None) -> None:
+    def _save_state(self, path: Path, *, mid_epoch: bool, sums=None, cuda_rng=None) -> None:
         st, o = self.state, self.optim
         state = ckpt.model_file(self.net, self.cfg, self.labels, self.extra, epoch=st.epoch, history=st.history)
         state.update(optimizer=o.opt.state_dict(), scheduler=o.sched.state_dict(),
                      scaler=o.scaler.state_dict() if o.scaler is not None else None, best=st.best,
-                     step=st.step, mid_epoch=mid_epoch, sums=list(sums or [0.0, 0.0, 0.0]), rng=_rng_state(),
+                     step=st.step, mid_epoch=mid_epoch, sums=list(sums or [0.0, 0.0, 0.0]),
+                     rng=_rng_state(cuda_rng, self.info),
                      fingerprint=self.fp)
         ckpt.save(state, path)
 
@@ -593,12 +662,14 @@ class _Run:
         """History record, validation and the epoch checkpoint (main process; the others wait)."""
         st, info = self.state, self.info
         s = dd.all_reduce_sum(st.sums, info)
+        cuda_rng = _cuda_rng_states(info)
         rec = {"epoch": st.epoch, "train_loss": s[0] / max(1, s[2]), "train_acc": s[1] / max(1, s[2]),
                "lr": self.optim.opt.param_groups[-1]["lr"], "seconds": round(time.time() - self.t0, 2)}
         if info.main:
             self.validate(rec)
             st.history.append(rec)
-            self._save_state(self.out_dir / "checkpoints" / ckpt.checkpoint_name(st.epoch), mid_epoch=False)
+            self._save_state(self.out_dir / "checkpoints" / ckpt.checkpoint_name(st.epoch), mid_epoch=False,
+                             cuda_rng=cuda_rng)
             keep = self.tc["keep_checkpoints"]
             _prune(self.out_dir, st.epoch, keep and max(keep, self.tc["average_last"]))
             with atomic_open(self.out_dir / "log" / "history.json", "w") as f:
