@@ -4,7 +4,10 @@ python -m pyxv.bin.train_xvector --config conf/xvector_demo.yaml --feats-dir exp
     [--labels data/pretrain/train/utt2spk] [--start-over] [--init-from M.pt] data/pretrain/train exp/xvector_clean
 
 Training continues from the newest checkpoint in the output dir when it was
-written under the same config, data and code; --start-over ignores it.
+written under the same config, data, initial model and global batch (a code edit
+is logged and the run goes on); otherwise, and with --start-over, the old
+training state is moved into <out_dir>/stale_<YYYYmmdd-HHMMSS>/ (never deleted)
+and training starts over. train.batch_size is per process.
 
 Run under ``torchrun --nproc_per_node N`` for DistributedDataParallel.
 """
@@ -29,7 +32,8 @@ def main(argv=None) -> int:
                     "default: the data dir's feats.scp + vad.scp processed on the fly")
     ap.add_argument("--labels", help="utterance -> class table [<data>/utt2spk]")
     ap.add_argument("--resume", action="store_true", help="(the default) continue from the newest checkpoint")
-    ap.add_argument("--start-over", action="store_true", help="ignore and remove existing checkpoints")
+    ap.add_argument("--start-over", action="store_true",
+                    help="start over, moving the existing training state into <out_dir>/stale_<time>/")
     ap.add_argument("--init-from", help="model file to start from (all but the output layer)")
     ap.add_argument("--extra-file", action="append", default=[], metavar="NAME=PATH",
                     help="a text file stored inside final.pt (e.g. mfcc.conf=conf/mfcc_8k.conf)")
