@@ -13,7 +13,10 @@
 #
 # Outputs in <out-dir>: eer_by_emotion.csv, eer_by_emotion.md, summary.json,
 # det.png, backend.pkl (fitted back-end + EER threshold; with --folds one per
-# fold in backends/), scores (if asked), log/score_sv.log.
+# fold in backends/), scores (if asked), log/score_sv.log. With --folds on a
+# corpus that cannot give per-fold back-ends with target and nontarget trials
+# (e.g. every gender has one speaker), only not_possible.txt (the reason, one
+# line): the step says why and exits 0, so stage 6 goes on with the plain ones.
 set -euo pipefail
 
 backend=cosine          # cosine | plda
@@ -81,14 +84,18 @@ done
 outputs="$dir/eer_by_emotion.csv $dir/eer_by_emotion.md $dir/summary.json"
 [ -z "$folds" ] && outputs="$outputs $dir/backend.pkl"
 [ "$write_scores" = true ] && outputs="$outputs $dir/scores"
+not_possible=$dir/not_possible.txt
+made=$outputs
+[ -n "$folds" ] && [ -f "$not_possible" ] && made=$not_possible   # an earlier run found it not possible
 if [ "$overwrite" != true ] && [ -f "$dir/.options" ] && [ "$(cat "$dir/.options")" = "$opts" ]; then
   uptodate=true
-  for o in $outputs; do
+  for o in $made; do
     [ -f "$o" ] || { uptodate=false; break; }
     for i in $inputs; do [ "$i" -nt "$o" ] && { uptodate=false; break 2; }; done
   done
   if $uptodate; then
     echo "$0: $dir is already up to date (use --overwrite true to redo)"
+    [ "$made" = "$not_possible" ] && echo "$0: per-fold back-ends not possible for $folds: $(head -n 1 "$not_possible")"
     exit 0
   fi
 fi
@@ -111,9 +118,14 @@ else
     echo "$0: scoring failed; see $dir/log/score_sv.log" >&2; tail -n 20 "$dir/log/score_sv.log" >&2; exit 1; }
 fi
 
+if [ -n "$folds" ] && [ -f "$not_possible" ]; then
+  echo "$opts" > "$dir/.options"
+  echo "$0: per-fold back-ends not possible for $folds ($config): $(head -n 1 "$not_possible"); only the plain back-ends are scored"
+  exit 0
+fi
 for o in $outputs; do
   [ -s "$o" ] || { echo "$0: expected output $o is missing or empty" >&2; exit 1; }
 done
 echo "$opts" > "$dir/.options"
-grep -E "left out|skipped|EER .*minDCF|cross-emotion mean|Cllr" "$dir/log/score_sv.log" | sed 's/^.*score_sv: /  /' || true
+grep -E "left out|skipped|EER .*minDCF|cross-emotion mean|Cllr|merges emotion folds|not scored:" "$dir/log/score_sv.log" | sed 's/^.*score_sv: /  /' || true
 echo "$0: tables in $dir/eer_by_emotion.md"

@@ -4,8 +4,9 @@
 importable on their own with scikit-learn-style fit/transform.
 """
 from .asnorm import ASNorm
-from .pipeline import DEFAULT_CONFIG, Backend, Prepared
+from .pipeline import DEFAULT_CONFIG, Backend, CalibrationError, Prepared, calibration_groups
 from .plda import PLDA
 from .preprocess import LDA, Center, LengthNorm, Whiten
 
-__all__ = ["ASNorm", "Backend", "DEFAULT_CONFIG", "Prepared", "PLDA", "LDA", "Center", "LengthNorm", "Whiten"]
+__all__ = ["ASNorm", "Backend", "CalibrationError", "DEFAULT_CONFIG", "calibration_groups", "Prepared", "PLDA", "LDA",
+           "Center", "LengthNorm", "Whiten"]

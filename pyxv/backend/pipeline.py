@@ -36,7 +36,7 @@ from .preprocess import LDA, Center, LengthNorm, Whiten, class_sums
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backend", "Prepared", "DEFAULT_CONFIG"]
+__all__ = ["Backend", "CalibrationError", "Prepared", "DEFAULT_CONFIG", "calibration_groups"]
 
 FORMAT = "pyxv-sv-backend"
 VERSION = 2
@@ -59,6 +59,47 @@ def _section(cfg: dict, name: str) -> dict:
     if unknown:
         raise ValueError(f"sv config: unknown keys in '{name}': {sorted(unknown)}")
     return sec
+
+
+class CalibrationError(ValueError):
+    """The back-end training speakers cannot give held-out calibration trials of both kinds."""
+
+
+def calibration_groups(spk, gender, n_splits: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Held-out speaker groups for calibration, each with a same-gender pair of distinct speakers.
+
+    Trials are same-gender pairs, so a group needs two speakers of one gender to give nontarget trials.
+    Each gender's speakers are permuted with ``rng`` and cut into units of 2 (the last unit of an odd
+    count takes 3); k = min(n_splits, units) groups get the units round-robin, then the speakers alone in
+    their gender (target trials only). spk, gender: (N,) per-utterance labels (gender None: one gender).
+    Raises CalibrationError when fewer than 2 groups can be made.
+    """
+    spk = np.asarray(spk)
+    gender = np.zeros(spk.size, dtype=int) if gender is None else np.asarray(gender)
+    speakers, first = np.unique(spk, return_index=True)
+    spk_gender = gender[first]
+    units, alone, counts = [], [], {}
+    for g in sorted(set(spk_gender.tolist()), key=str):
+        members = speakers[spk_gender == g]
+        members = members[rng.permutation(members.size)]
+        counts[str(g)] = int(members.size)
+        n = members.size // 2
+        if n == 0:
+            alone.extend(members.tolist())
+            continue
+        units += [members[2 * i:2 * i + 2] for i in range(n - 1)] + [members[2 * (n - 1):]]
+    k = min(int(n_splits), len(units))
+    if k < 2:
+        raise CalibrationError(
+            f"calibration needs 2 held-out groups each with 2 speakers of one gender (nontarget trials are "
+            f"same-gender pairs); the {speakers.size} back-end training speakers (by gender: "
+            f"{', '.join(f'{g} {n}' for g, n in counts.items())}) make {len(units)} such group(s)")
+    groups: list[list] = [[] for _ in range(k)]
+    for i, u in enumerate(units):
+        groups[i % k].extend(u.tolist())
+    for i, s in enumerate(alone, len(units)):
+        groups[i % k].append(s)
+    return [np.array(g) for g in groups]
 
 
 @dataclass
@@ -252,21 +293,18 @@ class Backend:
         return self
 
     def _fit_calibration(self, X, spk, emo, gender):
-        """Calibration on held-out speakers: the training speakers in ``n_splits`` disjoint groups; each group's
-        same-gender pairs are scored by this back-end fitted on the other groups."""
+        """Calibration on held-out speakers: the training speakers in up to ``n_splits`` disjoint groups
+        (``calibration_groups``: each has a same-gender pair, so nontarget trials); each group's same-gender
+        pairs are scored by this back-end fitted on the other groups."""
         cfg = self.calibration_cfg
         rng = np.random.default_rng(self.seed + 1)
-        speakers = np.unique(spk)
-        k = int(min(cfg["n_splits"], speakers.size // 2))
-        if k < 2:
-            raise ValueError(f"calibration needs at least 4 back-end training speakers (held-out splits); "
-                             f"there are {speakers.size}")
-        order = speakers[rng.permutation(speakers.size)]
         gender = np.zeros(spk.size, dtype=int) if gender is None else np.asarray(gender)
+        groups = calibration_groups(spk, gender, int(cfg["n_splits"]), rng)
+        k = len(groups)
         max_utts = int(cfg["max_utts"])
         S_all, T_all, EA, EB = [], [], [], []
-        for g in range(k):
-            ho = np.isin(spk, order[g::k])
+        for held in groups:
+            ho = np.isin(spk, held)
             sub = Backend(self.kind, center=self.center, lda_dim=self.lda_dim, whiten=self.whiten,
                           length_norm=self.length_norm, n_iter=self.n_iter, asnorm=self.asnorm_cfg,
                           threshold_max_utts=2, seed=self.seed, nap=self.nap_cfg,
@@ -286,6 +324,11 @@ class Backend:
                 EA.append(codes[iu[0]][keep])
                 EB.append(codes[iu[1]][keep])
         s, t = np.concatenate(S_all), np.concatenate(T_all)
+        if not t.any() or t.all():
+            # Groups always hold a same-gender pair; only a sample of max_utts or one-utterance speakers ends here.
+            raise CalibrationError(f"calibration: the held-out groups gave {int(t.sum())} target and "
+                                   f"{int((~t).sum())} nontarget trials (calibration.max_utts {max_utts} over "
+                                   f"{k} groups of {np.unique(spk).size} speakers)")
         cal = LinearCalibration(by_emotion=bool(cfg["by_emotion"]), prior=float(cfg["prior"]))
         if cfg["by_emotion"]:
             cal.fit(s, t, np.concatenate(EA), np.concatenate(EB), n_emotions=len(self.emotions))

@@ -298,19 +298,29 @@ def _all_fold_posteriors(sysdir):
     return classes, out
 
 
+NOT_POSSIBLE = "not_possible.txt"   # per-fold mode: one line, why this corpus cannot give per-fold back-ends
+RESULT_FILES = ("eer_by_emotion.csv", "eer_by_emotion.md", "summary.json", "det.png", "scores")
+
+
 def run_folds(a, cfg, utts, X, ts, notes, t0) -> int:
-    """Per-fold protocol (pyxv.sv_folds); outputs like the whole-corpus mode, back-ends in backends/."""
+    """Per-fold protocol (pyxv.sv_folds); outputs like the whole-corpus mode, back-ends in backends/.
+
+    Where the corpus cannot give per-fold back-ends with both kinds of trial (PerFoldNotPossible), the
+    results of an earlier run are removed, <out-dir>/not_possible.txt says why, and the exit status is 0
+    (stage 6 goes on with the plain back-ends).
+    """
     from ..backend import Backend
     from ..emotion.data import discover_protocol
     from ..io import read_table
     from ..sv import write_results
-    from ..sv_folds import score_folds
+    from ..sv_folds import PerFoldNotPossible, plan_sv_folds, score_folds
 
     if a.backend_in or a.trials or a.backend_train:
         raise ValueError("--folds fits a back-end per fold on the fold's training speakers: it does not combine "
                          "with --backend-in, --trials or --backend-train")
     out = Path(a.out_dir)
     splits = discover_protocol(a.folds)
+    corpus = a.corpus or Path(a.folds).name
     labels = {k: read_table(Path(a.data) / k) for k in ("utt2spk", "utt2emo")}
     g = Path(a.data) / "spk2gender"
     labels["spk2gender"] = read_table(g) if g.is_file() else {}
@@ -320,27 +330,60 @@ def run_folds(a, cfg, utts, X, ts, notes, t0) -> int:
         be = Backend.from_config(cfg, a.backend)
         saved.append(be)
         return be
-    table, infos = score_folds(X, utts, splits, make, labels, posteriors_dir=a.emotion_posteriors or None,
-                               block_size=int(cfg.get("block_size", 4096)))
+    try:
+        folds, merge_notes = plan_sv_folds(splits, set(utts))
+        table, infos = score_folds(X, utts, folds, make, labels, posteriors_dir=a.emotion_posteriors or None,
+                                   block_size=int(cfg.get("block_size", 4096)))
+    except PerFoldNotPossible as e:
+        return _not_possible(out, corpus, a, str(e))
+    (out / NOT_POSSIBLE).unlink(missing_ok=True)
     (out / "backends").mkdir(exist_ok=True)
-    for sp, be in zip(splits, saved):
-        be.save(out / "backends" / f"{sp.name}.pkl")
+    names = {f"{i['fold']}.pkl" for i in infos}
+    for p in (out / "backends").glob("*.pkl"):
+        if p.name not in names:   # an earlier run's folds (merged differently)
+            p.unlink()
+    for info, be in zip(infos, saved):
+        be.save(out / "backends" / f"{info['fold']}.pkl")
     calibrated = all(be.calibration is not None for be in saved)
     notes.append(f"per-fold protocol over {len(splits)} folds of {a.folds}: each fold's back-end fitted on its "
                  "training speakers only, trials are all same-gender pairs of its test speakers, cells pooled")
+    protocol_notes = list(merge_notes)
     if a.emotion_posteriors and saved[0].needs_trial_emotions:
         notes.append(f"trial-side emotions from the emotion recogniser {a.emotion_posteriors} (per fold)")
+        if any(f.merged for f in folds):
+            protocol_notes.append("In a merged SV fold each utterance's emotion posteriors come from its own emotion "
+                                  "fold's model, which never saw that speaker but may have been trained on the "
+                                  "speaker on the other side of the trial")
+    for n in protocol_notes:
+        log.info("%s", n)
+    notes += protocol_notes
     model = a.model or next((p[len("xvector_"):] for p in Path(a.xvector_dir).parts
                              if p.startswith("xvector_")), Path(a.xvector_dir).name)
-    corpus = a.corpus or Path(a.folds).name
     meta = {"backend": a.backend, "model": model, "corpus": corpus, "xvector_dir": str(a.xvector_dir),
             "data": str(a.data), "backend_train": "each fold's training speakers", "folds": infos,
             "n_utts": int(sum(i["n_test_utts"] for i in infos)),
             "n_speakers": int(sum(i["n_test_spk"] for i in infos)),
             "score_seconds": round(table.info.get("score_seconds", 0.0), 2), "score_mode": "per fold, exact",
-            "notes": notes}
+            "protocol_notes": protocol_notes, "notes": notes}
     summ = write_results(out, table, meta, calibration=calibrated)
     _log_summary(summ, out, t0)
+    return 0
+
+
+def _not_possible(out: Path, corpus: str, a, reason: str) -> int:
+    """No per-fold results: earlier ones removed (the report must not show them), the reason in the marker."""
+    import shutil
+
+    from ..io import atomic_open
+
+    reason = " ".join(reason.split())
+    for name in RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "backends", ignore_errors=True)
+    with atomic_open(out / NOT_POSSIBLE) as f:
+        f.write(reason + "\n")
+    log.warning("%s: per-fold back-ends not possible (%s, %s): %s; only the plain back-ends are scored",
+                corpus, a.config, a.folds, reason)
     return 0
 
 

@@ -226,8 +226,12 @@ class ReportBuilder:
         any_sv = False
         for c in self.corpora:
             res = sv.get(c, [])
+            skipped = C.read_sv_not_possible(self.exp, c, self.notes)
             if not res:
-                L += [f"### {c}", "", f"— : no speaker-verification results under exp/sv/{c}/ (stage 6 not run).", ""]
+                L += [f"### {c}", "", f"— : no speaker-verification results under exp/sv/{c}/"
+                      + (" (stage 6 not run)." if not skipped else "."), ""]
+                if skipped:
+                    L += T.sv_protocol_lines(res, skipped) + [""]
                 continue
             any_sv = True
             L += [f"### {c}", ""]
@@ -237,6 +241,9 @@ class ReportBuilder:
             cal = T.sv_calibration_lines(res)
             if cal:
                 L += cal + [""]
+            prot = T.sv_protocol_lines(res, skipped)
+            if prot:
+                L += prot + [""]
             for r in res:
                 lines, rows = T.eer_table(r)
                 self.csv_rows += rows

@@ -9,7 +9,8 @@ File contracts (see the common brief):
 
 * ``exp/emotion/<corpus>/<system>_<data>/<fold>/metrics.json`` and
   ``.../summary.json`` (emotion systems; ``<data>`` is ``clean`` or ``clean_aug``);
-* ``exp/sv/<corpus>/xvector_<model>/<backend>/{eer_by_emotion.csv,summary.json}``;
+* ``exp/sv/<corpus>/xvector_<model>/<backend>/{eer_by_emotion.csv,summary.json}``, or for a
+  per-fold back-end the corpus cannot give, ``not_possible.txt`` (the reason, one line);
 * ``exp/xvector_<model>/log/history.json`` (list of per-epoch dicts);
 * ``exp/stage_times`` (``<stage> <seconds>`` lines, appended by run.sh).
 """
@@ -318,19 +319,55 @@ def sv_corpora(exp: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
 
-def read_sv_results(exp: Path, corpus: str, notes: Notes) -> list[SVResult]:
-    """Every ``exp/sv/<corpus>/xvector_<model>/<backend>/`` with an eer_by_emotion.csv,
-    models clean, aug first, back-ends cosine, plda first."""
+def _sv_dirs(exp: Path, corpus: str):
+    """(model, back-end dir) under ``exp/sv/<corpus>/xvector_<model>/``, models clean, aug first, back-ends
+    cosine, plda first."""
     base = exp / "sv" / corpus
-    out: list[SVResult] = []
     if not base.is_dir():
-        return out
+        return
     models = [p for p in base.iterdir() if p.is_dir() and p.name.startswith("xvector_")]
     for md in sorted(models, key=lambda p: _model_key(p.name[len("xvector_"):])):
         for bd in sorted((p for p in md.iterdir() if p.is_dir()), key=lambda p: _backend_key(p.name)):
-            r = read_sv_result(bd, corpus, md.name[len("xvector_"):], bd.name, notes)
-            if r is not None:
-                out.append(r)
+            yield md.name[len("xvector_"):], bd
+
+
+def read_sv_results(exp: Path, corpus: str, notes: Notes) -> list[SVResult]:
+    """Every ``exp/sv/<corpus>/xvector_<model>/<backend>/`` with an eer_by_emotion.csv,
+    models clean, aug first, back-ends cosine, plda first."""
+    out: list[SVResult] = []
+    for model, bd in _sv_dirs(exp, corpus):
+        r = read_sv_result(bd, corpus, model, bd.name, notes)
+        if r is not None:
+            out.append(r)
+    return out
+
+
+@dataclass
+class SVNotPossible:
+    """A per-fold back-end stage 6 could not fit on this corpus (``not_possible.txt``), and why."""
+
+    corpus: str
+    model: str
+    backend: str
+    reason: str
+
+
+def read_sv_not_possible(exp: Path, corpus: str, notes: Notes) -> list[SVNotPossible]:
+    """Every ``exp/sv/<corpus>/xvector_<model>/<backend>/not_possible.txt``, in the results' order."""
+    out: list[SVNotPossible] = []
+    for model, bd in _sv_dirs(exp, corpus):
+        f = bd / "not_possible.txt"
+        if not f.is_file():
+            continue
+        try:
+            reason = " ".join(f.read_text(encoding="utf-8").split())
+        except (OSError, UnicodeDecodeError) as e:
+            notes.add(f"{f}: cannot read ({e}); ignored")
+            continue
+        if (bd / "eer_by_emotion.csv").is_file():
+            notes.add(f"{bd}: has results and not_possible.txt; the results are shown (rerun stage 6)")
+            continue
+        out.append(SVNotPossible(corpus, model, bd.name, reason or "no reason given"))
     return out
 
 

@@ -245,3 +245,21 @@ def sv_calibration_lines(results: Sequence[SVResult]) -> list[str]:
     if out:
         out = ["Calibration (scores as log-likelihood ratios, calibrated on held-out training speakers):", ""] + out
     return out
+
+
+def sv_protocol_lines(results: Sequence[SVResult], not_possible: Sequence = ()) -> list[str]:
+    """What the per-fold protocol did beyond its rule: merged SV folds (summary.json ``protocol_notes``, each
+    note once with the results it applies to), and per-fold back-ends a corpus could not give
+    (``not_possible``: objects with model, backend, reason)."""
+    seen: dict[str, list[str]] = {}
+    for r in results:
+        notes = (r.summary or {}).get("protocol_notes")
+        for n in notes if isinstance(notes, list) else []:
+            seen.setdefault(str(n).rstrip("."), []).append(f"ResNet-{r.model} {r.backend}")
+    out = [f"- {n} ({', '.join(who)})." for n, who in seen.items()]
+    for x in not_possible:
+        out.append(f"- ResNet-{x.model}, {x.backend}: per-fold back-ends not possible: {x.reason.rstrip('.')}; "
+                   "only the plain back-ends were scored.")
+    if out:
+        out = ["Per-fold protocol (stage 6):", ""] + out
+    return out
