@@ -215,10 +215,15 @@ if run_stage 2 "features"; then
 fi
 
 if run_stage 3 "x-vector training"; then
-  # Switching between a trained and an imported encoder starts the models afresh.
+  # Switching between a trained and an imported encoder starts the models afresh;
+  # the old ones move into a dated folder, never deleted.
   if [ -f exp/xvector_clean/xvector_init ] && [ "$(cat exp/xvector_clean/xvector_init)" != "$xvector_init" ]; then
-    echo "run.sh: exp/xvector_{clean,aug} were made with --xvector-init $(cat exp/xvector_clean/xvector_init); removing them for $xvector_init"
-    rm -rf exp/xvector_clean exp/xvector_aug
+    stale=exp/stale_$(date +%Y%m%d-%H%M%S)
+    echo "run.sh: exp/xvector_{clean,aug} were made with --xvector-init $(cat exp/xvector_clean/xvector_init); moving them to $stale/ for $xvector_init (delete it when no longer needed)"
+    mkdir -p "$stale"
+    for m in clean aug; do
+      if [ -e exp/xvector_$m ]; then mv exp/xvector_$m "$stale/"; fi
+    done
   fi
   if [ "$xvector_init" = ge2e ]; then
     # A published speaker encoder stands in for the ResNet: as is for the clean model,

@@ -140,11 +140,6 @@ def training_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
     return sorted(found, key=position, reverse=True)
 
 
-def last_epoch_checkpoint(out_dir: str | os.PathLike) -> Path | None:
-    """The newest whole-epoch checkpoint."""
-    return next((p for p in training_checkpoints(out_dir) if position(p)[1] == float("inf")), None)
-
-
 # ------------------------------------------------------------------ fingerprint
 _CODE: str | None = None
 
