@@ -7,7 +7,8 @@
 - :class:`FeatureSource` reads utterance matrices through scp offsets (one
   utterance at a time, a small LRU cache), optionally applying CMN/VAD on the
   fly (e.g. ``gemaps_lld.scp`` with the MFCC ``vad.scp``); memory is bounded by
-  the batch, never by the corpus.
+  the batch, never by the corpus. Training chunks of prepared (uncompressed)
+  archives are read in place, only their rows (:mod:`pyxv.features.ark_rows`).
 - :class:`ChunkBatches` is the plan of one epoch: ``steps`` batches, each of
   one random chunk length in ``[chunk_min, chunk_max]`` with utterances drawn
   class-balanced (class, then utterance) or proportionally (utterance), random
@@ -26,6 +27,7 @@ import kaldiio
 import numpy as np
 import torch
 
+from ..features.ark_rows import ArkRows
 from ..io import read_table
 
 log = logging.getLogger("pyxv.train")
@@ -74,6 +76,7 @@ class FeatureSource:
         self.apply_vad = (vad_scp is not None) if apply_vad is None else apply_vad
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._cache_size = cache
+        self._rows = ArkRows()   # chunk reads in place (prepared, untransformed archives)
         self._lengths: dict[str, int] | None = None
         if utt2num_frames is not None:
             if isinstance(utt2num_frames, Mapping):
@@ -116,6 +119,25 @@ class FeatureSource:
                 vad = kaldiio.load_mat(self.vad[utt])
             x = xvector_input(x, vad, self.cmn_window, self.apply_vad, name=utt)
         return x
+
+    def read_chunk(self, utt: str, start: int, length: int, out: np.ndarray | None = None) -> np.ndarray:
+        """``chunk(self[utt], start, length)``, into ``out`` when given. Prepared archives
+        (uncompressed, no CMN/VAD on the fly) give just the chunk's rows (:class:`ArkRows`);
+        other sources, and chunks that wrap around a short utterance, decode the utterance."""
+        if not self.transformed:
+            spec = self.table.get(utt)
+            if spec is None:
+                raise KeyError(f"{self.scp}: no features for utterance {utt}")
+            lay = self._rows.layout(spec)
+            if lay is not None:
+                buf = np.empty((length, lay[3]), np.float32) if out is None else out
+                if self._rows.read_into(spec, start, buf):
+                    return buf
+        x = chunk(self[utt], start, length)
+        if out is None:
+            return x
+        out[...] = x
+        return out
 
     @property
     def dim(self) -> int:
@@ -217,6 +239,7 @@ class ChunkBatches(torch.utils.data.Dataset):
                  *, batch_size: int, steps: int, chunk_min: int, chunk_max: int, sampling: str = "balanced",
                  seed: int = 0, epoch: int = 1, rank: int = 0, world: int = 1):
         self.source = source
+        self._dim: int | None = None
         self.rank, self.world = rank, world
         self.utts = list(utts)
         labels = np.asarray(labels)
@@ -262,11 +285,12 @@ class ChunkBatches(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         L, items = self._batch(i)
         items = items[self.rank::self.world]
-        xs, ys = [], []
-        for utt, s, y in items:
-            xs.append(chunk(self.source[utt], s, L))
-            ys.append(y)
-        return torch.from_numpy(np.stack(xs)), torch.tensor(ys, dtype=torch.int64)
+        if self._dim is None:
+            self._dim = self.source.dim
+        x = np.empty((len(items), L, self._dim), np.float32)   # each chunk read straight into its row
+        for k, (utt, s, _) in enumerate(items):
+            self.source.read_chunk(utt, s, L, out=x[k])
+        return torch.from_numpy(x), torch.tensor([y for _, _, y in items], dtype=torch.int64)
 
 
 def chunk(x: np.ndarray, start: int, length: int) -> np.ndarray:

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Training-chunk loader speed on a synthetic VoxCeleb-like feature set, the code
+before issue 24 beside today's, in one run.
+
+    python bench/loader.py [--gb 2.0] [--dir /tmp] [--batches 32 128] [--seconds 6]
+
+Makes ``--gb`` GB of uncompressed float32 ark features (23 dims, the paper's MFCC;
+utterance lengths drawn like VoxCeleb's voiced frames, 4-20 s; in 8 arks, as 8
+preparation jobs write them) in a temporary folder, then measures:
+
+- **read in-process**: chunks/s and MB/s of one epoch's batches built in the
+  calling process (no DataLoader): ``before`` decodes the whole utterance per
+  chunk (``kaldiio.load_mat`` through the 64-utterance cache, then cut and stacked),
+  ``now`` reads only the chunk's rows straight into the batch (``ArkRows``);
+- **DataLoader, one worker**: chunks/s at its output over 3 epochs, batch 32 and
+  128: ``before`` as the trainer built it (a new loader each epoch, default
+  prefetch); ``now`` one loader for all epochs with a persistent worker and a
+  deeper prefetch (pinned memory where CUDA is there);
+- each **hot** (page cache warm) and **cold** (every ark dropped from the page
+  cache with ``posix_fadvise(DONTNEED)`` first; on a virtual disk the host may
+  still cache it, so "cold" is a lower bound on the cost of a real cold read).
+
+MB/s counts the bytes each path reads: the chunk's rows (now) or whole
+utterances (before). Last, the demand of one H100 training the paper's ResNet-34,
+from the network's FLOPs per chunk and a stated utilisation, shows the margin.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pyxv.features.archive import ArkScpWriter  # noqa: E402
+from pyxv.io import read_table  # noqa: E402
+from pyxv.train.data import ChunkBatches, FeatureSource, chunk  # noqa: E402
+
+DIM = 23
+
+
+class ChunkBatchesBefore(ChunkBatches):
+    """The loader before issue 24: the whole utterance decoded per chunk, then cut and stacked."""
+
+    def __getitem__(self, i: int):
+        L, items = self._batch(i)
+        items = items[self.rank::self.world]
+        xs, ys = [], []
+        for utt, s, y in items:
+            xs.append(chunk(self.source[utt], s, L))
+            ys.append(y)
+        return torch.from_numpy(np.stack(xs)), torch.tensor(ys, dtype=torch.int64)
+
+
+def make_corpus(root: Path, gb: float, seed: int = 0) -> tuple[dict, int]:
+    """Synthetic features: lengths like VoxCeleb's voiced frames, 8 arks; returns (utt2num_frames, bytes)."""
+    rng = np.random.default_rng(seed)
+    block = rng.standard_normal((4096, DIM)).astype(np.float32)  # content does not matter for I/O
+    target = int(gb * 1e9)
+    lens, total = [], 0
+    while total < target:
+        n = int(np.clip(rng.lognormal(np.log(700), 0.45), 400, 2000))
+        lens.append(n)
+        total += n * DIM * 4
+    per = -(-len(lens) // 8)
+    u2n = {}
+    for j in range(8):
+        with ArkScpWriter(root / f"feats.{j}.ark", root / f"feats.{j}.scp") as w:
+            for i in range(j * per, min(len(lens), (j + 1) * per)):
+                off = int(rng.integers(0, 4096 - 1))
+                n = lens[i]
+                reps = -(-(off + n) // 4096)
+                w.write(f"spk{i % 6000:05d}-utt{i:07d}", np.concatenate([block] * reps)[off:off + n])
+                u2n[f"spk{i % 6000:05d}-utt{i:07d}"] = n
+    with open(root / "feats.scp", "w") as f:
+        for j in range(8):
+            f.write((root / f"feats.{j}.scp").read_text())
+    return u2n, total
+
+
+def drop_cache(root: Path) -> None:
+    for ark in root.glob("*.ark"):
+        fd = os.open(ark, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def warm_cache(root: Path) -> None:
+    for ark in root.glob("*.ark"):
+        with open(ark, "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
+def dataset(cls, root, u2n, utts, labels, batch, steps, epoch=1):
+    src = FeatureSource(root / "feats.scp", utt2num_frames=u2n, cache=64)
+    return cls(src, utts, labels, u2n, batch_size=batch, steps=steps, chunk_min=200, chunk_max=400,
+               sampling="balanced", seed=777, epoch=epoch)
+
+
+def bytes_read(ds, n_batches, whole: bool, u2n) -> float:
+    tot = 0
+    for i in range(n_batches):
+        L, items = ds._batch(i)
+        tot += sum((u2n[u] if whole else L) * DIM * 4 for u, _, _ in items)
+    return tot
+
+
+def in_process(cls, root, u2n, utts, labels, batch, seconds):
+    ds = dataset(cls, root, u2n, utts, labels, batch, steps=100000)
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds and n < len(ds):
+        ds[n]
+        n += 1
+    dt = time.perf_counter() - t0
+    return n * batch / dt, bytes_read(ds, n, cls is ChunkBatchesBefore, u2n) / dt / 1e6
+
+
+def through_loader(cls, root, u2n, utts, labels, batch, seconds, persistent: bool):
+    """Chunks/s at a one-worker DataLoader's output over 3 epochs of ``seconds / 3`` each (by batch count)."""
+    # Batches per epoch from a short in-process probe, so each variant does the same work.
+    probe_cps, _ = in_process(cls, root, u2n, utts, labels, batch, 0.5)
+    per_epoch = max(20, int(probe_cps * seconds / 3 / batch))
+    t0 = time.perf_counter()
+    if persistent:
+        class Epochs(torch.utils.data.Dataset):  # one dataset for all epochs: index = (epoch, batch)
+            def __init__(self):
+                self.cur = (0, None)
+
+            def __getitem__(self, key):
+                ep, i = key
+                if self.cur[0] != ep:
+                    self.cur = (ep, dataset(cls, root, u2n, utts, labels, batch, per_epoch, ep))
+                return self.cur[1][i]
+        loader = torch.utils.data.DataLoader(Epochs(), batch_size=None, sampler=[(e, i) for e in (1, 2, 3)
+                                                                                for i in range(per_epoch)],
+                                             num_workers=1, persistent_workers=True, prefetch_factor=8,
+                                             pin_memory=torch.cuda.is_available())
+        n = sum(x.shape[0] for x, _ in loader)
+    else:
+        n = 0
+        for ep in (1, 2, 3):
+            ds = dataset(cls, root, u2n, utts, labels, batch, per_epoch, ep)
+            loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=range(per_epoch), num_workers=1)
+            n += sum(x.shape[0] for x, _ in loader)
+    return n / (time.perf_counter() - t0)
+
+
+def h100_demand(util: float, flops_peak: float = 989e12) -> tuple[float, float]:
+    """(training FLOPs per 300-frame chunk, chunks/s one H100 consumes at ``util`` of bf16 dense peak)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pyxv.nnet.config import load_config
+    from pyxv.nnet.registry import build_encoder
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "conf" / "xvector_resnet34.yaml")
+    net = build_encoder(cfg, 5994)  # VoxCeleb2 dev speakers
+    x = torch.zeros(2, 300, DIM)  # two chunks: batch norm needs more than one in training mode
+    with FlopCounterMode(display=False) as fc:
+        net(x, torch.zeros(2, dtype=torch.int64))
+    fwd = fc.get_total_flops() / 2
+    train = 3 * fwd  # backward about twice the forward
+    return train, util * flops_peak / train
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gb", type=float, default=2.0)
+    p.add_argument("--dir", default=None, help="where the temporary features go [system temp]")
+    p.add_argument("--batches", type=int, nargs="+", default=[32, 128])
+    p.add_argument("--seconds", type=float, default=6.0, help="per measurement")
+    p.add_argument("--keep", action="store_true", help="keep the features (and reuse them with --dir)")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    root = Path(tempfile.mkdtemp(prefix="pyxv_loader_", dir=a.dir))
+    try:
+        t = time.time()
+        u2n, total = make_corpus(root, a.gb)
+        print(f"features: {len(u2n)} utterances, {total / 1e9:.2f} GB in 8 arks under {root} "
+              f"(made in {time.time() - t:.0f} s)")
+        utts = sorted(u2n)
+        labels = [int(u[3:8]) for u in utts]
+        rows = []
+        for temp in ("hot", "cold"):
+            for batch in a.batches:
+                for name, cls in (("before", ChunkBatchesBefore), ("now", ChunkBatches)):
+                    (warm_cache if temp == "hot" else drop_cache)(root)
+                    cps, mbs = in_process(cls, root, u2n, utts, labels, batch, a.seconds)
+                    (warm_cache if temp == "hot" else drop_cache)(root)
+                    dl = through_loader(cls, root, u2n, utts, labels, batch, a.seconds, persistent=name == "now")
+                    rows.append((temp, batch, name, cps, mbs, dl))
+                    print(f"  {temp:4s} batch {batch:3d} {name:6s}: in-process {cps:8.0f} chunks/s {mbs:7.0f} MB/s;"
+                          f" DataLoader (1 worker) {dl:8.0f} chunks/s", flush=True)
+        print("\n| cache | batch | path | in-process chunks/s | MB/s read | DataLoader 1 worker chunks/s |")
+        print("|---|---|---|---|---|---|")
+        for temp, batch, name, cps, mbs, dl in rows:
+            print(f"| {temp} | {batch} | {name} | {cps:.0f} | {mbs:.0f} | {dl:.0f} |")
+        print()
+        for temp in ("hot", "cold"):
+            for batch in a.batches:
+                b = {r[2]: r for r in rows if r[0] == temp and r[1] == batch}
+                print(f"{temp} batch {batch}: in-process read {b['now'][3] / b['before'][3]:.1f}x, "
+                      f"DataLoader {b['now'][5] / b['before'][5]:.1f}x")
+        train_flops, _ = h100_demand(1.0)
+        print(f"\nH100 demand, paper's ResNet-34 (23 x 300-frame chunk, 5994 speakers): "
+              f"{train_flops / 1e9:.2f} GFLOP per chunk for training (3 x forward)")
+        for util in (0.2, 0.4):
+            _, d = h100_demand(util)
+            print(f"  at {util:.0%} of 989 TFLOP/s (bf16 dense peak): {d:,.0f} chunks/s")
+        best = max(r[5] for r in rows if r[0] == "hot" and r[2] == "now")
+        print(f"  one loader worker gives {best:,.0f} chunks/s (hot); a GPU's 4 workers about 4x that, CPU allowing")
+    finally:
+        if not a.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
