@@ -21,6 +21,7 @@ stop_stage=100
 corpus=demo                      # demo | ravdess | iemocap | msp_podcast | crema_d | manifest
 nj=2                             # parallel jobs for data and feature steps
 gpus=0                           # GPUs for x-vector training (0: CPU)
+use_gpu=false                    # stages 4 and 5 on GPUs, one per job, through $cuda_cmd
 demo_root=data/local/demo_corpus # where the synthetic demo corpus is written
 demo_size=full                   # full | small (a reduced demo corpus, for tests)
 ravdess_root=
@@ -56,6 +57,8 @@ Options (default in brackets):
   --corpus NAME           demo|ravdess|iemocap|msp_podcast|crema_d|manifest [$corpus]
   --nj N                  parallel jobs for data and feature steps [$nj]
   --gpus N                GPUs for x-vector training, 0 for CPU [$gpus]
+  --use-gpu BOOL          x-vector extraction (stage 4) and the emotion networks (stage 5) on GPUs,
+                          one per job, through \$cuda_cmd; false: on the CPU, no GPU visible [$use_gpu]
   --demo-root DIR         where the synthetic demo corpus is written [$demo_root]
   --demo-size SIZE        full|small; small is a reduced demo for quick checks [$demo_size]
   --ravdess-root DIR      RAVDESS root (Actor_01 ... Actor_24) [$ravdess_root]
@@ -245,9 +248,10 @@ if run_stage 3 "x-vector training"; then
 fi
 
 if run_stage 4 "x-vector extraction"; then
+  extract_cmd=$train_cmd; [ "$use_gpu" = false ] || extract_cmd=$cuda_cmd
   for model in clean aug; do
     for d in $emo/all $emo/all_aug $pre/train; do
-      steps/extract_xvectors.sh --nj "$nj" --cmd "$train_cmd" exp/xvector_$model $d \
+      steps/extract_xvectors.sh --nj "$nj" --cmd "$extract_cmd" --use-gpu "$use_gpu" exp/xvector_$model $d \
         exp/xvector_$model/xvectors_${d#data/}
     done
   done
@@ -268,8 +272,8 @@ if run_stage 5 "emotion recognition"; then
     # queue), so no core waits for the slowest fold of one of them.
     pids=()
     for train_data in clean clean+aug; do
-      steps/train_emotion.sh --cmd "$cuda_cmd" --nj "$emotion_nj" --config "$emotion_config" "${arch_opt[@]}" \
-        --system $system --train-data $train_data $emo exp/emotion/$corpus &
+      steps/train_emotion.sh --cmd "$cuda_cmd" --use-gpu "$use_gpu" --nj "$emotion_nj" --config "$emotion_config" \
+        "${arch_opt[@]}" --system $system --train-data $train_data $emo exp/emotion/$corpus &
       pids+=($!)
     done
     failed=0

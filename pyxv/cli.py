@@ -142,6 +142,19 @@ def main(argv=None) -> int:
     from .io import AudioError
 
     _threads()
+    import torch
+
+    from .device import no_gpu_reason
+
+    try:
+        device = torch.device(a.device)
+    except RuntimeError:
+        print(f"pyxv {a.command}: --device {a.device}: not a torch device (cpu, cuda, cuda:1 ...)", file=sys.stderr)
+        return 1
+    reason = no_gpu_reason() if device.type == "cuda" else None
+    if reason:   # one line, not a CUDA traceback from loading the model
+        print(f"pyxv {a.command}: --device {a.device} but {reason}", file=sys.stderr)
+        return 1
     try:
         return a.func(a)
     except (InferenceError, AudioError, FileNotFoundError, ValueError) as e:

@@ -7,6 +7,9 @@ How a whole utterance is embedded belongs to the encoder type
     net, ck = pyxv.train.checkpoint.load_model("exp/xvector_clean/final.pt")
     for utt, vec in extract_embeddings(net, source, utts, chunk_frames=6000): ...
     post = utterance_posteriors(net, source, utts)     # (N, K) class posteriors
+
+Inputs go to the model's own device (:func:`pyxv.device.input_device`): move the
+network to a GPU and extraction runs there; an explicit ``device`` must agree.
 """
 from __future__ import annotations
 
@@ -19,13 +22,16 @@ import kaldiio
 import numpy as np
 import torch
 
+from .device import input_device
+
 log = logging.getLogger("pyxv.extract")
 
 
 def embed_matrices(net, mats: Sequence[np.ndarray], *, chunk_frames: int = 6000, batch_frames: int = 20000,
-                   device: str | torch.device = "cpu", amp: torch.dtype | None = None) -> np.ndarray:
+                   device: str | torch.device | None = None, amp: torch.dtype | None = None) -> np.ndarray:
     """Embeddings ``(N, E)`` of ``N`` whole utterances ``(T_i, D)``, each encoder
-    type in its own way (``net.embed_utterances``)."""
+    type in its own way (``net.embed_utterances``), on the model's device."""
+    device = input_device(net, device)
     if len(mats) == 0:
         return np.zeros((0, net.embed_dim), dtype=np.float32)
     return net.embed_utterances(list(mats), chunk_frames=chunk_frames, batch_frames=batch_frames, device=device,
@@ -44,13 +50,14 @@ def _load(source, utt: str, min_frames: int, raw_source=None) -> np.ndarray:
 
 
 def extract_embeddings(net, source, utts: Iterable[str], *, chunk_frames: int = 6000, batch_frames: int = 20000,
-                       min_frames: int = 10, raw_source=None, device="cpu", block: int = 256,
+                       min_frames: int = 10, raw_source=None, device=None, block: int = 256,
                        stats: dict | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(utt, embedding)`` in input order; ``block`` utterances are read
     at a time (memory bound) and grouped by length inside the block. Unreadable
     utterances are logged, counted in ``stats['failed']`` and skipped.
     ``raw_source`` (features without VAD) is the fallback for utterances with
     fewer than ``min_frames`` voiced frames."""
+    device = input_device(net, device)   # a mismatch fails here, before any reading
     net.eval()
     stats = {} if stats is None else stats
     stats.setdefault("done", 0)
@@ -83,10 +90,11 @@ def extract_embeddings(net, source, utts: Iterable[str], *, chunk_frames: int = 
 
 
 @torch.no_grad()
-def utterance_posteriors(net, source, utts: Sequence[str], *, chunk_frames: int = 6000, device="cpu",
+def utterance_posteriors(net, source, utts: Sequence[str], *, chunk_frames: int = 6000, device=None,
                          **kw) -> tuple[list[str], np.ndarray]:
     """Class posteriors ``(N, K)`` of whole utterances: the (chunk-averaged)
-    embedding through the output layer (plain logits, softmax)."""
+    embedding through the output layer (plain logits, softmax), on the model's device."""
+    device = input_device(net, device)
     keys, embs = [], []
     for u, e in extract_embeddings(net, source, utts, chunk_frames=chunk_frames, device=device, **kw):
         keys.append(u)

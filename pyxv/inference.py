@@ -101,7 +101,6 @@ class XVectorModel:
             self.net, self.ck = load_model(model, device)
         except CheckpointError as e:
             raise InferenceError(str(e)) from e
-        self.device = device
         self.cfg = cfg = self.ck["config"]
         self.front = type(self.net).frontend(cfg, self.ck.get("extra") or {}, self.exp_dir)
         try:
@@ -116,12 +115,19 @@ class XVectorModel:
     def dim(self) -> int:
         return self.net.embed_dim
 
+    @property
+    def device(self):
+        """The network's device, where its inputs go (``xv.net.to(...)`` moves both)."""
+        from .device import model_device
+
+        return model_device(self.net)
+
     def embed_matrices(self, mats: Sequence[np.ndarray]) -> np.ndarray:
         from .extract import embed_matrices
 
         ec = self.cfg["extract"]
         return embed_matrices(self.net, list(mats), chunk_frames=ec["chunk_frames"],
-                              batch_frames=ec["batch_frames"], device=self.device)
+                              batch_frames=ec["batch_frames"])
 
     def features(self, spec: str, name: str | None = None) -> np.ndarray:
         try:
@@ -196,7 +202,6 @@ class NnetEmotion(EmotionModel):
             self.net, ck = load_model(fold_dir / "final.pt", device)
         except CheckpointError as e:
             raise InferenceError(str(e)) from e
-        self.device = device
         extra = ck.get("extra") or {}
         self.classes = [str(c) for c in (extra.get("classes") or ck["labels"])]
         self.kind = str(extra.get("emotion_system", "nnet"))
@@ -223,6 +228,13 @@ class NnetEmotion(EmotionModel):
                                          where=str(fold_dir))
         else:  # the front-end of the fine-tuned encoder's own type (e.g. GE2E's mel spectrogram)
             self.front = type(self.net).frontend(cfg, extra, fold_dir)
+
+    @property
+    def device(self):
+        """The network's device, where its inputs go."""
+        from .device import model_device
+
+        return model_device(self.net)
 
     @staticmethod
     def _pretrained_dir(extra: dict, fold_dir: Path) -> Path | None:
@@ -261,7 +273,7 @@ class NnetEmotion(EmotionModel):
             raise InferenceError(str(e)) from e
         from .extract import embed_matrices
 
-        E = embed_matrices(self.net, mats, device=self.device)
+        E = embed_matrices(self.net, mats)   # on the network's device, as the embeddings below
         with torch.no_grad():
             logits = self.net.logits_from_embedding(torch.from_numpy(E).to(self.device)).float()
             P = torch.softmax(logits, dim=-1).cpu().numpy().astype(np.float64)

@@ -16,6 +16,7 @@ from ``cmd.sh`` and must work without the virtual environment.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shlex
@@ -23,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,15 +250,99 @@ def failure_summary(prog: str, failed: list[tuple[str, str]], total: int, max_sh
     return "\n".join(out)
 
 
-def job_env(req: Request, job: int | None) -> dict[str, str]:
-    """Environment of a local job: the caller's, plus thread and GPU limits."""
+def job_env(req: Request, job: int | None, gpus: list[str] | None = None) -> dict[str, str]:
+    """Environment of a local job: the caller's, plus thread and GPU limits;
+    ``gpus`` are the GPUs the job was given (its CUDA_VISIBLE_DEVICES)."""
     env = dict(os.environ)
     if req.num_threads is not None:
         for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[v] = str(req.num_threads)
     if req.gpu == 0:
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job must not grab a GPU
+    elif gpus is not None:
+        if "CUDA_VISIBLE_DEVICES" not in os.environ:
+            # The numbers came from nvidia-smi, which counts in PCI bus order; CUDA
+            # counts fastest first unless told otherwise.
+            env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     return env
+
+
+# ------------------------------------------------------------------- GPU pool
+def visible_gpus(env: dict[str, str] | None = None) -> tuple[list[str], str]:
+    """The GPUs of this machine that jobs may be given, and where that list came
+    from: CUDA_VISIBLE_DEVICES when it is set (up to its first negative entry,
+    where CUDA stops too), else the ``GPU n:`` lines of ``nvidia-smi -L``. No
+    torch here: the runner works without the venv and starts no CUDA context."""
+    env = os.environ if env is None else env
+    cvd = env.get("CUDA_VISIBLE_DEVICES")
+    if cvd is not None:
+        out = []
+        for x in (x.strip() for x in cvd.split(",")):
+            if not x or x.startswith("-"):
+                break
+            out.append(x)
+        return out, f"CUDA_VISIBLE_DEVICES='{cvd}'"
+    try:
+        p = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        return [], "no CUDA_VISIBLE_DEVICES and no nvidia-smi"
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return [], f"no CUDA_VISIBLE_DEVICES, and nvidia-smi -L failed ({e})"
+    if p.returncode != 0:
+        why = (p.stdout + p.stderr).strip().splitlines()
+        return [], f"no CUDA_VISIBLE_DEVICES, and nvidia-smi -L failed ({why[0] if why else f'code {p.returncode}'})"
+    return re.findall(r"^GPU (\d+):", p.stdout, flags=re.M), "nvidia-smi -L"
+
+
+def gpu_lock_dir() -> Path:
+    """Where the per-GPU lock files live (PYXV_GPU_LOCK_DIR, else one folder per
+    user in the temporary directory)."""
+    d = os.environ.get("PYXV_GPU_LOCK_DIR")
+    return Path(d) if d else Path(tempfile.gettempdir()) / f"pyxv-gpu-locks-{os.getuid()}"
+
+
+class GpuPool:
+    """GPUs lent to local jobs, each to one job at a time. Every GPU lent is
+    also held by a lock on its own file (flock, released by the kernel when the
+    runner ends, however it ends), so two runners on this machine -- stage 5
+    runs two side by side -- never give out the same GPU at once."""
+
+    def __init__(self, gpus: list[str], lock_dir: Path):
+        self.free = list(gpus)
+        self.lock_dir = lock_dir
+        lock_dir.mkdir(parents=True, exist_ok=True)
+
+    def _lock(self, gpu: str):
+        fh = open(self.lock_dir / (re.sub(r"[^\w.-]", "_", gpu) + ".lock"), "a")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:   # another runner's job has it
+            fh.close()
+            return None
+        return fh
+
+    def take(self, n: int) -> list[tuple[str, object]] | None:
+        """``n`` GPUs with their locks, or None when fewer are free now."""
+        got = []
+        for g in self.free:
+            if len(got) == n:
+                break
+            fh = self._lock(g)
+            if fh is not None:
+                got.append((g, fh))
+        if len(got) < n:
+            self.give_back(got, returned=False)
+            return None
+        for g, _ in got:
+            self.free.remove(g)
+        return got
+
+    def give_back(self, got: list[tuple[str, object]], returned: bool = True) -> None:
+        for g, fh in got:
+            fh.close()   # drops the flock
+            if returned:
+                self.free.append(g)
 
 
 # ---------------------------------------------------------------- local runner
@@ -267,20 +353,38 @@ class _Running:
     proc: subprocess.Popen
     fh: object
     t0: float
+    gpus: list = field(default_factory=list)
 
 
 def run_local(req: Request, prog: str = "run.py") -> int:
     """Run the jobs here, at most ``max_jobs_run`` at a time (default: the
-    number of CPUs). Returns 0 when every job succeeded, else 1 after printing
-    which logs failed."""
+    number of CPUs). Jobs of ``--gpu G`` each get G GPUs of their own from the
+    visible ones (:func:`visible_gpus`; :class:`GpuPool`), so at most
+    GPUs / G run at once. Returns 0 when every job succeeded, else 1 after
+    printing which logs failed (or, before anything starts, why the GPUs asked
+    for are not there)."""
     limit = req.max_jobs_run or os.cpu_count() or 1
+    pool = None
+    if req.gpu:
+        gpus, where = visible_gpus()
+        if len(gpus) < req.gpu:
+            have = f"only {len(gpus)}" if gpus else "none"
+            print(f"{prog}: {req.logfile}: the job asks for {req.gpu} GPU{'s' if req.gpu > 1 else ''} (--gpu "
+                  f"{req.gpu}) but this machine has {have} ({where})", file=sys.stderr)
+            return 1
+        try:
+            pool = GpuPool(gpus, gpu_lock_dir())
+        except OSError as e:
+            print(f"{prog}: cannot make the GPU lock folder {gpu_lock_dir()}: {e.strerror}", file=sys.stderr)
+            return 1
+        limit = min(limit, len(gpus) // req.gpu)
     pending = list(req.jobs)
     running: list[_Running] = []
     failed: list[tuple[str, str]] = []
     threads = req.num_threads or 1
     host = socket.gethostname()
 
-    def start(job: int | None) -> None:
+    def start(job: int | None, gpus: list) -> None:
         log = req.logfile_for(job)
         cmd = req.command_for(job)
         try:
@@ -289,26 +393,33 @@ def run_local(req: Request, prog: str = "run.py") -> int:
         except OSError as e:
             print(f"{prog}: cannot write log {log}: {e.strerror}", file=sys.stderr)
             failed.append((log, "log not writable"))
+            if pool:
+                pool.give_back(gpus)
             return
         fh.write(log_header(cmd))
         fh.flush()
         try:
             proc = subprocess.Popen(["bash", "-c", cmd], stdout=fh, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=job_env(req, job),
+                                    stdin=subprocess.DEVNULL,
+                                    env=job_env(req, job, [g for g, _ in gpus] if pool else None),
                                     start_new_session=True)
         except OSError as e:
             fh.write(f"{prog}: cannot start bash: {e}\n")
             fh.write(log_footer(127, 0.0, threads, host))
             fh.close()
             failed.append((log, "could not start"))
+            if pool:
+                pool.give_back(gpus)
             return
-        running.append(_Running(job, log, proc, fh, time.monotonic()))
+        running.append(_Running(job, log, proc, fh, time.monotonic(), gpus))
 
     def finish(r: _Running, rc: int) -> None:
         elapsed = time.monotonic() - r.t0
         r.fh.flush()
         r.fh.write(log_footer(rc, elapsed, threads, host))
         r.fh.close()
+        if pool:
+            pool.give_back(r.gpus)
         if rc != 0:
             why = f"exit code {rc}" if rc > 0 else f"killed by signal {-rc}"
             failed.append((r.log, why))
@@ -334,7 +445,10 @@ def run_local(req: Request, prog: str = "run.py") -> int:
         delay = 0.005
         while pending or running:
             while pending and len(running) < limit:
-                start(pending.pop(0))
+                gpus = pool.take(req.gpu) if pool else []
+                if gpus is None:
+                    break   # the GPUs are busy (maybe with another runner's jobs): wait
+                start(pending.pop(0), gpus)
             done = [(r, r.proc.poll()) for r in running]
             done = [(r, rc) for r, rc in done if rc is not None]
             for r, rc in done:
@@ -342,7 +456,7 @@ def run_local(req: Request, prog: str = "run.py") -> int:
                 finish(r, rc)
             if done:
                 delay = 0.005
-            elif running:
+            elif running or pending:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
     finally:

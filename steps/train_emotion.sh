@@ -9,7 +9,9 @@
 # Folds are <emo>/fold<k>/{train,dev,test} (natural order), else <emo>/{train,dev,test}
 # as one split called "split". One job per fold through $cmd (--nj N < folds: N jobs,
 # job k running folds k, k+N, ... in one process, which saves the others' start-up;
-# the results are the same); then the folds are pooled. Writes
+# the results are the same); then the folds are pooled. --use-gpu true trains the
+# network systems on a GPU (one per job: $cmd --gpu 1); otherwise, and for the LR
+# systems always, jobs run on the CPU with no GPU visible ($cmd --gpu 0). Writes
 # <exp>/<system>_<clean|clean_aug>/<fold>/{log/,model.*,predictions.txt,posteriors,
 # classes.txt,metrics.json} and <exp>/<system>_<data>/summary.json.
 set -euo pipefail
@@ -20,6 +22,7 @@ system=
 train_data=clean
 profile=          # config profile [the corpus name, e.g. demo, when the config has it]
 num_threads=1
+use_gpu=false     # the network systems on a GPU, one per job
 nj=0              # jobs to share the folds out among [0: one job per fold]
 overwrite=false
 architecture=     # x-vector YAML of the random-init networks [nnet.architecture, else the clean model's own]
@@ -40,6 +43,8 @@ Options:
   --train-data DATA          clean|clean+aug [$train_data]
   --profile NAME             config profile [the corpus name when the config has one]
   --num-threads N            threads per fold job [$num_threads]
+  --use-gpu BOOL             train the network systems on a GPU, one per job (the LR systems stay on
+                             the CPU) [$use_gpu]
   --nj N                     jobs to share the folds out among; job k runs folds k, k+N, ...
                              [$nj: one job per fold]
   --overwrite BOOL           redo finished work [$overwrite]
@@ -112,11 +117,16 @@ cp "$config" "$dir/emotion.yaml"
 rm -f "$dir/summary.json" "$dir"/log/train.*.log
 # A fold's network training resumes from its checkpoints unless told to start over.
 if [ "$overwrite" = true ]; then rm -rf "$dir"/*/checkpoints "$dir"/*/best.pt; fi
-echo "$0: $system on $train_data data, $nf fold(s) of $emo in $nj job(s) -> $dir"
+# Only the networks have work for a GPU; a job asked not to use one sees none.
+case $use_gpu:$system in
+  true:randinit_*|true:finetune_*) gpu_opt=(--gpu 1); dev=yes; where=", a GPU each" ;;
+  *) gpu_opt=(--gpu 0); dev=no; where= ;;
+esac
+echo "$0: $system on $train_data data, $nf fold(s) of $emo in $nj job(s)$where -> $dir"
 start=$(date +%s)
-$cmd --num-threads "$num_threads" JOB=1:"$nj" "$dir/log/train.JOB.log" \
+$cmd "${gpu_opt[@]}" --num-threads "$num_threads" JOB=1:"$nj" "$dir/log/train.JOB.log" \
   python -m pyxv.bin.train_emotion --config "$config" --profile "$profile" "${arch_opt[@]}" --system "$system" \
-    --train-data "$train_data" --fold JOB --nj "$nj" "$emo" "$out" || {
+    --train-data "$train_data" --use-gpu $dev --fold JOB --nj "$nj" "$emo" "$out" || {
   echo "$0: a fold failed; see the logs named above ($dir/log/train.*.log)" >&2; exit 1; }
 # Pool the folds (each fold's own log is <fold>/log/train.log).
 python -m pyxv.bin.train_emotion --summarize --corpus "$corpus" --system "$system" --train-data "$train_data" \

@@ -283,3 +283,29 @@ def test_a_job_of_several_folds_gives_what_one_job_per_fold_gives(corpus, tmp_pa
     assert not (tmp_path / "c" / "frozen_lr_clean_clean" / "fold1" / "metrics.json").exists()
     r = job("frozen_lr_clean", bad, tmp_path / "c", "4", "--nj", "3")
     assert r.returncode == 2 and "job number must be in 1..3" in r.stderr
+
+
+@pytest.mark.parametrize("kw,want", [({}, False), ({"use_gpu": False}, False), ({"use_gpu": True}, True)])
+def test_run_fold_trains_the_networks_on_a_gpu_only_when_asked(corpus, tmp_path, monkeypatch, kw, want):
+    """run_fold(use_gpu=) reaches the trainer (CPU by default: never the trainer's own
+    choice of a visible GPU); the dev metric and test posteriors follow the network
+    onto that device (tests/test_device.py)."""
+    import pyxv.train.trainer as trainer
+
+    class Stop(Exception):
+        pass
+
+    got = {}
+
+    def fake_train(*a, **k):
+        got.update(k)
+        raise Stop   # the call is what is checked; no training
+
+    monkeypatch.setattr(trainer, "train_classifier", fake_train)
+    root, emo = corpus
+    arch = tmp_path / "arch.yaml"
+    arch.write_text(json.dumps(TINY))
+    with pytest.raises(Stop):
+        systems.run_fold("randinit_mfcc", "clean", emo, 2, tmp_path / "out",
+                         _cfg(root, architecture=str(arch), dev_fraction=0.15), **kw)
+    assert got["use_gpu"] is want and callable(got["dev"])

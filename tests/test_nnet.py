@@ -1,6 +1,7 @@
 """x-vector network: Table 1 shapes, eq. (1)-(2) pooling, margin losses, config validation."""
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -229,7 +230,11 @@ def test_frozen_cpu_embedder_equals_the_network():
                                net.embed_utterances(mats, chunk_frames=3000), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError):
         frozen.embed(torch.randn(1, 50, 20))
-    assert for_cpu_extraction(net, "cuda") is net
+    # A model elsewhere than the CPU is used as it is; a device that is not the model's is refused.
+    elsewhere = copy.deepcopy(net).to("meta")
+    assert for_cpu_extraction(elsewhere) is elsewhere
+    with pytest.raises(ValueError, match="cuda but the XVectorNet model is on cpu"):
+        for_cpu_extraction(net, "cuda")
 
 
 def test_pack_rows_places_every_piece_aligned_and_apart():

@@ -77,6 +77,7 @@ def test_dry_run_prints_exactly_the_asked_stages(sandbox, start, stop):
     (["--corpus", "ravdess"], "needs --ravdess-root"),
     (["--corpus", "atlantis"], "unknown corpus"),
     (["--dry-run", "maybe"], "true or false"),
+    (["--use-gpu", "yes"], "option --use-gpu takes true or false"),
     (["stray"], "unexpected argument"),
     (["--xvector-init", "wav2vec"], "unknown --xvector-init 'wav2vec' (scratch|ge2e)"),
     (["--xvector-adapt-config", "conf/none.yaml"], "conf/none.yaml does not exist"),
@@ -89,3 +90,33 @@ def test_bad_input_fails_before_any_work(sandbox, args, msg):
     assert "=== stage" not in p.stdout
     assert not (sandbox / "SETUP_STARTED").exists()
     assert not (sandbox / "exp").exists()
+
+
+@pytest.mark.parametrize("use_gpu,extract_cmd", [(None, "TRAIN_CMD"), ("false", "TRAIN_CMD"), ("true", "CUDA_CMD")])
+def test_use_gpu_routes_stages_4_and_5(sandbox, use_gpu, extract_cmd):
+    """Stage 4 (x-vector extraction) and stage 5 (emotion systems) get --use-gpu, and
+    extraction the GPU runner ($cuda_cmd) with it; fake step scripts record their arguments."""
+    (sandbox / "path.sh").write_text("true\n")
+    (sandbox / "cmd.sh").write_text('export train_cmd=TRAIN_CMD cuda_cmd=CUDA_CMD\n')
+    (sandbox / "steps").mkdir()
+    (sandbox / "calls").mkdir()
+    for step in ("extract_xvectors.sh", "train_emotion.sh"):
+        f = sandbox / "steps" / step
+        f.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > calls/$(basename "$0").$$\n')
+        f.chmod(0o755)
+    opts = ["--use-gpu", use_gpu] if use_gpu else []
+    p = run_sh(sandbox, "--stage", "4", "--stop-stage", "5", *opts)
+    assert p.returncode == 0, p.stdout + p.stderr
+    calls: dict[str, list[list[str]]] = {"extract_xvectors.sh": [], "train_emotion.sh": []}
+    for f in (sandbox / "calls").iterdir():
+        calls[f.name.rsplit(".", 1)[0]].append(f.read_text().splitlines())
+    assert len(calls["extract_xvectors.sh"]) == 6 and len(calls["train_emotion.sh"]) == 16
+
+    def opt(args, name):
+        return args[args.index(name) + 1]
+
+    want = use_gpu or "false"
+    for args in calls["extract_xvectors.sh"]:
+        assert opt(args, "--cmd") == extract_cmd and opt(args, "--use-gpu") == want
+    for args in calls["train_emotion.sh"]:
+        assert opt(args, "--cmd") == "CUDA_CMD" and opt(args, "--use-gpu") == want

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -128,3 +129,122 @@ def test_help_runs_without_venv(tmp_path):
     p = run(["--help"], tmp_path)
     assert p.returncode == 0 and "JOB=1:N" in p.stdout
     assert sys.executable  # (the runner above ran with /usr/bin/python3)
+
+
+# ------------------------------------------------------------------ GPU pool
+# Jobs write "<job> <CUDA_VISIBLE_DEVICES> <start> <end>" (epoch seconds) to a file of their own.
+GPU_JOB = ('s=$(date +%s.%N); sleep {sleep}; e=$(date +%s.%N); '
+           'echo "JOB ${{CUDA_VISIBLE_DEVICES-unset}} $s $e ${{CUDA_DEVICE_ORDER-}}" > {out}/JOB')
+
+
+def gpu_env(tmp_path, **extra):
+    """A lock folder of the test's own (other tests or a real recipe may hold the real ones)."""
+    return {"PYXV_GPU_LOCK_DIR": str(tmp_path / "locks"), **extra}
+
+
+def gpu_marks(folder):
+    out = []
+    for f in sorted(Path(folder).iterdir()):
+        job, gpu, s, e, *order = f.read_text().split()
+        out.append((job, gpu, float(s), float(e), order))
+    return out
+
+
+def overlap(a, b):
+    return a[2] < b[3] and b[2] < a[3]
+
+
+def test_gpu_jobs_get_a_gpu_each_and_run_gpus_at_a_time(tmp_path):
+    (tmp_path / "marks").mkdir()
+    p = run(["--gpu", "1", "JOB=1:4", "log/g.JOB.log", GPU_JOB.format(sleep=1, out="marks")], tmp_path,
+            env=gpu_env(tmp_path, CUDA_VISIBLE_DEVICES="0,1"))
+    assert p.returncode == 0, p.stderr
+    marks = gpu_marks(tmp_path / "marks")
+    assert len(marks) == 4 and {m[1] for m in marks} == {"0", "1"}
+    for i, a in enumerate(marks):
+        for b in marks[i + 1:]:
+            if overlap(a, b):
+                assert a[1] != b[1], f"jobs {a[0]} and {b[0]} shared GPU {a[1]} at the same time"
+    # 2 at a time: some pair overlapped, never three jobs at once.
+    assert any(overlap(a, b) for i, a in enumerate(marks) for b in marks[i + 1:])
+    for t in sorted(m[2] for m in marks):
+        assert sum(m[2] <= t < m[3] for m in marks) <= 2
+    assert all(m[4] == [] for m in marks)   # the user's CUDA_VISIBLE_DEVICES: their device order kept
+
+
+def test_two_gpus_per_job(tmp_path):
+    (tmp_path / "marks").mkdir()
+    p = run(["--gpu", "2", "JOB=1:2", "log/g.JOB.log", GPU_JOB.format(sleep=0.3, out="marks")], tmp_path,
+            env=gpu_env(tmp_path, CUDA_VISIBLE_DEVICES="3,5"))
+    assert p.returncode == 0, p.stderr
+    a, b = gpu_marks(tmp_path / "marks")
+    assert sorted(a[1].split(",")) == sorted(b[1].split(",")) == ["3", "5"] and not overlap(a, b)
+
+
+def test_two_runners_never_share_a_gpu(tmp_path):
+    """Stage 5 runs two runners side by side: the lock files keep them off each other's GPU."""
+    (tmp_path / "marks").mkdir()
+    env = dict(os.environ, PATH="/usr/bin:/bin", **gpu_env(tmp_path, CUDA_VISIBLE_DEVICES="0"))
+    procs = [subprocess.Popen([str(RUN), "--gpu", "1", f"JOB={a}:{a + 1}", f"log/{a}.JOB.log",
+                               GPU_JOB.format(sleep=0.5, out="marks")], cwd=tmp_path, env=env,
+                              stderr=subprocess.PIPE, text=True) for a in (1, 3)]
+    for p in procs:
+        assert p.wait(timeout=60) == 0, p.stderr.read()
+    marks = gpu_marks(tmp_path / "marks")
+    assert len(marks) == 4 and {m[1] for m in marks} == {"0"}
+    for i, a in enumerate(marks):
+        for b in marks[i + 1:]:
+            assert not overlap(a, b), f"jobs {a[0]} and {b[0]} ran on GPU 0 at the same time"
+
+
+def fake_nvidia_smi(tmp_path, text, rc=0):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    f = bin_dir / "nvidia-smi"
+    f.write_text(f"#!/bin/sh\ncat <<'X'\n{text}\nX\nexit {rc}\n")
+    f.chmod(0o755)
+    return f"{bin_dir}:/usr/bin:/bin"
+
+
+def test_gpus_counted_with_nvidia_smi_when_cuda_visible_devices_is_unset(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    (tmp_path / "marks").mkdir()
+    path = fake_nvidia_smi(tmp_path, "GPU 0: NVIDIA H100 (UUID: GPU-aaa)\n"
+                                     "  MIG 1g.10gb Device 0: (UUID: MIG-bbb)\n"
+                                     "GPU 1: NVIDIA H100 (UUID: GPU-ccc)")
+    p = run(["--gpu", "1", "JOB=1:3", "log/g.JOB.log", GPU_JOB.format(sleep=0.2, out="marks")], tmp_path,
+            env=gpu_env(tmp_path, PATH=path))
+    assert p.returncode == 0, p.stderr
+    marks = gpu_marks(tmp_path / "marks")
+    assert {m[1] for m in marks} == {"0", "1"}
+    assert all(m[4] == ["PCI_BUS_ID"] for m in marks)   # CUDA numbers them as nvidia-smi does
+
+
+@pytest.mark.parametrize("gpu,env,smi,msg", [
+    ("2", {"CUDA_VISIBLE_DEVICES": "0"}, None, "asks for 2 GPUs (--gpu 2) but this machine has only 1 "
+                                               "(CUDA_VISIBLE_DEVICES='0')"),
+    ("1", {"CUDA_VISIBLE_DEVICES": ""}, None, "asks for 1 GPU (--gpu 1) but this machine has none "
+                                              "(CUDA_VISIBLE_DEVICES='')"),
+    ("1", {"CUDA_VISIBLE_DEVICES": "-1"}, None, "has none"),
+    ("1", {}, None, "has none (no CUDA_VISIBLE_DEVICES and no nvidia-smi)"),
+    ("1", {}, ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver", 9),
+     "has none (no CUDA_VISIBLE_DEVICES, and nvidia-smi -L failed (NVIDIA-SMI has failed"),
+])
+def test_more_gpus_than_the_machine_has_fail_at_once(tmp_path, monkeypatch, gpu, env, smi, msg):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    env = gpu_env(tmp_path, **env)
+    if smi:
+        env["PATH"] = fake_nvidia_smi(tmp_path, *smi)
+    elif "CUDA_VISIBLE_DEVICES" not in env:
+        # A PATH with python3 alone: no nvidia-smi, even on a machine that has one.
+        (tmp_path / "py").mkdir()
+        (tmp_path / "py" / "python3").symlink_to(shutil.which("python3", path="/usr/bin:/bin"))
+        env["PATH"] = str(tmp_path / "py")
+    t0 = time.monotonic()
+    p = run(["--gpu", gpu, "JOB=1:2", "log/train.JOB.log", "touch ran.JOB"], tmp_path, env=env)
+    assert p.returncode == 1
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("run.py: log/train.JOB.log: the job asks for "), p.stderr
+    assert msg in lines[0]
+    assert not (tmp_path / "log").exists() and not list(tmp_path.glob("ran.*"))   # nothing started
+    assert time.monotonic() - t0 < 10

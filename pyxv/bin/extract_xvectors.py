@@ -22,16 +22,17 @@ log = logging.getLogger("pyxv.extract")
 
 
 def cmd_extract(a) -> int:
-    import torch
-
+    from pyxv.device import no_gpu_reason
     from pyxv.extract import extract_embeddings, write_embeddings
     from pyxv.nnet.frozen import for_cpu_extraction
     from pyxv.train.checkpoint import CheckpointError, load_model
 
-    if a.use_gpu == "yes" and not torch.cuda.is_available():
-        print("extract_xvectors: --use-gpu yes but torch sees no GPU", file=sys.stderr)
+    no_gpu = no_gpu_reason() if a.use_gpu != "no" else None
+    if a.use_gpu == "yes" and no_gpu:
+        print(f"extract_xvectors: --use-gpu yes but {no_gpu}", file=sys.stderr)
         return 1
-    device = "cuda" if a.use_gpu == "yes" or (a.use_gpu == "auto" and torch.cuda.is_available()) else "cpu"
+    # The job runner gives each GPU job its own device as CUDA_VISIBLE_DEVICES: "cuda" is it.
+    device = "cuda" if a.use_gpu != "no" and not no_gpu else "cpu"
     try:
         net, ck = load_model(a.model, device)
     except CheckpointError as e:
@@ -50,11 +51,12 @@ def cmd_extract(a) -> int:
     chunk = a.chunk_frames or ec["chunk_frames"]
     stats: dict = {}
     t0 = time.time()
-    embedder = for_cpu_extraction(net, device)   # the model no longer changes here: BN folded, oneDNN fusions
+    embedder = for_cpu_extraction(net)   # the model no longer changes here: BN folded, oneDNN fusions
     try:
+        # Inputs follow the model onto its device.
         n = write_embeddings(extract_embeddings(embedder, src, utts, chunk_frames=chunk,
                                                 batch_frames=ec["batch_frames"], min_frames=ec["min_frames"],
-                                                raw_source=raw, device=device, stats=stats), a.out_ark)
+                                                raw_source=raw, stats=stats), a.out_ark)
     except OutputError as e:
         print(f"extract_xvectors: FATAL: {e}; nothing of this job kept", file=sys.stderr)
         return 1

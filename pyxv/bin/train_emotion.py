@@ -4,6 +4,7 @@ or summarise a system's folds.
     python -m pyxv.bin.train_emotion --config conf/emotion.yaml --system frozen_lr_clean \\
         --train-data clean --fold 1 data/demo exp/emotion/demo
     python -m pyxv.bin.train_emotion ... --fold 2 --nj 3 data/ravdess exp/emotion/ravdess  # folds 2 and 5 of 6
+    python -m pyxv.bin.train_emotion ... --use-gpu yes --fold 1 data/demo exp/emotion/demo    # networks on a GPU
     python -m pyxv.bin.train_emotion --summarize --system ... --train-data ... data/demo exp/emotion/demo
     python -m pyxv.bin.train_emotion --num-folds data/demo     # prints the number of folds
 """
@@ -25,6 +26,8 @@ def main(argv=None) -> int:
     ap.add_argument("--nj", type=int, default=0,
                     help="the folds are shared out among NJ jobs and --fold is the job: it runs folds "
                          "FOLD, FOLD+NJ, ... in turn in this process (0: just fold FOLD)")
+    ap.add_argument("--use-gpu", choices=["yes", "no"], default="no",
+                    help="train and score the network systems on a GPU (the LR systems stay on the CPU) [no]")
     ap.add_argument("--summarize", action="store_true", help="pool finished folds into summary.json")
     ap.add_argument("--num-folds", action="store_true", help="print the number of folds of <emo-dir> and exit")
     ap.add_argument("--list-inputs", action="store_true",
@@ -73,6 +76,13 @@ def main(argv=None) -> int:
     cfg = load_emotion_config(a.config, profile=a.profile or corpus, overrides=over)
     if cfg.get("profile"):
         logging.info("config %s, profile '%s'", a.config, cfg["profile"])
+    if a.use_gpu == "yes":
+        from pyxv.device import no_gpu_reason
+
+        no_gpu = no_gpu_reason()
+        if no_gpu:   # one line now, not a CUDA traceback from the trainer
+            print(f"train_emotion: --use-gpu yes but {no_gpu}", file=sys.stderr)
+            return 1
     if a.system not in systems.REFERENCE_SYSTEMS:  # the references need no torch (2 s to import)
         import torch
 
@@ -85,7 +95,7 @@ def main(argv=None) -> int:
     failed = []
     for fold in folds:
         try:
-            systems.run_fold(a.system, a.train_data, a.emo_dir, fold, a.out_root, cfg)
+            systems.run_fold(a.system, a.train_data, a.emo_dir, fold, a.out_root, cfg, use_gpu=a.use_gpu == "yes")
         except OutputError as e:
             print(f"train_emotion: FATAL: fold {fold}: {e}", file=sys.stderr)
             failed.append(fold)

@@ -42,6 +42,13 @@ def main(argv=None) -> int:
     ap.add_argument("data")
     ap.add_argument("out_dir")
     a = ap.parse_args(argv)
+    if a.use_gpu == "yes":
+        from pyxv.device import no_gpu_reason
+
+        no_gpu = no_gpu_reason()
+        if no_gpu:   # one line before any work, not the trainer's RuntimeError traceback
+            print(f"train_xvector: --use-gpu yes but {no_gpu}", file=sys.stderr)
+            return 1
     data = Path(a.data)
     labels_file = Path(a.labels) if a.labels else data / "utt2spk"
     try:

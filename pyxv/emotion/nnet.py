@@ -222,7 +222,8 @@ def check_features(model_path: Path, ck: dict, dim: int, emo_dir: Path, compare_
 # --------------------------------------------------------------------- inference
 def utterance_posteriors(net, source, utts: list[str], max_frames: int = 0) -> tuple[list[str], np.ndarray]:
     """(kept utts, (N, K) softmax posteriors) of whole utterances (the first
-    ``max_frames`` frames if > 0), through :func:`pyxv.extract.utterance_posteriors`."""
+    ``max_frames`` frames if > 0), through :func:`pyxv.extract.utterance_posteriors`,
+    on the network's own device (the trainer's: a GPU when it trained on one)."""
     from ..extract import utterance_posteriors as post
 
     src = source
@@ -236,8 +237,9 @@ def utterance_posteriors(net, source, utts: list[str], max_frames: int = 0) -> t
 
 # ------------------------------------------------------------------------ system
 def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
-                    classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path):
+                    classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path, use_gpu: bool = False):
     """Train one network system on one fold; returns (scored test set, posteriors (N, C)).
+    ``use_gpu``: train (and compute the dev and test posteriors) on a GPU, else on the CPU.
 
     Writes ``fold_dir/final.pt`` (the trainer's model file: network, config, classes and,
     in ``extra``, the feature kind and GeMAPS normalisation), ``config.yaml``,
@@ -316,7 +318,8 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
              split.name, system, kind, dim, len(train), sum(train.aug), len(dev) if dev is not None else 0,
              "init " if init_from else "architecture ", where)
     res = train_classifier(tr_src, utt2label, tcfg, fold_dir, labels=classes, init_from=init_from,
-                           dev=dev_wf1, valid_utts=[], extra=extra, log_file=None, progress=False)
+                           dev=dev_wf1, valid_utts=[], extra=extra, log_file=None, progress=False,
+                           use_gpu=use_gpu)
     # Epoch checkpoints are only for resuming; the fold keeps final.pt (best dev epoch).
     import shutil
     shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)

@@ -104,9 +104,9 @@ def run_frozen_lr(model_key: str, split: Split, train: LabeledSet, dev: LabeledS
 
 
 def run_nnet(system: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
-             classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path):
+             classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path, use_gpu: bool = False):
     """Random-init and fine-tuned networks (see :mod:`pyxv.emotion.nnet`)."""
-    return run_nnet_system(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
+    return run_nnet_system(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir, use_gpu=use_gpu)
 
 
 def system_inputs(system: str, train_data: str, emo_dir: str | Path, cfg: dict) -> list[tuple[Path, str]]:
@@ -168,8 +168,10 @@ def fold_log(path: Path):
 
 
 def run_fold(system: str, train_data: str, emo_dir: str | Path, fold: int, out_root: str | Path,
-             cfg: dict) -> dict:
+             cfg: dict, use_gpu: bool = False) -> dict:
     """Train and test one system on fold number ``fold`` (1-based, protocol order).
+    ``use_gpu``: the network systems train and score on a GPU (the LR systems
+    have nothing to put on one), else everything runs on the CPU.
 
     Writes the fold's model, predictions.txt, posteriors, classes.txt and metrics.json
     (atomically; metrics.json last, so it marks a finished fold) and its log/train.log.
@@ -186,11 +188,11 @@ def run_fold(system: str, train_data: str, emo_dir: str | Path, fold: int, out_r
     fold_dir = system_dir(out_root, system, train_data) / split.name
     fold_dir.mkdir(parents=True, exist_ok=True)
     with fold_log(fold_dir / "log" / "train.log"):
-        return _run_split(system, train_data, emo_dir, splits, split, fold_dir, cfg)
+        return _run_split(system, train_data, emo_dir, splits, split, fold_dir, cfg, use_gpu)
 
 
 def _run_split(system: str, train_data: str, emo_dir: Path, splits: list[Split], split: Split, fold_dir: Path,
-               cfg: dict) -> dict:
+               cfg: dict, use_gpu: bool = False) -> dict:
     t0 = time.time()
     classes = corpus_classes(emo_dir, splits, cfg.get("classes"))
     train = training_set(split, train_data, emo_dir / "all_aug")
@@ -213,7 +215,7 @@ def _run_split(system: str, train_data: str, emo_dir: Path, splits: list[Split],
     elif system in REFERENCE_SYSTEMS:
         test, post = run_reference(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
     else:
-        test, post = run_nnet(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
+        test, post = run_nnet(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir, use_gpu)
     pred = [classes[i] for i in np.asarray(post).argmax(1)]
     write_lines(fold_dir / "classes.txt", classes)
     write_lines(fold_dir / "predictions.txt", (f"{u} {t} {p}" for u, t, p in zip(test.utts, test.labels, pred)))

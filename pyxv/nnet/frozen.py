@@ -13,7 +13,7 @@ beyond float rounding (1e-6 relative):
 The weights are baked in, so it is built from a loaded model that will not
 change again (an extraction job), never during training.
 
-    net = for_cpu_extraction(net, device)        # net itself unless CPU + XVectorNet
+    net = for_cpu_extraction(net)                # net itself unless a CPU XVectorNet
     embs = net.embed_utterances(mats, chunk_frames=6000)
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import warnings
 
 import torch
 
+from ..device import input_device
 from .utterance import embed_packed
 from .xvector import XVectorNet
 
@@ -43,6 +44,8 @@ class _MaskedFrames(torch.nn.Module):
 
 class FrozenEmbedder:
     """``embed`` and ``embed_utterances`` of an :class:`XVectorNet`, frozen."""
+
+    device = torch.device("cpu")   # built for CPU only (see for_cpu_extraction)
 
     def __init__(self, net: XVectorNet, example_frames: int = 512):
         self.embed_dim, self.input_dim = net.embed_dim, net.input_dim
@@ -71,9 +74,10 @@ class FrozenEmbedder:
         return self._net.embed_frames(self.frames(x, masks))
 
     @torch.no_grad()
-    def embed_utterances(self, mats, *, chunk_frames: int = 6000, device="cpu", amp=None, **_):
+    def embed_utterances(self, mats, *, chunk_frames: int = 6000, device=None, amp=None, **_):
         """As ``XVectorNet.embed_utterances``; ``batch_frames`` does not apply
         (packed rows go through one at a time)."""
+        input_device(self, device)   # a GPU asked of this CPU copy is an error, not a silent CPU run
         return embed_packed(self.frames, self._embed_pieces, mats, levels=self.levels, chunk_frames=chunk_frames)
 
     def _embed_pieces(self, frames: list[torch.Tensor]) -> torch.Tensor:
@@ -84,10 +88,11 @@ class FrozenEmbedder:
         return net.embedding(pooled.to(net.embedding.weight.dtype))
 
 
-def for_cpu_extraction(net, device="cpu"):
+def for_cpu_extraction(net, device=None):
     """A :class:`FrozenEmbedder` of ``net`` when it is an :class:`XVectorNet`
-    extracting on CPU; ``net`` itself otherwise (other encoders, GPU)."""
-    if not isinstance(net, XVectorNet) or torch.device(device).type != "cpu":
+    on the CPU (``device``, when given, must be the model's); ``net`` itself
+    otherwise (other encoders, GPU)."""
+    if not isinstance(net, XVectorNet) or input_device(net, device).type != "cpu":
         return net
     try:
         return FrozenEmbedder(net)

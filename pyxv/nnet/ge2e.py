@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import input_device
 from .config import ConfigError, validate_config
 from .losses import MarginHead
 from .registry import register
+from .utterance import autocast
 
 HEAD_KEYS = ("loss", "margin", "scale", "anneal_base", "anneal_gamma", "anneal_power", "anneal_min")
 
@@ -172,12 +174,12 @@ class GE2EEncoder(nn.Module):
         return [(s, s + L) for s in starts]
 
     @torch.no_grad()
-    def embed_utterances(self, mats: Sequence[np.ndarray], *, batch_frames: int = 20000, device="cpu", amp=None,
+    def embed_utterances(self, mats: Sequence[np.ndarray], *, batch_frames: int = 20000, device=None, amp=None,
                          **_) -> np.ndarray:
         """``(N, E)``: the L2-normalised mean of each utterance's partial-window
-        embeddings. All windows have the same length, so windows of many
-        utterances share one batch."""
-        device = torch.device(device)
+        embeddings, on the model's device. All windows have the same length, so
+        windows of many utterances share one batch."""
+        device = input_device(self, device)
         L = self.partial_frames
         windows, owner = [], []
         for i, m in enumerate(mats):
@@ -193,7 +195,7 @@ class GE2EEncoder(nn.Module):
         owner_a = np.asarray(owner)
         for k in range(0, len(windows), per):
             x = torch.from_numpy(np.stack(windows[k:k + per])).to(device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            with autocast(device, amp):
                 e = self.embed(x).float().cpu().numpy().astype(np.float64)
             np.add.at(out, owner_a[k:k + per], e)
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)

@@ -12,7 +12,8 @@ It declares
   (:mod:`pyxv.features.frontend`);
 * ``from_config(cfg, num_classes)`` (``num_classes`` 0: no output layer);
 * the network interface the recipe uses: ``embed(x)`` ``(B, T, D) -> (B, E)``,
-  ``embed_utterances(mats, ...)`` (whole utterances, the type's own way),
+  ``embed_utterances(mats, ..., device=None)`` (whole utterances, the type's own
+  way, on the model's device: :func:`pyxv.device.input_device`),
   ``forward(x, target=None, with_plain=False)``, ``logits_from_embedding``,
   ``posteriors``, ``replace_head``, ``embedding_layers()`` (the modules up to
   the embedding, for ``train.freeze``), ``num_classes``, ``embed_dim``,

@@ -8,12 +8,21 @@ padding ever enters the network: the result equals a direct
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from ..device import input_device
+
+
+def autocast(device: torch.device, amp: torch.dtype | None):
+    """Mixed precision in ``amp`` on ``device``; without ``amp`` no autocast at
+    all (torch.autocast, even disabled, knows only some device types)."""
+    return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
 
 
 def chunk_bounds(T: int, chunk_frames: int) -> list[tuple[int, int]]:
@@ -24,9 +33,10 @@ def chunk_bounds(T: int, chunk_frames: int) -> list[tuple[int, int]]:
 
 @torch.no_grad()
 def embed_in_chunks(net, mats: Sequence[np.ndarray], *, chunk_frames: int = 6000, batch_frames: int = 20000,
-                    device: str | torch.device = "cpu", amp: torch.dtype | None = None) -> np.ndarray:
-    """Embeddings ``(N, E)`` of ``N`` feature matrices ``(T_i, D)``."""
-    device = torch.device(device)
+                    device: str | torch.device | None = None, amp: torch.dtype | None = None) -> np.ndarray:
+    """Embeddings ``(N, E)`` of ``N`` feature matrices ``(T_i, D)``, computed on
+    the model's device (``device``, when given, must be that one)."""
+    device = input_device(net, device)
     out = np.zeros((len(mats), net.embed_dim), dtype=np.float64)
     counts = np.zeros(len(mats))
     by_len: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
@@ -38,7 +48,7 @@ def embed_in_chunks(net, mats: Sequence[np.ndarray], *, chunk_frames: int = 6000
         for k in range(0, len(items), per):
             part = items[k:k + per]
             x = torch.from_numpy(np.stack([mats[i][a:b] for i, a, b in part])).to(device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            with autocast(device, amp):
                 e = net.embed(x).float().cpu().numpy()
             for (i, _, _), v in zip(part, e):
                 out[i] += v

@@ -79,7 +79,7 @@ class XVectorNet(nn.Module):
     def embedding_layers(self) -> list[nn.Module]:
         return [self.trunk, self.pool, self.embedding]
 
-    def embed_utterances(self, mats, *, chunk_frames: int = 6000, batch_frames: int = 20000, device="cpu",
+    def embed_utterances(self, mats, *, chunk_frames: int = 6000, batch_frames: int = 20000, device=None,
                          amp=None, **_):
         """``(N, E)`` x-vectors of whole utterances: an utterance longer than
         ``chunk_frames`` is cut into nearly equal chunks whose x-vectors are averaged."""

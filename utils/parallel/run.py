@@ -8,7 +8,12 @@ Runs the N jobs on this machine, at most K at a time (default: the number of
 CPUs), substituting JOB in the log path and the command. --mem, --time and
 --config are accepted for compatibility with the Slurm runner and not used here;
 --num-threads sets OMP_NUM_THREADS for the job; --gpu 0 hides the GPUs
-(CUDA_VISIBLE_DEVICES=""). Words are joined as run.pl joins them (quote a
+(CUDA_VISIBLE_DEVICES=""); --gpu G gives each job G GPUs of its own (its
+CUDA_VISIBLE_DEVICES) from those visible here (CUDA_VISIBLE_DEVICES if set,
+else nvidia-smi -L), so at most GPUs/G jobs run at once; GPUs held by another
+runner's jobs (lock files in $PYXV_GPU_LOCK_DIR, default
+$TMPDIR/pyxv-gpu-locks-<uid>) are waited for; more GPUs than the machine has
+fail at once. Words are joined as run.pl joins them (quote a
 pipe as \| to make it one); a single command word is a whole shell command
 line ('cmd JOB | other'). Exits 1 naming the failed logs when any job fails,
 2 on bad arguments. Standard library only: works without the venv.
