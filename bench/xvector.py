@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Speed of the paper's x-vector (conf/xvector_resnet34.yaml): training chunks/s
-(batch 32 chunks of 300 frames, 1000 speakers, A-softmax, Adam step) and
-extraction speed as a real-time factor (100 frames = 1 s of speech; every frame
-counted as voiced, the worst case), on CPU and, when there is one, on a GPU.
+"""Speed of the paper's x-vector (conf/xvector_resnet34.yaml) on CPU: training
+chunks/s (batch 32 chunks of 300 frames, 1000 speakers, A-softmax, Adam step)
+and extraction speed as a real-time factor (100 frames = 1 s of speech; every
+frame counted as voiced, the worst case). GPU figures: bench/gpu.sh.
 
     python bench/xvector.py [--threads 1] [--jobs 2] [--config conf/xvector_resnet34.yaml]
 
@@ -52,15 +52,14 @@ def before_issue14(net):
     return ref
 
 
-def train_step_fn(net, device, batch, frames, amp=None):
+def train_step_fn(net, device, batch, frames):
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     net.train()
     x = torch.randn(batch, frames, net.input_dim, device=device)
     y = torch.randint(0, net.num_classes, (batch,), device=device)
 
     def step():
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            out = net(x, y)
+        out = net(x, y)
         loss = F.cross_entropy(out.float(), y)
         opt.zero_grad()
         loss.backward()
@@ -70,19 +69,15 @@ def train_step_fn(net, device, batch, frames, amp=None):
     return step
 
 
-def bench_train(nets, device, steps, batch, frames, rounds=2, amp=None):
+def bench_train(nets, device, steps, batch, frames, rounds=2):
     """chunks/s of each net, ``rounds`` interleaved rounds of ``steps`` steps."""
-    fns = [train_step_fn(n, device, batch, frames, amp) for n in nets]
+    fns = [train_step_fn(n, device, batch, frames) for n in nets]
     secs = [0.0] * len(nets)
     for _ in range(rounds):
         for i, step in enumerate(fns):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
             t = time.perf_counter()
             for _ in range(steps):
                 step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
             secs[i] += time.perf_counter() - t
     return [rounds * steps * batch / s for s in secs]
 
@@ -103,12 +98,8 @@ def bench_extract(nets, device, seconds_total, seed=0, rounds=2):
         embed_matrices(n, mats[:2], device=device)  # warm-up
     for _ in range(rounds):
         for i, n in enumerate(nets):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
             t = time.perf_counter()
             embed_matrices(n, mats, device=device, chunk_frames=6000)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
             secs[i] += time.perf_counter() - t
     return [rounds * total / s for s in secs], total
 
@@ -191,16 +182,6 @@ def main():
     print(f"[CPU, {a.jobs} processes x 1 thread, as extract_xvectors.sh --nj {a.jobs}] extraction "
           f"({total:.0f} s of speech): before {before:.0f}x real time, now {now:.0f}x ({now / before:.2f}x); "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    if torch.cuda.is_available():
-        dev = torch.device("cuda")
-        gnet = XVectorNet.from_config(cfg, a.speakers).to(dev)
-        name = f"GPU {torch.cuda.get_device_name(0)}"
-        fp32 = bench_train([gnet], dev, 30, 32, 300)[0]
-        bf16 = bench_train([gnet], dev, 30, 32, 300, amp=torch.bfloat16)[0]
-        print(f"[{name}] training: {fp32:.1f} chunks/s (batch 32 x 300 frames, fp32); "
-              f"{bf16:.1f} chunks/s with bf16 autocast", flush=True)
-        (rtf,), total = bench_extract([gnet], dev, a.extract_seconds * 20)
-        print(f"[{name}] extraction: {rtf:.0f}x real time ({total:.0f} s of speech, 2-8 s utterances)", flush=True)
 
 
 if __name__ == "__main__":

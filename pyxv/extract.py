@@ -9,7 +9,9 @@ How a whole utterance is embedded belongs to the encoder type
     post = utterance_posteriors(net, source, utts)     # (N, K) class posteriors
 
 Inputs go to the model's own device (:func:`pyxv.device.input_device`): move the
-network to a GPU and extraction runs there; an explicit ``device`` must agree.
+network to a GPU and extraction runs there (the ResNet in padded batches of up
+to ``batch_frames`` frames); an explicit ``device`` must agree. Running out of
+memory there is an :class:`ExtractionMemoryError` naming the batch size.
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ import os
 from collections import defaultdict
 from typing import Iterable, Iterator, Sequence
 
-import kaldiio
 import numpy as np
 import torch
 
@@ -27,15 +28,22 @@ from .device import input_device
 log = logging.getLogger("pyxv.extract")
 
 
+class ExtractionMemoryError(RuntimeError):
+    """The device ran out of memory; the message names the batch size and how to lower it."""
+
+
 def embed_matrices(net, mats: Sequence[np.ndarray], *, chunk_frames: int = 6000, batch_frames: int = 20000,
-                   device: str | torch.device | None = None, amp: torch.dtype | None = None) -> np.ndarray:
+                   device: str | torch.device | None = None, amp: torch.dtype | None = None,
+                   batching: str = "auto") -> np.ndarray:
     """Embeddings ``(N, E)`` of ``N`` whole utterances ``(T_i, D)``, each encoder
-    type in its own way (``net.embed_utterances``), on the model's device."""
+    type in its own way (``net.embed_utterances``), on the model's device.
+    ``batching``: how an ``XVectorNet`` batches chunks (``auto``: padded
+    batches off the CPU); encoders with one way ignore it."""
     device = input_device(net, device)
     if len(mats) == 0:
         return np.zeros((0, net.embed_dim), dtype=np.float32)
     return net.embed_utterances(list(mats), chunk_frames=chunk_frames, batch_frames=batch_frames, device=device,
-                                amp=amp)
+                                amp=amp, batching=batching)
 
 
 def _load(source, utt: str, min_frames: int, raw_source=None) -> np.ndarray:
@@ -51,7 +59,7 @@ def _load(source, utt: str, min_frames: int, raw_source=None) -> np.ndarray:
 
 def extract_embeddings(net, source, utts: Iterable[str], *, chunk_frames: int = 6000, batch_frames: int = 20000,
                        min_frames: int = 10, raw_source=None, device=None, block: int = 256,
-                       stats: dict | None = None) -> Iterator[tuple[str, np.ndarray]]:
+                       stats: dict | None = None, batching: str = "auto") -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(utt, embedding)`` in input order; ``block`` utterances are read
     at a time (memory bound) and grouped by length inside the block. Unreadable
     utterances are logged, counted in ``stats['failed']`` and skipped.
@@ -67,8 +75,14 @@ def extract_embeddings(net, source, utts: Iterable[str], *, chunk_frames: int = 
     def flush():
         if not buf:
             return []
-        embs = embed_matrices(net, [m for _, m in buf], chunk_frames=chunk_frames,
-                              batch_frames=batch_frames, device=device)
+        try:
+            embs = embed_matrices(net, [m for _, m in buf], chunk_frames=chunk_frames,
+                                  batch_frames=batch_frames, device=device, batching=batching)
+        except torch.cuda.OutOfMemoryError:   # the name every torch has (torch.OutOfMemoryError: 2.5 on)
+            raise ExtractionMemoryError(
+                f"out of memory on {device} embedding batches of up to {batch_frames} frames: lower "
+                f"--batch-frames (default: extract.batch_frames of the model's config), e.g. to "
+                f"{max(1, batch_frames // 2)}") from None
         res = [(u, e) for (u, _), e in zip(buf, embs)]
         buf.clear()
         return res
@@ -125,6 +139,8 @@ def write_embeddings(pairs: Iterable[tuple[str, np.ndarray]], ark: str | os.Path
 
 def speaker_means(xvector_scp: str | os.PathLike, utt2spk: dict[str, str]) -> tuple[dict, dict]:
     """Mean x-vector per speaker and utterance counts (Kaldi's ``ivector-mean``)."""
+    import kaldiio
+
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = defaultdict(int)
     for utt, v in kaldiio.load_scp_sequential(str(xvector_scp)):

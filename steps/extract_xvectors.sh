@@ -8,7 +8,9 @@
 # final.pt): the ResNet the data dir's feats.scp + vad.scp, processed as in
 # training (sliding CMN, voiced frames), very long utterances in chunks whose
 # embeddings are averaged; GE2E the audio of wav.scp (mel spectrogram), whole
-# utterances as the mean of 1.6 s partial windows.
+# utterances as the mean of 1.6 s partial windows. On a GPU (--use-gpu true)
+# utterances of different lengths share padded batches of up to --batch-frames
+# frames (lower it if the GPU runs out of memory; the job then says so).
 # Outputs: xvector.{ark,scp}, spk_xvector.{ark,scp} (speaker means), num_utts.ark.
 set -euo pipefail
 
@@ -16,6 +18,7 @@ nj=2
 cmd=utils/parallel/run.py
 use_gpu=false
 chunk_frames=0          # 0: extract.chunk_frames of the model's config
+batch_frames=0          # 0: extract.batch_frames of the model's config
 overwrite=false
 
 help_message="Usage: $0 [options] <exp-dir> <data> <xvector-dir>
@@ -24,6 +27,7 @@ Options:
   --cmd CMD            job runner [$cmd]
   --use-gpu BOOL       extract on a GPU [$use_gpu]
   --chunk-frames N     chunk length for long utterances, 0: from the model [$chunk_frames]
+  --batch-frames N     frames per GPU batch (lower it if the GPU runs out of memory), 0: from the model [$batch_frames]
   --overwrite BOOL     redo even when outputs are up to date [$overwrite]"
 
 . ./path.sh
@@ -63,6 +67,7 @@ n=$(wc -l < "$input")
 echo "$0: extracting x-vectors of $n utterances of $data with $model in $nj jobs ($(date '+%T'))"
 $cmd "${gpu_opt[@]}" JOB=1:$nj "$dir/log/extract.JOB.log" \
   python -m pyxv.bin.extract_xvectors extract --use-gpu $dev --job JOB --nj $nj --chunk-frames $chunk_frames \
+    --batch-frames $batch_frames \
     "$model" "$data" "$dir/xvector.JOB.ark"
 $cmd "$dir/log/merge.log" python -m pyxv.bin.extract_xvectors merge --nj $nj "$data" "$dir"
 m=$(wc -l < "$dir/xvector.scp")

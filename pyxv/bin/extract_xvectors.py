@@ -1,6 +1,6 @@
 """Extract x-vectors of a data dir's utterances, and merge job outputs.
 
-python -m pyxv.bin.extract_xvectors extract [--job 1 --nj 2] [--use-gpu yes] exp/xvector_clean/final.pt data/demo/all OUT/xvector.1.ark
+python -m pyxv.bin.extract_xvectors extract [--job 1 --nj 2] [--use-gpu yes] [--batch-frames N] exp/xvector_clean/final.pt data/demo/all OUT/xvector.1.ark
 python -m pyxv.bin.extract_xvectors merge --nj 2 data/demo/all OUT
 python -m pyxv.bin.extract_xvectors inputs exp/xvector_clean/final.pt   # feats.scp, vad.scp (or wav.scp)
   -> OUT/xvector.{ark,scp}, OUT/spk_xvector.{ark,scp} (speaker means), OUT/num_utts.ark
@@ -14,8 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import kaldiio
-
 from pyxv.io import OutputError, atomic_open, read_table
 
 log = logging.getLogger("pyxv.extract")
@@ -23,10 +21,14 @@ log = logging.getLogger("pyxv.extract")
 
 def cmd_extract(a) -> int:
     from pyxv.device import no_gpu_reason
-    from pyxv.extract import extract_embeddings, write_embeddings
+    from pyxv.extract import ExtractionMemoryError, extract_embeddings, write_embeddings
     from pyxv.nnet.frozen import for_cpu_extraction
     from pyxv.train.checkpoint import CheckpointError, load_model
 
+    for opt, v in (("--chunk-frames", a.chunk_frames), ("--batch-frames", a.batch_frames)):
+        if v < 0:
+            print(f"extract_xvectors: {opt} {v}: must be positive (0: the model config's)", file=sys.stderr)
+            return 1
     no_gpu = no_gpu_reason() if a.use_gpu != "no" else None
     if a.use_gpu == "yes" and no_gpu:
         print(f"extract_xvectors: --use-gpu yes but {no_gpu}", file=sys.stderr)
@@ -49,15 +51,16 @@ def cmd_extract(a) -> int:
     src, raw = front.data_source(data), front.fallback_source(data)
     utts = front.utterances(data)[a.job - 1::a.nj]
     chunk = a.chunk_frames or ec["chunk_frames"]
+    batch_frames = a.batch_frames or ec["batch_frames"]
     stats: dict = {}
     t0 = time.time()
     embedder = for_cpu_extraction(net)   # the model no longer changes here: BN folded, oneDNN fusions
     try:
         # Inputs follow the model onto its device.
         n = write_embeddings(extract_embeddings(embedder, src, utts, chunk_frames=chunk,
-                                                batch_frames=ec["batch_frames"], min_frames=ec["min_frames"],
+                                                batch_frames=batch_frames, min_frames=ec["min_frames"],
                                                 raw_source=raw, stats=stats), a.out_ark)
-    except OutputError as e:
+    except (OutputError, ExtractionMemoryError) as e:
         print(f"extract_xvectors: FATAL: {e}; nothing of this job kept", file=sys.stderr)
         return 1
     log.info("%d x-vectors of dim %d written to %s on %s in %.1fs; %d utterances failed",
@@ -80,6 +83,8 @@ def cmd_inputs(a) -> int:
 
 
 def cmd_merge(a) -> int:
+    import kaldiio
+
     from pyxv.extract import speaker_means, write_embeddings
 
     out = Path(a.out_dir)
@@ -122,6 +127,9 @@ def main(argv=None) -> int:
     e.add_argument("--nj", type=int, default=1)
     e.add_argument("--use-gpu", choices=["auto", "yes", "no"], default="no")
     e.add_argument("--chunk-frames", type=int, default=0, help="override extract.chunk_frames of the model config")
+    e.add_argument("--batch-frames", type=int, default=0,
+                   help="frames per batch on a GPU (lower it when the GPU runs out of memory); "
+                        "0: extract.batch_frames of the model config")
     e.add_argument("model")
     e.add_argument("data")
     e.add_argument("out_ark")

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-from sklearn.metrics import f1_score
+
 
 def present_labels(y_true: Sequence, y_pred: Sequence, labels: Iterable | None = None) -> list:
     """Classes occurring in ``y_true`` or ``y_pred``, in ``labels`` order if given.
@@ -52,6 +52,9 @@ def confusion_matrix(y_true: Sequence, y_pred: Sequence, labels: Sequence) -> np
 
 def weighted_f1(y_true: Sequence, y_pred: Sequence) -> float:
     """Support-weighted mean of per-class F1 (sklearn ``average='weighted'``)."""
+    # imported here: stage 5's training imports this module, also where scikit-learn is absent (bench/gpu.sh)
+    from sklearn.metrics import f1_score
+
     if len(y_true) == 0:
         raise ValueError("weighted_f1: no utterances to score")
     return float(f1_score(list(y_true), list(y_pred), average="weighted", zero_division=0))

@@ -15,6 +15,7 @@ fine-tuned like the ResNet (random 1.6 s crops, ``data.chunk_min/max``).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -26,7 +27,7 @@ from ..device import input_device
 from .config import ConfigError, validate_config
 from .losses import MarginHead
 from .registry import register
-from .utterance import autocast
+from .utterance import autocast, full_fp32, to_device
 
 HEAD_KEYS = ("loss", "margin", "scale", "anneal_base", "anneal_gamma", "anneal_power", "anneal_min")
 
@@ -178,7 +179,9 @@ class GE2EEncoder(nn.Module):
                          **_) -> np.ndarray:
         """``(N, E)``: the L2-normalised mean of each utterance's partial-window
         embeddings, on the model's device. All windows have the same length, so
-        windows of many utterances share one batch."""
+        windows of many utterances share one batch of up to ``batch_frames``
+        frames; on a GPU the sums stay there (one host sync per call) and the
+        LSTM runs in full float32 unless ``amp`` (:func:`utterance.full_fp32`)."""
         device = input_device(self, device)
         L = self.partial_frames
         windows, owner = [], []
@@ -191,12 +194,12 @@ class GE2EEncoder(nn.Module):
                 windows.append(w)
                 owner.append(i)
         per = max(1, batch_frames // L)
-        out = np.zeros((len(mats), self.embed_dim), dtype=np.float64)
-        owner_a = np.asarray(owner)
-        for k in range(0, len(windows), per):
-            x = torch.from_numpy(np.stack(windows[k:k + per])).to(device)
-            with autocast(device, amp):
-                e = self.embed(x).float().cpu().numpy().astype(np.float64)
-            np.add.at(out, owner_a[k:k + per], e)
+        out = torch.zeros(len(mats), self.embed_dim, dtype=torch.float64, device=device)
+        owner_d = to_device(np.asarray(owner, dtype=np.int64), device)
+        with full_fp32(device) if amp is None else contextlib.nullcontext(), autocast(device, amp):
+            for k in range(0, len(windows), per):
+                e = self.embed(to_device(np.stack(windows[k:k + per]), device))
+                out.index_add_(0, owner_d[k:k + per], e.double())
+        out = out.cpu().numpy()
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out.astype(np.float32)

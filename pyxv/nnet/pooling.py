@@ -15,7 +15,9 @@ from torch import nn
 
 
 class MultiHeadAttentionPooling(nn.Module):
-    """``(B, T, D) -> (B, H*D)``; :meth:`weights` gives ``w`` of eq. (1) as ``(B, H, T)``."""
+    """``(B, T, D) -> (B, H*D)``; :meth:`weights` gives ``w`` of eq. (1) as ``(B, H, T)``.
+    Padded frames must be zero (the trunk's masks make them so) and marked
+    invalid: zero weight times a zero frame adds nothing to eq. (2)."""
 
     def __init__(self, dim: int, heads: int, eps: float = 1e-6):
         super().__init__()
@@ -38,14 +40,19 @@ class MultiHeadAttentionPooling(nn.Module):
             + (mu64 * mu64).sum(-1).view(1, self.heads, 1)                    # (B, H, T)
         return torch.sqrt(sq.clamp_min(0.0) + self.eps).to(x.dtype)
 
-    def weights(self, x: torch.Tensor) -> torch.Tensor:
-        """Eq. (1): softmax over time of ``-s_h ||x_t - mu_h||``, ``(B, H, T)``."""
+    def weights(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. (1): softmax over time of ``-s_h ||x_t - mu_h||``, ``(B, H, T)``.
+        ``valid`` (``(B, T)``, 0/1): the frames of each row that belong to its
+        utterance (a batch padded to its longest); the others get weight 0, so
+        each row is pooled as it would be alone."""
         x = _at_least_float32(x)
-        d = self.distances(x)
-        return torch.softmax(-self.scale.to(x.dtype).view(1, -1, 1) * d, dim=-1)
+        logits = -self.scale.to(x.dtype).view(1, -1, 1) * self.distances(x)
+        if valid is not None:
+            logits = logits.masked_fill(valid.unsqueeze(1) == 0, float("-inf"))
+        return torch.softmax(logits, dim=-1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weights(x)                       # (B, H, T)
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.weights(x, valid)                # (B, H, T)
         e = torch.bmm(w, _at_least_float32(x))    # eq. (2): (B, H, D)
         return e.reshape(x.shape[0], self.heads * self.dim)
 

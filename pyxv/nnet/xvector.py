@@ -28,7 +28,7 @@ from .losses import MarginHead
 from .pooling import MultiHeadAttentionPooling
 from .registry import register
 from .resnet import ResNetTrunk
-from .utterance import embed_in_chunks
+from .utterance import embed_utterances
 
 
 @register
@@ -80,11 +80,18 @@ class XVectorNet(nn.Module):
         return [self.trunk, self.pool, self.embedding]
 
     def embed_utterances(self, mats, *, chunk_frames: int = 6000, batch_frames: int = 20000, device=None,
-                         amp=None, **_):
+                         amp=None, batching: str = "auto", **_):
         """``(N, E)`` x-vectors of whole utterances: an utterance longer than
-        ``chunk_frames`` is cut into nearly equal chunks whose x-vectors are averaged."""
-        return embed_in_chunks(self, mats, chunk_frames=chunk_frames, batch_frames=batch_frames, device=device,
-                               amp=amp)
+        ``chunk_frames`` is cut into nearly equal chunks whose x-vectors are averaged.
+
+        ``batching``: ``padded`` (chunks of any length share batches of up to
+        ``batch_frames`` frames, padded with masks: :func:`utterance.embed_padded`),
+        ``equal`` (only chunks of the same length share a batch:
+        :func:`utterance.embed_in_chunks`), ``auto`` (padded off the CPU, where
+        one utterance per batch would cost a host sync each; equal on the CPU,
+        whose fast path is :mod:`pyxv.nnet.frozen`)."""
+        return embed_utterances(self, mats, chunk_frames=chunk_frames, batch_frames=batch_frames, device=device,
+                                amp=amp, batching=batching)
 
     @property
     def num_classes(self) -> int:
@@ -98,19 +105,27 @@ class XVectorNet(nn.Module):
                                old.margin if margin is None else margin,
                                old.scale if scale is None else scale, **self._head_kw).to(old.weight.device)
 
-    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T, F) -> (B, T', C)``: trunk output averaged over frequency."""
+    def frame_features(self, x: torch.Tensor, masks=None) -> torch.Tensor:
+        """``(B, T, F) -> (B, T', C)``: trunk output averaged over frequency
+        (``masks``: see :meth:`embed`)."""
         if x.dim() != 3 or x.shape[-1] != self.input_dim:
             raise ValueError(f"XVectorNet expects (batch, frames, {self.input_dim}) input, got {tuple(x.shape)}")
-        return self.trunk(x).mean(dim=2).transpose(1, 2)
+        return self.trunk(x, masks).mean(dim=2).transpose(1, 2)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T, F) -> (B, E)`` x-vectors (affine output, no non-linearity)."""
-        return self.embed_frames(self.frame_features(x))
+    def embed(self, x: torch.Tensor, masks=None) -> torch.Tensor:
+        """``(B, T, F) -> (B, E)`` x-vectors (affine output, no non-linearity).
 
-    def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(B, T', C)`` frame-level outputs -> ``(B, E)``: pooling and the embedding layer."""
-        return self.embedding(self.pool(frames).to(self.embedding.weight.dtype))
+        ``masks``, for rows of different lengths padded with zeros: one
+        ``(B, 1, 1, T_g)`` 0/1 map of each row's own frames per time resolution
+        of the trunk (:func:`utterance.frame_masks`); each row's x-vector is then
+        the one it has alone."""
+        frames = self.frame_features(x, masks)
+        return self.embed_frames(frames, None if masks is None else masks[-1].reshape(len(frames), -1))
+
+    def embed_frames(self, frames: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T', C)`` frame-level outputs -> ``(B, E)``: pooling (over the
+        ``valid`` frames of each row, ``(B, T')``, when given) and the embedding layer."""
+        return self.embedding(self.pool(frames, valid).to(self.embedding.weight.dtype))
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None, with_plain: bool = False):
         """Logits ``(B, K)``: with ``target``, the margin logits whose cross-entropy
