@@ -4,10 +4,15 @@ The logic behind the ``pyxv`` command (:mod:`pyxv.cli`), usable from Python::
 
     xv = XVectorModel("exp/xvector_clean")                 # final.pt + mfcc.conf + vad.conf
     emb = xv.embed_file("a.flac")                           # (E,) float32
+    E = xv.embed_batch(["a.wav", "b.flac"], nj=4, batch=256)   # (N, E); arrays too (sample_rate=...)
+    for r in xv.iter_embed(paths, nj=4): r.outputs[0] if r.ok else r.error   # streaming, bad files named
     emo = load_emotion_model("exp/emotion/demo/frozen_lr_clean_clean/fold1")
     names, post = emo.posteriors(["a.wav", "b.flac"])      # (N, C), rows sum to 1
+    for r in emo.iter_posteriors(paths, window=3.0, hop=1.5): r.bounds, r.outputs   # over time
     v = Verifier.load("exp/xvector_clean")                  # back-end + threshold
     v.verify("a.wav", "b.wav")                              # {"score", "threshold", "same"}
+    spk = v.enroll(["a1.wav", "a2.wav", "a3.wav"]); spk.save("alice.json")
+    v.score_speaker(SpeakerModel.load("alice.json"), ["x.wav", "y.wav"])   # [{"score", "same"} ...]
 
 Features come from the front-end the encoder type declares
 (:mod:`pyxv.features.frontend`). For the ResNet they are computed as in
@@ -20,6 +25,11 @@ extraction does). The MFCC dither is seeded per utterance name
 (:func:`pyxv.features.mfcc.utt_seed` with seed 0, the recipe's feature step's
 rule), so a wav.scp given to :meth:`XVectorModel.embed_table` reproduces the
 recipe's features.
+
+Many files go through :mod:`pyxv.batch`: features per file (in ``nj`` worker
+processes), the network in blocks of ``batch`` files with stage 4's batching
+(on the CPU the network's frozen copy, :func:`pyxv.nnet.frozen.for_cpu_extraction`,
+as stage 4 uses it).
 """
 from __future__ import annotations
 
@@ -54,6 +64,10 @@ def find_recipe_path(rel: str | os.PathLike, start: Path) -> Path:
     raise InferenceError(f"cannot find {rel} (recorded in {start}) from the current directory or above {start}")
 
 
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au",
+                            ".snd", ".sph", ".nist", ".w64", ".rf64", ".caf", ".wv", ".voc", ".m4a"})
+
+
 def read_inputs(path: str) -> list[tuple[str, str]]:
     """``[(name, wav.scp value)]`` of an audio file (name: its stem) or of a
     Kaldi wav.scp / list file (``utt path-or-command``; a line with only a path
@@ -63,6 +77,9 @@ def read_inputs(path: str) -> list[tuple[str, str]]:
     p = Path(path)
     if not p.exists():
         raise InferenceError(f"{path}: no such file")
+    if p.suffix.lower() in AUDIO_SUFFIXES:
+        # Named as audio: an unreadable one is a bad audio file (named when read), not a table.
+        return [(audio_name(path), str(p))]
     if not p.name.endswith(".scp"):
         try:
             sf.info(str(p))
@@ -86,6 +103,87 @@ def read_inputs(path: str) -> list[tuple[str, str]]:
     return out
 
 
+def gather_inputs(paths: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """``read_inputs`` of each path: ``([(name, spec)], [one line per path that
+    cannot be read])``. A name given twice (two files of one stem, or a table
+    and a file) is an InferenceError: names key the outputs."""
+    items, errors, where = [], [], {}
+    for p in paths:
+        try:
+            got = read_inputs(str(p))
+        except InferenceError as e:
+            errors.append(str(e))
+            continue
+        for name, spec in got:
+            if name in where:
+                raise InferenceError(f"two inputs named '{name}': {where[name]} and {spec} (names key the "
+                                     "outputs; give a wav.scp with names of your own)")
+            where[name] = spec
+            items.append((name, spec))
+    return items, errors
+
+
+def make_items(inputs: Sequence, names: Sequence[str] | None = None, sample_rate: int | None = None,
+               window: tuple[float, float] | None = None,
+               segments: dict[str, list[tuple[str, float, float]]] | None = None):
+    """:class:`pyxv.batch.Item` of each input: a ``wav.scp`` value (str or path),
+    samples ``(x, sr)``, or an array of samples at ``sample_rate`` (float in
+    [-1, 1] as soundfile reads them, or int16; channels in columns are averaged).
+    ``window``: ``(window, hop)`` seconds; ``segments``: ``{name: [(seg-id, start, end)]}``."""
+    from .batch import Item
+
+    out = []
+    for i, x in enumerate(inputs):
+        name = names[i] if names is not None else None
+        if isinstance(x, (str, os.PathLike)):
+            it = Item(i, name or audio_name(str(x)), spec=str(x))
+        else:
+            sr = sample_rate
+            if isinstance(x, tuple) and len(x) == 2:
+                x, sr = x
+            if sr is None:
+                raise InferenceError(f"input {i}: an array of samples needs its sample rate "
+                                     "(sample_rate=..., or (samples, rate) pairs)")
+            it = Item(i, name or f"array{i}", samples=np.asarray(x), sample_rate=int(sr))
+        it.window = window
+        if segments is not None:
+            it.segments = segments.get(it.name, [])
+        out.append(it)
+    return out
+
+
+def _embed(embedder, mats: Sequence[np.ndarray], chunk_frames: int, batch_frames: int) -> np.ndarray:
+    """(N, E) embeddings through stage 4's loop (:func:`pyxv.extract.extract_embeddings`:
+    its batching, and a one-line ExtractionMemoryError when a GPU runs out)."""
+    from .extract import extract_embeddings
+
+    mats = list(mats)
+    got = dict(extract_embeddings(embedder, mats, range(len(mats)), chunk_frames=chunk_frames,
+                                  batch_frames=batch_frames, min_frames=0, block=max(1, len(mats))))
+    if len(got) != len(mats):
+        raise InferenceError(f"{len(mats) - len(got)} of {len(mats)} inputs had no frames for the network")
+    if not mats:
+        return np.zeros((0, embedder.embed_dim), dtype=np.float32)
+    return np.stack([got[i] for i in range(len(mats))])
+
+
+class _Embedder:
+    """The network as extraction runs it: on the CPU its frozen copy (stage 4's,
+    built once per network and device), elsewhere the network itself."""
+
+    def __init__(self):
+        self._net, self._device, self._embedder = None, None, None
+
+    def __call__(self, net):
+        from .device import model_device
+        from .nnet.frozen import for_cpu_extraction
+
+        device = model_device(net)
+        if net is not self._net or device != self._device:   # another network, or moved
+            self._net, self._device, self._embedder = net, device, for_cpu_extraction(net)
+        return self._embedder
+
+
 # ------------------------------------------------------------------ x-vectors
 class XVectorModel:
     """A trained or imported speaker encoder (``exp/xvector_<m>/`` or its
@@ -97,6 +195,8 @@ class XVectorModel:
         path = Path(path)
         model = path / "final.pt" if path.is_dir() else path
         self.exp_dir = model.parent
+        self.model_path = model.resolve()
+        self._embedder = _Embedder()
         try:
             self.net, self.ck = load_model(model, device)
         except CheckpointError as e:
@@ -122,12 +222,25 @@ class XVectorModel:
 
         return model_device(self.net)
 
-    def embed_matrices(self, mats: Sequence[np.ndarray]) -> np.ndarray:
-        from .extract import embed_matrices
+    @property
+    def embedder(self):
+        """What embeds: the frozen CPU copy stage 4 uses, or the network on a GPU.
+        Built once per network and device (again after ``xv.net`` is replaced or
+        moved); the loaded model is not trained further, so its weights are baked in."""
+        return self._embedder(self.net)
 
+    def encoder_info(self) -> dict:
+        """What a speaker file records of this encoder (:mod:`pyxv.speaker`)."""
+        from .speaker import weights_checksum
+
+        return {"model": str(self.model_path), "type": type(self.net).__name__, "dim": int(self.dim),
+                "sha256": weights_checksum(self.net)}
+
+    def embed_matrices(self, mats: Sequence[np.ndarray], batch_frames: int | None = None) -> np.ndarray:
+        """(N, E) of network inputs, batched as stage 4 batches (``batch_frames``:
+        frames per padded batch on a GPU; the model config's by default)."""
         ec = self.cfg["extract"]
-        return embed_matrices(self.net, list(mats), chunk_frames=ec["chunk_frames"],
-                              batch_frames=ec["batch_frames"])
+        return _embed(self.embedder, mats, ec["chunk_frames"], batch_frames or ec["batch_frames"])
 
     def features(self, spec: str, name: str | None = None) -> np.ndarray:
         try:
@@ -139,31 +252,101 @@ class XVectorModel:
         """(E,) x-vector of one audio file."""
         return self.embed_matrices([self.features(spec, name)])[0]
 
-    def embed_table(self, items: Iterable[tuple[str, str]], stats: dict | None = None
+    def iter_embed(self, inputs: Sequence, names: Sequence[str] | None = None, *, sample_rate: int | None = None,
+                   nj: int = 1, batch: int = 256, batch_frames: int | None = None, timing=None):
+        """:class:`pyxv.batch.Result` per input, in input order (``r.outputs[0]``:
+        the x-vector; ``r.error``: why a bad file was left out). Inputs as
+        :func:`make_items` takes them; features in ``nj`` processes, the network
+        on blocks of ``batch`` files; ``timing``: a :class:`pyxv.batch.Timing` to fill."""
+        from .batch import FeatureMaker, run
+
+        items = make_items(inputs, names, sample_rate)
+        return run(items, FeatureMaker(self.front), lambda m: self.embed_matrices(m, batch_frames),
+                   nj=nj, batch=batch, timing=timing)
+
+    def embed_batch(self, inputs: Sequence, names: Sequence[str] | None = None, *, skip_bad: bool = False,
+                    **kw) -> np.ndarray:
+        """(N, E) x-vectors of many inputs (see :meth:`iter_embed` for the options).
+        A bad input is an InferenceError naming every bad one, one per line;
+        with ``skip_bad`` its row is NaN instead."""
+        rows, bad = [], []
+        for r in self.iter_embed(inputs, names, **kw):
+            if r.ok:
+                rows.append(r.outputs[0])
+            else:
+                bad.append(r.error)
+                rows.append(np.full(self.dim, np.nan, dtype=np.float32))
+        if bad and not skip_bad:
+            raise InferenceError("\n".join(bad))
+        return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
+
+    def embed_table(self, items: Iterable[tuple[str, str]], stats: dict | None = None, **kw
                     ) -> Iterator[tuple[str, np.ndarray]]:
-        """Yield (name, x-vector) for ``(name, wav.scp value)`` items; an
-        unreadable one is logged, counted in ``stats['failed']`` and skipped."""
+        """Yield (name, x-vector) for ``(name, wav.scp value)`` items, batched
+        (``kw``: :meth:`iter_embed`'s options); an unreadable one is logged, counted
+        in ``stats['failed']``, its line appended to ``stats['errors']``, and skipped."""
         stats = {} if stats is None else stats
         stats.setdefault("failed", 0)
-        for name, spec in items:
-            try:
-                x = self.features(spec, name)
-            except Exception as e:
-                log.warning("%s: skipped: %s", name, e)
+        stats.setdefault("errors", [])
+        items = list(items)
+        for r in self.iter_embed([s for _, s in items], [n for n, _ in items], **kw):
+            if r.ok:
+                yield r.name, r.outputs[0]
+            else:
+                log.info("%s: skipped: %s", r.name, r.error)   # the caller names it (stats['errors'])
                 stats["failed"] += 1
-                continue
-            yield name, self.embed_matrices([x])[0]
+                stats["errors"].append(r.error)
 
 
 # -------------------------------------------------------------------- emotion
 class EmotionModel:
-    """Common interface: ``classes`` and ``posteriors(specs)``."""
+    """Common interface: ``classes``, ``posteriors(specs)`` (one row per file) and
+    ``iter_posteriors(inputs, window=..., segments=...)`` (rows per segment).
+    A system says how it makes network inputs (``input_of``, and ``maker`` for
+    worker processes) and what its network gives for them (``outputs``)."""
 
     classes: list[str]
     kind: str
+    maker: "FeatureMaker"
+
+    def input_of(self, spec: str, name: str) -> np.ndarray:
+        """Network input of one file, in this process."""
+        raise NotImplementedError
+
+    def outputs(self, mats: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, C) posteriors of network inputs, in batches."""
+        raise NotImplementedError
 
     def posteriors(self, specs: Sequence[str], names: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
-        raise NotImplementedError
+        """(names, (N, C)) of whole files; a file that cannot be used is an InferenceError naming it."""
+        names = list(names) if names is not None else [audio_name(s) for s in specs]
+        try:
+            mats = [self.input_of(s, n) for s, n in zip(specs, names)]
+        except FrontEndError as e:
+            raise InferenceError(str(e)) from e
+        return names, np.asarray(self.outputs(mats), dtype=np.float64)
+
+    def iter_posteriors(self, inputs: Sequence, names: Sequence[str] | None = None, *,
+                        window: float | None = None, hop: float | None = None,
+                        segments: dict[str, list[tuple[str, float, float]]] | None = None,
+                        nj: int = 1, batch: int = 256, timing=None, sample_rate: int | None = None):
+        """:class:`pyxv.batch.Result` per input in input order, ``outputs`` (K, C)
+        posteriors of its segments ``bounds``: uniform windows (``window``/``hop``
+        seconds, :func:`pyxv.segments.uniform_windows`), the listed ``segments``
+        (``{name: [(seg-id, start, end)]}``, a Kaldi segments file's rows), or the
+        whole file. All segments of a block of ``batch`` files go through the
+        network together; features in ``nj`` processes."""
+        from .batch import run
+        from .segments import check_window
+
+        win = None
+        if window is not None:
+            if segments is not None:
+                raise InferenceError("give windows or segments, not both")
+            win = (float(window), check_window(float(window), hop))
+        items = make_items(inputs, names, sample_rate, win, segments)
+        return run(items, self.maker, lambda m: np.asarray(self.outputs(m), dtype=np.float64), nj=nj, batch=batch,
+                   timing=timing)
 
 
 class FrozenLREmotion(EmotionModel):
@@ -173,6 +356,8 @@ class FrozenLREmotion(EmotionModel):
     kind = "frozen_lr"
 
     def __init__(self, fold_dir: Path, device: str = "cpu"):
+        from .batch import FeatureMaker
+
         with open(fold_dir / "model.pkl", "rb") as f:
             try:
                 obj = pickle.load(f)
@@ -184,11 +369,13 @@ class FrozenLREmotion(EmotionModel):
         self.classes = [str(c) for c in self.lr.classes]  # predict_proba's column order
         self.xvector = XVectorModel(find_recipe_path(obj["xvector_model"], fold_dir), device)
         self.source = str(self.xvector.exp_dir)
+        self.maker = FeatureMaker(self.xvector.front)
 
-    def posteriors(self, specs, names=None):
-        names = list(names) if names is not None else [audio_name(s) for s in specs]
-        X = np.stack([self.xvector.embed_file(s, n) for s, n in zip(specs, names)])
-        return names, np.asarray(self.lr.predict_proba(X), dtype=np.float64)
+    def input_of(self, spec, name):
+        return self.xvector.features(spec, name)
+
+    def outputs(self, mats):
+        return np.asarray(self.lr.predict_proba(self.xvector.embed_matrices(mats)), dtype=np.float64)
 
 
 class NnetEmotion(EmotionModel):
@@ -196,12 +383,14 @@ class NnetEmotion(EmotionModel):
     emotion output layer; ``extra`` says its features)."""
 
     def __init__(self, fold_dir: Path, device: str = "cpu"):
+        from .batch import FeatureMaker
         from .train.checkpoint import CheckpointError, load_model
 
         try:
             self.net, ck = load_model(fold_dir / "final.pt", device)
         except CheckpointError as e:
             raise InferenceError(str(e)) from e
+        self._embedder = _Embedder()
         extra = ck.get("extra") or {}
         self.classes = [str(c) for c in (extra.get("classes") or ck["labels"])]
         self.kind = str(extra.get("emotion_system", "nnet"))
@@ -214,7 +403,9 @@ class NnetEmotion(EmotionModel):
             mean, std = extra.get("gemaps_mean"), extra.get("gemaps_std")
             self.gemaps_norm = (np.asarray(mean, np.float32), np.asarray(std, np.float32)) if mean else None
             self.front = None
-        elif self.features == "mfcc":
+            self.maker = FeatureMaker(gemaps=True, gemaps_norm=self.gemaps_norm)
+            return
+        if self.features == "mfcc":
             # The fold's own confs, else those of the x-vector model it came from.
             extra = dict(extra)
             pre = self._pretrained_dir(extra, fold_dir)
@@ -222,12 +413,15 @@ class NnetEmotion(EmotionModel):
                 for d in (fold_dir, pre):
                     if not extra.get(name) and d is not None and (d / name).is_file():
                         extra[name] = (d / name).read_text()
+            # MFCC on the CPU whatever the network's device (as XVectorModel's): features are
+            # computed per file, in worker processes with --nj, which should not each open a GPU.
             self.front = MfccVadFrontEnd(cmn_window=self.cmn_window, apply_vad=self.apply_vad,
-                                         min_frames=cfg["extract"]["min_frames"], device=device,
+                                         min_frames=cfg["extract"]["min_frames"], device="cpu",
                                          mfcc_text=extra.get("mfcc.conf"), vad_text=extra.get("vad.conf"),
                                          where=str(fold_dir))
         else:  # the front-end of the fine-tuned encoder's own type (e.g. GE2E's mel spectrogram)
             self.front = type(self.net).frontend(cfg, extra, fold_dir)
+        self.maker = FeatureMaker(self.front)
 
     @property
     def device(self):
@@ -251,33 +445,22 @@ class NnetEmotion(EmotionModel):
     def _gemaps(self, spec: str, name: str) -> np.ndarray:
         """Standardised eGeMAPS LLDs (T, 25), computed as stage 2 does
         (``pyxv.features.gemaps.Gemaps.both`` at the audio's own rate)."""
-        from .features.gemaps import Gemaps
         from .io import read_audio
 
-        if not hasattr(self, "_gemaps_extractor"):
-            self._gemaps_extractor = Gemaps()
         x, sr = read_audio(spec, name=name)
-        L = np.nan_to_num(self._gemaps_extractor.both(x, sr)[0].astype(np.float32))
-        if self.gemaps_norm is not None:
-            L = (L - self.gemaps_norm[0]) / self.gemaps_norm[1]
-        return L
+        return self.maker.lld(x, sr, name)
 
-    def posteriors(self, specs, names=None):
+    def input_of(self, spec, name):
+        return self._gemaps(spec, name) if self.features == "gemaps" else self.front(spec, name)
+
+    def outputs(self, mats):
         import torch
 
-        names = list(names) if names is not None else [audio_name(s) for s in specs]
-        try:
-            mats = [self._gemaps(s, n) if self.features == "gemaps" else self.front(s, n)
-                    for s, n in zip(specs, names)]
-        except FrontEndError as e:
-            raise InferenceError(str(e)) from e
-        from .extract import embed_matrices
-
-        E = embed_matrices(self.net, mats)   # on the network's device, as the embeddings below
+        # stage 5's chunking (pyxv.extract.utterance_posteriors' defaults), on the network's device
+        E = _embed(self._embedder(self.net), mats, 6000, 20000)
         with torch.no_grad():
             logits = self.net.logits_from_embedding(torch.from_numpy(E).to(self.device)).float()
-            P = torch.softmax(logits, dim=-1).cpu().numpy().astype(np.float64)
-        return names, P
+            return torch.softmax(logits, dim=-1).cpu().numpy().astype(np.float64)
 
 
 def load_emotion_model(path: str | os.PathLike, device: str = "cpu") -> EmotionModel:
@@ -309,14 +492,16 @@ class Verifier:
         self.xvector, self.backend, self.source = xvector, backend, source
 
     @classmethod
-    def load(cls, xvector_exp: str | os.PathLike, backend: str | None = None, device: str = "cpu") -> "Verifier":
+    def load(cls, xvector_exp: str | os.PathLike, backend: str | None = None, device: str = "cpu",
+             xvector: XVectorModel | None = None) -> "Verifier":
         """``backend``: a saved back-end file, or ``cosine``/``plda`` (the newest
         ``exp/sv/*/xvector_<m>/<name>/backend.pkl`` of this model), or None
         (cosine, else plda, else a cosine back-end fitted now on the model's
-        pre-training x-vectors, ``xvectors_pretrain/train``)."""
+        pre-training x-vectors, ``xvectors_pretrain/train``). ``xvector``: the
+        model of ``xvector_exp`` when already loaded."""
         from .backend.pipeline import Backend
 
-        xv = XVectorModel(xvector_exp, device)
+        xv = xvector if xvector is not None else XVectorModel(xvector_exp, device)
         if backend and Path(backend).is_file():
             try:
                 return cls(xv, Backend.load(backend), str(backend))
@@ -373,16 +558,54 @@ class Verifier:
     def score_embeddings(self, a: np.ndarray, b: np.ndarray) -> float:
         return float(self.backend.score_pairs(a[None, :], b[None, :])[0])
 
+    def _decide(self, s: float, threshold: float | None) -> tuple[float, bool | None]:
+        th = float(self.backend.threshold) if threshold is None else float(threshold)
+        return th, (bool(s >= th) if np.isfinite(th) else None)
+
     def verify(self, spec_a: str, spec_b: str, threshold: float | None = None) -> dict:
         """{"score", "threshold", "same"}: same speaker iff score >= threshold."""
-        ea = self.xvector.embed_file(spec_a)
-        eb = self.xvector.embed_file(spec_b)
+        ea, eb = self.xvector.embed_batch([spec_a, spec_b])
         s = self.score_embeddings(ea, eb)
-        th = float(self.backend.threshold) if threshold is None else float(threshold)
-        same = bool(s >= th) if np.isfinite(th) else None
+        th, same = self._decide(s, threshold)
         return {"a": spec_a, "b": spec_b, "score": s, "threshold": th, "same": same,
                 "backend": getattr(self.backend, "kind", "?"), "backend_source": self.source,
                 "model": str(self.xvector.exp_dir)}
+
+    def enroll(self, inputs: Sequence, names: Sequence[str] | None = None, *, speaker=None, nj: int = 1,
+               batch: int = 256) -> "SpeakerModel":
+        """A :class:`pyxv.speaker.SpeakerModel` of the enrolment files (or ``speaker``
+        with them added). Any file that cannot be used is an InferenceError naming
+        each such file on a line of its own: a speaker silently enrolled from fewer
+        files than asked would be a different model."""
+        from .speaker import SpeakerModel
+
+        info = self.xvector.encoder_info()
+        if speaker is not None:
+            speaker.check(info)
+        E = self.xvector.embed_batch(inputs, names, nj=nj, batch=batch)
+        files = [str(x) if isinstance(x, (str, os.PathLike)) else f"array{i}" for i, x in enumerate(inputs)]
+        if speaker is not None:
+            return speaker.add(E, files)
+        return SpeakerModel.from_embeddings(E, info, files)
+
+    def score_speaker(self, speaker, inputs: Sequence, names: Sequence[str] | None = None, *,
+                      threshold: float | None = None, nj: int = 1, batch: int = 256,
+                      where: str = "speaker model") -> list[dict]:
+        """Score each test input against an enrolled speaker through the back-end:
+        ``[{"test", "name", "score", "threshold", "same"}]`` in input order, or
+        ``{"test", "name", "error"}`` for a test file that cannot be used. A speaker
+        of another encoder is a SpeakerFileError (``where`` names it)."""
+        speaker.check(self.xvector.encoder_info(), where)
+        v = speaker.vector()
+        out = []
+        for r in self.xvector.iter_embed(inputs, names, nj=nj, batch=batch):
+            if not r.ok:
+                out.append({"test": r.label, "name": r.name, "error": r.error})
+                continue
+            s = self.score_embeddings(v, r.outputs[0].astype(np.float64))
+            th, same = self._decide(s, threshold)
+            out.append({"test": r.label, "name": r.name, "score": s, "threshold": th, "same": same})
+        return out
 
 
 def write_ark(pairs: Iterable[tuple[str, np.ndarray]], out_ark: str | os.PathLike) -> int:
