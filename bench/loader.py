@@ -14,8 +14,9 @@ preparation jobs write them) in a temporary folder, then measures:
   ``now`` reads only the chunk's rows straight into the batch (``ArkRows``);
 - **DataLoader, one worker**: chunks/s at its output over 3 epochs, batch 32 and
   128: ``before`` as the trainer built it (a new loader each epoch, default
-  prefetch); ``now`` one loader for all epochs with a persistent worker and a
-  deeper prefetch (pinned memory where CUDA is there);
+  prefetch); ``now`` the trainer's own loader (``pyxv.train.data.training_loader``:
+  one for all epochs, its worker alive throughout, ``train.prefetch_factor``
+  batches ahead, pinned memory where CUDA is there);
 - each **hot** (page cache warm) and **cold** (every ark dropped from the page
   cache with ``posix_fadvise(DONTNEED)`` first; on a virtual disk the host may
   still cache it, so "cold" is a lower bound on the cost of a real cold read).
@@ -40,7 +41,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pyxv.features.archive import ArkScpWriter  # noqa: E402
 from pyxv.io import read_table  # noqa: E402
-from pyxv.train.data import ChunkBatches, FeatureSource, chunk  # noqa: E402
+from pyxv.nnet.config import DEFAULTS  # noqa: E402
+from pyxv.train.data import ChunkBatches, FeatureSource, RunBatches, chunk, training_loader  # noqa: E402
 
 DIM = 23
 
@@ -130,20 +132,13 @@ def through_loader(cls, root, u2n, utts, labels, batch, seconds, persistent: boo
     probe_cps, _ = in_process(cls, root, u2n, utts, labels, batch, 0.5)
     per_epoch = max(20, int(probe_cps * seconds / 3 / batch))
     t0 = time.perf_counter()
-    if persistent:
-        class Epochs(torch.utils.data.Dataset):  # one dataset for all epochs: index = (epoch, batch)
-            def __init__(self):
-                self.cur = (0, None)
-
-            def __getitem__(self, key):
-                ep, i = key
-                if self.cur[0] != ep:
-                    self.cur = (ep, dataset(cls, root, u2n, utts, labels, batch, per_epoch, ep))
-                return self.cur[1][i]
-        loader = torch.utils.data.DataLoader(Epochs(), batch_size=None, sampler=[(e, i) for e in (1, 2, 3)
-                                                                                for i in range(per_epoch)],
-                                             num_workers=1, persistent_workers=True, prefetch_factor=8,
-                                             pin_memory=torch.cuda.is_available())
+    if persistent:  # the trainer's own loader: one for all epochs, its worker alive throughout
+        src = FeatureSource(root / "feats.scp", utt2num_frames=u2n, cache=64)
+        batches = RunBatches(src, utts, labels, u2n, batch_size=batch, steps=per_epoch, chunk_min=200,
+                             chunk_max=400, sampling="balanced", seed=777)
+        loader = training_loader(batches, epochs=3, num_workers=1,
+                                 prefetch_factor=DEFAULTS["train"]["prefetch_factor"],
+                                 pin_memory=torch.cuda.is_available())
         n = sum(x.shape[0] for x, _ in loader)
     else:
         n = 0

@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -168,3 +169,167 @@ def test_ddp_resumes_a_one_process_checkpoint_at_the_same_global_batch(tmp_path,
     assert [h["lr"] for h in hist] == [h["lr"] for h in one.history]
     for a, b in zip(one.history[1:], hist[1:]):
         assert abs(a["train_loss"] - b["train_loss"]) <= 0.05 * abs(a["train_loss"]) + 0.02
+
+
+# ------------------------------------------------------------------ pre-emption
+# The script with a pause after each step (argv[4] seconds), so that a signal comes mid-epoch.
+PAUSED = SCRIPT.replace("progress=False, use_gpu=False)", "progress=False, use_gpu=False,\n"
+                        "                 on_step=lambda e, s: time.sleep(float(sys.argv[4])))"
+                        ).replace("import json, sys, torch", "import json, sys, time, torch")
+
+
+def _preemption_cfg():
+    cfg = copy.deepcopy(TINY)
+    # log points (where the processes agree to stop) every 2 steps; a step checkpoint every 3
+    cfg["train"].update(epochs=3, steps_per_epoch=8, batch_size=16, lr=0.005, log_interval=2, checkpoint_interval=3)
+    return cfg
+
+
+def _workers(pid: int) -> dict[int, int]:
+    """torchrun's worker processes by rank."""
+    out = {}
+    ps = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    for w in map(int, ps.split()):
+        try:
+            env = dict(kv.split("=", 1) for kv in open(f"/proc/{w}/environ").read().split("\0") if "=" in kv)
+        except OSError:
+            continue
+        if "RANK" in env:
+            out[int(env["RANK"])] = w
+    return out
+
+
+class _Launch:
+    """torchrun with 2 gloo processes of the test script, its output in a file."""
+
+    def __init__(self, tmp_path, repo_root, out, pause):
+        self.torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+        if not os.path.exists(self.torchrun):
+            pytest.skip("torchrun not found")
+        self.tmp, self.out, self.pause = tmp_path, tmp_path / out, pause
+        self.script = tmp_path / "paused_train.py"
+        self.script.write_text(PAUSED)
+        self.mark = tmp_path / "preempted.mark"
+        self.env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo_root), CUDA_VISIBLE_DEVICES="",
+                        PYXV_PREEMPTED_MARK=str(self.mark))
+        self.n = 0
+
+    def start(self):
+        self.n += 1
+        self.log = self.tmp / f"{self.out.name}.{self.n}.log"
+        self.mark.unlink(missing_ok=True)
+        self.p = subprocess.Popen([self.torchrun, "--standalone", "--nproc_per_node", "2", str(self.script),
+                                   str(self.tmp / "data"), str(self.out), json.dumps(_preemption_cfg()),
+                                   str(self.pause)], env=self.env, stdout=open(self.log, "w"),
+                                  stderr=subprocess.STDOUT)
+        return self
+
+    def wait_for(self, text, timeout=120):
+        import time
+        t0 = time.time()
+        while text not in self.text() and self.p.poll() is None and time.time() - t0 < timeout:
+            time.sleep(0.05)
+        if text not in self.text():
+            self.kill()
+        assert text in self.text(), self.text()[-3000:]
+
+    def text(self):
+        return self.log.read_text()
+
+    def end(self, timeout=120):
+        try:
+            return self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self):
+        """torchrun and its workers (in sessions of their own) -9, if still there."""
+        for pid in [self.p.pid] + list(_workers(self.p.pid).values()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.p.wait()
+
+
+@pytest.fixture(scope="module")
+def preemption_reference(tmp_path_factory, repo_root):
+    """The weights of an uninterrupted 2-process run of :func:`_preemption_cfg`."""
+    tmp = tmp_path_factory.mktemp("ddp_ref")
+    make_datadir(tmp / "data", n_spk=4, n_utt=8)
+    run = _Launch(tmp, repo_root, "full", 0).start()
+    run.end()
+    assert (tmp / "full" / "final.pt").is_file(), run.text()[-3000:]
+    return torch.load(tmp / "full" / "final.pt", weights_only=False)["model"]
+
+
+def _same(a, b):
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
+def test_ddp_stop_signal_to_one_process_stops_all_at_one_step_exit_75_and_resumes_exactly(
+        tmp_path, repo_root, preemption_reference):
+    """SIGUSR1 to rank 1 only: at the next log point both processes agree to stop,
+    rank 0 writes a step checkpoint, both exit 75 and touch the launcher's mark.
+    Again with SIGTERM to rank 0 on the resumed run; the third run ends with the
+    weights of an uninterrupted one."""
+    import time
+
+    make_datadir(tmp_path / "data", n_spk=4, n_utt=8)
+    run = _Launch(tmp_path, repo_root, "k", 0.25).start()
+    run.wait_for("epoch 1 step 2/8")
+    os.kill(_workers(run.p.pid)[1], signal.SIGUSR1)
+    rc = run.end()
+    out = run.text()
+    assert rc != 0 and run.mark.is_file(), out[-3000:]              # torchrun itself says 1 for a 75
+    assert "exitcode  : 75" in out                                  # (the other may be ended by torchrun first)
+    assert "stopping for pre-emption (signal to another process) in epoch" in out   # rank 0 was not signalled
+    newest = max((tmp_path / "k" / "checkpoints").glob("epoch_*.pt"), key=os.path.getmtime)
+    assert "_step_" in newest.name and f"checkpoint {newest} written" in out
+    assert not (tmp_path / "k" / "final.pt").exists()
+
+    run.start()
+    run.wait_for("resuming from")
+    time.sleep(0.5)
+    os.kill(_workers(run.p.pid)[0], signal.SIGTERM)
+    assert run.end() != 0 and run.mark.is_file(), run.text()[-3000:]
+    assert "stopping for pre-emption (SIGTERM here)" in run.text()
+
+    run.pause = 0
+    run.start()
+    assert _finished_run(run), run.text()[-3000:]
+    assert "resuming from" in run.text() and not run.mark.exists()
+    _same(preemption_reference, torch.load(tmp_path / "k" / "final.pt", weights_only=False)["model"])
+
+
+def _finished_run(run) -> bool:
+    rc = run.end()
+    return _finished(subprocess.CompletedProcess(run.p.args, rc, run.text(), ""), run.out)
+
+
+@pytest.mark.slow
+def test_ddp_kill_of_one_process_ends_the_other_in_bounded_time_and_the_rerun_resumes(
+        tmp_path, repo_root, preemption_reference):
+    """SIGKILL (no chance to checkpoint) of rank 1 after the first step checkpoint:
+    rank 0 does not hang (its next collective fails; torchrun ends it), the launch
+    ends within 60 s without final.pt, and the rerun resumes exactly."""
+    import time
+
+    make_datadir(tmp_path / "data", n_spk=4, n_utt=8)
+    run = _Launch(tmp_path, repo_root, "k", 0.25).start()
+    run.wait_for("checkpoint /")
+    t0 = time.time()
+    os.kill(_workers(run.p.pid)[1], signal.SIGKILL)
+    rc = run.end(timeout=90)
+    took = time.time() - t0
+    print(f"\nthe launch ended {took:.1f} s after the kill (exit {rc})")
+    assert took < 60 and rc != 0 and not run.mark.exists(), run.text()[-3000:]
+    assert not (tmp_path / "k" / "final.pt").exists()
+    run.pause = 0
+    run.start()
+    assert _finished_run(run), run.text()[-3000:]
+    assert "resuming from" in run.text()
+    _same(preemption_reference, torch.load(tmp_path / "k" / "final.pt", weights_only=False)["model"])

@@ -223,7 +223,7 @@ def test_another_number_of_processes_at_another_global_batch_is_refused(data, tm
         train_classifier(source(d), u2s, cfg(), tmp_path / "w", progress=False, on_epoch_end=_stop_after(1))
     before = _digests(tmp_path / "w")
     # The refusal comes before any collective, so a faked world of 2 reaches it in one process.
-    monkeypatch.setattr(dd, "setup", lambda use_gpu=None: dd.DistInfo(rank=0, world=2))
+    monkeypatch.setattr(dd, "setup", lambda use_gpu=None, **kw: dd.DistInfo(rank=0, world=2))
     with pytest.raises(ckpt.CheckpointError) as e:
         train_classifier(source(d), u2s, cfg(), tmp_path / "w", progress=False)
     msg = str(e.value)

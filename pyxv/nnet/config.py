@@ -65,9 +65,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "lr_schedule": "exp",        # exp | cosine | constant (after warm-up)
         "final_lr_ratio": 0.01,      # lr at the last step / lr (exp and cosine)
         "grad_clip": 10.0,           # 0 disables
-        "log_interval": 50,          # steps between log lines
-        "num_workers": 0,            # DataLoader workers per process
-        "amp": "bf16",               # bf16 | fp16 | none (autocast on GPU only)
+        "log_interval": 50,          # steps between log lines: also the step loop's only host-device
+                                     # syncs, and where a pre-emption signal (SIGTERM/SIGUSR1) is acted on
+        "num_workers": 0,            # DataLoader workers per process (0: batches read in the training process)
+        "prefetch_factor": 4,        # batches each worker reads ahead (with num_workers > 0)
+        "amp": "auto",               # auto | bf16 | fp16 | none, on GPU only: auto and bf16 autocast in
+                                     # bf16 where the GPU has it, else fp16 with loss scaling; none: fp32
+        "dist_timeout": 600,         # seconds a DDP process waits in a collective before it fails: bounds
+                                     # the wait for a peer that died; must exceed the main process's
+                                     # validation + checkpoint at an epoch's end (the others wait then)
         "pretrained_lr_mult": 1.0,   # lr multiplier of layers loaded with init_from
         "head_only_epochs": 0,       # with init_from: the first N of `epochs` train only the output layer (LP-FT)
         "freeze": "none",            # none | embedding (train only the output layer)
@@ -90,7 +96,7 @@ _CHOICES = {
     "data.sampling": ("balanced", "proportional"),
     "train.optimizer": ("adam", "adamw", "sgd"),
     "train.lr_schedule": ("exp", "cosine", "constant"),
-    "train.amp": ("bf16", "fp16", "none"),
+    "train.amp": ("auto", "bf16", "fp16", "none"),
     "train.freeze": ("none", "embedding"),
 }
 
@@ -180,6 +186,9 @@ def _check_common(out: dict, where: str) -> dict:
         raise ConfigError(f"{where}train.batch_size: must be positive")
     if out["train"]["lr_scale_ref_batch"] < 0:
         raise ConfigError(f"{where}train.lr_scale_ref_batch: must be 0 (off) or a batch size")
+    for k, low in (("log_interval", 1), ("num_workers", 0), ("prefetch_factor", 1), ("dist_timeout", 1)):
+        if out["train"][k] < low:
+            raise ConfigError(f"{where}train.{k}: must be at least {low}, got {out['train'][k]}")
     return out
 
 

@@ -210,6 +210,19 @@ def _without_batch(cfg: dict | None) -> dict:
     return cfg
 
 
+def _fingerprinted(old: dict | None, new: dict) -> dict:
+    """``old`` less the keys of sections ``new`` has that ``new`` leaves out: a
+    setting the trainer no longer fingerprints (it does not change the weights,
+    e.g. ``train.amp``) or no longer has does not stop the resume of a checkpoint
+    written before."""
+    out = {}
+    for k, v in (old or {}).items():
+        if isinstance(v, dict) and isinstance(new.get(k), dict):
+            v = {kk: vv for kk, vv in v.items() if kk in new[k]}
+        out[k] = v
+    return out
+
+
 @dataclass
 class ResumeCheck:
     """How a checkpoint's fingerprint compares with this run's (:func:`compare_fingerprints`)."""
@@ -236,7 +249,8 @@ def compare_fingerprints(old: dict | None, new: dict) -> ResumeCheck:
         r.changed.append("it was written by an older pyxv (train.batch_size was then the global batch), "
                          "whose checkpoints this version cannot check")
         return r
-    keys = _differences(_without_batch(old.get("config")), _without_batch(new["config"]))
+    keys = _differences(_without_batch(_fingerprinted(old.get("config"), new["config"])),
+                        _without_batch(new["config"]))
     if keys:
         r.changed.append("the config changed: " + ", ".join(keys))
     lists = []

@@ -14,12 +14,15 @@
   class-balanced (class, then utterance) or proportionally (utterance), random
   start offsets. It is a pure function of ``(seed, epoch)``, so a resumed run
   sees exactly the batches an uninterrupted one would.
+- :class:`RunBatches` / :func:`training_loader`: every batch of a run keyed by
+  ``(epoch, step)``, through one DataLoader whose workers live for the whole run.
 """
 from __future__ import annotations
 
 import collections
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -291,6 +294,71 @@ class ChunkBatches(torch.utils.data.Dataset):
         for k, (utt, s, _) in enumerate(items):
             self.source.read_chunk(utt, s, L, out=x[k])
         return torch.from_numpy(x), torch.tensor([y for _, _, y in items], dtype=torch.int64)
+
+
+class RunBatches(torch.utils.data.Dataset):
+    """Every training batch of a run: item ``(epoch, step)`` is ``ChunkBatches(...,
+    epoch=epoch)[step]``. The epoch's plan is built where the item is read (in a
+    DataLoader worker: once per worker and epoch, a pure function of seed and
+    epoch), so one loader, and its workers, serve all epochs, and the next epoch's
+    first batches are read while the last one is validated."""
+
+    def __init__(self, source: FeatureSource, utts: Sequence[str], labels: Sequence[int],
+                 lengths: Mapping[str, int], *, batch_size: int, steps: int, chunk_min: int, chunk_max: int,
+                 sampling: str = "balanced", seed: int = 0, rank: int = 0, world: int = 1):
+        self.source, self.utts, self.labels, self.lengths = source, utts, labels, lengths
+        self.steps = steps
+        self._plan_args = dict(batch_size=batch_size, steps=steps, chunk_min=chunk_min, chunk_max=chunk_max,
+                               sampling=sampling, seed=seed, rank=rank, world=world)
+        self._epoch: tuple[int, ChunkBatches] | None = None
+
+    def epoch(self, epoch: int) -> ChunkBatches:
+        if self._epoch is None or self._epoch[0] != epoch:
+            self._epoch = (epoch, ChunkBatches(self.source, self.utts, self.labels, self.lengths, epoch=epoch,
+                                               **self._plan_args))
+        return self._epoch[1]
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, step = key
+        return self.epoch(epoch)[step]
+
+
+class RunKeys(torch.utils.data.Sampler):
+    """The ``(epoch, step)`` keys from ``start`` (the first batch not done) to the
+    end of epoch ``epochs``, in training order."""
+
+    def __init__(self, start: tuple[int, int], epochs: int, steps: int):
+        self.start, self.epochs, self.steps = start, epochs, steps
+
+    def __iter__(self):
+        e0, s0 = self.start
+        for e in range(e0, self.epochs + 1):
+            for s in range(s0 if e == e0 else 0, self.steps):
+                yield e, s
+
+    def __len__(self) -> int:
+        e0, s0 = self.start
+        return max(0, (self.epochs - e0 + 1) * self.steps - s0)
+
+
+def training_loader(batches: RunBatches, *, start: tuple[int, int] = (1, 0), epochs: int, num_workers: int = 0,
+                    prefetch_factor: int = 4, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """The trainer's loader of ``batches`` from ``start`` = (epoch, steps done in it)
+    to the end of training: ``num_workers`` processes (0: read in the calling one),
+    each ``prefetch_factor`` batches ahead, alive for the whole run;
+    ``pin_memory`` (for a CUDA device) lets the copy to the GPU overlap compute."""
+    more = dict(persistent_workers=True, prefetch_factor=prefetch_factor,
+                worker_init_fn=_leave_stop_signals_to_trainer) if num_workers > 0 else {}
+    return torch.utils.data.DataLoader(batches, batch_size=None, sampler=RunKeys(start, epochs, batches.steps),
+                                       num_workers=num_workers, pin_memory=pin_memory, **more)
+
+
+def _leave_stop_signals_to_trainer(worker_id: int) -> None:
+    """A batch system may send SIGTERM/SIGUSR1 to every process of the job: a
+    loader worker ignores them (it would die of them, and the training process
+    fail on that) and is stopped by the training process, at its agreed step."""
+    for s in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, signal.SIG_IGN)
 
 
 def chunk(x: np.ndarray, start: int, length: int) -> np.ndarray:

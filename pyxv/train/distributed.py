@@ -3,14 +3,29 @@
 ``torchrun --nproc_per_node N`` sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``
 and the rendezvous address; NCCL is used on GPUs, gloo on CPU. Without those
 variables everything runs in one process.
+
+A training process that stops for pre-emption (SIGTERM or SIGUSR1: the trainer
+checkpoints at a step all processes agreed on) exits with :data:`PREEMPTED_EXIT`
+(75, EX_TEMPFAIL: "checkpoint written, run again to resume"). torchrun turns any
+worker's non-zero status into its own 1, so a launcher around it (``pyxv.launch``)
+sets ``PYXV_PREEMPTED_MARK`` to a file name that does not exist; every process
+touches it after the checkpoint (:func:`mark_preempted`), and the launcher exits
+75 when it is there, even if a process's own status was lost (killed by the
+agent in its teardown, say).
 """
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL (sysexits.h): stopped for pre-emption, checkpoint written; rerun to resume
+# Set by the launcher (pyxv.launch) for its workers: a file each touches after a pre-emption stop.
+PREEMPTED_MARK_ENV = "PYXV_PREEMPTED_MARK"
 
 
 @dataclass
@@ -29,8 +44,10 @@ class DistInfo:
         return self.world > 1
 
 
-def setup(use_gpu: bool | None = None) -> DistInfo:
-    """Initialise the process group when launched by torchrun; pick the device."""
+def setup(use_gpu: bool | None = None, timeout: float | None = None) -> DistInfo:
+    """Initialise the process group when launched by torchrun; pick the device.
+    ``timeout`` (seconds): how long a collective waits for the other processes
+    before it fails (a peer that died must not hang the others for ever)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -42,7 +59,8 @@ def setup(use_gpu: bool | None = None) -> DistInfo:
     if use_gpu:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_gpu else "gloo")
+        dist.init_process_group("nccl" if use_gpu else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout) if timeout else None)
     return DistInfo(rank, world, local, device)
 
 
@@ -80,3 +98,11 @@ def all_gather_object(obj, info: DistInfo) -> list:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def mark_preempted() -> None:
+    """Tell the launcher (when one set ``PYXV_PREEMPTED_MARK``) that training
+    stopped for pre-emption with its checkpoint written."""
+    mark = os.environ.get(PREEMPTED_MARK_ENV)
+    if mark:
+        Path(mark).touch()

@@ -45,8 +45,28 @@ and global batch see the same data; steps per epoch (by default one pass over
 the voiced frames) shrink as the global batch grows. ``train.lr_scale_ref_batch``
 N > 0 scales the lr linearly: lr x global batch / N. A checkpoint resumes on
 another number of processes when the global batch is unchanged; otherwise the
-run stops with a message saying how to go on. On GPU with ``train.amp``
-autocast in bf16/fp16.
+run stops with a message saying how to go on.
+
+On a GPU: ``train.amp`` (auto: bf16 where the GPU has it, else fp16 with a
+GradScaler), TF32, cuDNN autotuning, fused optimizer step; the step never waits
+for the device: loss and accuracy are summed there and read every
+``train.log_interval`` steps. Batches come from one DataLoader for the whole run
+(``train.num_workers`` processes, ``train.prefetch_factor`` batches ahead each,
+pinned memory). A GPU out of memory stops the run with one line naming
+``train.batch_size`` (:class:`GpuMemoryError`, a ConfigError); the newest
+checkpoint stays as it was.
+
+Pre-emption: SIGTERM or SIGUSR1 (e.g. Slurm's ``--signal=B:USR1@120``, forwarded
+by the batch script) makes every process stop at the next log point (they agree
+there: any process signalled stops them all), after a step checkpoint (or at
+an epoch's end, after its checkpoint); the process then exits with status 75
+(:class:`Preempted`, ``pyxv.train.distributed.PREEMPTED_EXIT``): "checkpoint
+written, run again to resume" (each process also touches the file named by
+``PYXV_PREEMPTED_MARK``, for a launcher around torchrun, which reports 1 for
+any failed worker). DataLoader workers ignore both signals (a batch system may
+signal every process of the job). A process killed outright leaves the others
+to fail in their next collective (at most ``train.dist_timeout`` s; torchrun
+ends them sooner); the rerun resumes from the newest checkpoint.
 
 The phases: :func:`_prepare_data`, :func:`_build_model` (the one place the
 network is built), :func:`_build_optimizer`, :func:`_resume`, then
@@ -54,11 +74,14 @@ network is built), :func:`_build_optimizer`, :func:`_resume`, then
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,13 +97,60 @@ from ..nnet.registry import build_encoder
 from ..nnet.xvector import XVectorNet
 from . import checkpoint as ckpt
 from . import distributed as dd
-from .data import ChunkBatches, FeatureSource, chunk, default_steps, filter_training_set, split_validation
+from .data import (FeatureSource, RunBatches, chunk, default_steps, filter_training_set, split_validation,
+                   training_loader)
 
 log = logging.getLogger("pyxv.train")
 
 
 class TrainingDataError(ValueError):
     """Training data that cannot be used (e.g. fewer than 2 classes)."""
+
+
+class GpuMemoryError(ConfigError):
+    """The GPU ran out of memory in a training step: a batch size this GPU cannot
+    hold (a ConfigError, so the CLI says it in one line)."""
+
+
+class Preempted(SystemExit):
+    """Training stopped for pre-emption (SIGTERM/SIGUSR1) at a step all processes
+    agreed on, after writing the checkpoint (``checkpoint``: its path); the
+    process exits with :data:`~pyxv.train.distributed.PREEMPTED_EXIT` (75)."""
+
+    def __init__(self, checkpoint: str):
+        super().__init__(dd.PREEMPTED_EXIT)
+        self.checkpoint = checkpoint
+
+
+class _StopSignals:
+    """While training: SIGTERM and SIGUSR1 (Slurm's notice before a time limit or
+    pre-emption, e.g. ``--signal=B:USR1@120`` forwarded by the batch script) only
+    note that they came; true once one has. The processes act on it together at
+    the next log point (:meth:`_Run.train_epoch`). The previous handlers come
+    back after. (Only the main thread can take signals: elsewhere this does
+    nothing.)"""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.got: list[int] = []
+        self._old: dict = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.got)
+
+    def _note(self, signum, frame) -> None:  # no logging here: a handler may interrupt the logger
+        self.got.append(signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._note) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old = {}
 
 
 @dataclass
@@ -124,10 +194,74 @@ def lr_lambda(warmup: int, total: int, schedule: str, final_ratio: float) -> Cal
     return f
 
 
-def _amp_dtype(cfg: dict, device: torch.device):
-    if device.type != "cuda" or cfg["train"]["amp"] == "none":
+def precision(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """``(autocast dtype or None, loss scaling needed)`` of ``train.amp`` on ``device``.
+
+    Autocast runs on a GPU only. ``auto`` and ``bf16`` take bf16 where the GPU
+    computes it natively (Ampere and later), else fp16; fp16, whose small range
+    lets gradients underflow, needs a GradScaler. ``none``: fp32 (TF32 matmuls).
+    """
+    if device.type != "cuda" or amp == "none":
+        return None, False
+    if amp in ("auto", "bf16") and _native_bf16():
+        return torch.bfloat16, False
+    return torch.float16, True
+
+
+def _native_bf16() -> bool:
+    try:  # without emulation: emulated bf16 (pre-Ampere) is slower than fp16
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.3
+        return torch.cuda.is_bf16_supported()
+
+
+class _CudaSpeed:
+    """TF32 matmuls and convolutions, and cuDNN autotuning, while a run trains on a
+    GPU; the previous settings come back after (extraction in the same process
+    keeps its own).
+
+    cudnn.benchmark tunes each convolution shape once and reuses the choice. The
+    chunk length varies per batch, so a run meets chunk_max - chunk_min + 1 input
+    shapes (201 for the paper's 200-400 frames): each is tuned the first time it
+    comes, then reused for the rest of the run, which repeats every length
+    thousands of times (a VoxCeleb epoch has ~10^4 steps); so the lengths are not
+    bucketed, which would change the batches a seed gives. Validation (one
+    utterance of any length at a time, each once per epoch) runs untuned: see
+    :func:`evaluate`."""
+
+    def __init__(self, device: torch.device):
+        self.on = device.type == "cuda"
+        self.saved = None
+
+    def __enter__(self):
+        if self.on:
+            self.saved = (_tf32(), torch.backends.cudnn.benchmark)
+            _tf32(True)
+            torch.backends.cudnn.benchmark = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            if self.saved[0] is not None:
+                _tf32(self.saved[0])
+            torch.backends.cudnn.benchmark = self.saved[1]
+
+
+def _tf32(on=None):
+    """TF32 for fp32 matmuls and cuDNN convolutions: set when ``on`` is given
+    (True/False, or a setting this returned); returns the setting before, or None
+    (and sets nothing) where the caller chose through torch's newer fp32_precision
+    API, which torch refuses to mix with this older one. The older one here, as
+    torch answers both after it and not the other way round."""
+    try:
+        old = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    except RuntimeError:
         return None
-    return torch.bfloat16 if cfg["train"]["amp"] == "bf16" else torch.float16
+    if on is not None:
+        mm, conv = on if isinstance(on, tuple) else ("high", True) if on else ("highest", False)
+        torch.set_float32_matmul_precision(mm)
+        torch.backends.cudnn.allow_tf32 = conv
+    return old
 
 
 @torch.no_grad()
@@ -136,14 +270,21 @@ def evaluate(net: XVectorNet, source: FeatureSource, utts: Sequence[str], target
     """Loss and accuracy on the first ``max_frames`` frames of each utterance."""
     was = net.training
     net.eval()
+    # One utterance at a time, of any length up to max_frames, each once per
+    # epoch: autotuning every new shape would cost more than it saves.
+    tuned = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
     tot_loss, correct = 0.0, 0
-    for u, y in zip(utts, targets):
-        x = torch.from_numpy(np.array(source[u][:max_frames])).unsqueeze(0).to(device)
-        t = torch.tensor([y], device=device)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            out, plain = net(x, t, with_plain=True)
-        tot_loss += F.cross_entropy(out.float(), t).item()
-        correct += int(plain.argmax(1).item() == y)
+    try:
+        for u, y in zip(utts, targets):
+            x = torch.from_numpy(np.array(source[u][:max_frames])).unsqueeze(0).to(device)
+            t = torch.tensor([y], device=device)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                out, plain = net(x, t, with_plain=True)
+            tot_loss += F.cross_entropy(out.float(), t).item()
+            correct += int(plain.argmax(1).item() == y)
+    finally:
+        torch.backends.cudnn.benchmark = tuned
     net.train(was)
     n = max(1, len(utts))
     return tot_loss / n, correct / n
@@ -163,7 +304,10 @@ def _load_init(net: XVectorNet, path, cfg: dict) -> None:
 
 
 # Config keys that do not change the weights: a resumed run may differ in them.
-_NOT_IN_FINGERPRINT = {"train": ("checkpoint_interval", "keep_checkpoints", "log_interval", "num_workers"),
+# train.amp is how the numbers are computed, like the device: a run may resume on
+# another GPU (auto: bf16 on one, fp16 on another) or with amp none.
+_NOT_IN_FINGERPRINT = {"train": ("checkpoint_interval", "keep_checkpoints", "log_interval", "num_workers",
+                                 "prefetch_factor", "amp", "dist_timeout"),
                        "data": ("cache_utts",)}
 
 
@@ -233,43 +377,53 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
     on_step: ``f(epoch, step)`` called after each optimizer step (and its checkpoint, if any).
     Returns a :class:`TrainResult`; on DDP ranks > 0 the model is returned too.
     """
-    info = dd.setup(use_gpu)
+    cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else validate_config(config)
+    info = dd.setup(use_gpu, timeout=cfg["train"]["dist_timeout"])
     out_dir = Path(out_dir)
     setup_logging(log_file, info.main)
-    cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else validate_config(config)
-    source = _as_source(features)
-    if cfg["data"]["cache_utts"] != 64:
-        source._cache_size = cfg["data"]["cache_utts"]
+    with _StopSignals() as signalled:  # from here on SIGTERM/SIGUSR1 stop at an agreed step
+        source = _as_source(features)
+        if cfg["data"]["cache_utts"] != 64:
+            source._cache_size = cfg["data"]["cache_utts"]
 
-    data = _prepare_data(source, utt2label, cfg, labels, dev, valid_utts, utt2orig, info)
-    if callable(dev) and dev_metric is None:
-        dev_metric = dev
-    net, frozen = _build_model(cfg, data, init_from, info)
-    optim = _build_optimizer(net, cfg, data.steps, init_from, info.device, info.world)
-    fp = ckpt.fingerprint(_fingerprint_config(cfg), data.fingerprint_lines, processes=info.world, extra=extra,
-                          init_from=init_from, features=getattr(source, "scp", None))
-    if info.main:
-        _remove_temporary_files(out_dir)
-    state = (_resume(out_dir, fp, net, optim, info) if resume
-             else _start_over(out_dir, "on purpose (--start-over, resume=False)", info))
-    model = net
-    if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    if info.main:
-        dump_config(cfg, out_dir / "config.yaml")
-    use_bar = info.main and (sys.stderr.isatty() if progress is None else progress)
-    run = _Run(cfg, data, net, model, frozen, optim, state, fp, labels=data.labels, extra=extra,
-               out_dir=out_dir, info=info, amp=_amp_dtype(cfg, info.device), use_bar=use_bar,
-               dev_given=dev is not None, dev_metric=dev_metric, on_epoch_end=on_epoch_end, on_step=on_step)
-
-    while state.epoch <= cfg["train"]["epochs"] and not state.stop:
-        run.train_epoch()
-        run.end_epoch()
-    # The DDP wrapper (its gradient reducer) goes while the process group still
-    # exists; freed after destroy_process_group, gloo's teardown can abort.
+        data = _prepare_data(source, utt2label, cfg, labels, dev, valid_utts, utt2orig, info)
+        if callable(dev) and dev_metric is None:
+            dev_metric = dev
+        net, frozen = _build_model(cfg, data, init_from, info)
+        optim = _build_optimizer(net, cfg, data.steps, init_from, info.device, info.world)
+        fp = ckpt.fingerprint(_fingerprint_config(cfg), data.fingerprint_lines, processes=info.world, extra=extra,
+                              init_from=init_from, features=getattr(source, "scp", None))
+        if info.main:
+            _remove_temporary_files(out_dir)
+        state = (_resume(out_dir, fp, net, optim, info) if resume
+                 else _start_over(out_dir, "on purpose (--start-over, resume=False)", info))
+        model = net
+        if info.enabled:
+            model = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        if info.main:
+            dump_config(cfg, out_dir / "config.yaml")
+        use_bar = info.main and (sys.stderr.isatty() if progress is None else progress)
+        run = _Run(cfg, data, net, model, frozen, optim, state, fp, labels=data.labels, extra=extra,
+                   out_dir=out_dir, info=info, amp=precision(cfg["train"]["amp"], info.device)[0], use_bar=use_bar,
+                   dev_given=dev is not None, dev_metric=dev_metric, on_epoch_end=on_epoch_end, on_step=on_step,
+                   signalled=signalled)
+        try:
+            with _CudaSpeed(info.device):
+                while state.epoch <= cfg["train"]["epochs"] and not state.stop:
+                    run.train_epoch()
+                    run.end_epoch()
+                    if state.epoch <= cfg["train"]["epochs"] and not state.stop and run.agree_to_stop():
+                        run.stop_for_preemption(None)   # the epoch checkpoint just written is the resume point
+        except Preempted:
+            del model
+            run.release_ddp()
+            dd.cleanup(info)
+            raise
+        finally:
+            run.close_loader()
     del model
-    run.model = None
+    run.release_ddp()
     return run.save_final()
 
 
@@ -399,12 +553,15 @@ def _build_optimizer(net: XVectorNet, cfg: dict, steps: int, init_from, device: 
     body = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("head.")]
     head = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("head.")]
     groups = [{"params": body, "lr": lr * mult}, {"params": head, "lr": lr}]
+    # On a GPU the fused kernels: one launch per step, and with fp16 the GradScaler's
+    # inf check stays on the device (the unfused step reads it on the host every step).
+    fused = {"fused": True} if device.type == "cuda" else {}
     if tc["optimizer"] == "adam":
-        opt = torch.optim.Adam(groups, lr=lr, weight_decay=tc["weight_decay"])
+        opt = torch.optim.Adam(groups, lr=lr, weight_decay=tc["weight_decay"], **fused)
     elif tc["optimizer"] == "adamw":
-        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=tc["weight_decay"])
+        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=tc["weight_decay"], **fused)
     else:
-        opt = torch.optim.SGD(groups, lr=lr, momentum=tc["momentum"], weight_decay=tc["weight_decay"])
+        opt = torch.optim.SGD(groups, lr=lr, momentum=tc["momentum"], weight_decay=tc["weight_decay"], **fused)
     total = steps * tc["epochs"]
     # Linear probing, then fine-tuning (LP-FT, Kumar et al. 2022): the pre-trained
     # layers hold still for `still` steps while the new output layer learns, so its
@@ -415,7 +572,10 @@ def _build_optimizer(net: XVectorNet, cfg: dict, steps: int, init_from, device: 
     head_f = lr_lambda(tc["warmup_steps"], total, tc["lr_schedule"], tc["final_lr_ratio"])
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, [lambda step: 0.0 if step < still else body_f(step - still), head_f])
-    scaler = torch.amp.GradScaler("cuda") if _amp_dtype(cfg, device) == torch.float16 else None
+    dtype, scaling = precision(tc["amp"], device)
+    if scaling and tc["amp"] in ("auto", "bf16"):
+        log.info("train.amp %s: this GPU has no native bf16; autocast in fp16 with loss scaling", tc["amp"])
+    scaler = torch.amp.GradScaler("cuda") if scaling else None
     return _Optim(opt, sched, scaler, body + head)
 
 
@@ -525,85 +685,183 @@ class _Run:
 
     def __init__(self, cfg, data: _Data, net, model, frozen, optim: _Optim, state: _Progress, fp: dict, *,
                  labels, extra, out_dir: Path, info: dd.DistInfo, amp, use_bar: bool, dev_given: bool,
-                 dev_metric, on_epoch_end, on_step):
+                 dev_metric, on_epoch_end, on_step, signalled: "_StopSignals | None" = None):
         self.cfg, self.tc, self.dc = cfg, cfg["train"], cfg["data"]
         self.data, self.net, self.model, self.frozen, self.optim = data, net, model, frozen, optim
         self.state, self.fp, self.labels, self.extra = state, fp, labels, extra
         self.out_dir, self.info, self.amp, self.use_bar = out_dir, info, amp, use_bar
         self.dev_given, self.dev_metric = dev_given, dev_metric
         self.on_epoch_end, self.on_step = on_epoch_end, on_step
+        self.signalled = signalled if signalled is not None else _StopSignals()
+        self._loader = self._batches = None
+        self._next_key: tuple[int, int] | None = None   # the (epoch, step) the loader gives next
 
     # ------------------------------------------------------------- phase 4
+    def _batch_iter(self):
+        """The run's one loader (its workers serve every epoch), positioned at the
+        first batch not done; built on first use, again only if the position moved
+        otherwise (it does not in a run)."""
+        st = self.state
+        key = self._key(st.epoch, st.step)
+        if self._batches is None or key != self._next_key:
+            self.close_loader()
+            tc, dc, data, info = self.tc, self.dc, self.data, self.info
+            # The global batch is planned, this process takes its share (rank::world);
+            # batches are a pure function of (seed, epoch, index), so a resumed epoch skips the done ones.
+            run_batches = RunBatches(data.source, data.tr_utts, data.tr_labels, data.lengths,
+                                     batch_size=data.global_batch, steps=data.steps, chunk_min=dc["chunk_min"],
+                                     chunk_max=dc["chunk_max"], sampling=dc["sampling"], seed=tc["seed"],
+                                     rank=info.rank, world=info.world)
+            self._loader = training_loader(run_batches, start=key, epochs=tc["epochs"],
+                                           num_workers=tc["num_workers"], prefetch_factor=tc["prefetch_factor"],
+                                           pin_memory=info.device.type == "cuda")
+            self._batches = iter(self._loader)
+            self._next_key = key
+        return self._batches
+
+    def _key(self, epoch: int, done: int) -> tuple[int, int]:
+        return (epoch + 1, 0) if done >= self.data.steps else (epoch, done)
+
+    def close_loader(self) -> None:
+        """Stop the loader's workers now (at the end, on early stopping, pre-emption or
+        an error), not when the iterator is collected: a traceback kept by the caller
+        would keep them alive until the interpreter's exit, which then waits for them
+        (and they ignore the SIGTERM it sends: :func:`~pyxv.train.data.training_loader`)."""
+        shutdown = getattr(self._batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self._batches = self._loader = self._next_key = None
+
+    def release_ddp(self) -> None:
+        """Free the DDP wrapper (its gradient reducer holds the process group) while
+        the process group still exists, before destroy_process_group."""
+        self.model = None
+        gc.collect()
+
     def train_epoch(self) -> None:
         """The optimizer steps of ``state.epoch`` not done yet, with a checkpoint
-        every ``train.checkpoint_interval`` steps (counted over the whole run)."""
-        st, tc, dc, data, info = self.state, self.tc, self.dc, self.data, self.info
-        device, opt, sched, scaler = info.device, self.optim.opt, self.optim.sched, self.optim.scaler
+        every ``train.checkpoint_interval`` steps (counted over the whole run).
+
+        The step does not wait for the device: loss and accuracy sums stay there,
+        and are read every ``train.log_interval`` steps (and for a checkpoint),
+        when the processes also agree whether to stop for pre-emption."""
+        st, tc, data, info = self.state, self.tc, self.data, self.info
+        device = info.device
         steps, epoch = data.steps, st.epoch
-        # The global batch is planned, this process takes its share (rank::world).
-        ds = ChunkBatches(data.source, data.tr_utts, data.tr_labels, data.lengths, batch_size=data.global_batch,
-                          steps=steps, chunk_min=dc["chunk_min"], chunk_max=dc["chunk_max"],
-                          sampling=dc["sampling"], seed=tc["seed"], epoch=epoch, rank=info.rank, world=info.world)
-        # Batches are a pure function of (seed, epoch, index): a resumed epoch skips the done ones.
-        loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=range(st.step, steps),
-                                             num_workers=tc["num_workers"])
         self.model.train()
         for m in self.frozen:
             m.eval()
         self.t0 = time.time()
-        sums = np.array(st.sums, dtype=np.float64)  # loss*n, correct, n (this process)
-        win = np.zeros(3)
-        win_t = time.time()
+        # loss*n, correct of this process (float64: the order and rounding of the host sums
+        # before), and the number of chunks n, which the host knows
+        sums = torch.tensor(st.sums[:2], dtype=torch.float64, device=device)
+        n_sum = st.sums[2]
+        win = torch.zeros(2, dtype=torch.float64, device=device)
+        win_n, win_t = 0, time.time()
         bar = None
-        if self.use_bar:
+        if self.use_bar and st.step < steps:
             from tqdm import tqdm
             bar = tqdm(total=steps, initial=st.step, desc=f"epoch {epoch}", leave=False)
         interval = tc["checkpoint_interval"]
-        for i, (x, y) in enumerate(loader, st.step + 1):
+        batches = self._batch_iter() if st.step < steps else None
+        for i in range(st.step + 1, steps + 1):
+            x, y = next(batches)
+            self._next_key = self._key(epoch, i)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=self.amp, enabled=self.amp is not None):
-                out, plain = self.model(x, y, with_plain=True)
-            loss = F.cross_entropy(out.float(), y)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            if tc["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_(self.optim.params, tc["grad_clip"])
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            sched.step()
-            n = len(y)
-            b = np.array([loss.item() * n, (plain.argmax(1) == y).sum().item(), n])
+            try:
+                b = self._step(x, y)
+            except torch.cuda.OutOfMemoryError:
+                raise self._out_of_memory(epoch, i) from None
             sums += b
             win += b
+            n_sum += len(y)
+            win_n += len(y)
             st.step = i
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+            stop = False
             if i % tc["log_interval"] == 0 or i == steps:
-                w = dd.all_reduce_sum(win.tolist(), info)
+                # the cadence point: one collective for the log line and the stop vote
+                w = dd.all_reduce_sum(win.tolist() + [win_n, float(bool(self.signalled))], info)
                 rate = w[2] / max(1e-9, time.time() - win_t)
                 log.info("epoch %d step %d/%d loss %.4f acc %.3f lr %.3g %.1f chunks/s", epoch, i, steps,
-                         w[0] / w[2], w[1] / w[2], opt.param_groups[-1]["lr"], rate)
-                win[:] = 0
-                win_t = time.time()
-            if interval > 0 and i < steps and ((epoch - 1) * steps + i) % interval == 0:
-                self._save_mid_epoch(sums)
+                         w[0] / w[2], w[1] / w[2], self.optim.opt.param_groups[-1]["lr"], rate)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{w[0] / w[2]:.3f}")
+                win.zero_()
+                win_n, win_t = 0, time.time()
+                stop = w[3] > 0
+            if stop or (interval > 0 and i < steps and ((epoch - 1) * steps + i) % interval == 0):
+                self._save_mid_epoch(sums.tolist() + [n_sum])
             if self.on_step is not None:
                 self.on_step(epoch, i)
+            if stop:
+                if bar is not None:
+                    bar.close()
+                self.stop_for_preemption(self.out_dir / "checkpoints" / ckpt.checkpoint_name(epoch, i))
         if bar is not None:
             bar.close()
-        st.sums = sums.tolist()
+        st.sums = sums.tolist() + [n_sum]
 
-    def _save_mid_epoch(self, sums: np.ndarray) -> None:
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step; returns ``[loss * n, correct]`` as a float64 device
+        tensor, without waiting for the device."""
+        opt, scaler = self.optim.opt, self.optim.scaler
+        with torch.autocast(x.device.type, dtype=self.amp, enabled=self.amp is not None):
+            out, plain = self.model(x, y, with_plain=True)
+        loss = F.cross_entropy(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
+        if self.tc["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(self.optim.params, self.tc["grad_clip"])
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        self.optim.sched.step()
+        with torch.no_grad():
+            return torch.stack((loss.detach().double() * len(y), (plain.argmax(1) == y).sum().double()))
+
+    def _out_of_memory(self, epoch: int, step: int) -> "GpuMemoryError":
+        tc, info, b, g = self.tc, self.info, self.tc["batch_size"], self.data.global_batch
+        newest = ckpt.training_checkpoints(self.out_dir)
+        keep = f"{newest[0]} is the newest checkpoint, untouched" if newest else "no checkpoint was written yet"
+        half = max(1, b // 2)
+        more = (f", or keep the global batch {g} on twice the GPUs with train.batch_size {half}, which resumes"
+                if b % 2 == 0 else "")
+        return GpuMemoryError(
+            f"the GPU ({info.device}) ran out of memory in epoch {epoch} step {step} at train.batch_size {b} "
+            f"(chunks per process, of up to data.chunk_max {self.dc['chunk_max']} frames; global batch {g}): "
+            f"lower train.batch_size, e.g. to {half} (another global batch trains from the start, the old state "
+            f"moved aside){more}; {keep}")
+
+    def agree_to_stop(self) -> bool:
+        """Whether any process got SIGTERM/SIGUSR1 (a collective: all call it)."""
+        return dd.all_reduce_sum([float(bool(self.signalled))], self.info)[0] > 0
+
+    def stop_for_preemption(self, path: Path | None) -> None:
+        """After the checkpoint every process has waited for: say so, and leave
+        with :data:`~pyxv.train.distributed.PREEMPTED_EXIT`."""
         st = self.state
-        total = dd.all_reduce_sum(sums.tolist(), self.info)  # the epoch's sums over every process
+        if path is None:
+            path = self.out_dir / "checkpoints" / ckpt.checkpoint_name(st.epoch - 1)
+            where = f"after epoch {st.epoch - 1}"
+        else:
+            where = f"in epoch {st.epoch} after step {st.step} of {self.data.steps}"
+        got = ", ".join(signal.Signals(s).name for s in dict.fromkeys(self.signalled.got))
+        log.warning("stopping for pre-emption (%s) %s; checkpoint %s written; exit %d: run again to resume from it",
+                    f"{got} here" if got else "signal to another process", where, path, dd.PREEMPTED_EXIT)
+        dd.mark_preempted()
+        raise Preempted(str(path))
+
+    def _save_mid_epoch(self, sums: list) -> None:
+        st = self.state
+        total = dd.all_reduce_sum(sums, self.info)  # the epoch's sums over every process
         cuda_rng = _cuda_rng_states(self.info)
         if self.info.main:
             path = self.out_dir / "checkpoints" / ckpt.checkpoint_name(st.epoch, st.step)
