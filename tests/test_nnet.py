@@ -140,11 +140,11 @@ def test_asoftmax_target_logit_and_annealing():
         assert float(out[i, y[i]]) <= float(plain[i, y[i]]) + 1e-6
     # annealing: lambda decays with the iterations, target logit moves from plain to margin
     h2 = MarginHead(4, 3, "asoftmax", margin=2)
-    assert h2.lambda_() == pytest.approx(1000.0)
+    assert float(h2.lambda_()) == pytest.approx(1000.0)
     h2.train()
     for _ in range(100):
         h2(x, y)
-    assert h2.lambda_() == pytest.approx(max(5.0, 1000.0 / (1 + 0.12 * 100)))
+    assert float(h2.lambda_()) == pytest.approx(max(5.0, 1000.0 / (1 + 0.12 * 100)))
 
 
 @pytest.mark.parametrize("loss,expect", [("amsoftmax", lambda c, s, m: s * (c - m)),

@@ -42,9 +42,11 @@ class MarginHead(nn.Module):
     def extra_repr(self) -> str:
         return f"loss={self.loss}, classes={self.num_classes}, m={self.margin}, s={self.scale}"
 
-    def lambda_(self) -> float:
+    def lambda_(self) -> torch.Tensor:
+        # Computed on the iteration counter's device: float() of it would make the host
+        # wait for the GPU at every step.
         base, gamma, power, lmin = self.anneal
-        return max(lmin, base * (1.0 + gamma * float(self.iteration)) ** (-power))
+        return (base * (1.0 + gamma * self.iteration.double()) ** (-power)).clamp(min=lmin)
 
     def cosine(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.normalize(x.float(), dim=1), F.normalize(self.weight.float(), dim=1))
