@@ -10,11 +10,20 @@
 #    sliding CMN, then voiced frames only (Kaldi's prepare_feats_for_egs); for
 #    GE2E mel spectrograms of the audio.
 # 2. Training (random chunks, margin softmax over speakers) runs as one job
-#    through --cmd; with --gpus N > 1 as torchrun with N DDP processes, each
-#    taking the config's train.batch_size chunks (global batch N x batch_size;
-#    train.lr_scale_ref_batch scales the lr with it).
+#    through --cmd; with several processes (--gpus N > 1, or --nodes N
+#    --gpus-per-node G: N x G; on CPU --procs-per-node P) as DDP through
+#    pyxv.launch (torchrun's agent, one per node), each taking the config's
+#    train.batch_size chunks (global batch processes x batch_size;
+#    train.lr_scale_ref_batch scales the lr with it). --nodes N > 1 needs the
+#    Slurm runner: one job of N nodes, one launcher per node (srun), which meet
+#    at the first node's NodeAddr (conf/slurm.conf: net_interface, rdzv_timeout).
+#    On compute nodes the training runs in .venv (utils/parallel/venv.sh) without
+#    path.sh's set-up, so they need neither espeak-ng nor sox.
 # Outputs: final.pt (model + config + speaker list + feature confs), config.yaml,
 # mfcc.conf, vad.conf, log/train.log, log/history.json, checkpoints/epoch_N[_step_S].pt.
+# Pre-emption: SIGTERM/SIGUSR1 stop the training at its next log point with a
+# checkpoint (exit 75); the Slurm runner requeues the job (conf/slurm.conf:
+# gpu_max_attempts, signal), the local one and this script say "run again".
 # Run again after an interruption (kill, preemption, Ctrl-C), training continues
 # from the newest checkpoint when config, data, initial model and global batch are
 # unchanged (a code edit is logged, not a reason to start over), and ends with the
@@ -25,7 +34,10 @@
 set -euo pipefail
 
 cmd=utils/parallel/run.py
-gpus=0                  # 0: CPU; 1: one GPU; N > 1: torchrun with N processes (DDP), train.batch_size each
+gpus=0                  # 0: CPU; 1: one GPU; N > 1: N DDP processes on one node, train.batch_size each
+nodes=1                 # N > 1: one training over N nodes (Slurm runner), --gpus-per-node or --procs-per-node each
+gpus_per_node=          # GPUs (= processes) on each node; with --nodes 1 the same as --gpus
+procs_per_node=         # with --gpus 0: CPU processes (gloo) on each node [--cpu-procs]
 config=
 resume=true             # continue from the newest checkpoint (false: start over, the old state moved aside)
 nj=2                    # jobs for feature preparation
@@ -40,12 +52,15 @@ init_from=              # start from this model file (all but the output layer),
 help_message="Usage: $0 [options] <train-data> <exp-dir>
 Options:
   --cmd CMD            job runner [$cmd]
-  --gpus N             0 for CPU, N > 1 for torchrun DDP; train.batch_size is per process [$gpus]
+  --gpus N             GPUs on one node: 0 for CPU, N > 1 for DDP; train.batch_size is per process [$gpus]
+  --nodes N            train over N nodes at once (the Slurm runner; 1: this machine or one node) [$nodes]
+  --gpus-per-node G    with --nodes: GPUs (DDP processes) on each node [$gpus_per_node]
+  --procs-per-node P   with --gpus 0: DDP processes (gloo, CPU) on each node [same as --cpu-procs]
   --config FILE        x-vector YAML config (required)
   --resume BOOL        continue from the newest checkpoint of an unchanged run; false starts over,
                        moving the old checkpoints and models into <exp-dir>/stale_<time>/ [$resume]
   --nj N               feature preparation jobs [$nj]
-  --cpu-procs N        with --gpus 0: N > 1 runs torchrun with N gloo processes on CPU [$cpu_procs]
+  --cpu-procs N        with --gpus 0 and one node: N > 1 gloo processes on CPU [$cpu_procs]
   --num-threads N      CPU threads for training (per process) [$num_threads]
   --mfcc-config FILE   MFCC config the features were made with [$mfcc_config]
   --vad-config FILE    VAD config the features were made with [$vad_config]
@@ -63,7 +78,37 @@ data=$1
 dir=$2
 [ -n "$config" ] || { echo "$0: --config is required" >&2; exit 1; }
 [ -f "$config" ] || { echo "$0: $config does not exist" >&2; exit 1; }
-[[ "$gpus" =~ ^[0-9]+$ ]] || { echo "$0: --gpus must be a non-negative integer" >&2; exit 1; }
+for v in gpus:$gpus nodes:$nodes gpus-per-node:${gpus_per_node:-0} procs-per-node:${procs_per_node:-1} \
+         cpu-procs:$cpu_procs; do
+  [[ "${v#*:}" =~ ^[0-9]+$ ]] || { echo "$0: --${v%%:*} must be a non-negative integer, not '${v#*:}'" >&2; exit 1; }
+done
+[ "$nodes" -ge 1 ] || { echo "$0: --nodes must be at least 1" >&2; exit 1; }
+# GPUs per node: --gpus-per-node, or --gpus on one node. --gpus N with --nodes > 1
+# is ambiguous (total or per node?): refused.
+if [ -n "$gpus_per_node" ]; then
+  if [ "$gpus" -ne 0 ] && [ "$gpus" -ne "$gpus_per_node" ]; then
+    echo "$0: --gpus $gpus and --gpus-per-node $gpus_per_node disagree (--gpus is for one node: leave it out)" >&2
+    exit 1
+  fi
+elif [ "$nodes" -gt 1 ] && [ "$gpus" -gt 0 ]; then
+  echo "$0: with --nodes $nodes give the GPUs of each node as --gpus-per-node (--gpus $gpus is for one node)" >&2
+  exit 1
+else
+  gpus_per_node=$gpus
+fi
+if [ "$nodes" -gt 1 ]; then
+  case " $cmd " in
+    *parallel/run.py*) echo "$0: --nodes $nodes needs the Slurm runner (--cmd '$cmd' runs jobs on this one" \
+                            "machine; cmd.sh selects utils/parallel/slurm.py)" >&2; exit 1 ;;
+  esac
+fi
+procs_per_node=${procs_per_node:-$cpu_procs}
+if [ "$gpus_per_node" -gt 0 ]; then
+  procs=$gpus_per_node
+else
+  procs=$procs_per_node
+  [ "$procs" -ge 1 ] || { echo "$0: --procs-per-node must be at least 1" >&2; exit 1; }
+fi
 # Check the config before any work (unknown keys, wrong types); the files its
 # encoder type reads (feats.scp + vad.scp for the ResNet, wav.scp for GE2E).
 # The answer is kept in $dir while newer than the config (Python is slow to start).
@@ -124,27 +169,64 @@ args=(--config "$config" --feats-dir "$feats" --labels "$data/utt2spk"
       --extra-file "mfcc.conf=$mfcc_config" --extra-file "vad.conf=$vad_config")
 [ -n "$init_from" ] && args+=(--init-from "$init_from")
 [ "$resume" = true ] || args+=(--start-over)
-if ls "$dir"/checkpoints/epoch_*.pt >/dev/null 2>&1 && [ -f "$dir/log/train.log" ]; then
+if ls "$dir"/checkpoints/epoch_*.pt >/dev/null 2>&1 && [ -s "$dir/log/train.log" ]; then
   # keep the interrupted run's log beside the new one
   mv "$dir/log/train.log" "$dir/log/train.before-resume.$(date +%Y%m%d-%H%M%S).log"
 fi
-if [ "$gpus" -eq 0 ] && [ "$cpu_procs" -gt 1 ]; then
-  launcher=(torchrun --standalone --nproc_per_node "$cpu_procs" -m pyxv.bin.train_xvector --use-gpu no)
-  gpu_opt=(--gpu 0 --num-threads "$num_threads")
-elif [ "$gpus" -eq 0 ]; then
-  launcher=(python -m pyxv.bin.train_xvector --use-gpu no)
-  gpu_opt=(--gpu 0 --num-threads "$num_threads")
-elif [ "$gpus" -eq 1 ]; then
-  launcher=(python -m pyxv.bin.train_xvector --use-gpu yes)
-  gpu_opt=(--gpu 1)
+# What is left is a run's that trained nothing; the runner would overwrite it: the
+# cause of a failure below must not be read from it (nor from an old Slurm job id).
+: > "$dir/log/train.log"
+rm -f "$dir/log/q/train.jobid"
+# Every process and node starts from the same command in .venv (venv.sh: no apt
+# checks on compute nodes); more than one process goes through pyxv.launch
+# (torchrun's agent; exit 75 when the training stopped for pre-emption).
+if [ "$gpus_per_node" -gt 0 ]; then
+  use_gpu=yes
+  # CPUs of the job on each node: a loader's workers + the training process, per GPU.
+  workers=$(python -c 'import sys; from pyxv.nnet.config import load_config
+print(load_config(sys.argv[1])["train"]["num_workers"])' "$config") || { echo "$0: bad config $config" >&2; exit 1; }
+  run_opt=(--gpu "$gpus_per_node" --num-threads $(( gpus_per_node * (workers + 1) )))
+  threads=1
 else
-  # One node, N processes; for several nodes see the README (srun + torchrun rendezvous).
-  launcher=(torchrun --standalone --nproc_per_node "$gpus" -m pyxv.bin.train_xvector --use-gpu yes)
-  gpu_opt=(--gpu "$gpus")
+  use_gpu=no
+  run_opt=(--gpu 0 --num-threads $(( procs * num_threads )))
+  threads=$num_threads
 fi
-echo "$0: training on $data -> $dir (log: $dir/log/train.log) ($(date '+%T'))"
-$cmd "${gpu_opt[@]}" "$dir/log/train.log" "${launcher[@]}" "${args[@]}" "$data" "$dir" \
-  || { echo "$0: training failed, see $dir/log/train.log" >&2; tail -n 5 "$dir/log/train.log" >&2; exit 1; }
+[ "$nodes" -gt 1 ] && run_opt+=(--nodes "$nodes")
+if [ $(( nodes * procs )) -eq 1 ]; then
+  launcher=(utils/parallel/venv.sh python -m pyxv.bin.train_xvector --use-gpu $use_gpu)
+else
+  launcher=(utils/parallel/venv.sh python -m pyxv.launch --nnodes "$nodes" --nproc-per-node "$procs"
+            --threads-per-proc "$threads" -m pyxv.bin.train_xvector --use-gpu $use_gpu)
+fi
+where=; [ "$nodes" -gt 1 ] && where=" on $nodes nodes"
+echo "$0: training on $data -> $dir$where, $(( nodes * procs )) process(es) (log: $dir/log/train.log) ($(date '+%T'))"
+rc=0
+$cmd "${run_opt[@]}" "$dir/log/train.log" "${launcher[@]}" "${args[@]}" "$data" "$dir" || rc=$?
+if [ $rc -eq 75 ]; then
+  echo "$0: training stopped for pre-emption; its checkpoint is in $dir/checkpoints: run the same command" \
+       "again to resume" >&2
+  exit 75
+elif [ $rc -ne 0 ]; then
+  # One line with the cause: the trainer's own error line, else the launcher's with the
+  # last exception a training process raised (torch prefixes them [rankN]), else the log's last line.
+  log=$dir/log/train.log
+  why=$(grep -h -m1 "^train_xvector: " "$log" 2>/dev/null) \
+    || why=$(grep -h -m1 "^pyxv.launch: .*\(failed\|rendezvous with\|must \|stopped\)" "$log" 2>/dev/null) \
+    || why=$(grep -v "^#" "$log" 2>/dev/null | grep . | tail -n 1) || true
+  err=$(grep -h "^\[rank[0-9]*\]: [A-Za-z_.]*\(Error\|Exception\|Interrupt\)\b" "$log" 2>/dev/null | tail -n 1 \
+        | sed 's/^\[rank[0-9]*\]: //' | cut -c1-300) || true
+  case $why in pyxv.launch:*failed*) [ -z "$err" ] || why="$why: $err" ;; esac
+  # Several nodes: when another node's task ended first (srun says which), that is the cause.
+  first=$(grep -h -m1 "^srun: error: [^ ]*: task [0-9]*: " "$log" 2>/dev/null | sed 's/^srun: error: //') || true
+  if [ -n "$first" ]; then
+    case $why in *"(${first%%:*})"*) ;; *) why="node ${first%%:*} ended first (srun: $first); $why" ;; esac
+  fi
+  jobid=$(cat "$dir/log/q/train.jobid" 2>/dev/null || true)
+  echo "$0: training failed${jobid:+ (Slurm job $jobid)}: ${why:-see above}; log: $dir/log/train.log" >&2
+  tail -n 5 "$dir/log/train.log" >&2
+  exit 1
+fi
 # Say whether it resumed, or why it started over.
 grep -h -m1 -o "resuming from .*\|starting over: .*" "$dir/log/train.log" | sed "s#^#$0: #" || true
 [ -f "$dir/final.pt" ] || { echo "$0: training ended without $dir/final.pt" >&2; exit 1; }

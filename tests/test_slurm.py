@@ -1,196 +1,33 @@
 """Slurm runner (utils/parallel/slurm.py) against a REAL one-node Slurm.
 
-The fixture brings up munge (if not already running), slurmctld and slurmd
-from the Debian slurm-wlm package in a temporary folder with its own ports,
-waits until `sinfo` shows the node idle, and stops the daemons by pid at the
-end (even when a test fails). It skips, saying why, where Slurm is absent and
-cannot be installed with apt-get.
+The fixture (tests/slurm_cluster.py) brings up munge (if not already running),
+slurmctld and slurmd from the Debian slurm-wlm package in a temporary folder
+with its own ports, waits until `sinfo` shows the node idle, and stops the
+daemons by pid at the end (even when a test fails). It skips, saying why, where
+Slurm is absent and cannot be installed with apt-get.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import socket
+import re
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from pyxv import parallel
+from slurm_cluster import slurm_cluster as one_slurm_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM = REPO / "utils" / "parallel" / "slurm.py"
-BINARIES = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel", "munged", "munge")
-
 pytestmark = pytest.mark.slurm
-
-
-def _which(b: str) -> str | None:
-    return shutil.which(b) or next((p for p in (f"/usr/sbin/{b}", f"/usr/bin/{b}") if os.path.exists(p)), None)
-
-
-def _ensure_installed() -> str | None:
-    """None when the binaries are there (installing them if possible), else why not."""
-    if all(_which(b) for b in BINARIES):
-        return None
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "slurm-wlm/munge are not installed and apt-get is unavailable (not root or no apt-get)"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "-qq", "slurm-wlm", "munge"]
-    try:
-        if subprocess.run(cmd, env=env, capture_output=True, timeout=600).returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
-            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-            if p.returncode != 0:
-                return f"apt-get install slurm-wlm munge failed: {p.stderr.strip()[-200:]}"
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"apt-get install slurm-wlm munge failed: {e}"
-    missing = [b for b in BINARIES if not _which(b)]
-    return f"still missing after apt-get: {', '.join(missing)}" if missing else None
-
-
-def _munge_works() -> bool:
-    try:
-        m = subprocess.run([_which("munge"), "-n"], capture_output=True, timeout=10)
-        if m.returncode != 0:
-            return False
-        u = subprocess.run([_which("unmunge")], input=m.stdout, capture_output=True, timeout=10)
-        return u.returncode == 0
-    except (OSError, subprocess.TimeoutExpired, TypeError):
-        return False
-
-
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _mem_mb() -> int:
-    """RealMemory for the node: `free -m` total less 2 GB for the system."""
-    out = subprocess.run(["free", "-m"], capture_output=True, text=True).stdout
-    total = int(next(ln.split()[1] for ln in out.splitlines() if ln.startswith("Mem:")))
-    return max(512, total - 2048)
-
-
-def _stop(pid: int, timeout: float = 10.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture(scope="module")
 def slurm_cluster():
-    why = _ensure_installed()
-    if why:
-        pytest.skip(why)
-    if os.geteuid() != 0:
-        pytest.skip("the one-node Slurm runs slurmd as root (SlurmdUser=root); run the tests as root or in CI")
-    started_munged = None
-    if not _munge_works():
-        if os.geteuid() != 0:
-            pytest.skip("munged is not running and starting it needs root")
-        subprocess.run(["install", "-d", "-o", "munge", "-g", "munge", "-m", "0755", "/run/munge"], check=True)
-        p = subprocess.run(["runuser", "-u", "munge", "--", _which("munged")], capture_output=True, text=True)
-        if p.returncode != 0:
-            pytest.skip(f"cannot start munged: {p.stderr.strip()}")
-        pidfile = Path("/run/munge/munged.pid")
-        for _ in range(50):
-            if pidfile.exists() and _munge_works():
-                break
-            time.sleep(0.1)
-        started_munged = int(pidfile.read_text()) if pidfile.exists() else None
-    tmp = Path(tempfile.mkdtemp(prefix="pyxv-slurm-"))
-    procs: list[subprocess.Popen] = []
-    try:
-        host = socket.gethostname()
-        ctld_port, d_port = _free_ports(2)
-        (tmp / "state").mkdir()
-        (tmp / "spool").mkdir()
-        conf = tmp / "slurm.conf"
-        conf.write_text(f"""\
-ClusterName=pyxvtest
-SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={ctld_port}
-SlurmdPort={d_port}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SchedulerType=sched/builtin
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=256
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-ReturnToService=2
-StateSaveLocation={tmp}/state
-SlurmdSpoolDir={tmp}/spool
-SlurmctldPidFile={tmp}/slurmctld.pid
-SlurmdPidFile={tmp}/slurmd.pid
-SlurmctldLogFile={tmp}/slurmctld.log
-SlurmdLogFile={tmp}/slurmd.log
-NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={_mem_mb()} State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-""")
-        env = dict(os.environ, SLURM_CONF=str(conf))
-        for daemon in ("slurmctld", "slurmd"):
-            out = open(tmp / f"{daemon}.out", "w")
-            procs.append(subprocess.Popen([_which(daemon), "-D"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True))
-            out.close()
-        t0 = time.monotonic()
-        state = ""
-        while time.monotonic() - t0 < 30:
-            if any(p.poll() is not None for p in procs):
-                break
-            s = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
-            state = s.stdout.strip()
-            if state == "idle":
-                break
-            time.sleep(0.3)
-        if state != "idle":
-            logs = "\n".join(f"--- {f.name}:\n" + f.read_text()[-1500:] for f in sorted(tmp.glob("slurm*.log"))
-                             if f.is_file())
-            outs = "\n".join(f"--- {f.name}:\n" + f.read_text()[-800:] for f in sorted(tmp.glob("*.out")))
-            pytest.fail(f"one-node Slurm did not come up (sinfo state '{state}'):\n{outs}\n{logs}")
-        yield {"env": env, "tmp": tmp}
-    finally:
-        for p in reversed(procs):  # our children: wait() reaps them (a zombie still answers kill 0)
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
-        if started_munged:
-            _stop(started_munged)
-        shutil.rmtree(tmp, ignore_errors=True)
+    with one_slurm_cluster(nodes=1) as c:
+        yield c
 
 
 def slurm_run(cluster, args, cwd, conf_extra=""):
@@ -286,3 +123,136 @@ def test_task_cancelled_mid_array_fails_naming_it(slurm_cluster, tmp_path):
     assert "1 of 3 jobs failed" in err and f"Slurm job {job}_2 was killed" in err and "log/c.2.log" in err, err
     assert "c.1.log" not in err and "c.3.log" not in err
     assert "done 3" in (tmp_path / "log/c.3.log").read_text()
+
+
+# ------------------------------------------------------------ pre-emption
+# A job that, on SIGUSR1, exits 75 ("stopped for pre-emption, checkpoint written")
+# in its first attempts and succeeds in the attempt given by LAST (Slurm's restart
+# count, 0-based, is the attempt number less one).
+PREEMPTIBLE = ("trap 'echo got USR1 in attempt $((${SLURM_RESTART_COUNT:-0} + 1)); exit 75' USR1; "
+               "if [ ${SLURM_RESTART_COUNT:-0} -ge LAST ]; then echo done; exit 0; fi; "
+               "echo waiting; for i in $(seq 600); do sleep 0.1; done")
+
+
+def _start(cluster, tmp_path, conf_extra, command, log="log/p.log"):
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("partition = debug\npoll_seconds = 0.5\nstatus_grace_seconds = 2\n" + conf_extra)
+    return subprocess.Popen([str(SLURM), "--config", str(conf), log, command], cwd=tmp_path, env=cluster["env"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _signal_when_waiting(cluster, tmp_path, p, times=1, log="log/p.log"):
+    """scancel --signal=USR1 --batch (as Slurm's --signal=B:USR1@T) each time an attempt is waiting."""
+    jobid = tmp_path / "log/q/p.jobid"
+    for n in range(1, times + 1):
+        t0 = time.time()
+        while time.time() - t0 < 60:
+            text = (tmp_path / log).read_text() if (tmp_path / log).exists() else ""
+            if jobid.exists() and text.splitlines().count("waiting") >= n:   # the output, not the header
+                break
+            assert p.poll() is None, p.communicate()
+            time.sleep(0.1)
+        subprocess.run(["scancel", "--signal=USR1", "--batch", jobid.read_text().strip()], env=cluster["env"],
+                       check=True)
+    return jobid.read_text().strip()
+
+
+def test_preempted_job_is_requeued_and_its_log_appended(slurm_cluster, tmp_path):
+    p = _start(slurm_cluster, tmp_path, "max_attempts = 3\n", PREEMPTIBLE.replace("LAST", "1"))
+    job = _signal_when_waiting(slurm_cluster, tmp_path, p)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert f"Slurm job {job}_1 was requeued; waiting for attempt 2" in err
+    text = (tmp_path / "log/p.log").read_text()
+    lines = text.splitlines()
+    # attempt 1 then attempt 2, one after the other in the same log
+    assert re.match(rf"# Started at .* \(attempt 1 of at most 3, Slurm job {job} on ", lines[1]), lines[1]
+    assert "got USR1 in attempt 1" in text
+    assert re.search(r"# Ended \(code 75\) at .*; stopped for pre-emption: requeued as attempt 2", text)
+    assert re.search(rf"# Started at .* \(attempt 2 of at most 3, Slurm job {job} on ", text)
+    assert text.index("got USR1 in attempt 1") < text.index("(attempt 2 of") < text.index("\ndone\n")
+    assert lines[-1].startswith("# Ended (code 0)") and text.count("# Started at") == 2
+    assert (tmp_path / "log/q/p.1.status").read_text().split() == ["0", "2"]
+    # Slurm's own output of both attempts, appended too
+    assert (tmp_path / "log/q/p.1.out").exists()
+
+
+def test_preempted_job_stops_after_max_attempts(slurm_cluster, tmp_path):
+    p = _start(slurm_cluster, tmp_path, "max_attempts = 2\n", PREEMPTIBLE.replace("LAST", "5"))
+    job = _signal_when_waiting(slurm_cluster, tmp_path, p, times=2)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 75, err
+    assert err.strip().splitlines() == [
+        f"slurm.py: Slurm job {job}_1 was requeued; waiting for attempt 2",
+        "slurm.py: log/p.log: stopped for pre-emption (exit 75: checkpoint written); run the same command again to "
+        "resume (after 2 attempts)"]
+    text = (tmp_path / "log/p.log").read_text()
+    assert text.count("# Started at") == 2 and "requeued as attempt 3" not in text
+    assert text.splitlines()[-1].startswith("# Ended (code 75)")
+
+
+def test_without_attempts_left_a_preempted_job_is_reported_as_such(slurm_cluster, tmp_path):
+    # max_attempts 1 (the default for CPU jobs): no requeue, no --signal; 75 still reads as pre-emption
+    p = _start(slurm_cluster, tmp_path, "", "echo stopping; exit 75")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 75 and "log/p.log: stopped for pre-emption (exit 75" in err, err
+    assert "attempt" not in (tmp_path / "log/p.log").read_text()
+
+
+def test_cancelled_job_is_not_requeued_and_slurm_says_why(slurm_cluster, tmp_path):
+    """scancel (SIGTERM to the batch script and the job): no requeue, no status; the
+    runner names the Slurm job and the state Slurm gives it."""
+    p = _start(slurm_cluster, tmp_path, "max_attempts = 3\n", "echo waiting; sleep 60")
+    jobid = tmp_path / "log/q/p.jobid"
+    t0 = time.time()
+    while not (jobid.exists() and "waiting" in (tmp_path / "log/p.log").read_text(errors="replace").splitlines()
+               if (tmp_path / "log/p.log").exists() else False) and time.time() - t0 < 60:
+        time.sleep(0.1)
+    subprocess.run(["scancel", jobid.read_text().strip()], env=slurm_cluster["env"], check=True)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1
+    assert re.search(rf"no exit status: Slurm job {jobid.read_text().strip()}_1 was killed or never ran "
+                     r"\(Slurm: CANCELLED", err), err
+    assert "requeued" not in (tmp_path / "log/p.log").read_text()
+
+
+def test_multinode_and_requeue_options():
+    conf = dict(parallel.SLURM_DEFAULTS, gpu_gres="gpu:a100:{n}", cpus_per_gpu="6", mem_per_gpu="60G",
+                gpu_time="2-00:00:00", time="4:00:00", signal="USR1@600")
+    req = parallel.parse_args(["--nodes", "2", "--gpu", "4", "--num-threads", "8", "log/t.log", "true"], "slurm.py")
+    o = parallel.sbatch_options(req, conf, "pyxv-t", "q/t.%a.out")
+    assert "--nodes=2" in o and "--ntasks-per-node=1" in o and "--gres=gpu:a100:4" in o
+    assert "--cpus-per-task=24" in o and "--mem-per-gpu=60G" in o and "--time=2-00:00:00" in o
+    assert "--requeue" in o and "--signal=B:USR1@600" in o and "--open-mode=append" in o
+    # a CPU job: its class's max_attempts (1): neither requeue nor signal; the CPU time
+    req = parallel.parse_args(["--num-threads", "2", "log/t.log", "true"], "slurm.py")
+    o = parallel.sbatch_options(req, conf, "pyxv-t", "q/t.%a.out")
+    assert "--requeue" not in o and not any(x.startswith(("--signal", "--nodes")) for x in o)
+    assert "--time=4:00:00" in o and "--cpus-per-task=2" in o
+    script = parallel.batch_script(parallel.parse_args(["--nodes", "3", "--num-threads", "4", "log/t.log", "x"],
+                                                       "slurm.py"), Path("/tmp/q"), "t", dict(conf, net_interface="ib0"))
+    assert "srun --nodes=3 --ntasks=3 --ntasks-per-node=1 --cpus-per-task=4 --kill-on-bad-exit=1" in script
+    assert "export PYXV_NET_IFNAME=ib0" in script and "max_attempts=1" in script
+
+
+def test_new_config_settings_are_checked(tmp_path):
+    for line, msg in (("signal = USR1", "signal must be SIGNAL@SECONDS"), ("max_attempts = 0", "max_attempts must"),
+                      ("net_interface = eth0; rm", "net_interface must"), ("gpus_per_node = x", "gpus_per_node must")):
+        bad = tmp_path / "bad.conf"
+        bad.write_text(line + "\n")
+        with pytest.raises(parallel.UsageError, match=msg):
+            parallel.read_slurm_config(bad)
+    conf = parallel.read_slurm_config(REPO / "conf/slurm.conf")
+    assert conf["gpu_max_attempts"] == "3" and conf["max_attempts"] == "1" and conf["signal"] == "USR1@300"
+
+
+def test_more_gpus_than_a_node_has_is_refused_before_slurm(tmp_path):
+    conf = tmp_path / "s.conf"
+    conf.write_text("gpus_per_node = 4\n")
+    p = subprocess.run([str(SLURM), "--config", str(conf), "--gpu", "8", "log/t.log", "true"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert p.returncode == 1
+    assert p.stderr.strip() == ("slurm.py: log/t.log: the job asks for 8 GPUs on each of 1 node(s) but the nodes "
+                                "have 4 (gpus_per_node in the Slurm config): ask for 2 nodes of at most 4 "
+                                "(steps/train_xvector.sh --nodes 2 --gpus-per-node 4)")
+    assert not (tmp_path / "log").exists()
