@@ -20,7 +20,8 @@ stage=0
 stop_stage=100
 corpus=demo                      # demo | ravdess | iemocap | msp_podcast | crema_d | manifest
 nj=2                             # parallel jobs for data and feature steps
-gpus=0                           # GPUs for x-vector training (0: CPU)
+gpus=0                           # GPUs for x-vector training (0: CPU); per node with --nodes
+nodes=1                          # nodes for x-vector training (Slurm, through $cuda_cmd)
 use_gpu=false                    # stages 4 and 5 on GPUs, one per job, through $cuda_cmd
 demo_root=data/local/demo_corpus # where the synthetic demo corpus is written
 demo_size=full                   # full | small (a reduced demo corpus, for tests)
@@ -56,7 +57,8 @@ Options (default in brackets):
   --stop-stage N          last stage to run [$stop_stage]
   --corpus NAME           demo|ravdess|iemocap|msp_podcast|crema_d|manifest [$corpus]
   --nj N                  parallel jobs for data and feature steps [$nj]
-  --gpus N                GPUs for x-vector training, 0 for CPU [$gpus]
+  --gpus N                GPUs for x-vector training, 0 for CPU; per node with --nodes > 1 [$gpus]
+  --nodes N               nodes for x-vector training (a Slurm \$cuda_cmd; needs --gpus > 0) [$nodes]
   --use-gpu BOOL          x-vector extraction (stage 4) and the emotion networks (stage 5) on GPUs,
                           one per job, through \$cuda_cmd; false: on the CPU, no GPU visible [$use_gpu]
   --demo-root DIR         where the synthetic demo corpus is written [$demo_root]
@@ -111,9 +113,12 @@ Stages:
 . utils/parse_options.sh
 
 if [ $# -gt 0 ]; then echo "run.sh: unexpected argument '$1' (see ./run.sh --help)" >&2; exit 1; fi
-for n in stage stop_stage nj gpus manifest_folds ${emotion_nj:+emotion_nj}; do
+for n in stage stop_stage nj gpus nodes manifest_folds ${emotion_nj:+emotion_nj}; do
   [[ "${!n}" =~ ^[0-9]+$ ]] || { echo "run.sh: --${n//_/-} must be a non-negative integer, not '${!n}'" >&2; exit 1; }
 done
+if [ "$nodes" -lt 1 ] || { [ "$nodes" -gt 1 ] && [ "$gpus" -eq 0 ]; }; then
+  echo "run.sh: --nodes $nodes needs --nodes >= 1 and, above 1, --gpus > 0 (GPUs per node); CPU training over nodes: steps/train_xvector.sh --nodes N --procs-per-node P" >&2; exit 1
+fi
 if [ "$stop_stage" -lt "$stage" ]; then
   echo "run.sh: --stop-stage $stop_stage is before --stage $stage" >&2; exit 1
 fi
@@ -218,6 +223,8 @@ if run_stage 2 "features"; then
 fi
 
 if run_stage 3 "x-vector training"; then
+  xv_opts=(--gpus "$gpus")
+  [ "$nodes" -gt 1 ] && xv_opts=(--nodes "$nodes" --gpus-per-node "$gpus")
   # Switching between a trained and an imported encoder starts the models afresh;
   # the old ones move into a dated folder, never deleted.
   if [ -f exp/xvector_clean/xvector_init ] && [ "$(cat exp/xvector_clean/xvector_init)" != "$xvector_init" ]; then
@@ -232,14 +239,14 @@ if run_stage 3 "x-vector training"; then
     # A published speaker encoder stands in for the ResNet: as is for the clean model,
     # adapted to the clean+augmented pre-training speakers for the aug model.
     local/import_encoder.sh ge2e exp/xvector_clean
-    steps/train_xvector.sh --cmd "$cuda_cmd" --gpus "$gpus" --config "$xvector_adapt_config" \
+    steps/train_xvector.sh --cmd "$cuda_cmd" "${xv_opts[@]}" --config "$xvector_adapt_config" \
       --init-from exp/xvector_clean/final.pt $pre/train_combined exp/xvector_aug
   else
     if [ "$corpus" != demo ] && [ -z "$voxceleb_root$pretrain_data" ] && [ "$gpus" -eq 0 ]; then
       echo "run.sh: NOTE: about to train the x-vector ($xvector_config) on CPU on the synthetic demo voices (no --voxceleb-root or --pretrain-data); for real speaker knowledge use --xvector-init ge2e (a pre-trained GE2E encoder)"
     fi
-    steps/train_xvector.sh --cmd "$cuda_cmd" --gpus "$gpus" --config "$xvector_config" $pre/train exp/xvector_clean
-    steps/train_xvector.sh --cmd "$cuda_cmd" --gpus "$gpus" --config "$xvector_config" $pre/train_combined exp/xvector_aug
+    steps/train_xvector.sh --cmd "$cuda_cmd" "${xv_opts[@]}" --config "$xvector_config" $pre/train exp/xvector_clean
+    steps/train_xvector.sh --cmd "$cuda_cmd" "${xv_opts[@]}" --config "$xvector_config" $pre/train_combined exp/xvector_aug
   fi
   # Rewritten only when it changes: the report's up-to-date test reads exp/.
   [ "$(cat exp/xvector_clean/xvector_init 2>/dev/null)" = "$xvector_init" ] \
