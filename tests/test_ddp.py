@@ -15,10 +15,9 @@ import textwrap
 import pytest
 import torch
 
-from pyxv.train.data import FeatureSource
 from pyxv.train.trainer import train_classifier
 
-from xvector_synth import TINY, make_datadir
+from xvector_synth import TINY, feature_source, make_datadir
 
 torch.set_num_threads(1)
 
@@ -46,18 +45,24 @@ def _finished(p: subprocess.CompletedProcess, out_dir) -> bool:
     return p.returncode == 0 or teardown_abort
 
 
+
+def _torchrun() -> str:
+    """torchrun beside this Python (skip the test where there is none)."""
+    t = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    if not os.path.exists(t):
+        pytest.skip("torchrun not found")
+    return t
+
 @pytest.mark.slow
 def test_ddp_two_gloo_processes_match_one(tmp_path, repo_root):
-    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-    if not os.path.exists(torchrun):
-        pytest.skip("torchrun not found")
+    torchrun = _torchrun()
     d = tmp_path / "data"
     u2s = make_datadir(d, n_spk=4, n_utt=8)
     # train.batch_size is per process: 1 x 64 and 2 x 32 are the same global batch of
     # 64; the lr follows it (linear rule against 32: 0.0025 x 64 / 32 on both).
     cfg = copy.deepcopy(TINY)
     cfg["train"].update(epochs=3, steps_per_epoch=4, batch_size=64, lr=0.0025, lr_scale_ref_batch=32)
-    one = train_classifier(FeatureSource(d / "feats.scp", vad_scp=d / "vad.scp", cmn_window=300), u2s, cfg,
+    one = train_classifier(feature_source(d), u2s, cfg,
                            tmp_path / "one", progress=False, use_gpu=False)
     cfg["train"]["batch_size"] = 32
     script = tmp_path / "ddp_train.py"
@@ -90,9 +95,7 @@ def test_ddp_resumes_from_a_mid_epoch_checkpoint_bit_identically(tmp_path, repo_
     import signal
     import time
 
-    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-    if not os.path.exists(torchrun):
-        pytest.skip("torchrun not found")
+    torchrun = _torchrun()
     d = tmp_path / "data"
     make_datadir(d, n_spk=4, n_utt=8)
     cfg = copy.deepcopy(TINY)
@@ -132,14 +135,12 @@ def test_ddp_resumes_a_one_process_checkpoint_at_the_same_global_batch(tmp_path,
     """1 process x 64 stopped after epoch 1, then 2 processes x 32: the global batch,
     hence the batches, steps and lr schedule, is unchanged, so it resumes from the
     checkpoint (logging the new split) instead of starting over or refusing."""
-    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-    if not os.path.exists(torchrun):
-        pytest.skip("torchrun not found")
+    torchrun = _torchrun()
     d = tmp_path / "data"
     u2s = make_datadir(d, n_spk=4, n_utt=8)
     cfg = copy.deepcopy(TINY)
     cfg["train"].update(epochs=3, steps_per_epoch=4, batch_size=64, lr=0.005)
-    src = FeatureSource(d / "feats.scp", vad_scp=d / "vad.scp", cmn_window=300)
+    src = feature_source(d)
     one = train_classifier(src, u2s, cfg, tmp_path / "one", progress=False, use_gpu=False)
 
     def stop_after_1(epoch, rec):
@@ -203,9 +204,7 @@ class _Launch:
     """torchrun with 2 gloo processes of the test script, its output in a file."""
 
     def __init__(self, tmp_path, repo_root, out, pause):
-        self.torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-        if not os.path.exists(self.torchrun):
-            pytest.skip("torchrun not found")
+        self.torchrun = _torchrun()
         self.tmp, self.out, self.pause = tmp_path, tmp_path / out, pause
         self.script = tmp_path / "paused_train.py"
         self.script.write_text(PAUSED)

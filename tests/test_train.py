@@ -13,10 +13,11 @@ import torch
 from pyxv.io import read_table
 from pyxv.nnet.config import ConfigError, validate_config
 from pyxv.train import checkpoint as ckpt
-from pyxv.train.data import ChunkBatches, FeatureSource, chunk
+from pyxv.train.data import ChunkBatches, chunk
 from pyxv.train.trainer import TrainingDataError, train_classifier
 
 from xvector_synth import TINY, make_datadir
+from xvector_synth import feature_source as source
 
 torch.set_num_threads(1)
 
@@ -26,10 +27,6 @@ def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("xv") / "data"
     u2s = make_datadir(d, n_spk=4, n_utt=8)
     return d, u2s
-
-
-def source(d):
-    return FeatureSource(d / "feats.scp", vad_scp=d / "vad.scp", cmn_window=300)
 
 
 def cfg(**train):

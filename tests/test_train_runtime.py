@@ -19,10 +19,11 @@ from pyxv.nnet.config import ConfigError, validate_config
 from pyxv.train import checkpoint as ckpt
 from pyxv.train import distributed as dd
 from pyxv.train import trainer
-from pyxv.train.data import ChunkBatches, FeatureSource, RunBatches, RunKeys
+from pyxv.train.data import ChunkBatches, RunBatches, RunKeys
 from pyxv.train.trainer import GpuMemoryError, train_classifier
 
 from xvector_synth import TINY, make_datadir
+from xvector_synth import feature_source as source
 
 torch.set_num_threads(1)
 
@@ -32,10 +33,6 @@ def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("xvrt") / "data"
     u2s = make_datadir(d, n_spk=4, n_utt=8)
     return d, u2s
-
-
-def source(d):
-    return FeatureSource(d / "feats.scp", vad_scp=d / "vad.scp", cmn_window=300)
 
 
 def cfg(model=None, **train):
