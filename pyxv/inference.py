@@ -495,37 +495,47 @@ class Verifier:
     def load(cls, xvector_exp: str | os.PathLike, backend: str | None = None, device: str = "cpu",
              xvector: XVectorModel | None = None) -> "Verifier":
         """``backend``: a saved back-end file, or ``cosine``/``plda`` (the newest
-        ``exp/sv/*/xvector_<m>/<name>/backend.pkl`` of this model), or None
+        ``exp/sv/*/xvector_<m>/<name>/backend.json`` of this model), or None
         (cosine, else plda, else a cosine back-end fitted now on the model's
         pre-training x-vectors, ``xvectors_pretrain/train``). ``xvector``: the
         model of ``xvector_exp`` when already loaded."""
         from .backend.pipeline import Backend
+        from .params import ParamsError
+
+        def load(path):  # old pickled back-ends only with trust (pyxv.params)
+            try:
+                return cls(xv, Backend.load(path), str(path))
+            except ParamsError as e:
+                raise InferenceError(str(e)) from None
+            except Exception as e:
+                raise InferenceError(f"{path}: cannot load back-end ({e})") from e
 
         xv = xvector if xvector is not None else XVectorModel(xvector_exp, device)
         if backend and Path(backend).is_file():
-            try:
-                return cls(xv, Backend.load(backend), str(backend))
-            except Exception as e:
-                raise InferenceError(f"{backend}: cannot load back-end ({e})") from e
+            return load(backend)
         names = [backend] if backend else ["cosine", "plda"]
         for name in names:
             if name not in ("cosine", "plda"):
                 raise InferenceError(f"--backend {name}: neither a back-end file nor cosine|plda")
             found = cls._find_saved(xv.exp_dir, name)
             if found is not None:
-                return cls(xv, Backend.load(found), str(found))
+                return load(found)
         if backend in (None, "cosine"):
             be, src = cls._fit_cosine(xv.exp_dir)
             return cls(xv, be, src)
         raise InferenceError(f"no saved {backend} back-end for {xv.exp_dir} (exp/sv/*/{xv.exp_dir.name}/"
-                             f"{backend}/backend.pkl); run stage 6 or pass a back-end file")
+                             f"{backend}/backend.json); run stage 6 or pass a back-end file")
 
     @staticmethod
     def _find_saved(exp_dir: Path, name: str) -> Path | None:
+        """The newest saved back-end of this name: ``backend.json``, else an older pyxv's ``backend.pkl``."""
         root = exp_dir.resolve().parent
-        cands = sorted(root.glob(f"sv/*/{exp_dir.resolve().name}/{name}/backend.pkl"),
-                       key=lambda p: p.stat().st_mtime, reverse=True)
-        return cands[0] if cands else None
+        for fname in ("backend.json", "backend.pkl"):
+            cands = sorted(root.glob(f"sv/*/{exp_dir.resolve().name}/{name}/{fname}"),
+                           key=lambda p: p.stat().st_mtime, reverse=True)
+            if cands:
+                return cands[0]
+        return None
 
     @staticmethod
     def _fit_cosine(exp_dir: Path):

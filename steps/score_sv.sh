@@ -12,8 +12,8 @@
 # --emotion-posteriors, from a stage-5 emotion system's per-fold posteriors.
 #
 # Outputs in <out-dir>: eer_by_emotion.csv, eer_by_emotion.md, summary.json,
-# det.png, backend.pkl (fitted back-end + EER threshold; with --folds one per
-# fold in backends/), scores (if asked), log/score_sv.log. With --folds on a
+# det.png, backend.json + backend.npz (fitted back-end + EER threshold, stored as
+# parameters; with --folds one pair per fold in backends/), scores (if asked), log/score_sv.log. With --folds on a
 # corpus that cannot give per-fold back-ends with target and nontarget trials
 # (e.g. every gender has one speaker), only not_possible.txt (the reason, one
 # line): the step says why and exits 0, so stage 6 goes on with the plain ones.
@@ -82,7 +82,7 @@ for f in $data/spk2gender $data/unknown_spk_utts ${backend_train:+$backend_train
   [ -f "$f" ] && inputs="$inputs $f"
 done
 outputs="$dir/eer_by_emotion.csv $dir/eer_by_emotion.md $dir/summary.json"
-[ -z "$folds" ] && outputs="$outputs $dir/backend.pkl"
+[ -z "$folds" ] && outputs="$outputs $dir/backend.json $dir/backend.npz"
 [ "$write_scores" = true ] && outputs="$outputs $dir/scores"
 not_possible=$dir/not_possible.txt
 made=$outputs

@@ -80,7 +80,7 @@ def setup(ravdess_root, tmp_path_factory, repo_root):
     spk = np.array([s for _, _, s, _ in train])
     emo = [e for _, _, _, e in train]
     be = Backend.from_config(None, "cosine").fit(X, spk)
-    be.save(exp / "sv/ravdess/xvector_tiny/cosine/backend.pkl")
+    be.save(exp / "sv/ravdess/xvector_tiny/cosine/backend.json")
     # Frozen x-vectors + LR, saved as stage 5 saves it (path relative to the recipe root).
     lr = EmotionLR(["angry", "happy", "neutral", "sad"], C=1.0).fit(X, emo)
     lr_dir = exp / "emotion/ravdess/frozen_lr_tiny_clean/fold1"
@@ -155,7 +155,7 @@ def test_verify_self_beats_other_speaker(setup, capsys):
     rc, out, err = run_cli(["verify", setup["xdir"], a, a, "--json"], capsys)
     assert rc == 0, err
     same = json.loads(out)
-    assert same["same"] is True and same["backend"] == "cosine" and same["backend_source"].endswith("backend.pkl")
+    assert same["same"] is True and same["backend"] == "cosine" and same["backend_source"].endswith("backend.json")
     rc2, out, _ = run_cli(["verify", setup["xdir"], a, b, "--json"], capsys)
     diff = json.loads(out)
     assert same["score"] > diff["score"]

@@ -199,7 +199,7 @@ def test_score_sv_cli_end_to_end(tmp_path, repo_root):
         assert s["n_target"] == n_tar and s["n_target"] + s["n_nontarget"] == n_all
         assert s["eer"] < 10 and s["backend"] == backend
         assert sum(1 for _ in open(out / "scores")) == n_all
-        assert (out / "backend.pkl").is_file() and (out / "det.png").is_file()
+        assert (out / "backend.json").is_file() and (out / "backend.npz").is_file() and (out / "det.png").is_file()
         r2 = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
         assert r2.returncode == 0 and "already" in r2.stdout + r2.stderr
 
@@ -244,7 +244,7 @@ def test_score_sv_tool_trials_file_and_saved_backend(tmp_path, repo_root):
     utts = sorted(u for u in u2s if not u.startswith("unknown"))
     tr = tmp_path / "trials"
     tr.write_text(f"{utts[0]} {utts[1]} target\n{utts[0]} {utts[-1]} nontarget\n{utts[2]} nobody-1 nontarget\n")
-    args = ["--backend-in", str(tmp_path / "o1/backend.pkl"), "--trials", str(tr), "--write-scores", "true",
+    args = ["--backend-in", str(tmp_path / "o1/backend.json"), "--trials", str(tr), "--write-scores", "true",
             str(xd), str(tmp_path / "data/emo/all"), str(tmp_path / "o2")]
     r = subprocess.run(base + args, capture_output=True, text=True, cwd=repo_root)
     assert r.returncode == 1 and "nobody-1" in r.stderr
@@ -255,6 +255,22 @@ def test_score_sv_tool_trials_file_and_saved_backend(tmp_path, repo_root):
     assert (s["n_target"], s["n_nontarget"], s["backend"]) == (1, 1, "plda")
     assert len((tmp_path / "o2/scores").read_text().splitlines()) == 2
     assert "1 trial(s)" in (tmp_path / "o2/eer_by_emotion.md").read_text()
+    # An older pyxv's pickled backend.pkl: refused in one line, read with PYXV_TRUST_PICKLE=1, same scores.
+    import os
+    import pickle
+
+    from pyxv.backend import Backend
+    with open(tmp_path / "old.pkl", "wb") as f:
+        pickle.dump({"format": "pyxv-sv-backend", "version": 2, "backend": Backend.load(tmp_path / "o1/backend.json")}, f)
+    args[1] = str(tmp_path / "old.pkl")
+    args[-1] = str(tmp_path / "o3")
+    env = {k: v for k, v in os.environ.items() if k != "PYXV_TRUST_PICKLE"}
+    r = subprocess.run(base + ["--skip-unknown", "true"] + args, capture_output=True, text=True, cwd=repo_root, env=env)
+    assert r.returncode == 1 and "old.pkl: an SV back-end in the old pickled form, which can run code" in r.stderr
+    r = subprocess.run(base + ["--skip-unknown", "true"] + args, capture_output=True, text=True, cwd=repo_root,
+                       env={**env, "PYXV_TRUST_PICKLE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o3/scores").read_text() == (tmp_path / "o2/scores").read_text()
 
 
 def test_eer_by_emotion_from_arrays():

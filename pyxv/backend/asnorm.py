@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..params import StoredState
+
 __all__ = ["ASNorm", "EmotionASNorm"]
 
 
-class ASNorm:
+class ASNorm(StoredState):
     """AS-norm with a cohort; ``score_fn(A, B) -> (len(A), len(B))`` scores prepared embeddings."""
+
+    TYPE = "asnorm"
 
     def __init__(self, top_k: int = 200):
         self.top_k = top_k

@@ -21,6 +21,8 @@ import math
 import numpy as np
 from scipy.optimize import minimize
 
+from ..params import StoredState
+
 log = logging.getLogger(__name__)
 
 __all__ = ["LinearCalibration", "fit_linear_calibration"]
@@ -52,13 +54,15 @@ def fit_linear_calibration(scores, is_target, prior: float = 0.5) -> tuple[float
     return float(a), float(r.x[1] - a * s.mean())
 
 
-class LinearCalibration:
+class LinearCalibration(StoredState):
     """Affine score -> LLR map, global or per emotion pair.
 
     >>> cal = LinearCalibration().fit(s, is_target)                      # global
     >>> cal = LinearCalibration(by_emotion=True).fit(s, is_target, ea, eb, n_emotions=4)
     >>> llr = cal.apply(s)   # or cal.apply_block(S, post_e, post_t) for an (n, m) block
     """
+
+    TYPE = "linear_calibration"
 
     def __init__(self, by_emotion: bool = False, prior: float = 0.5, min_trials: int = 50):
         self.by_emotion = by_emotion

@@ -73,6 +73,8 @@ class EmotionNAP(_Step):
     >>> Y = nap.transform(X)                     # (N, D), emotion directions removed
     """
 
+    TYPE = "emotion_nap"
+
     def __init__(self, dim: int = 8):
         self.dim = dim
 

@@ -4,7 +4,7 @@
 >>> be.score_pairs(E, T)        # (n,) score of E[i] against T[i]
 >>> be.score_matrix(E, T)       # (n, m)
 >>> be.threshold                # EER threshold on the back-end training data
->>> be.save("backend.pkl"); Backend.load("backend.pkl")
+>>> be.save("backend.json"); Backend.load("backend.json")    # backend.json + backend.npz
 
 Emotion-aware pieces (conf/sv.yaml): ``nap`` (project out within-speaker emotion
 directions, ``pyxv.backend.nap``), ``asnorm.emotion_aware`` (per-emotion cohort
@@ -19,27 +19,36 @@ Both scorers reduce to ``S = Z_a Z_b' + q_a + q_b`` on "prepared" embeddings
 form of ``pyxv.backend.plda``. So the all-pairs scorer of ``pyxv.sv`` needs one
 float32 matrix product per block whatever the back-end; AS-norm adds
 per-utterance cohort statistics.
+
+Saved as parameters (:mod:`pyxv.params`): ``backend.json`` (configuration, type
+names, scalars) + ``backend.npz`` (arrays), so loading one runs no code. The old
+pickled ``backend.pkl`` loads only with trust (``Backend.load(path, trust=True)``,
+``--trust``, ``PYXV_TRUST_PICKLE=1``).
 """
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from ..params import ParamsError, from_table, load_trusted_pickle, read_params, write_params
 from .asnorm import ASNorm, EmotionASNorm
 from .calibration import LinearCalibration
 from .nap import EmotionNAP, check_emotion_labels, select_nap_dim
 from .plda import PLDA
-from .preprocess import LDA, Center, LengthNorm, Whiten, class_sums
+from .preprocess import LDA, STEP_TYPES, Center, LengthNorm, Whiten, class_sums
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Backend", "CalibrationError", "Prepared", "DEFAULT_CONFIG", "calibration_groups"]
 
-FORMAT = "pyxv-sv-backend"
+FORMAT = "pyxv-sv-backend"   # the old pickled files
 VERSION = 2
+PARAMS_TYPE = "sv_backend"
+# Stored pieces: type name -> class (the names stay when a class is renamed).
+BACKEND_STEP_TYPES = {**STEP_TYPES, EmotionNAP.TYPE: EmotionNAP}
 
 DEFAULT_CONFIG = {
     "cosine": {"center": True, "lda_dim": 0, "whiten": False, "length_norm": True},
@@ -122,6 +131,13 @@ class Prepared:
     def take(self, idx) -> "Prepared":
         f = (lambda a: None if a is None else a[idx])
         return Prepared(self.z[idx], f(self.q), f(self.mu), f(self.sd), post=f(self.post))
+
+    def to_params(self) -> dict:
+        return {"z": self.z, "q": self.q, "mu": self.mu, "sd": self.sd, "post": self.post, "extra": dict(self.extra)}
+
+    @classmethod
+    def from_params(cls, p: dict) -> "Prepared":
+        return cls(p["z"], p["q"], p["mu"], p["sd"], dict(p.get("extra") or {}), p["post"])
 
 
 class Backend:
@@ -431,20 +447,72 @@ class Backend:
         return s
 
     # ----------------------------------------------------------- save/load
-    def save(self, path) -> None:
-        from ..io import atomic_open
+    _CONFIG = ("kind", "center", "lda_dim", "whiten", "length_norm", "n_iter", "asnorm_cfg", "nap_cfg",
+               "calibration_cfg", "threshold_max_utts", "seed", "emotions", "train_speakers", "threshold",
+               "train_eer", "info")
 
-        with atomic_open(path, "wb") as f:
-            pickle.dump({"format": FORMAT, "version": VERSION, "backend": self}, f)
+    def to_params(self) -> dict:
+        """Configuration, fitted pieces (by type name) and arrays: what :func:`pyxv.params.write_params` stores."""
+        p = {k: getattr(self, k) for k in self._CONFIG}
+        p["steps"] = [s.to_params() for s in self.steps]
+        p["plda"] = None if self.plda is None else self.plda.to_params()
+        p["calibration"] = None if self.calibration is None else self.calibration.to_params()
+        if isinstance(self.asnorm, EmotionASNorm):   # its cohorts are the back-end's (cohort_)
+            p["asnorm"] = {"type": "emotion_asnorm", "top_k": self.asnorm.top_k}
+        else:
+            p["asnorm"] = None if self.asnorm is None else self.asnorm.to_params()
+        c = self.cohort_
+        p["cohort"] = (None if c is None else [x.to_params() for x in c] if isinstance(c, list) else c.to_params())
+        return p
+
+    @classmethod
+    def from_params(cls, p: dict) -> "Backend":
+        be = cls(p["kind"])
+        for k in cls._CONFIG:
+            setattr(be, k, p[k])
+        be.steps = [from_table(s, BACKEND_STEP_TYPES, "back-end step") for s in p["steps"]]
+        be.plda = None if p["plda"] is None else PLDA.from_params(p["plda"])
+        be.calibration = None if p["calibration"] is None else LinearCalibration.from_params(p["calibration"])
+        c = p["cohort"]
+        be.cohort_ = None if c is None else [Prepared.from_params(x) for x in c] if isinstance(c, list) \
+            else Prepared.from_params(c)
+        a = p["asnorm"]
+        if a is None:
+            be.asnorm = None
+        elif a.get("type") == "emotion_asnorm":
+            be.asnorm = EmotionASNorm(int(a["top_k"]))
+            be.asnorm.cohorts_ = list(be.cohort_)
+        else:
+            be.asnorm = ASNorm.from_params(a)
+        return be
+
+    def save(self, path) -> Path:
+        """Write ``<stem>.json`` + ``<stem>.npz`` (``path``: either of them or the stem); returns the JSON path."""
+        return write_params(path, PARAMS_TYPE, self.to_params())
+
+    @classmethod
+    def load(cls, path, trust: bool | None = None) -> "Backend":
+        """A saved back-end: ``backend.json`` (or its ``.npz``); an old pickled ``backend.pkl`` only with trust."""
+        p = Path(path)
+        if p.suffix not in (".json", ".npz") and p.is_file():
+            with open(p, "rb") as f:
+                pickled = f.read(1) == b"\x80"   # every pickle protocol pyxv wrote starts so
+            if not pickled:
+                raise ParamsError(f"{p}: not a pyxv SV back-end file (neither backend.json/.npz nor a pickle)")
+            return cls._load_pickled(p, trust)
+        _, params, _ = read_params(p, {PARAMS_TYPE})
+        try:
+            return cls.from_params(params)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ParamsError(f"{p}: not a usable SV back-end ({type(e).__name__}: {e})") from None
 
     @staticmethod
-    def load(path) -> "Backend":
-        with open(path, "rb") as f:
-            obj = pickle.load(f)
+    def _load_pickled(path, trust) -> "Backend":
+        obj = load_trusted_pickle(path, "an SV back-end", trust)
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a pyxv SV back-end file")
+            raise ParamsError(f"{path}: not a pyxv SV back-end file")
         if obj.get("version") not in (1, VERSION):
-            raise ValueError(f"{path}: back-end format version {obj.get('version')}, this pyxv reads 1-{VERSION}")
+            raise ParamsError(f"{path}: back-end format version {obj.get('version')}, this pyxv reads 1-{VERSION}")
         be = obj["backend"]
         # Version 1 (before the emotion-aware pieces): the same back-end with those pieces off.
         for name, default in (("nap_cfg", DEFAULT_CONFIG["nap"]), ("calibration_cfg", DEFAULT_CONFIG["calibration"]),

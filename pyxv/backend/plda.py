@@ -20,6 +20,7 @@ import logging
 import numpy as np
 from scipy.linalg import eigh
 
+from ..params import StoredState
 from .preprocess import class_stats
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,14 @@ log = logging.getLogger(__name__)
 __all__ = ["PLDA"]
 
 
-class PLDA:
+class PLDA(StoredState):
     """Two-covariance PLDA.
 
     >>> plda = PLDA(n_iter=10).fit(X, spk)      # X (N, D), spk (N,)
     >>> S = plda.score_matrix(E, T)             # (n_e, n_t) log-likelihood ratios
     """
+
+    TYPE = "plda"
 
     def __init__(self, n_iter: int = 10, reg: float = 1e-6):
         self.n_iter = n_iter

@@ -3,8 +3,8 @@
 
 Each class has ``fit(X, y=None)``, ``transform(X)`` and ``fit_transform``; X is
 (N, D) float, y (N,) class labels (speakers for SV, emotions for the emotion LR;
-only LDA needs them). Fitted state is plain numpy arrays, so a pickled chain is
-small and loads without our training data. ``EmbeddingPreprocessor`` is the
+only LDA needs them). Fitted state is plain numpy arrays, written as parameters
+(``to_params``/``from_params``, :mod:`pyxv.params`) that load without our training data. ``EmbeddingPreprocessor`` is the
 centre -> (whiten | LDA | none) -> length-norm chain as one scikit-learn
 transformer (what the emotion LR's Pipeline uses).
 """
@@ -13,10 +13,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import eigh
 
+from ..params import StoredState, from_table
+
 __all__ = ["Center", "LDA", "Whiten", "LengthNorm", "EmbeddingPreprocessor", "class_stats", "class_sums"]
 
 
-class _Step:
+class _Step(StoredState):
     def fit_transform(self, X, y=None):
         return self.fit(X, y).transform(X)
 
@@ -48,6 +50,8 @@ def class_stats(X: np.ndarray, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class Center(_Step):
     """Subtract the training mean."""
 
+    TYPE = "center"
+
     def fit(self, X, y=None):
         self.mean_ = np.asarray(X, dtype=np.float64).mean(0)
         return self
@@ -69,6 +73,8 @@ class LDA(_Step):
     shrinkage of the within-class covariance instead (for few examples per
     class, as in the emotion LR); a projection only, centre with ``Center``.
     """
+
+    TYPE = "lda"
 
     def __init__(self, dim: int = 200, reg: float = 1e-6, shrinkage=None):
         self.dim = dim
@@ -118,6 +124,8 @@ class Whiten(_Step):
     ``center=False``: the transform does not subtract the training mean (a preceding ``Center`` does).
     """
 
+    TYPE = "whiten"
+
     def __init__(self, eps: float = 1e-10, center: bool = True):
         self.eps = eps
         self.center = center
@@ -140,6 +148,8 @@ class LengthNorm(_Step):
 
     Zero vectors stay zero (no division by zero).
     """
+
+    TYPE = "length_norm"
 
     def __init__(self, unit: bool = False):
         self.unit = unit
@@ -207,3 +217,19 @@ class EmbeddingPreprocessor(TransformerMixin, BaseEstimator):
         for st in self.steps_:
             Y = st.transform(Y)
         return Y
+
+    def to_params(self) -> dict:
+        if "steps_" not in vars(self):
+            raise ValueError("this pre-processing chain is of an old pyxv (mean_, proj_) or not fitted; fit it again "
+                             "to store it as parameters")
+        return {"type": "embedding_preprocessor", **self.get_params(), "steps": [s.to_params() for s in self.steps_]}
+
+    @classmethod
+    def from_params(cls, p: dict) -> "EmbeddingPreprocessor":
+        obj = cls(**{k: p[k] for k in ("center", "projection", "lda_dim", "length_norm", "eps")})
+        obj.steps_ = [from_table(s, STEP_TYPES, "pre-processing step") for s in p["steps"]]
+        return obj
+
+
+# Type names of stored pre-processing steps -> their classes (names stay when classes are renamed).
+STEP_TYPES = {c.TYPE: c for c in (Center, LDA, Whiten, LengthNorm)}

@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     p.add_argument("--backend-train-data", default="",
                    help="data dir with the back-end training set's utt2spk [derived: "
                         "exp/xvector_M/xvectors_X/Y -> data/X/Y, else <backend-train>/utt2spk]")
-    p.add_argument("--backend-in", default="", help="use this fitted back-end file instead of fitting one")
+    p.add_argument("--backend-in", default="", help="use this fitted back-end (backend.json; an older pyxv's "
+                   "pickled backend.pkl only with PYXV_TRUST_PICKLE=1) instead of fitting one")
     p.add_argument("--trials", default="", help="Kaldi trials file to score instead of all same-gender pairs")
     p.add_argument("--skip-unknown", type=str2bool, default=False,
                    help="with --trials: skip trials naming utterances not in the set (default: error)")
@@ -144,7 +145,7 @@ def run(a) -> int:
 
     # ---- back-end
     if a.backend_in:
-        be = Backend.load(a.backend_in)
+        be = Backend.load(a.backend_in)   # an old pickled backend.pkl only with PYXV_TRUST_PICKLE=1
         log.info("loaded back-end %s", be)
         train_desc = a.backend_in
     else:
@@ -179,7 +180,8 @@ def run(a) -> int:
         be = Backend.from_config(cfg, a.backend).fit(TX, tspk, temo, tgen)
         log.info("fitted %s on %d x-vectors of %d speakers (%s); threshold %.4g (EER %.2f%% on training pairs)",
                  be, TX.shape[0], np.unique(tspk).size, train_desc, be.threshold, be.train_eer)
-        be.save(out / "backend.pkl")
+        be.save(out / "backend.json")   # + backend.npz
+        (out / "backend.pkl").unlink(missing_ok=True)   # an older pyxv's pickled one: superseded
 
     # ---- scoring
     emo = None
@@ -338,12 +340,12 @@ def run_folds(a, cfg, utts, X, ts, notes, t0) -> int:
         return _not_possible(out, corpus, a, str(e))
     (out / NOT_POSSIBLE).unlink(missing_ok=True)
     (out / "backends").mkdir(exist_ok=True)
-    names = {f"{i['fold']}.pkl" for i in infos}
-    for p in (out / "backends").glob("*.pkl"):
-        if p.name not in names:   # an earlier run's folds (merged differently)
+    names = {f"{i['fold']}{ext}" for i in infos for ext in (".json", ".npz")}
+    for p in [*(out / "backends").glob("*.json"), *(out / "backends").glob("*.npz"), *(out / "backends").glob("*.pkl")]:
+        if p.name not in names:   # an earlier run's folds (merged differently), or an older pyxv's pickles
             p.unlink()
     for info, be in zip(infos, saved):
-        be.save(out / "backends" / f"{info['fold']}.pkl")
+        be.save(out / "backends" / f"{info['fold']}.json")
     calibrated = all(be.calibration is not None for be in saved)
     notes.append(f"per-fold protocol over {len(splits)} folds of {a.folds}: each fold's back-end fitted on its "
                  "training speakers only, trials are all same-gender pairs of its test speakers, cells pooled")

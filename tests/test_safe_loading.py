@@ -1,0 +1,197 @@
+"""Model files store parameters, not objects: loading one runs no code.
+
+Back-ends and emotion LR models are written as JSON + npz and read back with
+identical outputs; the old pickled files and checkpoints that need
+``torch.load(weights_only=False)`` are refused without trust (a crafted file that
+would run a command never runs it) and still load with trust.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyxv.backend import Backend
+from pyxv.params import TRUST_ENV, ParamsError, UntrustedFileError, read_params, write_params
+
+EMOS = ["angry", "happy", "neutral", "sad"]
+
+
+class RunsCode:
+    """Unpickling this runs a shell command that creates ``marker`` (what a hostile model file could do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(autouse=True)
+def no_trust_from_outside(monkeypatch):
+    """Trust only where a test gives it."""
+    from pyxv import params
+
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    monkeypatch.setattr(params, "_TRUST", False)
+
+
+def emotional_set(n_spk, seed, dim=16, n_utt=3):
+    """Speakers (alternating gender) with a shared per-emotion offset plus noise: X (N, D), spk, gender, emo."""
+    rng = np.random.default_rng(seed)
+    offsets = np.random.default_rng(5).normal(size=(len(EMOS), dim))
+    X, spk, gen, emo = [], [], [], []
+    for s in range(n_spk):
+        c = rng.normal(size=dim)
+        for e, name in enumerate(EMOS):
+            for _ in range(n_utt):
+                X.append(c + offsets[e] + 0.7 * rng.normal(size=dim))
+                spk.append(f"s{s:03d}")
+                gen.append("mf"[s % 2])
+                emo.append(name)
+    return np.array(X), np.array(spk), np.array(gen), np.array(emo)
+
+
+BACKENDS = {
+    "cosine": ({}, "cosine"),
+    "cosine_lda_whiten_asnorm": ({"cosine": {"lda_dim": 8, "whiten": True},
+                                  "asnorm": {"enabled": True, "cohort_size": 10, "top_k": 5}}, "cosine"),
+    "plda": ({"plda": {"lda_dim": 10, "n_iter": 3}}, "plda"),
+    "plda_nap_emotion_asnorm_calibrated": (
+        {"plda": {"lda_dim": 10, "n_iter": 3}, "nap": {"enabled": True, "dim": 2},
+         "asnorm": {"enabled": True, "emotion_aware": True, "top_k": 5},
+         "calibration": {"enabled": True, "by_emotion": True, "max_utts": 400}}, "plda"),
+    "cosine_nap_auto_calibrated": ({"nap": {"enabled": True, "dim": "auto", "dim_candidates": [0, 2]},
+                                    "calibration": {"enabled": True}}, "cosine"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_backend_parameters_round_trip_with_identical_scores(tmp_path, name):
+    cfg, kind = BACKENDS[name]
+    X, spk, gen, emo = emotional_set(16, seed=1)
+    T, _, _, temo = emotional_set(4, seed=2)
+    be = Backend.from_config(cfg, kind).fit(X, spk, emo, gen)
+    path = be.save(tmp_path / "backend.json")
+    assert path == tmp_path / "backend.json" and (tmp_path / "backend.npz").is_file()
+    head = json.loads(path.read_text())
+    assert head["type"] == "sv_backend" and head["params"]["kind"] == kind
+    be2 = Backend.load(tmp_path / "backend.json")
+    post = np.random.default_rng(3).dirichlet(np.ones(len(EMOS)), size=len(T))
+    ea, eb = (temo, temo[::-1]) if be.needs_trial_emotions else (None, None)
+    np.testing.assert_array_equal(be2.score_matrix(T, T[::-1], ea, eb), be.score_matrix(T, T[::-1], ea, eb))
+    np.testing.assert_array_equal(be2.score_pairs(T, T[::-1], ea, eb), be.score_pairs(T, T[::-1], ea, eb))
+    if be.needs_trial_emotions:     # posteriors instead of labels
+        np.testing.assert_array_equal(be2.score_matrix(T, T, post, post), be.score_matrix(T, T, post, post))
+    assert be2.threshold == be.threshold and be2.info == json.loads(json.dumps(be.info))
+    assert repr(be2) == repr(be)
+    # The .npz path or the stem name the same back-end.
+    np.testing.assert_array_equal(Backend.load(tmp_path / "backend.npz").score_pairs(T, T[::-1], ea, eb),
+                                  be.score_pairs(T, T[::-1], ea, eb))
+
+
+def old_pickled_backend(be: Backend, path: Path) -> None:
+    """A back-end file as pyxv wrote it before parameters: the pickled object."""
+    with open(path, "wb") as f:
+        pickle.dump({"format": "pyxv-sv-backend", "version": 2, "backend": be}, f)
+
+
+def test_old_pickled_backend_needs_trust_and_then_scores_the_same(tmp_path, monkeypatch, caplog):
+    X, spk, gen, emo = emotional_set(8, seed=4)
+    be = Backend.from_config({}, "plda").fit(X, spk)
+    old_pickled_backend(be, tmp_path / "backend.pkl")
+    with pytest.raises(UntrustedFileError) as e:
+        Backend.load(tmp_path / "backend.pkl")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{tmp_path / 'backend.pkl'}: ") and "can run code" in msg
+    assert "--trust" in msg and f"{TRUST_ENV}=1" in msg
+    old = Backend.load(tmp_path / "backend.pkl", trust=True)
+    assert "old pickled form" in caplog.text
+    np.testing.assert_array_equal(old.score_pairs(X[:6], X[6:12]), be.score_pairs(X[:6], X[6:12]))
+    monkeypatch.setenv(TRUST_ENV, "1")
+    np.testing.assert_array_equal(Backend.load(tmp_path / "backend.pkl").score_pairs(X[:6], X[6:12]),
+                                  be.score_pairs(X[:6], X[6:12]))
+    # Converting: load with trust, save as parameters.
+    old.save(tmp_path / "new.json")
+    monkeypatch.delenv(TRUST_ENV)
+    np.testing.assert_array_equal(Backend.load(tmp_path / "new.json").score_pairs(X[:6], X[6:12]),
+                                  be.score_pairs(X[:6], X[6:12]))
+
+
+def test_crafted_backend_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    with open(tmp_path / "backend.pkl", "wb") as f:
+        pickle.dump({"format": "pyxv-sv-backend", "version": 2, "backend": RunsCode(marker)}, f)
+    with pytest.raises(UntrustedFileError, match="can run code"):
+        Backend.load(tmp_path / "backend.pkl")
+    # Renamed to look like the new form: not JSON, refused by the JSON reader.
+    (tmp_path / "evil.json").write_bytes((tmp_path / "backend.pkl").read_bytes())
+    with pytest.raises(ParamsError, match="not JSON"):
+        Backend.load(tmp_path / "evil.json")
+    # An npz holding a pickled object array: np.load(allow_pickle=False) refuses it.
+    be = Backend.from_config({}, "cosine").fit(*emotional_set(4, seed=6)[:2])
+    be.save(tmp_path / "b.json")
+    np.savez(tmp_path / "b.npz", **{"steps.0.mean_": np.array([RunsCode(marker)], dtype=object)})
+    head = json.loads((tmp_path / "b.json").read_text())
+    import hashlib
+
+    head["arrays_sha256"] = hashlib.sha256((tmp_path / "b.npz").read_bytes()).hexdigest()
+    (tmp_path / "b.json").write_text(json.dumps(head))
+    with pytest.raises(ParamsError, match="cannot read its arrays"):
+        Backend.load(tmp_path / "b.json")
+    assert not marker.exists()
+
+
+def test_damaged_parameter_files_give_one_line_naming_the_file(tmp_path):
+    X, spk, *_ = emotional_set(4, seed=7)
+    be = Backend.from_config({}, "cosine").fit(X, spk)
+    j = be.save(tmp_path / "backend.json")
+    n = tmp_path / "backend.npz"
+    good_j, good_n = j.read_bytes(), n.read_bytes()
+
+    def err():
+        with pytest.raises(ParamsError) as e:
+            Backend.load(j)
+        assert "\n" not in str(e.value)
+        return str(e.value)
+
+    n.write_bytes(good_n[: len(good_n) // 2])                     # truncated npz
+    assert err().startswith(f"{n}: does not match backend.json")
+    n.unlink()
+    assert err() == f"{n}: missing (the arrays of backend.json)"
+    n.write_bytes(good_n)
+    j.write_bytes(good_j[: len(good_j) // 2])                     # truncated JSON
+    assert err().startswith(f"{j}: not a pyxv parameter file (not JSON")
+    j.write_text(json.dumps({"format": "pyxv-params", "version": 1, "type": "emotion_lr", "params": {}}))
+    assert err().startswith(f"{j}: holds a 'emotion_lr', not one of sv_backend")
+    # Arrays that match the JSON but are not a zip archive.
+    write_params(tmp_path / "x", "sv_backend", {"a": np.zeros(2)})
+    (tmp_path / "x.npz").write_bytes(b"not a zip")
+    head = json.loads((tmp_path / "x.json").read_text())
+    import hashlib
+
+    head["arrays_sha256"] = hashlib.sha256(b"not a zip").hexdigest()
+    (tmp_path / "x.json").write_text(json.dumps(head))
+    with pytest.raises(ParamsError, match=r"x\.npz: cannot read its arrays"):
+        read_params(tmp_path / "x.json")
+    # A type name no reader knows.
+    write_params(tmp_path / "y", "sv_backend", {**be.to_params(), "steps": [{"type": "Centre2"}]})
+    with pytest.raises(ParamsError, match="unknown back-end step type 'Centre2'"):
+        Backend.load(tmp_path / "y.json")
+
+
+def test_parameters_hold_only_plain_values_and_numeric_arrays(tmp_path):
+    write_params(tmp_path / "p", "t", {"a": np.arange(3.0), "n": [1, {"b": np.ones((2, 2), np.float32)}],
+                                       "s": np.array(["x", "yy"]), "f": np.float64(0.1)})
+    kind, p, _ = read_params(tmp_path / "p.json")
+    assert kind == "t" and p["f"] == 0.1 and p["n"][0] == 1
+    assert p["a"].dtype == np.float64 and p["n"][1]["b"].dtype == np.float32 and p["s"].tolist() == ["x", "yy"]
+    with pytest.raises(TypeError, match="'o': arrays of dtype object"):
+        write_params(tmp_path / "q", "t", {"o": np.array([object()])})
+    with pytest.raises(TypeError, match="'x': a PosixPath is not a plain value"):
+        write_params(tmp_path / "q", "t", {"x": tmp_path})
+    assert not (tmp_path / "q.json").exists() and not (tmp_path / "q.npz").exists()
