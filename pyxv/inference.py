@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -351,23 +350,24 @@ class EmotionModel:
 
 class FrozenLREmotion(EmotionModel):
     """x-vectors of the pointed-to model + the fold's logistic regression
-    (``model.pkl`` of :func:`pyxv.emotion.systems.run_frozen_lr`)."""
+    (``model.json`` + ``model.npz`` of :func:`pyxv.emotion.systems.run_frozen_lr`;
+    an older pyxv's pickled ``model.pkl`` only with trust, :mod:`pyxv.params`)."""
 
     kind = "frozen_lr"
 
     def __init__(self, fold_dir: Path, device: str = "cpu"):
         from .batch import FeatureMaker
+        from .emotion.lr import load_lr_model, lr_model_file
+        from .params import ParamsError
 
-        with open(fold_dir / "model.pkl", "rb") as f:
-            try:
-                obj = pickle.load(f)
-            except Exception as e:
-                raise InferenceError(f"{fold_dir / 'model.pkl'}: cannot read ({e})") from e
-        if not isinstance(obj, dict) or "lr" not in obj or "xvector_model" not in obj:
-            raise InferenceError(f"{fold_dir / 'model.pkl'}: not a frozen x-vector + LR model")
-        self.lr = obj["lr"]
+        try:
+            self.lr, meta = load_lr_model(fold_dir)
+        except ParamsError as e:
+            raise InferenceError(str(e)) from None
+        if meta.get("type", "frozen_lr") != "frozen_lr" or "xvector_model" not in meta:
+            raise InferenceError(f"{lr_model_file(fold_dir)}: not a frozen x-vector + LR model")
         self.classes = [str(c) for c in self.lr.classes]  # predict_proba's column order
-        self.xvector = XVectorModel(find_recipe_path(obj["xvector_model"], fold_dir), device)
+        self.xvector = XVectorModel(find_recipe_path(meta["xvector_model"], fold_dir), device)
         self.source = str(self.xvector.exp_dir)
         self.maker = FeatureMaker(self.xvector.front)
 

@@ -47,7 +47,7 @@ def setup(ravdess_root, tmp_path_factory, repo_root):
     import torch
 
     from pyxv.backend.pipeline import Backend
-    from pyxv.emotion.lr import EmotionLR
+    from pyxv.emotion.lr import EmotionLR, save_lr_model
     from pyxv.features.frontend import MfccVadFrontEnd as FrontEnd
     from pyxv.inference import XVectorModel
     from pyxv.train import checkpoint as ckpt
@@ -85,10 +85,7 @@ def setup(ravdess_root, tmp_path_factory, repo_root):
     lr = EmotionLR(["angry", "happy", "neutral", "sad"], C=1.0).fit(X, emo)
     lr_dir = exp / "emotion/ravdess/frozen_lr_tiny_clean/fold1"
     lr_dir.mkdir(parents=True)
-    import pickle
-
-    with open(lr_dir / "model.pkl", "wb") as f:
-        pickle.dump({"type": "frozen_lr", "classes": lr.classes, "lr": lr, "xvector_model": "exp/xvector_tiny"}, f)
+    save_lr_model(lr_dir, lr, {"type": "frozen_lr", "classes": lr.classes, "xvector_model": "exp/xvector_tiny"})
     # A fine-tuned network as stage 5 saves it: final.pt with an emotion head, features in extra.
     ft_dir = exp / "emotion/ravdess/finetune_tiny_clean/fold1"
     cfg = dict(TINY, train=dict(TINY["train"], epochs=1))

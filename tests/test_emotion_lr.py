@@ -131,9 +131,9 @@ def test_aug_copies_of_test_never_in_training(tmp_path):
 def test_dev_set_selects_C(tmp_path, cfg):
     emo = make_corpus(tmp_path, with_dev=True)
     systems.run_fold("frozen_lr_aug", "clean", emo, 1, tmp_path / "out", cfg)
-    import pickle
-    with open(tmp_path / "out" / "frozen_lr_aug_clean" / "fold1" / "model.pkl", "rb") as f:
-        assert pickle.load(f)["selection"]["method"] == "dev"
+    from pyxv.emotion.lr import load_lr_model
+    _, meta = load_lr_model(tmp_path / "out" / "frozen_lr_aug_clean" / "fold1")
+    assert meta["selection"]["method"] == "dev"
 
 
 def test_missing_class_warns_and_scores_present_labels(tmp_path, cfg, caplog):

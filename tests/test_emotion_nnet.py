@@ -91,7 +91,7 @@ def test_lr_on_ravdess_xvectors_every_fold(corpus):
     for k, sp in enumerate(splits, 1):
         systems.run_fold("frozen_lr_clean", "clean", emo, k, out, cfg)
         d = out / "frozen_lr_clean_clean" / sp.name
-        assert (d / "model.pkl").is_file() and (d / "metrics.json").is_file()
+        assert (d / "model.json").is_file() and (d / "model.npz").is_file() and (d / "metrics.json").is_file()
         preds = [l.split() for l in (d / "predictions.txt").read_text().splitlines()]
         assert len(preds) == 32
         # The fold's test speakers never appear in its training data.

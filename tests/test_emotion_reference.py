@@ -2,7 +2,6 @@
 the statistics, the standardised LR, the fold loop on generated features with a
 known answer, and both references on real RAVDESS clips."""
 import json
-import pickle
 
 import kaldiio
 import numpy as np
@@ -12,6 +11,7 @@ from pyxv.datadir import write_datadir
 from pyxv.emotion import systems
 from pyxv.emotion.config import load_emotion_config
 from pyxv.emotion.data import discover_protocol, labeled_set
+from pyxv.emotion.lr import load_lr_model
 from pyxv.emotion.reference import REFERENCE_SYSTEMS, StandardizedLR, mfcc_stats
 
 from emotion_synth import labelled_speakers, write_ravdess_folds
@@ -110,13 +110,12 @@ def test_reference_fold_loop_clean_and_aug(tmp_path, system):
         s = systems.summarize(system, data, emo, out)
         assert sorted(s["folds"]) == ["fold1", "fold2", "fold3"] and s["pooled"]["n_test"] == 96
     d = out / f"{system}_clean_aug" / "fold2"
-    for f in ("predictions.txt", "posteriors", "classes.txt", "metrics.json", "model.pkl"):
+    for f in ("predictions.txt", "posteriors", "classes.txt", "metrics.json", "model.json", "model.npz"):
         assert (d / f).is_file(), f
-    with open(d / "model.pkl", "rb") as f:
-        model = pickle.load(f)
-    assert model["type"] == "reference_lr" and model["system"] == system
-    assert model["selection"]["method"] == "4-fold speaker CV"  # 4 training speakers, as for frozen_lr_*
-    assert model["model"].scale_.shape == ((88,) if system == "ref_egemaps_lr" else (46,))
+    model, meta = load_lr_model(d)
+    assert meta["type"] == "reference_lr" and meta["system"] == system
+    assert meta["selection"]["method"] == "4-fold speaker CV"  # 4 training speakers, as for frozen_lr_*
+    assert model.scale_.shape == ((88,) if system == "ref_egemaps_lr" else (46,))
     post = [l.split() for l in (d / "posteriors").read_text().splitlines()]
     assert len(post) == 32 and all(abs(sum(map(float, p[1:])) - 1) < 1e-4 for p in post)
     # the step script's freshness check knows what the system reads

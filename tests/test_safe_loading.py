@@ -195,3 +195,92 @@ def test_parameters_hold_only_plain_values_and_numeric_arrays(tmp_path):
     with pytest.raises(TypeError, match="'x': a PosixPath is not a plain value"):
         write_params(tmp_path / "q", "t", {"x": tmp_path})
     assert not (tmp_path / "q.json").exists() and not (tmp_path / "q.npz").exists()
+
+
+# ------------------------------------------------------------------ emotion LR models
+@pytest.mark.parametrize("projection", ["none", "whiten", "lda"])
+def test_lr_model_parameters_round_trip_with_identical_posteriors(tmp_path, projection):
+    from pyxv.emotion.lr import EmotionLR, load_lr_model, save_lr_model
+
+    X, spk, _, emo = emotional_set(10, seed=8)
+    T = emotional_set(3, seed=9)[0]
+    lr = EmotionLR(EMOS + ["calm"], pre={"projection": projection}, C_grid=[0.1, 1.0], cv_folds=3)
+    lr.fit(X, emo, groups=spk)
+    pickled = pickle.loads(pickle.dumps(lr))       # what model.pkl held
+    save_lr_model(tmp_path, lr, {"type": "frozen_lr", "classes": lr.classes, "xvector_model": "exp/xvector_x"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.npz"]
+    back, meta = load_lr_model(tmp_path)
+    assert meta == {"type": "frozen_lr", "classes": lr.classes, "xvector_model": "exp/xvector_x",
+                    "selection": json.loads(json.dumps(lr.selection))}
+    np.testing.assert_array_equal(back.predict_proba(T), pickled.predict_proba(T))
+    np.testing.assert_array_equal(back.predict_proba(T), lr.predict_proba(T))
+    assert back.predict(T) == lr.predict(T) and back.classes == lr.classes and back.C == lr.C
+    assert back.predict_proba(T)[:, -1].max() == 0     # "calm" was never trained: probability 0
+
+
+def test_reference_lr_round_trip(tmp_path):
+    from pyxv.emotion.lr import load_lr_model, save_lr_model
+    from pyxv.emotion.reference import StandardizedLR
+
+    X, spk, _, emo = emotional_set(8, seed=10)
+    X = X * np.linspace(1, 100, X.shape[1])            # mixed scales, as hand-crafted features have
+    m = StandardizedLR(EMOS, {"C_grid": [1.0], "cv_folds": 2}).fit(X, emo, groups=spk)
+    save_lr_model(tmp_path, m, {"type": "reference_lr", "system": "ref_mfccstats_lr", "classes": EMOS})
+    back, meta = load_lr_model(tmp_path)
+    assert isinstance(back, StandardizedLR) and meta["system"] == "ref_mfccstats_lr"
+    np.testing.assert_array_equal(back.predict_proba(X[:9]), m.predict_proba(X[:9]))
+
+
+def old_model_pkl(fold_dir: Path, lr, xvector_model: str) -> None:
+    """model.pkl as stage 5 wrote it before parameters."""
+    with open(fold_dir / "model.pkl", "wb") as f:
+        pickle.dump({"type": "frozen_lr", "classes": lr.classes, "lr": lr, "xvector_model": xvector_model,
+                     "selection": lr.selection}, f)
+
+
+def test_old_model_pkl_needs_trust(tmp_path, caplog):
+    from pyxv.emotion.lr import EmotionLR, load_lr_model
+
+    X, spk, _, emo = emotional_set(6, seed=11)
+    lr = EmotionLR(EMOS, C=1.0).fit(X, emo)
+    old_model_pkl(tmp_path, lr, "exp/xvector_x")
+    with pytest.raises(UntrustedFileError) as e:
+        load_lr_model(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'model.pkl'}: an emotion LR model in the old pickled form, "
+                                   "which can run code when loaded; refused.") and "--trust" in str(e.value)
+    back, meta = load_lr_model(tmp_path, trust=True)
+    assert "old pickled form" in caplog.text and meta["xvector_model"] == "exp/xvector_x"
+    np.testing.assert_array_equal(back.predict_proba(X), lr.predict_proba(X))
+    # The new form beside an old one is read first; writing it removes the old one.
+    from pyxv.emotion.lr import save_lr_model
+
+    save_lr_model(tmp_path, back, meta)
+    assert not (tmp_path / "model.pkl").exists()
+    np.testing.assert_array_equal(load_lr_model(tmp_path)[0].predict_proba(X), lr.predict_proba(X))
+
+
+def test_crafted_model_pkl_is_refused_by_every_emotion_loader(tmp_path):
+    from pyxv.emotion.lr import load_lr_model
+    from pyxv.inference import InferenceError, load_emotion_model
+
+    marker = tmp_path / "ran"
+    fold = tmp_path / "frozen_lr_clean_clean" / "fold1"
+    fold.mkdir(parents=True)
+    with open(fold / "model.pkl", "wb") as f:
+        pickle.dump({"type": "frozen_lr", "lr": RunsCode(marker), "xvector_model": "x"}, f)
+    with pytest.raises(UntrustedFileError):
+        load_lr_model(fold)
+    for path in (fold, fold.parent):                   # a fold dir, or the system dir naming it
+        with pytest.raises(InferenceError, match="model.pkl: an emotion LR model in the old pickled form"):
+            load_emotion_model(path)
+    assert not marker.exists()
+
+
+def test_a_speaker_file_that_is_a_pickle_is_refused(tmp_path):
+    from pyxv.speaker import SpeakerFileError, SpeakerModel
+
+    marker = tmp_path / "ran"
+    (tmp_path / "alice.json").write_bytes(pickle.dumps(RunsCode(marker)))
+    with pytest.raises(SpeakerFileError, match="not a speaker file"):
+        SpeakerModel.load(tmp_path / "alice.json")
+    assert not marker.exists()

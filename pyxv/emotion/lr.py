@@ -6,11 +6,17 @@ multinomial LogisticRegression with balanced class weights. The inverse
 regularisation C is chosen by weighted F1 on a dev set when the protocol has one,
 else by inner speaker-independent cross-validation (GroupKFold by speaker) on the
 training data; the test set is never looked at.
+
+A fold's model is stored as parameters (:func:`save_lr_model`: ``model.json`` +
+``model.npz``, see :mod:`pyxv.params`), re-created exactly on reading
+(:func:`load_lr_model`): the same scikit-learn pipeline state, bit-identical
+posteriors. The old pickled ``model.pkl`` is read only with trust.
 """
 from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -19,10 +25,12 @@ from sklearn.pipeline import Pipeline
 
 from ..backend.preprocess import EmbeddingPreprocessor  # the pre-processing vocabulary shared with SV
 from ..metrics.classification import weighted_f1
+from ..params import ParamsError, from_table, load_trusted_pickle, read_params, write_params
 
 log = logging.getLogger("pyxv.emotion")
 
-__all__ = ["EmbeddingPreprocessor", "EmotionLR", "make_pipeline", "DEFAULT_C_GRID"]
+__all__ = ["EmbeddingPreprocessor", "EmotionLR", "make_pipeline", "DEFAULT_C_GRID", "save_lr_model", "load_lr_model",
+           "lr_model_file"]
 
 DEFAULT_C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
@@ -121,3 +129,81 @@ class EmotionLR:
     def predict(self, X) -> list[str]:
         p = self.predict_proba(X)
         return [self.classes[i] for i in p.argmax(1)]
+
+    # ------------------------------------------------------------ parameters
+    def to_params(self) -> dict:
+        """Settings, C selection and the fitted pipeline's state (pre-processing steps, LR coefficients)."""
+        lr = self.pipe_.named_steps["lr"]
+        fitted = {k: v for k, v in vars(lr).items() if k.endswith("_") and k != "classes_"}
+        return {"type": "emotion_lr", "classes": self.classes, "pre": self.pre, "C_grid": self.C_grid,
+                "cv_folds": self.cv_folds, "max_iter": self.max_iter, "seed": self.seed, "C": self.C,
+                "selection": self.selection, "preprocessor": self.pipe_.named_steps["pre"].to_params(),
+                "lr_params": lr.get_params(), "lr_fitted": fitted,
+                "lr_classes": [str(c) for c in lr.classes_.tolist()], "lr_classes_dtype": lr.classes_.dtype.str}
+
+    @classmethod
+    def from_params(cls, p: dict) -> "EmotionLR":
+        obj = cls(p["classes"], pre=p["pre"], C_grid=p["C_grid"], cv_folds=p["cv_folds"], max_iter=p["max_iter"],
+                  seed=p["seed"], C=p["C"])
+        obj.selection = p["selection"]
+        known = LogisticRegression().get_params()
+        lr = LogisticRegression(**{k: v for k, v in p["lr_params"].items() if k in known})
+        vars(lr).update(p["lr_fitted"])
+        # sklearn keeps string classes as an object array (labels as given to fit)
+        lr.classes_ = np.array(p["lr_classes"], dtype=object if p["lr_classes_dtype"] == "|O" else None)
+        obj.pipe_ = Pipeline([("pre", EmbeddingPreprocessor.from_params(p["preprocessor"])), ("lr", lr)])
+        return obj
+
+
+# --------------------------------------------------------- a fold's LR model
+PARAMS_TYPE = "emotion_lr_model"
+
+
+def _model_types() -> dict:
+    """Stored LR model type name -> class (names stay when a class is renamed)."""
+    from .reference import StandardizedLR
+
+    return {"emotion_lr": EmotionLR, "standardized_lr": StandardizedLR}
+
+
+def lr_model_file(model_dir) -> Path | None:
+    """The LR model of a fold or final dir: ``model.json``, else an older pyxv's ``model.pkl``, else None."""
+    for name in ("model.json", "model.pkl"):
+        if (Path(model_dir) / name).is_file():
+            return Path(model_dir) / name
+    return None
+
+
+def save_lr_model(model_dir, model, meta: dict) -> Path:
+    """Write a fitted LR model (:class:`EmotionLR` or the reference systems' ``StandardizedLR``) of a fold
+    or final dir as ``model.json`` + ``model.npz``. ``meta``: plain values stored beside it (``type``:
+    frozen_lr | reference_lr, ``classes``, ``xvector_model`` ...). Removes an older pyxv's ``model.pkl``
+    there (superseded). Returns the JSON path."""
+    import sklearn
+
+    p = write_params(Path(model_dir) / "model.json", PARAMS_TYPE,
+                     {"meta": {**meta, "selection": model.selection}, "model": model.to_params()},
+                     versions={"scikit-learn": sklearn.__version__})
+    (Path(model_dir) / "model.pkl").unlink(missing_ok=True)
+    return p
+
+
+def load_lr_model(model_dir, trust: bool | None = None) -> tuple[object, dict]:
+    """(model, meta) of a fold or final dir's LR model (:func:`save_lr_model`). An older pyxv's pickled
+    ``model.pkl`` is read only with trust (``--trust``, ``PYXV_TRUST_PICKLE=1``, ``trust=True``)."""
+    path = lr_model_file(model_dir)
+    if path is None:
+        raise ParamsError(f"{model_dir}: no LR model (model.json)")
+    if path.suffix == ".pkl":
+        obj = load_trusted_pickle(path, "an emotion LR model", trust)
+        model = obj.get("lr", obj.get("model")) if isinstance(obj, dict) else None
+        if model is None or not hasattr(model, "predict_proba"):
+            raise ParamsError(f"{path}: not a pyxv emotion LR model")
+        return model, {k: v for k, v in obj.items() if k not in ("lr", "model")}
+    _, params, written = read_params(path, {PARAMS_TYPE})
+    try:
+        model = from_table(params["model"], _model_types(), "LR model")
+        meta = dict(params["meta"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ParamsError(f"{path}: not a usable emotion LR model ({type(e).__name__}: {e})") from None
+    return model, meta

@@ -19,13 +19,12 @@ vectors from ``<emo>/all_aug``, like the other systems.
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_open, read_table
-from .lr import EmotionLR
+from ..io import read_table
+from .lr import EmotionLR, save_lr_model
 
 log = logging.getLogger("pyxv.emotion")
 
@@ -139,6 +138,17 @@ class StandardizedLR:
     def predict(self, X) -> list[str]:
         return self.lr.predict(self._std(X))
 
+    def to_params(self) -> dict:
+        return {"type": "standardized_lr", "classes": self.classes, "mean_": self.mean_, "scale_": self.scale_,
+                "lr": self.lr.to_params()}
+
+    @classmethod
+    def from_params(cls, p: dict) -> "StandardizedLR":
+        obj = cls.__new__(cls)
+        obj.classes, obj.mean_, obj.scale_ = list(p["classes"]), p["mean_"], p["scale_"]
+        obj.lr = EmotionLR.from_params(p["lr"])
+        return obj
+
 
 def run_reference(system: str, split, train, dev, test, classes: list[str], emo_dir: Path, cfg: dict,
                   fold_dir: Path):
@@ -158,7 +168,5 @@ def run_reference(system: str, split, train, dev, test, classes: list[str], emo_
     log.info("%s: %s LR on %d %d-dim vectors (%d augmented)", split.name, system, len(train), Xtr.shape[1],
              sum(train.aug))
     model.fit(Xtr, train.labels, groups=train.spks, X_dev=Xdev, y_dev=ydev)
-    with atomic_open(fold_dir / "model.pkl", "wb") as f:
-        pickle.dump({"type": "reference_lr", "system": system, "classes": classes, "model": model,
-                     "selection": model.selection}, f)
+    save_lr_model(fold_dir, model, {"type": "reference_lr", "system": system, "classes": classes})
     return test, model.predict_proba(Xte)

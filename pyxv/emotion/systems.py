@@ -12,7 +12,7 @@ functionals + LR, MFCC mean/std + LR).
 
 Each runs on 'clean' or 'clean+aug' training data (the fold's training utterances,
 plus their augmented copies). One fold is :func:`run_fold`; :func:`summarize` pools
-the folds. Outputs per fold (``<out>/<system>_<data>/<fold>/``): ``model.pkl`` (LR) or
+the folds. Outputs per fold (``<out>/<system>_<data>/<fold>/``): ``model.json`` + ``model.npz`` (LR) or
 ``model.pt`` (networks), ``predictions.txt`` (utt true pred), ``posteriors`` (utt
 followed by one probability per class, classes in ``classes.txt`` order),
 ``metrics.json``.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,7 +76,7 @@ def load_embeddings(scps: list[Path], utts: list[str], what: str) -> tuple[np.nd
 def run_frozen_lr(model_key: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
                   classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path):
     """Frozen x-vectors + LR. Returns (test LabeledSet actually scored, posteriors (N, C))."""
-    from .lr import EmotionLR
+    from .lr import EmotionLR, save_lr_model
 
     model_dir = Path(cfg["xvector_models"][model_key])
     scps = [xvector_dir(model_dir, emo_dir, "all") / "xvector.scp"]
@@ -97,9 +96,7 @@ def run_frozen_lr(model_key: str, split: Split, train: LabeledSet, dev: LabeledS
     log.info("%s: LR on %d x-vectors (%d dims, %d augmented) from %s", split.name, len(train), Xtr.shape[1],
              sum(train.aug), model_dir)
     lr.fit(Xtr, train.labels, groups=train.spks, X_dev=Xdev, y_dev=ydev)
-    with atomic_open(fold_dir / "model.pkl", "wb") as f:
-        pickle.dump({"type": "frozen_lr", "classes": classes, "lr": lr, "xvector_model": str(model_dir),
-                     "selection": lr.selection}, f)
+    save_lr_model(fold_dir, lr, {"type": "frozen_lr", "classes": classes, "xvector_model": str(model_dir)})
     return test, lr.predict_proba(Xte)
 
 
