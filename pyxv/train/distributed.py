@@ -64,6 +64,29 @@ def setup(use_gpu: bool | None = None, timeout: float | None = None) -> DistInfo
     return DistInfo(rank, world, local, device)
 
 
+def wrap_ddp(net: torch.nn.Module, info: DistInfo) -> torch.nn.parallel.DistributedDataParallel:
+    """``net`` as DistributedDataParallel, on CPU (gloo) with its gradient buckets
+    in one order for the whole run, so that a resumed run is bit-identical.
+
+    Gloo's ring all-reduce sums each element in an order set by the element's
+    place in the flattened bucket; with 3 or more processes float sums then
+    depend on that place. By default DDP reduces the first iteration after every
+    start in its initial bucket layout and rebuilds the buckets (in the order the
+    gradients became ready) after it, so the first step after a resume rounded
+    differently from the same step of an uninterrupted run. With
+    ``find_unused_parameters=True`` (and no static graph) torch's reducer never
+    rebuilds: every step of every run uses the initial layout. Its price is one
+    walk over the autograd graph per step (``bench/ddp.py`` measures it: within
+    the noise of a CPU step), and torch says once per process that no unused
+    parameters were found. On GPUs (NCCL) DDP keeps its rebuilt buckets, which
+    overlap communication with the backward pass best; bit-identical results are
+    not promised there (cuDNN picks its kernels per run).
+    """
+    on_gpu = info.device.type == "cuda"
+    return torch.nn.parallel.DistributedDataParallel(
+        net, device_ids=[info.device.index] if on_gpu else None, find_unused_parameters=not on_gpu)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

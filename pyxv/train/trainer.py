@@ -399,8 +399,7 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
                  else _start_over(out_dir, "on purpose (--start-over, resume=False)", info))
         model = net
         if info.enabled:
-            model = torch.nn.parallel.DistributedDataParallel(
-                net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+            model = dd.wrap_ddp(net, info)
         if info.main:
             dump_config(cfg, out_dir / "config.yaml")
         use_bar = info.main and (sys.stderr.isatty() if progress is None else progress)
