@@ -46,6 +46,9 @@ emotion_config=conf/emotion.yaml
 emotion_nj=                      # stage 5 jobs per system and data setting, the folds shared out among them
                                  # [local runner: half of --nj, as clean and clean+aug run side by side;
                                  # a cluster's: one job per fold]
+cross_corpus=                    # cross-corpus evaluation after stage 5: "NAME:DATA-DIR[:LABEL-MAP] ..."
+cross_standardise=true           # ... also with the target's back-end inputs standardised on its own statistics
+cross_systems="randinit_gemaps randinit_mfcc frozen_lr_clean frozen_lr_aug finetune_clean finetune_aug ref_egemaps_lr ref_mfccstats_lr"
 sv_config=conf/sv.yaml
 sv_emotion_config=conf/sv_emotion.yaml   # the emotion-compensated SV back-end of stage 6
 dry_run=false                    # print the stages that would run, do nothing
@@ -88,6 +91,14 @@ Options (default in brackets):
   --emotion-config FILE   emotion systems [$emotion_config]
   --emotion-nj N          stage 5 jobs per system and data setting; fewer jobs than folds save the
                           start-up of one process per fold [local runner: --nj / 2; a cluster: one per fold]
+  --cross-corpus SPEC     after stage 5, score each system's final model on other prepared corpora:
+                          space-separated NAME:DATA-DIR[:LABEL-MAP], e.g. \"demo:data/demo/all\";
+                          DATA-DIR has utt2emo and the features the systems read, made with this
+                          recipe's configs; LABEL-MAP lines '<its label> <our class>' ('<label> -'
+                          leaves it out) -> exp/emotion/<corpus>/cross/NAME/, RESULTS.md [$cross_corpus]
+  --cross-standardise BOOL  also score with the target's back-end inputs standardised on its own
+                          statistics (LR systems; no labels used) [$cross_standardise]
+  --cross-systems LIST    systems the cross-corpus evaluation scores [all eight]
   --sv-config FILE        speaker-verification back-ends [$sv_config]
   --sv-emotion-config F   emotion-compensated SV back-end, per fold [$sv_emotion_config]
   --dry-run BOOL          print the stages that would run, do nothing [$dry_run]
@@ -149,6 +160,15 @@ case $xvector_init in
   scratch|ge2e) ;;
   *) echo "run.sh: unknown --xvector-init '$xvector_init' (scratch|ge2e)" >&2; exit 1 ;;
 esac
+for spec in $cross_corpus; do
+  IFS=: read -r name tdata tmap extra <<< "$spec"
+  if [ -z "$name" ] || [ -z "$tdata" ] || [ -n "$extra" ]; then
+    echo "run.sh: --cross-corpus '$spec': expected NAME:DATA-DIR[:LABEL-MAP]" >&2; exit 1
+  fi
+  [ -f "$tdata/utt2emo" ] || { echo "run.sh: --cross-corpus $spec: $tdata has no utt2emo (a prepared emotion data dir?)" >&2; exit 1; }
+  [ -z "$tmap" ] || [ -f "$tmap" ] || { echo "run.sh: --cross-corpus $spec: label map $tmap does not exist" >&2; exit 1; }
+done
+case $cross_standardise in true|false) ;; *) echo "run.sh: --cross-standardise must be true or false" >&2; exit 1 ;; esac
 for f in mfcc_config vad_config augment_config xvector_config xvector_adapt_config emotion_config sv_config sv_emotion_config; do
   [ -f "${!f}" ] || { echo "run.sh: --${f//_/-} ${!f} does not exist" >&2; exit 1; }
 done
@@ -287,6 +307,19 @@ if run_stage 5 "emotion recognition"; then
     for pid in "${pids[@]}"; do wait $pid || failed=1; done
     [ $failed = 0 ] || { echo "run.sh: stage 5: $system failed (see the messages above)" >&2; exit 1; }
   done
+  # Cross-corpus: each system's final model on the other corpora (one line per failure, then stop).
+  failed=()
+  for spec in $cross_corpus; do
+    IFS=: read -r name tdata tmap <<< "$spec"
+    for system in $cross_systems; do
+      for tag in clean clean_aug; do
+        steps/eval_emotion.sh --cmd "$train_cmd" --standardise "$cross_standardise" ${tmap:+--label-map "$tmap"} \
+          --target "$name" exp/emotion/$corpus/${system}_$tag "$tdata" exp/emotion/$corpus/cross/$name/${system}_$tag \
+          || failed+=("$name:${system}_$tag")
+      done
+    done
+  done
+  [ ${#failed[@]} = 0 ] || { echo "run.sh: stage 5: cross-corpus evaluation failed for ${failed[*]}" >&2; exit 1; }
   end_stage 5
 fi
 

@@ -6,7 +6,7 @@ The logic behind the ``pyxv`` command (:mod:`pyxv.cli`), usable from Python::
     emb = xv.embed_file("a.flac")                           # (E,) float32
     E = xv.embed_batch(["a.wav", "b.flac"], nj=4, batch=256)   # (N, E); arrays too (sample_rate=...)
     for r in xv.iter_embed(paths, nj=4): r.outputs[0] if r.ok else r.error   # streaming, bad files named
-    emo = load_emotion_model("exp/emotion/demo/frozen_lr_clean_clean/fold1")
+    emo = load_emotion_model("exp/emotion/demo/frozen_lr_clean_clean")  # its final/; or a fold dir
     names, post = emo.posteriors(["a.wav", "b.flac"])      # (N, C), rows sum to 1
     for r in emo.iter_posteriors(paths, window=3.0, hop=1.5): r.bounds, r.outputs   # over time
     v = Verifier.load("exp/xvector_clean")                  # back-end + threshold
@@ -463,22 +463,43 @@ class NnetEmotion(EmotionModel):
             return torch.softmax(logits, dim=-1).cpu().numpy().astype(np.float64)
 
 
-def load_emotion_model(path: str | os.PathLike, device: str = "cpu") -> EmotionModel:
-    """A trained emotion system: a fold dir (``model.pkl`` -> frozen LR,
-    ``final.pt`` -> network) or a system dir (its first fold is used)."""
+def _is_model_dir(p: Path) -> bool:
+    return (p / "model.pkl").is_file() or (p / "final.pt").is_file() or (p / "model.json").is_file()
+
+
+def emotion_model_dir(path: str | os.PathLike) -> Path:
+    """The dir of the model a path names: a fold or ``final/`` dir as it is; a system
+    dir (``<system>_<data>/``) gives its ``final/`` (trained on all labelled data),
+    else, for systems trained before final models existed, its first fold with a
+    warning. Anything else is an InferenceError saying what was expected."""
     p = Path(path)
     if p.is_file():
         p = p.parent
     if not p.is_dir():
         raise InferenceError(f"{path}: no such model dir")
-    if not ((p / "model.pkl").is_file() or (p / "final.pt").is_file()):
-        folds = sorted(q for q in p.iterdir() if q.is_dir() and
-                       ((q / "model.pkl").is_file() or (q / "final.pt").is_file()))
-        if not folds:
-            raise InferenceError(f"{path}: neither a fold dir (model.pkl or final.pt) nor a system dir with folds")
-        log.info("%s: using fold %s", path, folds[0].name)
-        p = folds[0]
-    if (p / "model.pkl").is_file():
+    if _is_model_dir(p):
+        return p
+    if (p / "final").is_dir():
+        # final.json is written last: without it the final model is unfinished
+        if not ((p / "final" / "final.json").is_file() and _is_model_dir(p / "final")):
+            raise InferenceError(f"{path}: final/ is unfinished (no final.json): rerun stage 5 to finish it, "
+                                 "or name a fold dir")
+        log.info("%s: using final/ (trained on all labelled data)", path)
+        return p / "final"
+    folds = sorted(q for q in p.iterdir() if q.is_dir() and _is_model_dir(q))
+    if not folds:
+        raise InferenceError(f"{path}: neither a model dir (a fold or final/, with model.json or final.pt) "
+                             "nor a system dir holding one")
+    log.warning("%s has no final/ model (trained before final models; rerun stage 5 to make it): using fold %s, "
+                "trained on part of the data", path, folds[0].name)
+    return folds[0]
+
+
+def load_emotion_model(path: str | os.PathLike, device: str = "cpu") -> EmotionModel:
+    """A trained emotion system: a fold or final dir (``model.json`` -> frozen LR,
+    ``final.pt`` -> network) or a system dir (its ``final/``; see :func:`emotion_model_dir`)."""
+    p = emotion_model_dir(path)
+    if not (p / "final.pt").is_file():
         return FrozenLREmotion(p, device)
     return NnetEmotion(p, device)
 

@@ -14,6 +14,9 @@
 # systems always, jobs run on the CPU with no GPU visible ($cmd --gpu 0). Writes
 # <exp>/<system>_<clean|clean_aug>/<fold>/{log/,model.*,predictions.txt,posteriors,
 # classes.txt,metrics.json} and <exp>/<system>_<data>/summary.json.
+# After the folds, one more job trains the final model on all labelled data (train
+# + dev for a fixed split) with the folds' settings into <exp>/<system>_<data>/final/
+# ({model.*,classes.txt,README.txt,final.json}; final.json last); --final false skips it.
 set -euo pipefail
 
 cmd=utils/parallel/run.py
@@ -25,6 +28,7 @@ num_threads=1
 use_gpu=false     # the network systems on a GPU, one per job
 nj=0              # jobs to share the folds out among [0: one job per fold]
 overwrite=false
+final=true        # also train the final model on all labelled data (<system>_<data>/final/)
 architecture=     # x-vector YAML of the random-init networks [nnet.architecture, else the clean model's own]
 
 echo "$0 $*"
@@ -48,6 +52,8 @@ Options:
   --nj N                     jobs to share the folds out among; job k runs folds k, k+N, ...
                              [$nj: one job per fold]
   --overwrite BOOL           redo finished work [$overwrite]
+  --final BOOL               after the folds, train the final model on all labelled data into
+                             <exp>/<system>_<data>/final/ [$final]
   --architecture FILE        x-vector YAML of the random-init systems [nnet.architecture of the config,
                              else the clean x-vector model's own; needed when that is not a ResNet]
 USAGE
@@ -101,34 +107,51 @@ if [ -z "$extra" ]; then
 fi
 while read -r f; do [ -z "$f" ] || inputs+=("$f"); done <<< "$extra"
 
-if [ "$overwrite" != true ] && [ -f "$dir/summary.json" ]; then
-  stale=false
+fresh() {  # fresh FILE: it exists and no input is newer
+  [ "$overwrite" != true ] && [ -f "$1" ] || return 1
+  local f
   for f in "${inputs[@]}"; do
-    if [ -e "$f" ] && [ "$f" -nt "$dir/summary.json" ]; then stale=true; break; fi
+    if [ -e "$f" ] && [ "$f" -nt "$1" ]; then return 1; fi
   done
-  if [ $stale = false ]; then
-    echo "$0: $dir/summary.json is complete and newer than its inputs; skipping (--overwrite true redoes)"
-    exit 0
-  fi
+}
+folds_done=false; final_done=false
+fresh "$dir/summary.json" && folds_done=true
+{ [ "$final" != true ] || fresh "$dir/final/final.json"; } && final_done=true
+if [ $folds_done = true ] && [ $final_done = true ]; then
+  what="$dir/summary.json is"; [ "$final" != true ] || what="$dir/summary.json and final/ are"
+  echo "$0: $what complete and newer than the inputs; skipping (--overwrite true redoes)"
+  exit 0
 fi
 
 mkdir -p "$dir/log"
 cp "$config" "$dir/emotion.yaml"
-rm -f "$dir/summary.json" "$dir"/log/train.*.log
-# A fold's network training resumes from its checkpoints unless told to start over.
+# A fold's (and the final model's) network training resumes from its checkpoints unless told to start over.
 if [ "$overwrite" = true ]; then rm -rf "$dir"/*/checkpoints "$dir"/*/best.pt; fi
 # Only the networks have work for a GPU; a job asked not to use one sees none.
 case $use_gpu:$system in
   true:randinit_*|true:finetune_*) gpu_opt=(--gpu 1); dev=yes; where=", a GPU each" ;;
   *) gpu_opt=(--gpu 0); dev=no; where= ;;
 esac
-echo "$0: $system on $train_data data, $nf fold(s) of $emo in $nj job(s)$where -> $dir"
 start=$(date +%s)
-$cmd "${gpu_opt[@]}" --num-threads "$num_threads" JOB=1:"$nj" "$dir/log/train.JOB.log" \
-  python -m pyxv.bin.train_emotion --config "$config" --profile "$profile" "${arch_opt[@]}" --system "$system" \
-    --train-data "$train_data" --use-gpu $dev --fold JOB --nj "$nj" "$emo" "$out" || {
-  echo "$0: a fold failed; see the logs named above ($dir/log/train.*.log)" >&2; exit 1; }
-# Pool the folds (each fold's own log is <fold>/log/train.log).
-python -m pyxv.bin.train_emotion --summarize --corpus "$corpus" --system "$system" --train-data "$train_data" \
-  "$emo" "$out" | tee "$dir/log/summary.log"
-echo "$0: done in $(( $(date +%s) - start ))s: $dir/summary.json"
+if [ $folds_done = false ]; then
+  rm -f "$dir/summary.json" "$dir"/log/train.*.log
+  echo "$0: $system on $train_data data, $nf fold(s) of $emo in $nj job(s)$where -> $dir"
+  $cmd "${gpu_opt[@]}" --num-threads "$num_threads" JOB=1:"$nj" "$dir/log/train.JOB.log" \
+    python -m pyxv.bin.train_emotion --config "$config" --profile "$profile" "${arch_opt[@]}" --system "$system" \
+      --train-data "$train_data" --use-gpu $dev --fold JOB --nj "$nj" "$emo" "$out" || {
+    echo "$0: a fold failed; see the logs named above ($dir/log/train.*.log)" >&2; exit 1; }
+  # Pool the folds (each fold's own log is <fold>/log/train.log).
+  python -m pyxv.bin.train_emotion --summarize --corpus "$corpus" --system "$system" --train-data "$train_data" \
+    "$emo" "$out" | tee "$dir/log/summary.log"
+  echo "$0: folds done in $(( $(date +%s) - start ))s: $dir/summary.json"
+fi
+if [ $final_done = false ]; then
+  # After the folds: a network's epoch count comes from the epochs its folds kept.
+  rm -f "$dir/final/final.json"
+  echo "$0: final model of $system on all labelled $train_data data of $emo$where -> $dir/final"
+  $cmd "${gpu_opt[@]}" --num-threads "$num_threads" "$dir/log/final.log" \
+    python -m pyxv.bin.train_emotion --config "$config" --profile "$profile" "${arch_opt[@]}" --system "$system" \
+      --train-data "$train_data" --use-gpu $dev --final "$emo" "$out" || {
+    echo "$0: the final model failed; see $dir/log/final.log" >&2; exit 1; }
+  echo "$0: done in $(( $(date +%s) - start ))s: $dir/final/ ($dir/final/README.txt says how it was trained)"
+fi

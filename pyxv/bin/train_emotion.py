@@ -6,6 +6,7 @@ or summarise a system's folds.
     python -m pyxv.bin.train_emotion ... --fold 2 --nj 3 data/ravdess exp/emotion/ravdess  # folds 2 and 5 of 6
     python -m pyxv.bin.train_emotion ... --use-gpu yes --fold 1 data/demo exp/emotion/demo    # networks on a GPU
     python -m pyxv.bin.train_emotion --summarize --system ... --train-data ... data/demo exp/emotion/demo
+    python -m pyxv.bin.train_emotion --final --system ... --train-data ... data/demo exp/emotion/demo  # final/
     python -m pyxv.bin.train_emotion --num-folds data/demo     # prints the number of folds
 """
 from __future__ import annotations
@@ -29,6 +30,9 @@ def main(argv=None) -> int:
     ap.add_argument("--use-gpu", choices=["yes", "no"], default="no",
                     help="train and score the network systems on a GPU (the LR systems stay on the CPU) [no]")
     ap.add_argument("--summarize", action="store_true", help="pool finished folds into summary.json")
+    ap.add_argument("--final", action="store_true",
+                    help="train the system once on all labelled data into <system>_<data>/final/ "
+                         "(networks: after the folds, whose kept epochs set its epoch count)")
     ap.add_argument("--num-folds", action="store_true", help="print the number of folds of <emo-dir> and exit")
     ap.add_argument("--list-inputs", action="store_true",
                     help="print the files the system reads (one per line); exit 1 naming a missing one")
@@ -69,8 +73,8 @@ def main(argv=None) -> int:
               f"(+-{100 * s['std_weighted_f1']:.2f}) over {len(s['folds'])} fold(s), pooled "
               f"{100 * s['pooled']['weighted_f1']:.2f}; UA {100 * s['mean_unweighted_accuracy']:.2f}")
         return 0
-    if a.fold is None:
-        ap.error("--fold N (or --summarize) is needed")
+    if a.fold is None and not a.final:
+        ap.error("--fold N (or --summarize or --final) is needed")
     if a.nj < 0 or (a.nj and not 1 <= a.fold <= a.nj):
         ap.error(f"--fold {a.fold} --nj {a.nj}: with --nj the job number must be in 1..{a.nj}")
     cfg = load_emotion_config(a.config, profile=a.profile or corpus, overrides=over)
@@ -91,6 +95,13 @@ def main(argv=None) -> int:
     from pyxv.io import OutputError
 
     exit_cleanly_on_signals()  # SIGTERM leaves no temporary file
+    if a.final:
+        try:
+            systems.run_final(a.system, a.train_data, a.emo_dir, a.out_root, cfg, use_gpu=a.use_gpu == "yes")
+        except (OutputError, FileNotFoundError, ValueError) as e:
+            print(f"train_emotion: FATAL: final model of {a.system} ({a.train_data}): {e}", file=sys.stderr)
+            return 1
+        return 0
     folds = [a.fold] if not a.nj else list(range(a.fold, len(discover_protocol(a.emo_dir)) + 1, a.nj))
     failed = []
     for fold in folds:

@@ -121,6 +121,11 @@ def training_set(split: Split, train_data: str, aug_dir: str | Path | None) -> L
     s = labeled_set(split.train)
     if train_data == "clean":
         return s
+    return _with_aug_copies(s, aug_dir, split.name)
+
+
+def _with_aug_copies(s: LabeledSet, aug_dir: str | Path | None, what: str) -> LabeledSet:
+    """``s`` plus the copies in ``aug_dir`` whose ``utt2orig`` source is in ``s``."""
     if aug_dir is None or not (Path(aug_dir) / "utt2orig").is_file():
         raise FileNotFoundError(f"--train-data clean+aug needs augmented copies with utt2orig in {aug_dir}")
     src = {u: (lab, spk) for u, lab, spk in zip(s.utts, s.labels, s.spks)}
@@ -133,8 +138,34 @@ def training_set(split: Split, train_data: str, aug_dir: str | Path | None) -> L
             n += 1
     if n == 0:
         log.warning("%s: no augmented copy in %s has its source in the training set; training on clean only",
-                    split.name, aug_dir)
+                    what, aug_dir)
     return s
+
+
+def final_training_set(splits: list[Split], train_data: str, aug_dir: str | Path | None) -> tuple[LabeledSet, str]:
+    """The training set of a system's final model and a phrase saying what it is.
+
+    With folds: every labelled utterance of the protocol (the union of the folds'
+    train, dev and test sets). With one fixed split (``split``, e.g. MSP-Podcast):
+    train + dev; its test set stays unseen. 'clean+aug' adds the copies of those
+    utterances, as for a fold.
+    """
+    data_tag(train_data)
+    fixed = len(splits) == 1 and splits[0].name == "split"
+    dirs = [d for sp in splits for d in ((sp.train, sp.dev) if fixed else (sp.train, sp.dev, sp.test))
+            if d is not None]
+    s, seen = LabeledSet(), set()
+    for d in dirs:
+        part = labeled_set(d)
+        for u, lab, spk in zip(part.utts, part.labels, part.spks):
+            if u not in seen:
+                seen.add(u)
+                s.add(u, lab, spk)
+    what = ("train + dev of the fixed split" if fixed else
+            f"every labelled utterance of the {len(splits)} folds (their train, dev and test sets)")
+    if train_data != "clean":
+        s = _with_aug_copies(s, aug_dir, "final")
+    return s, what
 
 
 def corpus_classes(emo_dir: str | Path, splits: list[Split], classes: list[str] | None = None) -> list[str]:

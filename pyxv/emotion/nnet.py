@@ -238,7 +238,8 @@ def utterance_posteriors(net, source, utts: list[str], max_frames: int = 0) -> t
 # ------------------------------------------------------------------------ system
 def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
                     classes: list[str], emo_dir: Path, cfg: dict, fold_dir: Path, use_gpu: bool = False):
-    """Train one network system on one fold; returns (scored test set, posteriors (N, C)).
+    """Train one network system on one fold; returns (scored test set, posteriors (N, C)),
+    or (None, None) for a final model (``test`` None: nothing is scored).
     ``use_gpu``: train (and compute the dev and test posteriors) on a GPU, else on the CPU.
 
     Writes ``fold_dir/final.pt`` (the trainer's model file: network, config, classes and,
@@ -274,15 +275,18 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
     work = fold_dir / "feats"
     dev_utts_all = set(dev.utts) if dev is not None else set()
     tr_src = make_source(kind, emo_dir, set(train.utts), work, "train", cmn_window=cmn, apply_vad=vad, front=front)
-    ev_src = make_source(kind, emo_dir, dev_utts_all | set(test.utts), work, "eval", cmn_window=cmn,
-                         apply_vad=vad, front=front)
+    # A final model (test None, no dev) scores nothing while it trains.
+    eval_utts = dev_utts_all | (set(test.utts) if test is not None else set())
+    ev_src = make_source(kind, emo_dir, eval_utts, work, "eval", cmn_window=cmn, apply_vad=vad,
+                         front=front) if eval_utts else None
     extra = {"emotion_system": system, "features": kind, "classes": list(classes), "cmn_window": cmn,
              "apply_vad": vad, "architecture_from": where}
     if kind == "gemaps":
         if n["gemaps_norm"]:
             mean, std = gemaps_stats(tr_src, train.utts, seed=int(cfg["seed"]))
             standardise(tr_src, mean, std)
-            standardise(ev_src, mean, std)
+            if ev_src is not None:
+                standardise(ev_src, mean, std)
             extra.update(gemaps_mean=mean.tolist(), gemaps_std=std.tolist())
     dim = tr_src.dim
     if ck is not None:
@@ -324,6 +328,9 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
     import shutil
     shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
     (fold_dir / "best.pt").unlink(missing_ok=True)
+    if test is None:
+        shutil.rmtree(work, ignore_errors=True)
+        return None, None
     keys, post = utterance_posteriors(res.model, ev_src, [u for u in test.utts if u in ev_src])
     if len(keys) < len(test):
         missing = sorted(set(test.utts) - set(keys))

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import read_table
 from .lr import EmotionLR, save_lr_model
 
 log = logging.getLogger("pyxv.emotion")
@@ -158,8 +157,10 @@ def run_reference(system: str, split, train, dev, test, classes: list[str], emo_
     dirs = [emo_dir / "all"] + ([emo_dir / "all_aug"] if any(train.aug) else [])
     Xtr, ktr = load_vectors(system, dirs, train.utts, f"{split.name} train")
     train = train.subset(ktr)
-    Xte, kte = load_vectors(system, dirs[:1], test.utts, f"{split.name} test")
-    test = test.subset(kte)
+    Xte = None
+    if test is not None:   # None: a final model, nothing to score
+        Xte, kte = load_vectors(system, dirs[:1], test.utts, f"{split.name} test")
+        test = test.subset(kte)
     Xdev = ydev = None
     if dev is not None:
         Xdev, kdev = load_vectors(system, dirs[:1], dev.utts, f"{split.name} dev")
@@ -169,4 +170,4 @@ def run_reference(system: str, split, train, dev, test, classes: list[str], emo_
              sum(train.aug))
     model.fit(Xtr, train.labels, groups=train.spks, X_dev=Xdev, y_dev=ydev)
     save_lr_model(fold_dir, model, {"type": "reference_lr", "system": system, "classes": classes})
-    return test, model.predict_proba(Xte)
+    return test, (model.predict_proba(Xte) if Xte is not None else None)

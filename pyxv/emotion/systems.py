@@ -15,7 +15,9 @@ plus their augmented copies). One fold is :func:`run_fold`; :func:`summarize` po
 the folds. Outputs per fold (``<out>/<system>_<data>/<fold>/``): ``model.json`` + ``model.npz`` (LR) or
 ``model.pt`` (networks), ``predictions.txt`` (utt true pred), ``posteriors`` (utt
 followed by one probability per class, classes in ``classes.txt`` order),
-``metrics.json``.
+``metrics.json``. :func:`run_final` then trains the system once on all labelled
+data into ``<out>/<system>_<data>/final/`` (the model people use; the folds
+evaluate it).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import numpy as np
 from ..io import atomic_open, write_lines
 from ..metrics.classification import classification_metrics, summarize_folds
 from .data import (LabeledSet, Split, assert_speaker_independent, check_classes, check_test_labels,
-                   corpus_classes, data_tag, discover_protocol, labeled_set, training_set)
+                   corpus_classes, data_tag, discover_protocol, final_training_set, labeled_set, training_set)
 from .nnet import run_nnet_system
 from .reference import REFERENCE_SYSTEMS, reference_inputs, run_reference
 
@@ -84,8 +86,10 @@ def run_frozen_lr(model_key: str, split: Split, train: LabeledSet, dev: LabeledS
         scps.append(xvector_dir(model_dir, emo_dir, "all_aug") / "xvector.scp")
     Xtr, ktr = load_embeddings(scps, train.utts, f"{split.name} train")
     train = train.subset(ktr)
-    Xte, kte = load_embeddings(scps[:1], test.utts, f"{split.name} test")
-    test = test.subset(kte)
+    Xte = None
+    if test is not None:   # None: a final model, nothing to score
+        Xte, kte = load_embeddings(scps[:1], test.utts, f"{split.name} test")
+        test = test.subset(kte)
     Xdev = ydev = None
     if dev is not None:
         Xdev, kdev = load_embeddings(scps[:1], dev.utts, f"{split.name} dev")
@@ -97,7 +101,7 @@ def run_frozen_lr(model_key: str, split: Split, train: LabeledSet, dev: LabeledS
              sum(train.aug), model_dir)
     lr.fit(Xtr, train.labels, groups=train.spks, X_dev=Xdev, y_dev=ydev)
     save_lr_model(fold_dir, lr, {"type": "frozen_lr", "classes": classes, "xvector_model": str(model_dir)})
-    return test, lr.predict_proba(Xte)
+    return test, (lr.predict_proba(Xte) if Xte is not None else None)
 
 
 def run_nnet(system: str, split: Split, train: LabeledSet, dev: LabeledSet | None, test: LabeledSet,
@@ -227,6 +231,137 @@ def _run_split(system: str, train_data: str, emo_dir: Path, splits: list[Split],
              train_data, split.name, 100 * m["weighted_f1"], 100 * m["unweighted_accuracy"], 100 * m["accuracy"],
              m["n_test"], m["seconds"])
     return m
+
+
+# ------------------------------------------------------------------ final model
+FINAL = "final"   # <system>_<data>/final/: the model trained once on all labelled data
+FINAL_RECORD = "final.json"   # written last: marks a finished final model
+
+
+def fold_epochs(history: list[dict]) -> int:
+    """Epochs a fold's network kept: the best dev epoch (the first of equal ones, as
+    the trainer keeps it) when it had a dev metric, else every epoch it trained."""
+    scored = [(r["dev_metric"], -int(r["epoch"])) for r in history if r.get("dev_metric") is not None]
+    if scored:
+        return -max(scored)[1]
+    return len(history)
+
+
+def final_epochs(sdir: Path, splits: list[Split]) -> tuple[int | None, dict]:
+    """Epoch count of a network's final model from its folds' choices: the median
+    (the lower middle value) of the epochs each fold kept. Returns (epochs or None
+    when no fold had a dev metric, {fold: epochs kept})."""
+    kept, had_dev = {}, False
+    for sp in splits:
+        h = sdir / sp.name / "log" / "history.json"
+        if not h.is_file():
+            raise FileNotFoundError(f"{h} is missing: the folds of {sdir.name} must finish before its final model "
+                                    "(its epoch count comes from theirs)")
+        with open(h) as f:
+            hist = json.load(f)
+        had_dev |= any(r.get("dev_metric") is not None for r in hist)
+        kept[sp.name] = fold_epochs(hist)
+    vals = sorted(kept.values())
+    return (vals[(len(vals) - 1) // 2] if had_dev else None), kept
+
+
+def _final_nnet_config(cfg: dict, epochs: int | None) -> dict:
+    """``cfg`` for a final network: no dev set (nothing held out, no early stopping)
+    and, when the folds stopped on dev, ``epochs`` epochs (every fine-tuning type too)."""
+    import copy
+
+    cfg = copy.deepcopy(cfg)
+    for sec in [cfg["nnet"]] + [v for v in (cfg.get("finetune_by_type") or {}).values() if v]:
+        sec["dev_fraction"], sec["patience"] = 0.0, 0
+        if epochs is not None:
+            sec["epochs"] = int(epochs)
+            sec["head_only_epochs"] = min(int(sec.get("head_only_epochs", 0) or 0), int(epochs))
+    return cfg
+
+
+def input_stats(system: str, train: LabeledSet, emo_dir: Path, cfg: dict) -> dict | None:
+    """Mean and std per dimension of an LR system's back-end inputs (x-vectors or
+    reference vectors) over its clean training utterances; None for the networks.
+    Cross-corpus evaluation can map a target corpus's inputs onto them."""
+    clean = [u for u, a in zip(train.utts, train.aug) if not a]
+    if system.startswith("frozen_lr_"):
+        m = Path(cfg["xvector_models"][system.rsplit("_", 1)[1]])
+        X, _ = load_embeddings([xvector_dir(m, emo_dir, "all") / "xvector.scp"], clean, "final inputs")
+    elif system in REFERENCE_SYSTEMS:
+        from .reference import load_vectors
+        X, _ = load_vectors(system, [emo_dir / "all"], clean, "final inputs")
+    else:
+        return None
+    return {"mean": X.mean(0).tolist(), "std": X.std(0).tolist(), "n": int(len(X))}
+
+
+def run_final(system: str, train_data: str, emo_dir: str | Path, out_root: str | Path, cfg: dict,
+              use_gpu: bool = False) -> dict:
+    """Train ``system`` once on all labelled data into ``<system>_<data>/final/``
+    with the folds' settings; no data is held out and nothing is scored.
+
+    LR systems choose C as their folds do without a dev set (speaker-grouped CV on
+    the training data). Networks train without dev; where the folds stopped on a
+    dev metric, for the median of the epochs the folds kept (the networks' folds
+    must have finished). The model goes through the fold's own writer; ``final.json``
+    (what it was trained on and how, written last) marks it finished, and
+    ``README.txt`` says the same in words. Returns the record.
+    """
+    if system not in SYSTEMS:
+        raise ValueError(f"unknown system '{system}' (one of {', '.join(SYSTEMS)})")
+    emo_dir = Path(emo_dir)
+    splits = discover_protocol(emo_dir)
+    sdir = system_dir(out_root, system, train_data)
+    fdir = sdir / FINAL
+    fdir.mkdir(parents=True, exist_ok=True)
+    (fdir / FINAL_RECORD).unlink(missing_ok=True)
+    with fold_log(fdir / "log" / "train.log"):
+        t0 = time.time()
+        classes = corpus_classes(emo_dir, splits, cfg.get("classes"))
+        train, what = final_training_set(splits, train_data, emo_dir / "all_aug")
+        if cfg.get("classes"):
+            train = train.subset([i for i, lab in enumerate(train.labels) if lab in classes])
+        check_classes(FINAL, train, classes)
+        split = Split(FINAL, splits[0].train, splits[0].test)
+        rec = {"system": system, "train_data": train_data, "corpus": emo_dir.name, "emo_dir": str(emo_dir),
+               "classes": classes, "trained_on": what, "n_train": len(train), "n_train_aug": int(sum(train.aug)),
+               "n_speakers": len(train.speakers)}
+        if system.startswith("frozen_lr_") or system in REFERENCE_SYSTEMS:
+            how = "C chosen by speaker-grouped cross-validation on the training data (no dev set is held out)"
+            log.info("final %s %s: %d utts (%d augmented) of %d speakers, %s; %s", system, train_data, len(train),
+                     sum(train.aug), len(train.speakers), what, how)
+            if system in REFERENCE_SYSTEMS:
+                run_reference(system, split, train, None, None, classes, emo_dir, cfg, fdir)
+            else:
+                run_frozen_lr(system.rsplit("_", 1)[1], split, train, None, None, classes, emo_dir, cfg, fdir)
+            stats = input_stats(system, train, emo_dir, cfg)
+            with atomic_open(fdir / "input_stats.json", "w") as f:
+                json.dump(stats, f)
+        else:
+            epochs, kept = final_epochs(sdir, splits)
+            rec["fold_epochs"] = kept
+            how = (f"{epochs} epoch(s), the median of the epochs the folds kept on their dev sets "
+                   f"({', '.join(f'{k} {v}' for k, v in kept.items())}); no dev set, the last epoch is kept"
+                   if epochs is not None else
+                   "the folds' epoch count and schedule (they had no dev set); the last epoch is kept")
+            if epochs is not None:
+                rec["epochs"] = epochs
+            log.info("final %s %s: %d utts (%d augmented) of %d speakers, %s; %s", system, train_data, len(train),
+                     sum(train.aug), len(train.speakers), what, how)
+            run_nnet(system, split, train, None, None, classes, emo_dir, _final_nnet_config(cfg, epochs), fdir,
+                     use_gpu)
+        rec["how"], rec["seconds"] = how, round(time.time() - t0, 1)
+        write_lines(fdir / "classes.txt", classes)
+        write_lines(fdir / "README.txt", [
+            f"Final model of {system} ({train_data} training data) on {emo_dir.name}.",
+            f"Trained once on {what}: {len(train)} utterances ({int(sum(train.aug))} augmented copies) of "
+            f"{len(train.speakers)} speakers, with the settings of the folds: {how}.",
+            "No data was held out, so it has no test figure of its own: the folds beside it are the evaluation.",
+            "pyxv emotion and pyxv export use this model when given the system dir."])
+        with atomic_open(fdir / FINAL_RECORD, "w") as f:
+            json.dump(rec, f, indent=1)
+        log.info("final %s %s: done in %.1fs -> %s", system, train_data, rec["seconds"], fdir)
+    return rec
 
 
 def read_predictions(path: str | Path) -> list[tuple[str, str, str]]:

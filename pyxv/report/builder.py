@@ -211,6 +211,17 @@ class ReportBuilder:
                 if p is not None:
                     L += [f"### Confusion matrices, {c} (recall %, rows true class, all folds pooled)", ""]
                     _img(L, p, self.md_dir, f"confusion matrices {c}")
+        for c in corpora:
+            lines, rows = T.cross_corpus_table(C.read_cross_results(self.exp, c, self.notes), emo.get(c, {}))
+            if lines:
+                self.csv_rows += rows
+                L += [f"### Cross-corpus: trained on {c}, tested on another corpus", "",
+                      "Each system's final model (trained once on all labelled data of the source corpus) "
+                      "scored on a target corpus (steps/eval_emotion.sh, run.sh --cross-corpus), beside the "
+                      "within-corpus figure of the folds above. *Standardised*: the target's back-end inputs "
+                      "(x-vectors, reference vectors) standardised on the target's own mean and std (no labels) "
+                      "and put on the training inputs' scale; LR systems only (— for the networks). Decisions "
+                      "are among the classes the target has.", ""] + lines + [""]
         L += ["### The paper's Table 2, for reference", ""] + T.paper_table2() + [""]
         return L
 

@@ -9,6 +9,8 @@ File contracts (see the common brief):
 
 * ``exp/emotion/<corpus>/<system>_<data>/<fold>/metrics.json`` and
   ``.../summary.json`` (emotion systems; ``<data>`` is ``clean`` or ``clean_aug``);
+* ``exp/emotion/<corpus>/cross/<target>/<system>_<data>/metrics.json`` (a system's final
+  model scored on another corpus);
 * ``exp/sv/<corpus>/xvector_<model>/<backend>/{eer_by_emotion.csv,summary.json}``, or for a
   per-fold back-end the corpus cannot give, ``not_possible.txt`` (the reason, one line);
 * ``exp/xvector_<model>/log/history.json`` (list of per-epoch dicts);
@@ -218,6 +220,42 @@ def read_emotion_results(exp: Path, corpus: str, notes: Notes) -> dict[tuple[str
     return out
 
 
+@dataclass
+class CrossResult:
+    """A system's final model of corpus ``source`` scored on corpus ``target``
+    (``exp/emotion/<source>/cross/<target>/<system>_<data>/metrics.json``)."""
+
+    source: str
+    target: str
+    system: str
+    train_data: str            # clean | clean_aug
+    path: Path
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def standardised(self) -> dict | None:
+        s = self.metrics.get("standardised")
+        return s if isinstance(s, dict) else None
+
+
+def read_cross_results(exp: Path, corpus: str, notes: Notes) -> list[CrossResult]:
+    """Every cross-corpus evaluation of a source corpus's systems (steps/eval_emotion.sh)."""
+    base = exp / "emotion" / corpus / "cross"
+    out: list[CrossResult] = []
+    if not base.is_dir():
+        return out
+    for mpath in sorted(base.glob("*/*/metrics.json")):
+        name = mpath.parent.name
+        data = "clean_aug" if name.endswith("_clean_aug") else "clean" if name.endswith("_clean") else None
+        if data is None:
+            continue
+        m = _read_json(mpath, notes)
+        if m is None or not _valid_metrics(m, mpath, notes):
+            continue
+        out.append(CrossResult(corpus, mpath.parent.parent.name, name[: -len(data) - 1], data, mpath.parent, m))
+    return out
+
+
 # ----------------------------------------------------------------------- SV
 @dataclass
 class SVResult:
@@ -411,9 +449,9 @@ def xvector_model_info(model_dir: Path, notes: Notes) -> str | None:
     if not p.is_file():
         return None
     try:
-        import torch
+        from ..train.checkpoint import load as load_checkpoint
 
-        ck = torch.load(p, map_location="cpu", weights_only=False)
+        ck = load_checkpoint(p)   # weights only; an older pyxv's file only with PYXV_TRUST_PICKLE=1
     except Exception as e:  # a broken model file is a note, not a failed report
         notes.add(f"{p}: cannot read ({e})")
         return None

@@ -123,6 +123,37 @@ def table2(corpora: Sequence[str], results: Mapping[str, Mapping[tuple[str, str]
     return md_table(header, rows), missing, csv_rows
 
 
+def cross_corpus_table(cross: Sequence, within: Mapping[tuple[str, str], EmotionResult]):
+    """Trained on A, tested on B: per system and training data the within-corpus
+    weighted F1 (A's folds, mean) beside the final model's on B, plain and with
+    B's back-end inputs standardised on B's own statistics (LR systems).
+
+    Returns (markdown lines, csv rows)."""
+    rows, csv_rows = [], []
+    dlabels = dict(TRAIN_DATA)
+    order = {s: i for i, s in enumerate(system_order(within))}
+    for r in sorted(cross, key=lambda r: (r.target, order.get(r.system, len(order)), r.system, r.train_data)):
+        w = within.get((r.system, r.train_data))
+        m, st = r.metrics, r.standardised
+        rows.append([f"`{r.system}`", dlabels.get(r.train_data, r.train_data), f"{r.source} → {r.target}",
+                     cell_f1(w), pct(m["weighted_f1"]), pct(st["weighted_f1"]) if st else DASH,
+                     pct(m["unweighted_accuracy"]), pct(st["unweighted_accuracy"]) if st else DASH,
+                     str(m.get("n_test", ""))])
+        for key, v in (("weighted_f1", m["weighted_f1"]), ("unweighted_accuracy", m["unweighted_accuracy"]),
+                       ("accuracy", m.get("accuracy"))) + (
+                ((("standardised_weighted_f1", st["weighted_f1"]),
+                  ("standardised_unweighted_accuracy", st["unweighted_accuracy"])) if st else ())):
+            if isinstance(v, (int, float)):
+                csv_rows.append(dict(table="cross_corpus", corpus=f"{r.source}->{r.target}", system=r.system,
+                                     train_data=dlabels.get(r.train_data, r.train_data), metric=key,
+                                     value=f"{v:.6f}"))
+    if not rows:
+        return [], csv_rows
+    return md_table(["system", "train data", "trained on → tested on", "within wF1 %", "cross wF1 %",
+                     "standardised wF1 %", "cross UA %", "standardised UA %", "test utts"], rows,
+                    "lllrrrrrr"), csv_rows
+
+
 def per_fold_table(corpus: str, results: Mapping[tuple[str, str], EmotionResult]):
     """Weighted F1 (%) of every fold, one row per system x training data."""
     folds: list[str] = []
