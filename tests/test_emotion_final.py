@@ -15,6 +15,7 @@ from pyxv.emotion.config import load_emotion_config
 from pyxv.emotion.data import discover_protocol, final_training_set
 
 from emotion_synth import labelled_speakers
+from test_run_sh import sandbox  # noqa: F401  (the fixture: run.sh in a folder of its own)
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 
@@ -253,3 +254,88 @@ def test_report_shows_cross_corpus_beside_within(tmp_path):
     assert cells[4] == f"{100 * m['weighted_f1']:.2f}" and cells[5] == f"{100 * m['standardised']['weighted_f1']:.2f}"
     csv = (tmp_path / "exp" / "results.csv").read_text()
     assert "cross_corpus,src->tgt,ref_egemaps_lr,clean" in csv
+
+
+# ------------------------------------------------------------- the scripts
+def _step(*args, timeout=300):
+    import subprocess
+
+    from conftest import REPO
+
+    return subprocess.run([str(a) for a in args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_emotion_sh_final_after_folds_and_skip_when_fresh(tmp_path):
+    emo = gen_corpus(tmp_path, "src")
+    out = tmp_path / "exp"
+    args = ["steps/train_emotion.sh", "--nj", "1", "--system", "ref_egemaps_lr", emo, out]
+    p = _step(*args)
+    assert p.returncode == 0, p.stdout + p.stderr
+    sdir = out / "ref_egemaps_lr_clean"
+    assert (sdir / "summary.json").is_file() and (sdir / "final" / "final.json").is_file()
+    assert "final model of ref_egemaps_lr" in p.stdout and (sdir / "log" / "final.log").is_file()
+    p = _step(*args)
+    assert p.returncode == 0 and "summary.json and final/ are complete" in p.stdout
+    # a lost final model is made again without redoing the folds
+    (sdir / "final" / "final.json").unlink()
+    before = (sdir / "summary.json").stat().st_mtime_ns
+    p = _step(*args)
+    assert p.returncode == 0 and "final model of" in p.stdout and "fold(s) of" not in p.stdout
+    assert (sdir / "final" / "final.json").is_file() and (sdir / "summary.json").stat().st_mtime_ns == before
+
+
+def test_eval_emotion_sh_writes_and_skips(tmp_path):
+    _, out, _, _ = train_system(tmp_path)
+    tgt = gen_corpus(tmp_path, "tgt", labels={"angry": "ang"}, scale=0.3, offset=-20.0, seed=5)
+    (tmp_path / "map.txt").write_text("ang angry\n")
+    res = out / "cross" / "tgt" / "ref_egemaps_lr_clean"
+    args = ["steps/eval_emotion.sh", "--label-map", tmp_path / "map.txt", "--standardise", "true",
+            out / "ref_egemaps_lr_clean", tgt / "all", res]
+    p = _step(*args)
+    assert p.returncode == 0, p.stdout + p.stderr
+    m = json.loads((res / "metrics.json").read_text())
+    assert m["target_corpus"] == "tgt" and m["standardised"]["weighted_f1"] > 0.95
+    assert "weighted F1" in p.stdout.splitlines()[-1]
+    p = _step(*args)
+    assert p.returncode == 0 and "newer than its inputs; skipping" in p.stdout
+    p = _step("steps/eval_emotion.sh", out / "ref_egemaps_lr_clean", tgt / "all", tmp_path / "o")
+    assert p.returncode == 1 and "labels ['ang'] are not classes of the model" in (tmp_path / "o/log/eval.log").read_text()
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_run_sh_cross_corpus_option(sandbox):
+    """Stage 5 calls steps/eval_emotion.sh per target, system and training data (fake
+    step scripts record their arguments, in test_run_sh's sandbox); bad specs stop first."""
+    import subprocess
+
+    sb = sandbox
+    (sb / "path.sh").write_text("true\n")
+    (sb / "cmd.sh").write_text("export train_cmd=TRAIN_CMD cuda_cmd=CUDA_CMD\n")
+    (sb / "steps").mkdir()
+    (sb / "calls").mkdir()
+    for step in ("train_emotion.sh", "eval_emotion.sh"):
+        f = sb / "steps" / step
+        f.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > calls/$(basename "$0").$$\n')
+        f.chmod(0o755)
+    (sb / "tgt").mkdir()
+    (sb / "tgt" / "utt2emo").write_text("u1 ang\n")
+    (sb / "map.txt").write_text("ang angry\n")
+
+    def run(*a):
+        return subprocess.run(["bash", "run.sh", *a], cwd=sb, capture_output=True, text=True, timeout=60)
+
+    p = run("--stage", "5", "--stop-stage", "5", "--cross-corpus", "other:tgt:map.txt",
+            "--cross-systems", "frozen_lr_clean ref_egemaps_lr")
+    assert p.returncode == 0, p.stdout + p.stderr
+    calls = [f.read_text().splitlines() for f in (sb / "calls").iterdir() if f.name.startswith("eval_emotion")]
+    assert len(calls) == 4
+    outs = sorted(c[-1] for c in calls)
+    assert outs == [f"exp/emotion/demo/cross/other/{s}_{t}" for s in ("frozen_lr_clean", "ref_egemaps_lr")
+                    for t in ("clean", "clean_aug")]
+    for c in calls:
+        assert c[c.index("--label-map") + 1] == "map.txt" and c[c.index("--standardise") + 1] == "true"
+        assert c[c.index("--target") + 1] == "other" and c[-2] == "tgt"
+    for bad, msg in (("other", "expected NAME:DATA-DIR[:LABEL-MAP]"), ("o:nowhere", "nowhere has no utt2emo"),
+                     ("o:tgt:nomap.txt", "label map nomap.txt does not exist")):
+        p = run("--stage", "5", "--stop-stage", "5", "--cross-corpus", bad)
+        assert p.returncode == 1 and msg in p.stderr, p.stderr
