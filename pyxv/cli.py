@@ -4,6 +4,7 @@
     pyxv emotion <model-dir> <wav>... [--window S | --segments F] emotion posteriors per file or segment
     pyxv verify <xvector-exp> <wav-a> <wav-b>                     same-speaker score and decision
     pyxv verify <xvector-exp> --enroll <wav>... --test <wav>...   several enrolment files, several tests
+    pyxv export <model-dir> <out> --format onnx|torch             a model with its front-end, one graph
 
 Audio: wav, flac (anything libsndfile reads), any sample rate, mono or
 multi-channel (channels averaged); features are computed with the configs kept
@@ -364,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyxv", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Run 'pyxv <command> --help' for a command's options.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{emotion,verify,embed}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{emotion,verify,embed,export}")
 
     def common(sp):
         sp.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1 ...)")
@@ -435,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--timing", action="store_true", help="print feature and network seconds to stderr")
     common(m)
     m.set_defaults(func=cmd_embed)
+
+    from .export import add_parser as add_export   # logic and options in pyxv.export
+
+    add_export(sub, common)
     return p
 
 

@@ -8,6 +8,7 @@
 #   kaldi-native-fbank    Kaldi's MFCC, the reference the MFCC tests and bench/features.py compare with
 #   resemblyzer 0.1.4     Resemblyzer's own GE2E code, the reference of tests/test_ge2e.py
 #   librosa, webrtcvad    imported by Resemblyzer's code (webrtcvad-wheels provides webrtcvad)
+#   onnx, onnxscript, onnxruntime   pyxv export --format onnx and running its output (pyxv's 'export' extra)
 # .venv-test sees .venv's packages through a .pth file (site.addsitedir, so .venv's
 # own .pth files work too); its own come first. Tests that run the recipe's
 # scripts get .venv through path.sh, exactly as a user does.
@@ -39,7 +40,7 @@ test_site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()
 echo "import site; site.addsitedir('$recipe_site')" > "$test_site/pyxv-recipe-env.pth"
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 echo "setup_test_env.sh: installing the test-only packages" >&2
-"${pip[@]}" 'pytest>=7' 'kaldi-native-fbank>=1.20'
+"${pip[@]}" 'pytest>=7' 'kaldi-native-fbank>=1.20' 'onnx>=1.23' 'onnxscript>=0.7' 'onnxruntime>=1.30'
 # Resemblyzer without its dependencies: its webrtcvad pin needs a compiler, and
 # webrtcvad-wheels provides the same module.
 # Without a registry the GE2E comparisons skip (CI has one: there it is an error).

@@ -64,3 +64,40 @@ def apply_sliding_cmn(feats: np.ndarray, window: int = 300, center: bool = True,
         out = out / np.sqrt(var)
         out[(end - start) == 1] = 0.0
     return out.astype(np.float32)
+
+
+def apply_sliding_cmn_torch(feats, window: int = 300, center: bool = True, norm_vars: bool = False,
+                            min_window: int = 100):
+    """:func:`apply_sliding_cmn` in torch ops (traceable with a dynamic number of
+    frames, for exported models): ``feats`` (T, D) tensor -> (T, D) float32, the
+    windows of :func:`sliding_windows` and the statistics in float64."""
+    import torch
+
+    if window <= 0:
+        raise ValueError(f"cmn window must be positive, got {window}")
+    T = feats.shape[0]
+    x = feats.double()
+    t = torch.arange(T, device=feats.device)
+    if center:
+        start = t - window // 2
+        end = start + window
+    else:
+        start = t - window
+        end = t + 1
+    shift = (-start).clamp(min=0)                   # shift right if it starts before 0
+    start = start + shift
+    end = end + shift
+    if not center:
+        end = torch.where(end > t, (t + 1).clamp(min=min_window), end)
+    over = (end - T).clamp(min=0)                   # shift left if it ends after T
+    start = (start - over).clamp(min=0)
+    end = end - over
+    n = (end - start).double()[:, None]
+    cs = torch.cat([x.new_zeros(1, x.shape[1]), torch.cumsum(x, 0)])
+    total = cs[end] - cs[start]
+    out = x - total / n
+    if norm_vars:
+        cs2 = torch.cat([x.new_zeros(1, x.shape[1]), torch.cumsum(x * x, 0)])
+        var = ((cs2[end] - cs2[start]) / n - (total / n) ** 2).clamp(min=1.0e-10)
+        out = torch.where((end - start == 1)[:, None], torch.zeros_like(out), out / var.sqrt())
+    return out.float()

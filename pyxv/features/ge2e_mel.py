@@ -166,11 +166,57 @@ class MelSpectrogram:
         self.fbank = torch.from_numpy(mel_filterbank(o.sample_rate, o.n_fft, o.n_mels))
 
     def __call__(self, wav: np.ndarray) -> np.ndarray:
-        o = self.opts
         x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
         if len(x) == 0:
-            return np.zeros((0, o.n_mels), dtype=np.float32)
+            return np.zeros((0, self.opts.n_mels), dtype=np.float32)
+        return self.power_mel(x).contiguous().numpy()
+
+    def power_mel(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) float32 tensor -> (T, n_mels): the torch part (exported models call it too)."""
+        o = self.opts
         spec = torch.stft(x, o.n_fft, hop_length=o.hop, win_length=o.n_fft, window=self.window, center=True,
                           pad_mode="constant", return_complex=True)
         power = spec.real ** 2 + spec.imag ** 2           # (n_fft/2+1, T)
-        return (self.fbank @ power).T.contiguous().numpy()
+        return (self.fbank @ power).T
+
+
+# Torch twins of normalize_volume and trim_long_silences (tested equal to them), in
+# ops that trace with a dynamic number of samples: exported models run them in the graph.
+def normalize_volume_torch(wav: torch.Tensor, target_dbfs: float) -> torch.Tensor:
+    """:func:`normalize_volume` of a float32 tensor."""
+    rms = ((wav.double() * INT16_MAX) ** 2).mean().sqrt()
+    change = target_dbfs - 20 * torch.log10(rms / INT16_MAX)
+    gain = torch.where((rms <= 0) | (change < 0), torch.ones_like(change), 10 ** (change / 20))
+    return wav * gain.float()
+
+
+def _window_sums(a: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """``out[i] = sum(a[i - before : i + after + 1])`` over a zero-padded ``a`` (float64)."""
+    a = torch.cat([a.new_zeros(before), a, a.new_zeros(after)])
+    c = torch.cat([a.new_zeros(1), torch.cumsum(a, 0)])
+    w = before + after + 1
+    return c[w:] - c[:-w]
+
+
+def speech_mask_torch(wav: torch.Tensor, opts: Ge2eMelOptions) -> torch.Tensor:
+    """:func:`speech_mask` of a float32 tensor with at least one whole window."""
+    n = opts.sample_rate * opts.vad_window_ms // 1000
+    idx = torch.arange(wav.shape[0] // n)[:, None] * n + torch.arange(n)[None, :]   # whole windows (a gather
+    w = wav[idx].double()                                                              # traces where a slice cannot)
+    db = 10 * torch.log10((w ** 2).mean(dim=1) + 1e-12)
+    flags = ((db > db.max() - opts.silence_db) & (db > opts.silence_floor_dbfs)).double()
+    width = opts.vad_average_width
+    mask = torch.round(_window_sums(flags, (width - 1) // 2, width // 2) / width) > 0
+    k = opts.vad_max_silence
+    if k > 0:   # scipy's binary_dilation with ones(k + 1): k // 2 windows back, the rest forward
+        mask = _window_sums(mask.double(), k // 2, k - k // 2) > 0
+    return mask
+
+
+def trim_long_silences_torch(wav: torch.Tensor, opts: Ge2eMelOptions) -> torch.Tensor:
+    """:func:`trim_long_silences` of a float32 tensor (all of it kept when no window is speech)."""
+    n = opts.sample_rate * opts.vad_window_ms // 1000
+    mask = speech_mask_torch(wav, opts)
+    keep = mask[:, None].expand(-1, n).reshape(-1)
+    keep = keep | ~mask.any()
+    return wav[torch.arange(keep.shape[0])][keep]

@@ -77,3 +77,29 @@ def select_voiced(feats: np.ndarray, vad: np.ndarray) -> np.ndarray:
     if feats.shape[0] != vad.shape[0]:
         raise ValueError(f"features have {feats.shape[0]} frames but VAD has {vad.shape[0]}")
     return feats[vad > 0.5]
+
+
+def compute_vad_torch(feats, opts: VadOptions | None = None):
+    """:func:`compute_vad` in torch ops (traceable with a dynamic number of
+    frames, for exported models): ``feats`` (T, D) tensor -> (T,) float32 0/1.
+    The same arithmetic: the threshold in float32 from a float64 mean, the
+    proportion test in float64."""
+    import torch
+
+    opts = opts or VadOptions()
+    opts.check()
+    T = feats.shape[0]
+    log_energy = feats[:, 0].float()
+    thr = torch.tensor(opts.vad_energy_threshold, dtype=torch.float32)
+    if opts.vad_energy_mean_scale != 0.0:
+        mean = (log_energy.double().sum() / T).float()
+        thr = thr + torch.tensor(opts.vad_energy_mean_scale, dtype=torch.float32) * mean
+    above = (log_energy > thr).long()
+    cs = torch.cat([above.new_zeros(1), torch.cumsum(above, 0)])
+    c = opts.vad_frames_context
+    t = torch.arange(T, device=feats.device)
+    lo = (t - c).clamp(min=0)
+    hi = (t + c + 1).clamp(max=T)
+    num = cs[hi] - cs[lo]
+    den = (hi - lo).double()
+    return (num.double() >= den * opts.vad_proportion_threshold).float()
