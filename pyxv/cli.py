@@ -47,7 +47,7 @@ on stderr in one line, the others output), 1 error (nothing output)."""
 
 EPILOG_VERIFY = """xvector-exp is a trained x-vector model dir (exp/xvector_clean, exp/xvector_aug).
 The back-end and its threshold (the EER threshold on the back-end's training
-data) come from stage 6 (exp/sv/<corpus>/xvector_<m>/<backend>/backend.pkl);
+data) come from stage 6 (exp/sv/<corpus>/xvector_<m>/<backend>/backend.json);
 without one, a cosine back-end is fitted on <xvector-exp>/xvectors_pretrain/train.
 
 Several enrolment files: the speaker is the mean of their length-normalised
@@ -370,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp):
         sp.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1 ...)")
         sp.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+        sp.add_argument("--trust", action="store_true",
+                        help="also load model files in an older pyxv's pickled form (model.pkl, backend.pkl, "
+                             "checkpoints that need torch.load(weights_only=False)); reading those can run code, "
+                             "so only for files whose source you trust (a warning says when it happens)")
 
     def batching(sp):
         sp.add_argument("--nj", type=_positive, default=1,
@@ -412,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--speaker", default=None, metavar="FILE", help="a speaker file saved with --save-speaker")
     v.add_argument("--save-speaker", default=None, metavar="FILE", help="save the enrolled speaker (JSON)")
     v.add_argument("--backend", default=None,
-                   help="back-end file (backend.pkl) or cosine|plda (default: a saved cosine, else plda, else "
+                   help="back-end file (backend.json) or cosine|plda (default: a saved cosine, else plda, else "
                         "cosine fitted on the model's pre-training x-vectors)")
     v.add_argument("--threshold", type=float, default=None, help="override the stored threshold")
     v.add_argument("--json", action="store_true", help="JSON output")
@@ -450,6 +454,10 @@ def main(argv=None) -> int:
     from .extract import ExtractionMemoryError
     from .inference import InferenceError
     from .io import AudioError, OutputError
+    from .params import set_trust
+    from .train.checkpoint import CheckpointError
+
+    set_trust(a.trust)
 
     _threads()
     import torch
@@ -467,7 +475,8 @@ def main(argv=None) -> int:
         return 1
     try:
         return a.func(a)
-    except (InferenceError, AudioError, FileNotFoundError, ValueError, OutputError, ExtractionMemoryError) as e:
+    except (InferenceError, AudioError, FileNotFoundError, ValueError, OutputError, ExtractionMemoryError,
+            CheckpointError) as e:
         _err(a.command, str(e))
         return 1
     except BrokenPipeError:

@@ -225,3 +225,66 @@ def test_errors_and_help(setup, tmp_path, capsys):
         p = subprocess.run([sys.executable, "-m", "pyxv.cli", sub, "--help"], capture_output=True, text=True,
                            timeout=60)
         assert p.returncode == 0 and f"usage: pyxv {sub}" in p.stdout
+
+
+def test_old_pickled_models_load_only_with_trust(setup, tmp_path, capsys, caplog, monkeypatch):
+    """model.pkl, backend.pkl and a checkpoint in an older pyxv's form: one line naming the file without
+    --trust; with it a warning and the same outputs as the parameter files give."""
+    import pickle
+
+    import kaldiio
+    import torch
+
+    from pyxv import params
+    from pyxv.backend.pipeline import Backend
+    from pyxv.emotion.lr import load_lr_model
+
+    monkeypatch.delenv(params.TRUST_ENV, raising=False)
+    monkeypatch.setattr(params, "_TRUST", False)     # --trust sets it for the process; restored after the test
+    files = [p for _, p, _, _ in setup["test"]][:2]
+    a, b = files
+
+    def one_line(err, path, what):
+        lines = err.strip().splitlines()
+        return len(lines) == 1 and f"{path}: {what} in the old pickled form, which can run code" in lines[0] \
+            and "--trust" in lines[0]
+
+    # model.pkl: the same LR pickled as stage 5 wrote it before.
+    rc, want, err = run_cli(["emotion", setup["lr_dir"], *files, "--json"], capsys)
+    assert rc == 0, err
+    old = setup["exp"] / "emotion/ravdess/frozen_lr_pickled_clean/fold1"
+    old.mkdir(parents=True)
+    lr, meta = load_lr_model(setup["lr_dir"])
+    with open(old / "model.pkl", "wb") as f:
+        pickle.dump({**meta, "lr": lr}, f)
+    rc, out, err = run_cli(["emotion", old, *files, "--json"], capsys)
+    assert rc == 1 and out == "" and one_line(err, old / "model.pkl", "an emotion LR model"), err
+    caplog.clear()
+    rc, out, err = run_cli(["emotion", old, *files, "--json", "--trust"], capsys)
+    assert rc == 0, err
+    assert json.loads(out)["results"] == json.loads(want)["results"] and "old pickled form" in caplog.text
+    # backend.pkl
+    be_new = setup["exp"] / "sv/ravdess/xvector_tiny/cosine/backend.json"
+    with open(tmp_path / "backend.pkl", "wb") as f:
+        pickle.dump({"format": "pyxv-sv-backend", "version": 2, "backend": Backend.load(be_new)}, f)
+    rc, want, err = run_cli(["verify", setup["xdir"], a, b, "--json", "--backend", be_new], capsys)
+    assert rc in (0, 2), err
+    rc, out, err = run_cli(["verify", setup["xdir"], a, b, "--json", "--backend", tmp_path / "backend.pkl"], capsys)
+    assert rc == 1 and one_line(err, tmp_path / "backend.pkl", "an SV back-end"), err
+    rc, out, err = run_cli(["verify", setup["xdir"], a, b, "--json", "--trust", "--backend",
+                            tmp_path / "backend.pkl"], capsys)
+    assert json.loads(out)["score"] == json.loads(want)["score"]
+    # final.pt with numpy values in it (needs torch.load(weights_only=False)).
+    xdir = tmp_path / "exp/xvector_np"
+    shutil.copytree(setup["xdir"], xdir, ignore=shutil.ignore_patterns("checkpoints", "xvectors_*"))
+    ck = torch.load(xdir / "final.pt", weights_only=True)
+    ck["history"] = [{k: np.float64(v) if isinstance(v, float) else v for k, v in h.items()} for h in ck["history"]]
+    torch.save(ck, xdir / "final.pt")
+    rc, _, err = run_cli(["embed", xdir, a, tmp_path / "o1.ark"], capsys)
+    assert rc == 1 and "final.pt: a checkpoint that needs torch.load(weights_only=False)" in err
+    assert len(err.strip().splitlines()) == 1 and "can run code" in err and not (tmp_path / "o1.ark").exists()
+    rc, _, err = run_cli(["embed", xdir, a, tmp_path / "o2.ark", "--trust"], capsys)
+    assert rc == 0, err
+    rc, _, err = run_cli(["embed", setup["xdir"], a, tmp_path / "o3.ark"], capsys)
+    got, want = (dict(kaldiio.load_scp(str(tmp_path / f"{n}.scp"))) for n in ("o2", "o3"))
+    np.testing.assert_array_equal(got[Path(a).stem], want[Path(a).stem])

@@ -284,3 +284,139 @@ def test_a_speaker_file_that_is_a_pickle_is_refused(tmp_path):
     with pytest.raises(SpeakerFileError, match="not a speaker file"):
         SpeakerModel.load(tmp_path / "alice.json")
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------ checkpoints
+def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    import torch
+
+    from pyxv.inference import InferenceError, XVectorModel
+    from pyxv.train import checkpoint as ckpt
+
+    marker = tmp_path / "ran"
+    exp = tmp_path / "exp" / "xvector_x"
+    exp.mkdir(parents=True)
+    torch.save({"format": ckpt.FORMAT, "model": {}, "config": RunsCode(marker)}, exp / "final.pt")
+    with pytest.raises(ckpt.UntrustedCheckpointError) as e:
+        ckpt.load(exp / "final.pt")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{exp / 'final.pt'}: a checkpoint that needs "
+                                              "torch.load(weights_only=False) (") and "can run code" in msg
+    assert "system" in msg and "--trust" in msg                 # names what it refused: os.system
+    with pytest.raises(ckpt.CheckpointError, match="can run code"):
+        ckpt.load_model(exp / "final.pt")
+    with pytest.raises(InferenceError, match="can run code"):
+        XVectorModel(exp)
+    assert not marker.exists()
+    # A damaged file is damage, not a trust question.
+    (exp / "bad.pt").write_bytes((exp / "final.pt").read_bytes()[:100])
+    with pytest.raises(ckpt.CheckpointError) as e:
+        ckpt.load(exp / "bad.pt")
+    assert not isinstance(e.value, ckpt.UntrustedCheckpointError) and "cannot read checkpoint" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_save_writes_only_what_loads_with_weights_only(tmp_path):
+    import torch
+
+    from pyxv.train import checkpoint as ckpt
+
+    state = {"format": ckpt.FORMAT, "model": {"w": torch.arange(3.0)}, "history": [{"loss": np.float64(0.25),
+             "n": np.int64(3)}], "extra": {"gemaps_mean": np.arange(2.0)}, "betas": (0.9, np.float32(0.5))}
+    ckpt.save(state, tmp_path / "a.pt")
+    ck = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert ck["history"] == [{"loss": 0.25, "n": 3}] and type(ck["history"][0]["loss"]) is float
+    assert ck["extra"]["gemaps_mean"] == [0.0, 1.0] and ck["betas"] == (0.9, 0.5)
+    assert torch.equal(ck["model"]["w"], torch.arange(3.0))
+    with pytest.raises(ckpt.CheckpointError, match=r"b\.pt: not written: .*PosixPath"):
+        ckpt.save({"format": ckpt.FORMAT, "where": tmp_path}, tmp_path / "b.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt"]
+
+
+@pytest.fixture(scope="module")
+def xv_data(tmp_path_factory):
+    from xvector_synth import make_datadir
+
+    d = tmp_path_factory.mktemp("xv") / "data"
+    return d, make_datadir(d, n_spk=4, n_utt=8)
+
+
+def test_training_state_loads_with_weights_only_and_old_state_resumes_only_with_trust(xv_data, tmp_path,
+                                                                                        monkeypatch, caplog):
+    """Every file the trainer writes loads with weights_only=True; a checkpoint in the old form (numpy
+    values in it) stops a resume in one line without trust (nothing moved aside) and resumes exactly
+    with PYXV_TRUST_PICKLE=1."""
+    import copy
+
+    import torch
+
+    from pyxv.train import checkpoint as ckpt
+    from pyxv.train.trainer import train_classifier
+    from xvector_synth import TINY, feature_source
+
+    d, u2s = xv_data
+    c = copy.deepcopy(TINY)
+    c["train"].update(epochs=3, checkpoint_interval=3)
+    full = train_classifier(feature_source(d), u2s, c, tmp_path / "a", progress=False)
+    files = sorted((tmp_path / "a").rglob("*.pt"))
+    assert len(files) >= 4
+    for p in files:
+        torch.load(p, map_location="cpu", weights_only=True)
+
+    def stop_after_1(epoch, rec):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(feature_source(d), u2s, c, tmp_path / "b", progress=False, on_epoch_end=stop_after_1)
+    p = tmp_path / "b" / "checkpoints" / "epoch_1.pt"
+    old = torch.load(p, weights_only=True)
+    old["history"] = [{k: np.float64(v) if isinstance(v, float) else v for k, v in h.items()}
+                      for h in old["history"]]
+    torch.save(old, p)                                  # as an older pyxv could write it: numpy scalars inside
+    before = p.read_bytes()
+    with pytest.raises(ckpt.UntrustedCheckpointError, match="epoch_1.pt: a checkpoint that needs"):
+        train_classifier(feature_source(d), u2s, c, tmp_path / "b", progress=False)
+    assert p.read_bytes() == before and not list((tmp_path / "b").glob("stale_*"))
+    monkeypatch.setenv(TRUST_ENV, "1")
+    resumed = train_classifier(feature_source(d), u2s, c, tmp_path / "b", progress=False)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
+
+
+# ------------------------------------------------------------------ conversion
+def test_convert_models_rewrites_old_files_only_with_trust(tmp_path, capsys):
+    import torch
+
+    from pyxv.bin.convert_models import main as convert
+    from pyxv.emotion.lr import EmotionLR, load_lr_model
+    from pyxv.train import checkpoint as ckpt
+
+    X, spk, gen, emo = emotional_set(10, seed=12)
+    fold = tmp_path / "emotion" / "frozen_lr_clean_clean" / "fold1"
+    fold.mkdir(parents=True)
+    lr = EmotionLR(EMOS, pre={"projection": "lda"}, C=1.0).fit(X, emo)
+    old_model_pkl(fold, lr, "exp/xvector_x")
+    sv = tmp_path / "sv" / "plda"
+    (sv / "backends").mkdir(parents=True)
+    be = Backend.from_config({"plda": {"lda_dim": 8, "n_iter": 2}}, "plda").fit(X, spk)
+    old_pickled_backend(be, sv / "backend.pkl")
+    be_emo = Backend.from_config({"asnorm": {"enabled": True, "emotion_aware": True, "top_k": 4}},
+                                 "cosine").fit(X, spk, emo, gen)
+    old_pickled_backend(be_emo, sv / "backends" / "fold1.pkl")
+    ck = {"format": ckpt.FORMAT, "model": {"w": torch.ones(2)}, "history": [{"loss": np.float64(0.5)}]}
+    torch.save(ck, tmp_path / "final.pt")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert convert([str(tmp_path)]) == 1 and "give --trust" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert convert([str(tmp_path), "--trust"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and not list(tmp_path.rglob("*.pkl"))
+    np.testing.assert_array_equal(load_lr_model(fold)[0].predict_proba(X), lr.predict_proba(X))
+    np.testing.assert_array_equal(Backend.load(sv / "backend.json").score_matrix(X, X), be.score_matrix(X, X))
+    np.testing.assert_array_equal(Backend.load(sv / "backends" / "fold1.json").score_matrix(X, X, emo, emo),
+                                  be_emo.score_matrix(X, X, emo, emo))
+    assert torch.load(tmp_path / "final.pt", weights_only=True)["history"] == [{"loss": 0.5}]
+    assert convert([str(tmp_path), "--trust"]) == 0 and capsys.readouterr().out == ""   # nothing left to do

@@ -23,12 +23,15 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 
 from ..io import atomic_open
@@ -42,25 +45,91 @@ class CheckpointError(RuntimeError):
     pass
 
 
+class UntrustedCheckpointError(CheckpointError):
+    """A checkpoint that needs the unpickler able to run code, and no trust given (not damage: a resume
+    stops here rather than fall back to an older checkpoint)."""
+
+
+def _plain(obj: Any) -> Any:
+    """numpy scalars and arrays as Python numbers and lists, so the file loads with ``weights_only=True``;
+    containers without numpy values come back as they are (the same objects)."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, dict):
+        new = {k: _plain(v) for k, v in obj.items()}
+        if all(new[k] is v for k, v in obj.items()):
+            return obj
+        return OrderedDict(new) if isinstance(obj, OrderedDict) else new
+    if type(obj) in (list, tuple):
+        new = [_plain(v) for v in obj]
+        if all(a is b for a, b in zip(new, obj)):
+            return obj
+        return type(obj)(new)
+    return obj
+
+
 def save(obj: dict, path: str | os.PathLike) -> None:
     """``torch.save`` whole or not at all: serialised in memory, then written to a
     temporary file that is fsync'ed and renamed. A write error (disk full ...)
     raises :class:`pyxv.io.OutputError` naming ``path`` and the free space, and
-    leaves no temporary file."""
+    leaves no temporary file.
+
+    Only tensors and plain values are written (numpy values become Python ones) and
+    the bytes are checked to load with ``torch.load(weights_only=True)``: a
+    checkpoint never needs the unpickler that can run code."""
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save(_plain(obj), buf)
+    buf.seek(0)
+    try:
+        torch.load(buf, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: not written: it would hold objects that only an unpickler able to run "
+                              f"code can load ({_refused_what(e)})") from e
     with atomic_open(path, "wb") as f:
         f.write(buf.getbuffer())
 
 
-def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+def _weights_only_refusal(e: BaseException) -> bool:
+    return isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e).replace(" ", "_").lower()
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else repr(e)
+
+
+def _refused_what(e: BaseException) -> str:
+    """The line of torch's weights-only refusal that names what it refused (e.g. a GLOBAL)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return next((ln for ln in lines if "GLOBAL" in ln or "nsupported" in ln), lines[0] if lines else repr(e))
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu", trust: bool | None = None) -> dict:
+    """A checkpoint or model file, read with ``torch.load(weights_only=True)``: tensors and
+    plain values only, nothing in it can run code. A file that needs the full unpickler
+    (written by an older pyxv with numpy values, or crafted) is refused in one line
+    unless trusted (``trust=True``, ``--trust``, ``PYXV_TRUST_PICKLE=1``: see
+    :mod:`pyxv.params`); trusted, it loads with a warning."""
+    from ..params import trusted, untrusted_message, warn_trusted
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint does not exist")
     try:
-        ck = torch.load(path, map_location=map_location, weights_only=False)
+        ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint: {e}") from e
+        if not _weights_only_refusal(e):
+            raise CheckpointError(f"{path}: cannot read checkpoint: {_first_line(e)}") from e
+        if not trusted(trust):
+            raise UntrustedCheckpointError(untrusted_message(path, f"a checkpoint that needs torch.load(weights_only=False) "
+                                                          f"({_refused_what(e)})")) from None
+        warn_trusted(path, "a checkpoint")
+        try:
+            ck = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as e2:
+            raise CheckpointError(f"{path}: cannot read checkpoint: {_first_line(e2)}") from e2
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a pyxv x-vector checkpoint")
     return ck

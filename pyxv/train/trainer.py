@@ -608,6 +608,8 @@ def _resume(out_dir: Path, fp: dict, net: XVectorNet, optim: _Optim, info: dd.Di
     for path in found:
         try:
             ck = ckpt.load(path)
+        except ckpt.UntrustedCheckpointError:  # an older pyxv's file: resumed only with PYXV_TRUST_PICKLE=1
+            raise
         except ckpt.CheckpointError as e:  # written whole, so only damage from outside; try an older one
             log.warning("cannot resume from %s (%s); trying an older checkpoint", path, e)
             continue
