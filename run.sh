@@ -43,6 +43,7 @@ xvector_config=                  # default: conf/xvector_demo.yaml for demo, con
 xvector_init=scratch             # scratch: train the paper's ResNet | ge2e: import the pre-trained GE2E encoder
 xvector_adapt_config=conf/xvector_ge2e_adapt.yaml  # with --xvector-init ge2e: adaptation for the aug model
 emotion_config=conf/emotion.yaml
+emotion_final=true               # stage 5 also trains each system's final model on all labelled data
 emotion_nj=                      # stage 5 jobs per system and data setting, the folds shared out among them
                                  # [local runner: half of --nj, as clean and clean+aug run side by side;
                                  # a cluster's: one job per fold]
@@ -89,6 +90,8 @@ Options (default in brackets):
                           download, the recipe's only download) [$xvector_init]
   --xvector-adapt-config FILE  adaptation of the imported encoder [$xvector_adapt_config]
   --emotion-config FILE   emotion systems [$emotion_config]
+  --emotion-final BOOL    after the folds, train each system once on all labelled data into
+                          exp/emotion/<corpus>/<system>_<data>/final/ (what pyxv emotion uses) [$emotion_final]
   --emotion-nj N          stage 5 jobs per system and data setting; fewer jobs than folds save the
                           start-up of one process per fold [local runner: --nj / 2; a cluster: one per fold]
   --cross-corpus SPEC     after stage 5, score each system's final model on other prepared corpora:
@@ -169,6 +172,7 @@ for spec in $cross_corpus; do
   [ -z "$tmap" ] || [ -f "$tmap" ] || { echo "run.sh: --cross-corpus $spec: label map $tmap does not exist" >&2; exit 1; }
 done
 case $cross_standardise in true|false) ;; *) echo "run.sh: --cross-standardise must be true or false" >&2; exit 1 ;; esac
+case $emotion_final in true|false) ;; *) echo "run.sh: --emotion-final must be true or false" >&2; exit 1 ;; esac
 for f in mfcc_config vad_config augment_config xvector_config xvector_adapt_config emotion_config sv_config sv_emotion_config; do
   [ -f "${!f}" ] || { echo "run.sh: --${f//_/-} ${!f} does not exist" >&2; exit 1; }
 done
@@ -299,7 +303,8 @@ if run_stage 5 "emotion recognition"; then
     # queue), so no core waits for the slowest fold of one of them.
     pids=()
     for train_data in clean clean+aug; do
-      steps/train_emotion.sh --cmd "$cuda_cmd" --use-gpu "$use_gpu" --nj "$emotion_nj" --config "$emotion_config" \
+      steps/train_emotion.sh --cmd "$cuda_cmd" --use-gpu "$use_gpu" --nj "$emotion_nj" --final "$emotion_final" \
+        --config "$emotion_config" \
         "${arch_opt[@]}" --system $system --train-data $train_data $emo exp/emotion/$corpus &
       pids+=($!)
     done
