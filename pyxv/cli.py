@@ -27,10 +27,13 @@ from pathlib import Path
 
 EXIT_PARTIAL = 3   # some inputs could not be used: each named on stderr, the others done
 
-EPILOG_EMOTION = """model-dir is a trained fold of stage 5, e.g.
-  exp/emotion/demo/frozen_lr_clean_clean/fold1     (x-vectors + logistic regression, model.pkl)
-  exp/emotion/demo/finetune_aug_clean/fold1        (a network, final.pt)
-or a system dir (its first fold is used).
+EPILOG_EMOTION = """model-dir is a system dir of stage 5, whose final/ model is used (trained once on
+all labelled data after the folds; final/README.txt says how), e.g.
+  exp/emotion/demo/frozen_lr_clean_clean           (x-vectors + logistic regression)
+  exp/emotion/demo/finetune_aug_clean              (a network, final.pt)
+or one fold of it (exp/emotion/ravdess/finetune_aug_clean/fold1: trained on that fold's
+training part). A system dir trained before final models existed gives its first
+fold, with a warning.
 
 Over time: --window S [--hop S] cuts each file into windows of S seconds every
 hop seconds (default: the window); the last window runs to the end of the file
