@@ -17,6 +17,10 @@
 # After the folds, one more job trains the final model on all labelled data (train
 # + dev for a fixed split) with the folds' settings into <exp>/<system>_<data>/final/
 # ({model.*,classes.txt,README.txt,final.json}; final.json last); --final false skips it.
+# Pre-emption (SIGTERM, or Slurm's SIGUSR1 warning): the jobs stop, a network at its
+# next log point with a checkpoint, and exit 75; the Slurm runner requeues them, the
+# local runner reports it and this step exits 75: run it again to resume (folds
+# finished before the stop are kept, a network resumes from its checkpoint).
 set -euo pipefail
 
 cmd=utils/parallel/run.py
@@ -133,13 +137,27 @@ case $use_gpu:$system in
   *) gpu_opt=(--gpu 0); dev=no; where= ;;
 esac
 start=$(date +%s)
+preempted() {  # preempted WHAT: the jobs stopped for pre-emption (exit 75)
+  echo "$0: $1 stopped for pre-emption; finished folds and the networks' checkpoints are kept: run the same" \
+       "command again to resume" >&2
+  exit 75
+}
 if [ $folds_done = false ]; then
   rm -f "$dir/summary.json" "$dir"/log/train.*.log
+  # Folds whose metrics.json is newer than this stamp were finished by this run, also by
+  # an attempt that a pre-emption stopped (a requeued job keeps them): a new run touches it,
+  # a rerun after a pre-emption (folds.preempted, no input newer) keeps the old one.
+  stamp=$dir/log/folds.started
+  fresh "$dir/log/folds.preempted" && [ -f "$stamp" ] || touch "$stamp"
+  rm -f "$dir/log/folds.preempted"
   echo "$0: $system on $train_data data, $nf fold(s) of $emo in $nj job(s)$where -> $dir"
+  rc=0
   $cmd "${gpu_opt[@]}" --num-threads "$num_threads" JOB=1:"$nj" "$dir/log/train.JOB.log" \
     python -m pyxv.bin.train_emotion --config "$config" --profile "$profile" "${arch_opt[@]}" --system "$system" \
-      --train-data "$train_data" --use-gpu $dev --fold JOB --nj "$nj" "$emo" "$out" || {
-    echo "$0: a fold failed; see the logs named above ($dir/log/train.*.log)" >&2; exit 1; }
+      --train-data "$train_data" --use-gpu $dev --fold JOB --nj "$nj" --keep-finished-since "$stamp" \
+      "$emo" "$out" || rc=$?
+  if [ $rc -eq 75 ]; then touch "$dir/log/folds.preempted"; preempted "the folds"; fi
+  [ $rc -eq 0 ] || { echo "$0: a fold failed; see the logs named above ($dir/log/train.*.log)" >&2; exit 1; }
   # Pool the folds (each fold's own log is <fold>/log/train.log).
   python -m pyxv.bin.train_emotion --summarize --corpus "$corpus" --system "$system" --train-data "$train_data" \
     "$emo" "$out" | tee "$dir/log/summary.log"
@@ -149,9 +167,11 @@ if [ $final_done = false ]; then
   # After the folds: a network's epoch count comes from the epochs its folds kept.
   rm -f "$dir/final/final.json"
   echo "$0: final model of $system on all labelled $train_data data of $emo$where -> $dir/final"
+  rc=0
   $cmd "${gpu_opt[@]}" --num-threads "$num_threads" "$dir/log/final.log" \
     python -m pyxv.bin.train_emotion --config "$config" --profile "$profile" "${arch_opt[@]}" --system "$system" \
-      --train-data "$train_data" --use-gpu $dev --final "$emo" "$out" || {
-    echo "$0: the final model failed; see $dir/log/final.log" >&2; exit 1; }
+      --train-data "$train_data" --use-gpu $dev --final "$emo" "$out" || rc=$?
+  [ $rc -ne 75 ] || preempted "the final model"
+  [ $rc -eq 0 ] || { echo "$0: the final model failed; see $dir/log/final.log" >&2; exit 1; }
   echo "$0: done in $(( $(date +%s) - start ))s: $dir/final/ ($dir/final/README.txt says how it was trained)"
 fi

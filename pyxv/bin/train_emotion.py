@@ -8,11 +8,20 @@ or summarise a system's folds.
     python -m pyxv.bin.train_emotion --summarize --system ... --train-data ... data/demo exp/emotion/demo
     python -m pyxv.bin.train_emotion --final --system ... --train-data ... data/demo exp/emotion/demo  # final/
     python -m pyxv.bin.train_emotion --num-folds data/demo     # prints the number of folds
+
+Pre-emption (SIGTERM, or Slurm's SIGUSR1 warning): a network that is training
+stops at its next log point with a step checkpoint; anywhere else the job stops
+at once (temporary files removed). Either way it exits 75 ("run again to
+resume"), as the x-vector trainer does, and the runner requeues or reports it.
+Run again, a network resumes from its checkpoint; with ``--keep-finished-since
+STAMP`` (steps/train_emotion.sh passes it) the folds finished after STAMP was
+touched are kept, not trained again.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 
@@ -34,6 +43,9 @@ def main(argv=None) -> int:
                     help="train the system once on all labelled data into <system>_<data>/final/ "
                          "(networks: after the folds, whose kept epochs set its epoch count)")
     ap.add_argument("--num-folds", action="store_true", help="print the number of folds of <emo-dir> and exit")
+    ap.add_argument("--keep-finished-since", default=None, metavar="STAMP",
+                    help="skip the folds whose metrics.json is newer than file STAMP (finished by an earlier "
+                         "attempt of this run, before a pre-emption)")
     ap.add_argument("--list-inputs", action="store_true",
                     help="print the files the system reads (one per line); exit 1 naming a missing one")
     ap.add_argument("--corpus", default=None, help="corpus name for summary.json [basename of emo-dir]")
@@ -94,33 +106,84 @@ def main(argv=None) -> int:
     from pyxv.features.archive import exit_cleanly_on_signals
     from pyxv.io import OutputError
 
-    exit_cleanly_on_signals()  # SIGTERM leaves no temporary file
-    if a.final:
-        try:
-            systems.run_final(a.system, a.train_data, a.emo_dir, a.out_root, cfg, use_gpu=a.use_gpu == "yes")
-        except (OutputError, FileNotFoundError, ValueError) as e:
-            print(f"train_emotion: FATAL: final model of {a.system} ({a.train_data}): {e}", file=sys.stderr)
+    exit_cleanly_on_signals()  # SIGHUP leaves no temporary file
+    # SIGTERM/SIGUSR1 (pre-emption) outside a network's training: stop now, exit 75
+    # (inside it the trainer takes them over: checkpoint at the next log point, then 75).
+    old = {sig: signal.signal(sig, _preempted) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        if a.final:
+            try:
+                systems.run_final(a.system, a.train_data, a.emo_dir, a.out_root, cfg, use_gpu=a.use_gpu == "yes")
+            except SystemExit as e:
+                _say_if_preempted(e, a, "the final model")
+                raise
+            except (OutputError, FileNotFoundError, ValueError) as e:
+                print(f"train_emotion: FATAL: final model of {a.system} ({a.train_data}): {e}", file=sys.stderr)
+                return 1
+            return 0
+        folds = [a.fold] if not a.nj else list(range(a.fold, len(discover_protocol(a.emo_dir)) + 1, a.nj))
+        failed = []
+        for fold in folds:
+            done = _finished_since(a, fold)
+            if done:
+                logging.info("fold %d of %s (%s) was finished by an earlier attempt of this run: %s kept",
+                             fold, a.system, a.train_data, done)
+                continue
+            try:
+                systems.run_fold(a.system, a.train_data, a.emo_dir, fold, a.out_root, cfg, use_gpu=a.use_gpu == "yes")
+            except SystemExit as e:
+                _say_if_preempted(e, a, f"fold {fold}", failed)
+                raise
+            except OutputError as e:
+                print(f"train_emotion: FATAL: fold {fold}: {e}", file=sys.stderr)
+                failed.append(fold)
+            except Exception:
+                if len(folds) == 1:
+                    raise
+                # One fold's failure does not cost the job's other folds.
+                logging.exception("fold %d of %s (%s) failed", fold, a.system, a.train_data)
+                failed.append(fold)
+        if failed:
+            print(f"train_emotion: FATAL: {a.system} ({a.train_data}): fold(s) {' '.join(map(str, failed))} "
+                  f"of {' '.join(map(str, folds))} failed (see above)", file=sys.stderr)
             return 1
         return 0
-    folds = [a.fold] if not a.nj else list(range(a.fold, len(discover_protocol(a.emo_dir)) + 1, a.nj))
-    failed = []
-    for fold in folds:
-        try:
-            systems.run_fold(a.system, a.train_data, a.emo_dir, fold, a.out_root, cfg, use_gpu=a.use_gpu == "yes")
-        except OutputError as e:
-            print(f"train_emotion: FATAL: fold {fold}: {e}", file=sys.stderr)
-            failed.append(fold)
-        except Exception:
-            if len(folds) == 1:
-                raise
-            # One fold's failure does not cost the job's other folds.
-            logging.exception("fold %d of %s (%s) failed", fold, a.system, a.train_data)
-            failed.append(fold)
-    if failed:
-        print(f"train_emotion: FATAL: {a.system} ({a.train_data}): fold(s) {' '.join(map(str, failed))} "
-              f"of {' '.join(map(str, folds))} failed (see above)", file=sys.stderr)
-        return 1
-    return 0
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+PREEMPTED_EXIT = 75    # pyxv.train.distributed.PREEMPTED_EXIT (not imported: that needs torch)
+
+
+def _finished_since(a, fold: int):
+    """The fold's metrics.json when it is newer than ``--keep-finished-since``'s file, else None."""
+    if not a.keep_finished_since:
+        return None
+    from pathlib import Path
+
+    from pyxv.emotion.data import discover_protocol
+    from pyxv.emotion.systems import system_dir
+
+    stamp = Path(a.keep_finished_since)
+    done = system_dir(a.out_root, a.system, a.train_data) / discover_protocol(a.emo_dir)[fold - 1].name / "metrics.json"
+    if stamp.is_file() and done.is_file() and done.stat().st_mtime_ns > stamp.stat().st_mtime_ns:
+        return done
+    return None
+
+
+def _preempted(signum, frame):
+    raise SystemExit(PREEMPTED_EXIT)
+
+
+def _say_if_preempted(e: SystemExit, a, where: str, failed=()) -> None:
+    """One line for a stop for pre-emption (exit 75: the runner requeues or reports it)."""
+    if e.code != PREEMPTED_EXIT:
+        return
+    before = f"; fold(s) {' '.join(map(str, failed))} failed before it (see above)" if failed else ""
+    print(f"train_emotion: {a.system} ({a.train_data}): stopped for pre-emption in {where}; exit {PREEMPTED_EXIT}: "
+          f"run again to resume (finished folds are kept, a network resumes from its newest checkpoint){before}",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":
