@@ -47,7 +47,7 @@ def _started(log: Path, p, timeout=30):
 def test_sigterm_lets_a_running_job_checkpoint_and_exit_75(tmp_path):
     """SIGTERM to the runner: the job gets SIGTERM, takes its time (a checkpoint), exits 75;
     the runner waits for it and reports the pre-emption with status 75."""
-    job = "trap 'sleep 1; echo checkpoint; exit 75' TERM; echo started; for i in $(seq 300); do sleep 0.1; done"
+    job = "trap 'sleep 1; echo checkpoint; exit 75' TERM; echo started; for i in {1..300}; do sleep 0.1; done"
     p = subprocess.Popen([str(RUN), "log/t.log", job], cwd=tmp_path, env=dict(os.environ, PATH="/usr/bin:/bin"),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _started(tmp_path / "log/t.log", p)
@@ -63,7 +63,9 @@ def test_sigterm_lets_a_running_job_checkpoint_and_exit_75(tmp_path):
 
 
 def test_a_job_that_does_not_stop_is_killed_after_the_grace_time(tmp_path):
-    job = "trap 'echo ignoring' TERM; echo started; for i in $(seq 300); do sleep 0.1; done"
+    # brace expansion, not $(seq ...): the SIGTERM may land while the loop's list is being
+    # made, and a seq killed there ended the loop at once, the job with status 0
+    job = "trap 'echo ignoring' TERM; echo started; for i in {1..300}; do sleep 0.1; done"
     p = subprocess.Popen([str(RUN), "--max-jobs-run", "2", "JOB=1:3", "log/t.JOB.log", job], cwd=tmp_path,
                          env=dict(os.environ, PATH="/usr/bin:/bin", PYXV_STOP_GRACE="1"), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
