@@ -339,3 +339,33 @@ def test_run_sh_cross_corpus_option(sandbox):
                      ("o:tgt:nomap.txt", "label map nomap.txt does not exist")):
         p = run("--stage", "5", "--stop-stage", "5", "--cross-corpus", bad)
         assert p.returncode == 1 and msg in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("flag,want", [([], False), (["--use-gpu", "yes"], True)])
+def test_final_network_goes_to_a_gpu_only_when_asked(monkeypatch, tmp_path, flag, want):
+    """train_emotion --final --use-gpu yes reaches the network's training (CPU-only check:
+    the GPU is faked and the training recorded, not run)."""
+    import pyxv.device
+    import pyxv.features.archive
+    import torch
+
+    from conftest import REPO
+    from pyxv.bin import train_emotion
+
+    emo = gen_corpus(tmp_path, "g")
+    out = tmp_path / "out"
+    for sp in discover_protocol(emo):
+        (out / "finetune_clean_clean" / sp.name / "log").mkdir(parents=True)
+        (out / "finetune_clean_clean" / sp.name / "log" / "history.json").write_text('[{"epoch": 1}]')
+    got = []
+    monkeypatch.setattr(pyxv.device, "no_gpu_reason", lambda: None)
+    monkeypatch.setattr(pyxv.features.archive, "exit_cleanly_on_signals", lambda: None)
+    monkeypatch.setattr(systems, "run_nnet", lambda *a, **k: got.append((a[3], a[4], a[-1])) or (None, None))
+    threads = torch.get_num_threads()
+    try:
+        rc = train_emotion.main([*flag, "--config", str(REPO / "conf" / "emotion.yaml"), "--system",
+                                 "finetune_clean", "--final", str(emo), str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0 and got == [(None, None, want)]   # no dev, no test: nothing held out
+    assert json.loads((out / "finetune_clean_clean" / "final" / "final.json").read_text())["n_train"] == 96
