@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pyxv.features.archive import ArkScpWriter  # noqa: E402
-from pyxv.io import read_table  # noqa: E402
+from pyxv.features.ark_rows import ArkRows  # noqa: E402
 from pyxv.nnet.config import DEFAULTS  # noqa: E402
 from pyxv.train.data import ChunkBatches, FeatureSource, RunBatches, chunk, training_loader  # noqa: E402
 
@@ -126,8 +126,39 @@ def in_process(cls, root, u2n, utts, labels, batch, seconds):
     return n * batch / dt, bytes_read(ds, n, cls is ChunkBatchesBefore, u2n) / dt / 1e6
 
 
+def memory_floor(root, u2n, utts, labels, batch, seconds) -> tuple[float, float]:
+    """The read's physical floor: (chunks/s) the same batches sliced from arks already in memory
+    (no file, no kernel: the bytes moved and the loop over chunks), and (chunks/s) the batches'
+    bytes moved in one memcpy each."""
+    ds = dataset(ChunkBatches, root, u2n, utts, labels, batch, steps=100000)
+    rows = ArkRows()
+    lay = [rows.layout(ds.source.table[u]) for u in utts]  # the layouts, known before timing
+    mem = {str(p): np.fromfile(p, np.uint8) for p in root.glob("*.ark")}
+    src = [mem[l[0]] for l in lay]
+    data = np.array([l[1] for l in lay], dtype=np.int64)
+    row = DIM * 4
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds and n < len(ds):
+        L, idx = int(ds.chunk_lengths[n]), ds.index[n]
+        x = np.empty((batch, L * row), np.uint8)
+        for k, (j, o) in enumerate(zip(idx.tolist(), (data[idx] + ds.starts[n] * row).tolist())):
+            x[k] = src[j][o:o + L * row]
+        torch.from_numpy(x.view(np.float32).reshape(batch, L, DIM))
+        n += 1
+    sliced = n * batch / (time.perf_counter() - t0)
+    flat = mem[lay[0][0]]
+    t0, m = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds / 2 and m < len(ds):
+        nbytes = batch * int(ds.chunk_lengths[m]) * row
+        o = (m * 7919 * 4096) % (len(flat) - nbytes)  # a different place each time: from memory, not the CPU cache
+        np.empty(nbytes, np.uint8)[:] = flat[o:o + nbytes]
+        m += 1
+    return sliced, m * batch / (time.perf_counter() - t0)
+
+
 def through_loader(cls, root, u2n, utts, labels, batch, seconds, persistent: bool):
-    """Chunks/s at a one-worker DataLoader's output over 3 epochs of ``seconds / 3`` each (by batch count)."""
+    """(chunks/s, MB/s of batches) at a one-worker DataLoader's output over 3 epochs of ``seconds / 3``
+    each (by batch count)."""
     # Batches per epoch from a short in-process probe, so each variant does the same work.
     probe_cps, _ = in_process(cls, root, u2n, utts, labels, batch, 0.5)
     per_epoch = max(20, int(probe_cps * seconds / 3 / batch))
@@ -139,14 +170,15 @@ def through_loader(cls, root, u2n, utts, labels, batch, seconds, persistent: boo
         loader = training_loader(batches, epochs=3, num_workers=1,
                                  prefetch_factor=DEFAULTS["train"]["prefetch_factor"],
                                  pin_memory=torch.cuda.is_available())
-        n = sum(x.shape[0] for x, _ in loader)
+        shapes = [x.shape for x, _ in loader]
     else:
-        n = 0
+        shapes = []
         for ep in (1, 2, 3):
             ds = dataset(cls, root, u2n, utts, labels, batch, per_epoch, ep)
             loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=range(per_epoch), num_workers=1)
-            n += sum(x.shape[0] for x, _ in loader)
-    return n / (time.perf_counter() - t0)
+            shapes += [x.shape for x, _ in loader]
+    dt = time.perf_counter() - t0
+    return sum(b for b, _, _ in shapes) / dt, sum(b * L * d * 4 for b, L, d in shapes) / dt / 1e6
 
 
 def h100_demand(util: float, flops_peak: float = 989e12) -> tuple[float, float]:
@@ -190,20 +222,33 @@ def main() -> int:
                     (warm_cache if temp == "hot" else drop_cache)(root)
                     cps, mbs = in_process(cls, root, u2n, utts, labels, batch, a.seconds)
                     (warm_cache if temp == "hot" else drop_cache)(root)
-                    dl = through_loader(cls, root, u2n, utts, labels, batch, a.seconds, persistent=name == "now")
-                    rows.append((temp, batch, name, cps, mbs, dl))
+                    dl, dl_mbs = through_loader(cls, root, u2n, utts, labels, batch, a.seconds,
+                                                persistent=name == "now")
+                    rows.append((temp, batch, name, cps, mbs, dl, dl_mbs))
                     print(f"  {temp:4s} batch {batch:3d} {name:6s}: in-process {cps:8.0f} chunks/s {mbs:7.0f} MB/s;"
-                          f" DataLoader (1 worker) {dl:8.0f} chunks/s", flush=True)
-        print("\n| cache | batch | path | in-process chunks/s | MB/s read | DataLoader 1 worker chunks/s |")
-        print("|---|---|---|---|---|---|")
-        for temp, batch, name, cps, mbs, dl in rows:
-            print(f"| {temp} | {batch} | {name} | {cps:.0f} | {mbs:.0f} | {dl:.0f} |")
-        print()
+                          f" DataLoader (1 worker) {dl:8.0f} chunks/s {dl_mbs:6.0f} MB/s", flush=True)
+        warm_cache(root)
+        floor = {b: memory_floor(root, u2n, utts, labels, b, a.seconds) for b in a.batches}
+        print("\n| cache | batch | path | in-process chunks/s | MB/s read | DataLoader 1 worker chunks/s | its MB/s |")
+        print("|---|---|---|---|---|---|---|")
+        for temp, batch, name, cps, mbs, dl, dl_mbs in rows:
+            print(f"| {temp} | {batch} | {name} | {cps:.0f} | {mbs:.0f} | {dl:.0f} | {dl_mbs:.0f} |")
+        for batch in a.batches:
+            print(f"| hot | {batch} | floor: sliced from memory | {floor[batch][0]:.0f} | | | |")
+            print(f"| hot | {batch} | floor: one memcpy per batch | {floor[batch][1]:.0f} | | | |")
+        print("\n(MB/s read: the bytes each path reads, whole utterances before, the chunks' rows now; a DataLoader's"
+              " MB/s: the batches it delivers. \"cold\": every ark dropped from this machine's page cache first; on a"
+              " virtual disk the host's cache may still hold it. Floors: the same chunks copied from arks already in"
+              " memory, no file and no kernel; and the same bytes moved in one memcpy per batch.)\n")
         for temp in ("hot", "cold"):
             for batch in a.batches:
                 b = {r[2]: r for r in rows if r[0] == temp and r[1] == batch}
-                print(f"{temp} batch {batch}: in-process read {b['now'][3] / b['before'][3]:.1f}x, "
-                      f"DataLoader {b['now'][5] / b['before'][5]:.1f}x")
+                line = (f"{temp} batch {batch}: in-process read {b['now'][3] / b['before'][3]:.1f}x before, "
+                        f"DataLoader {b['now'][5] / b['before'][5]:.1f}x before")
+                if temp == "hot":
+                    line += (f"; the read at {b['now'][3] / floor[batch][0]:.0%} of the sliced-from-memory floor "
+                             f"(which is {floor[batch][0] / b['before'][3]:.1f}x before)")
+                print(line)
         train_flops, _ = h100_demand(1.0)
         print(f"\nH100 demand, paper's ResNet-34 (23 x 300-frame chunk, 5994 speakers): "
               f"{train_flops / 1e9:.2f} GFLOP per chunk for training (3 x forward)")

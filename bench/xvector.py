@@ -5,6 +5,7 @@ and extraction speed as a real-time factor (100 frames = 1 s of speech; every
 frame counted as voiced, the worst case). GPU figures: bench/gpu.sh.
 
     python bench/xvector.py [--threads 1] [--jobs 2] [--config conf/xvector_resnet34.yaml]
+    python bench/xvector.py --against afd3e7f~1   # this code beside that revision's (before issue 24)
 
 On CPU every figure is printed twice, measured side by side (rounds
 interleaved, so a busy machine slows both alike; in one process, except the
@@ -18,6 +19,12 @@ interleaved, so a busy machine slows both alike; in one process, except the
   packed into rows of one shape), as stage 4 runs.
 
 and the largest relative difference between their embeddings.
+
+``--against REV`` instead puts the code of git revision REV (its ``pyxv`` and
+``conf``, from ``git archive``) beside this checkout's: training chunks/s and
+extraction x real time of each, as stage 4 runs it (``for_cpu_extraction``),
+each measurement in a process of its own (a fresh interpreter importing that
+revision's package), the two alternating for ``--rounds`` rounds.
 """
 from __future__ import annotations
 
@@ -32,7 +39,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A measurement of another revision (--against) imports that revision's package instead.
+sys.path.insert(0, sys.argv[sys.argv.index("--code-root") + 1] if "--code-root" in sys.argv else REPO)
 from pyxv.extract import embed_matrices  # noqa: E402
 from pyxv.nnet.config import load_config  # noqa: E402
 from pyxv.nnet.frozen import for_cpu_extraction  # noqa: E402
@@ -150,6 +159,48 @@ def bench_extract_jobs(cfg_path, seconds, jobs, rounds=2):
     return [total / s for s in secs], total / rounds
 
 
+def _one_measurement(what: str, cfg_path: str, threads: int, amount: float) -> float:
+    """In a process of its own: chunks/s of ``amount`` training steps, or x real time of embedding
+    ``amount`` seconds of speech, with the package this process imported."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = XVectorNet.from_config(load_config(cfg_path), 1000)
+    if what == "train":
+        return bench_train([net], torch.device("cpu"), int(amount), 32, 300, rounds=1)[0]
+    return bench_extract([for_cpu_extraction(net.eval())], torch.device("cpu"), amount, rounds=1)[0][0]
+
+
+def against(rev: str, config: str, threads: int, train_steps: int, extract_seconds: float, rounds: int) -> None:
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="pyxv_rev_") as old:
+        subprocess.run(f"git archive {rev} pyxv conf | tar -x -C {old}", shell=True, cwd=REPO, check=True)
+        sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        roots = {f"{rev} ({sha})": old, "this checkout": REPO}
+        got = {(w, name): [] for w in ("train", "extract") for name in roots}
+        for _ in range(rounds):
+            for what, amount in (("train", train_steps), ("extract", extract_seconds)):
+                for name, root in roots.items():
+                    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--code-root", root, "--measure",
+                                        what, "--config", os.path.join(root, config), "--threads", str(threads),
+                                        "--amount", str(amount)], capture_output=True, text=True, check=True)
+                    out = json.loads(r.stdout.strip().splitlines()[-1])
+                    if os.path.realpath(out["code"]) != os.path.realpath(root):
+                        raise SystemExit(f"xvector.py: the {name} measurement imported pyxv from {out['code']}")
+                    got[what, name].append(out["value"])
+        (b, n) = roots
+        for what, unit in (("train", "chunks/s (batch 32 x 300 frames, fp32, Adam)"),
+                           ("extract", f"x real time ({extract_seconds:.0f} s of speech, 2-8 s utterances)")):
+            vb, vn = np.mean(got[what, b]), np.mean(got[what, n])
+            print(f"[CPU, {threads} threads] {'training' if what == 'train' else 'extraction'} {unit}: "
+                  f"{b} {vb:.1f}, {n} {vn:.1f} ({vn / vb:.2f}x); rounds {got[what, b]} vs {got[what, n]}",
+                  flush=True)
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="conf/xvector_resnet34.yaml")
@@ -159,7 +210,23 @@ def main():
                     help="seconds of speech to embed (2 minutes made the 2-process figure swing by 20 %%)")
     ap.add_argument("--speakers", type=int, default=1000)
     ap.add_argument("--jobs", type=int, default=2, help="one-thread extraction processes (as --nj)")
+    ap.add_argument("--against", metavar="REV", help="measure this checkout beside git revision REV instead")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds with --against")
+    ap.add_argument("--measure", choices=("train", "extract"), help=argparse.SUPPRESS)  # one measurement, one process
+    ap.add_argument("--amount", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--code-root", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.measure:
+        import json
+
+        import pyxv
+
+        print(json.dumps({"value": round(_one_measurement(a.measure, a.config, a.threads, a.amount), 2),
+                          "code": os.path.dirname(os.path.dirname(os.path.abspath(pyxv.__file__)))}))
+        return
+    if a.against:
+        against(a.against, a.config, a.threads, a.train_steps, a.extract_seconds, a.rounds)
+        return
     torch.set_num_threads(a.threads)
     cfg = load_config(a.config)
     torch.manual_seed(0)

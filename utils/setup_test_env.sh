@@ -19,17 +19,18 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=$root/.venv-test
 stamp=$venv/.pyxv-test-setup-done
 [ -x "$root/.venv/bin/python" ] || { echo "setup_test_env.sh: $root/.venv is missing (run utils/setup_env.sh first)" >&2; exit 1; }
-if [ -f "$stamp" ] && [ "$stamp" -nt "$root/pyproject.toml" ] && [ "$stamp" -nt "${BASH_SOURCE[0]}" ] \
-   && [ "$stamp" -nt "$root/.venv/.pyxv-setup-done" ]; then
-  exit 0
-fi
+# Done already: the stamp is newer than what the set-up depends on (the package
+# list, this script, the recipe's own .venv set-up).
+setup_done() {
+  [ -f "$stamp" ] && [ "$stamp" -nt "$root/pyproject.toml" ] && [ "$stamp" -nt "${BASH_SOURCE[0]}" ] \
+    && [ "$stamp" -nt "$root/.venv/.pyxv-setup-done" ]
+}
+setup_done && exit 0
 # One set-up at a time (several test runs may start together); the others wait, then find it done.
 mkdir -p "$venv"
 exec 8>"$venv/.setup.lock"
 flock 8
-if [ -f "$stamp" ] && [ "$stamp" -nt "$root/pyproject.toml" ] && [ "$stamp" -nt "${BASH_SOURCE[0]}" ]; then
-  exit 0
-fi
+setup_done && exit 0
 start=$(date +%s)
 if [ ! -x "$venv/bin/python" ]; then
   echo "setup_test_env.sh: creating the tests' environment in $venv" >&2

@@ -30,7 +30,7 @@ import kaldiio
 import numpy as np
 import torch
 
-from ..features.ark_rows import ArkRows
+from ..features.ark_rows import ArkRows, RowIndex
 from ..io import read_table
 
 log = logging.getLogger("pyxv.train")
@@ -111,7 +111,13 @@ class FeatureSource:
     def load(self, utt: str) -> np.ndarray:
         if utt not in self.table:
             raise KeyError(f"{self.scp}: no features for utterance {utt}")
-        x = np.asarray(kaldiio.load_mat(self.table[utt]), dtype=np.float32)
+        spec = self.table[utt]
+        try:
+            x = np.asarray(kaldiio.load_mat(spec), dtype=np.float32)
+        except OSError:
+            raise  # names the file already (a missing ark: FileNotFoundError, as the callers expect)
+        except Exception as e:  # kaldiio's format errors do not say which file
+            raise ValueError(f"{self.scp}: utterance {utt} ({spec}): unreadable matrix: {e}") from e
         if x.ndim == 1:
             x = x[None, :]
         if self.transformed:
@@ -128,13 +134,10 @@ class FeatureSource:
         (uncompressed, no CMN/VAD on the fly) give just the chunk's rows (:class:`ArkRows`);
         other sources, and chunks that wrap around a short utterance, decode the utterance."""
         if not self.transformed:
-            spec = self.table.get(utt)
-            if spec is None:
-                raise KeyError(f"{self.scp}: no features for utterance {utt}")
-            lay = self._rows.layout(spec)
+            lay = self._rows.layout(self._spec(utt))
             if lay is not None:
                 buf = np.empty((length, lay[3]), np.float32) if out is None else out
-                if self._rows.read_into(spec, start, buf):
+                if self._rows.read_rows(lay, start, buf):
                     return buf
         x = chunk(self[utt], start, length)
         if out is None:
@@ -142,9 +145,30 @@ class FeatureSource:
         out[...] = x
         return out
 
+    def read_chunks(self, utts: Sequence[str], starts: Sequence[int], length: int, out: np.ndarray) -> np.ndarray:
+        """``out[k] = chunk(self[utts[k]], starts[k], length)`` for a batch ``out`` (B, length, D):
+        the chunks of prepared archives read together (:meth:`ArkRows.read_chunks`), the rest one by one."""
+        left = range(len(utts))
+        if not self.transformed:
+            left = self._rows.read_chunks([self._spec(u) for u in utts], starts, out)
+        for k in left:
+            self.read_chunk(utts[k], int(starts[k]), length, out=out[k])
+        return out
+
+    def row_index(self, utts: Sequence[str]) -> RowIndex | None:
+        """Where the rows of ``utts`` are, looked up by position (:class:`RowIndex`); None when the
+        features are transformed on the fly (CMN/VAD), so no chunk can be read in place."""
+        return None if self.transformed else self._rows.index([self._spec(u) for u in utts])
+
+    def _spec(self, utt: str) -> str:
+        spec = self.table.get(utt)
+        if spec is None:
+            raise KeyError(f"{self.scp}: no features for utterance {utt}")
+        return spec
+
     @property
     def dim(self) -> int:
-        return int(self[next(iter(self.keys()))].shape[1])
+        return int(self[next(u for u in self.table if u in self)].shape[1])
 
     @property
     def lengths(self) -> dict[str, int]:
@@ -243,6 +267,7 @@ class ChunkBatches(torch.utils.data.Dataset):
                  seed: int = 0, epoch: int = 1, rank: int = 0, world: int = 1):
         self.source = source
         self._dim: int | None = None
+        self._places: RowIndex | None | bool = None  # source.row_index(self.utts) once needed; False: none
         self.rank, self.world = rank, world
         self.utts = list(utts)
         labels = np.asarray(labels)
@@ -286,14 +311,22 @@ class ChunkBatches(torch.utils.data.Dataset):
         return len(self.chunk_lengths)
 
     def __getitem__(self, i: int):
-        L, items = self._batch(i)
-        items = items[self.rank::self.world]
+        L = int(self.chunk_lengths[i])
+        idx, starts = self.index[i, self.rank::self.world], self.starts[i, self.rank::self.world]
         if self._dim is None:
             self._dim = self.source.dim
-        x = np.empty((len(items), L, self._dim), np.float32)   # each chunk read straight into its row
-        for k, (utt, s, _) in enumerate(items):
-            self.source.read_chunk(utt, s, L, out=x[k])
-        return torch.from_numpy(x), torch.tensor([y for _, _, y in items], dtype=torch.int64)
+        if self._places is None:
+            self._places = self.source.row_index(self.utts) or False
+        x = torch.empty((len(idx), L, self._dim), dtype=torch.float32)
+        if torch.utils.data.get_worker_info() is not None:
+            x.share_memory_()  # in a loader worker: the batch is read where the training process will map it, no copy
+        out = x.numpy()
+        # each chunk read straight into its row; those not in place (compressed, CMN/VAD on the fly,
+        # shorter than L) decoded one by one
+        left = self._places.read(idx, starts, out) if self._places else range(len(idx))
+        for k in left:
+            self.source.read_chunk(self.utts[idx[k]], int(starts[k]), L, out=out[k])
+        return x, torch.from_numpy(self.labels[idx].astype(np.int64))
 
 
 class RunBatches(torch.utils.data.Dataset):
@@ -314,8 +347,10 @@ class RunBatches(torch.utils.data.Dataset):
 
     def epoch(self, epoch: int) -> ChunkBatches:
         if self._epoch is None or self._epoch[0] != epoch:
-            self._epoch = (epoch, ChunkBatches(self.source, self.utts, self.labels, self.lengths, epoch=epoch,
-                                               **self._plan_args))
+            batches = ChunkBatches(self.source, self.utts, self.labels, self.lengths, epoch=epoch, **self._plan_args)
+            if self._epoch is not None:
+                batches._places = self._epoch[1]._places  # the same utterances: their places learnt once per run
+            self._epoch = (epoch, batches)
         return self._epoch[1]
 
     def __getitem__(self, key: tuple[int, int]):
