@@ -13,7 +13,9 @@
   trainer wraps it on CPU (``pyxv.train.distributed.wrap_ddp``: one bucket layout
   for the whole run, ``find_unused_parameters=True``) and as torch's default
   (buckets rebuilt after the first iteration), steps alternating between the
-  two; median ms per step of each and their ratio. (Bit-identical resumes at 4
+  two (each first every other step); median wall and CPU (this process's own
+  time, less disturbed by other load on the machine) ms per step of each and the
+  ratios. (Bit-identical resumes at 4
   processes are checked by the tests: tests/test_ddp.py, tests/test_slurm_multinode.py.)
 """
 from __future__ import annotations
@@ -110,20 +112,23 @@ def _bucket_worker(rank: int, world: int, cfg: dict, steps: int, port: int, q) -
     g = torch.Generator().manual_seed(rank)
     x = torch.randn(cfg["train"]["batch_size"], cfg["data"]["chunk_max"], cfg["model"]["input_dim"], generator=g)
     y = torch.randint(0, 64, (len(x),), generator=g)
-    times = {k: [] for k in nets}
+    times, cpu = {k: [] for k in nets}, {k: [] for k in nets}
+    names = list(nets)
     for i in range(steps + 3):
-        for k, (net, ddp) in nets.items():
+        for k in (names if i % 2 == 0 else names[::-1]):    # each goes first every other step
+            net, ddp = nets[k]
             dist.barrier()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             out, _ = ddp(x, y, with_plain=True)
             loss = torch.nn.functional.cross_entropy(out, y)
             net.zero_grad(set_to_none=True)
             loss.backward()
-            dt = time.perf_counter() - t
+            dt, dc = time.perf_counter() - t, time.process_time() - c
             if i >= 3:      # the first steps (and torch's rebuild) left out of the timing
                 times[k].append(dt)
+                cpu[k].append(dc)
     if rank == 0:
-        q.put({k: statistics.median(v) for k, v in times.items()})
+        q.put({k: (statistics.median(times[k]), statistics.median(cpu[k])) for k in nets})
     dist.destroy_process_group()
 
 
@@ -140,10 +145,11 @@ def buckets(cfg: dict, steps: int, world: int = 2) -> None:
                        start_method="spawn")
     med = q.get()
     print(f"buckets: {world} gloo processes, {steps} steps each way, batch {c['train']['batch_size']} x "
-          f"{c['data']['chunk_max']} frames, forward+backward+all-reduce, median ms/step:")
-    base = med["rebuilt (torch default)"]
-    for k, v in med.items():
-        print(f"  {k:26s} {v * 1e3:8.1f} ms  ({v / base:.3f} x the default)")
+          f"{c['data']['chunk_max']} frames, forward+backward+all-reduce, median per step (rank 0):")
+    wall0, cpu0 = med["rebuilt (torch default)"]
+    for k, (wall, cpu) in med.items():
+        print(f"  {k:26s} wall {wall * 1e3:7.1f} ms ({wall / wall0:.3f} x the default)   "
+              f"CPU {cpu * 1e3:7.1f} ms ({cpu / cpu0:.3f} x)")
 
 
 def main() -> None:
