@@ -420,3 +420,9 @@ def test_convert_models_rewrites_old_files_only_with_trust(tmp_path, capsys):
                                   be_emo.score_matrix(X, X, emo, emo))
     assert torch.load(tmp_path / "final.pt", weights_only=True)["history"] == [{"loss": 0.5}]
     assert convert([str(tmp_path), "--trust"]) == 0 and capsys.readouterr().out == ""   # nothing left to do
+
+
+def test_missing_backend_file_is_named(tmp_path):
+    for name in ("backend.pkl", "backend.json", "backend"):
+        with pytest.raises(ParamsError, match="no such"):
+            Backend.load(tmp_path / name)

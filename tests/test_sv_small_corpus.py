@@ -170,7 +170,7 @@ def test_one_speaker_per_gender_is_one_clear_line_and_the_report_says_so(tmp_pat
         plan_sv_folds(discover_protocol(tmp_path / "data/duo"))
     out = tmp_path / "exp/sv/duo/xvector_syn/cosine_folds"
     (out / "backends").mkdir(parents=True)
-    for f in ("eer_by_emotion.csv", "eer_by_emotion.md", "summary.json", "backends/fold1.pkl"):
+    for f in ("eer_by_emotion.csv", "eer_by_emotion.md", "summary.json", "backends/fold1.json"):
         (out / f).write_text("from an earlier run\n")
     cmd = ["bash", str(repo_root / "steps/score_sv.sh"), "--folds", "data/duo", "--config",
            str(repo_root / "conf/sv.yaml"), "exp/xvector_syn/xvectors_duo/all", "data/duo/all", str(out)]
@@ -234,7 +234,8 @@ def test_score_sv_folds_on_ten_speakers_gives_real_numbers(small, repo_root):
         assert (s["n_target"], s["n_target"] + s["n_nontarget"]) == (n_targets, n_trials) and s["n_nontarget"] > 0
         assert [f["fold"] for f in s["folds"]] == ["fold1+fold2", "fold3+fold4+fold5"]
         assert s["folds"][1]["emotion_folds"] == ["fold3", "fold4", "fold5"]
-        assert sorted(p.name for p in (out / "backends").iterdir()) == ["fold1+fold2.pkl", "fold3+fold4+fold5.pkl"]
+        assert sorted(p.name for p in (out / "backends").iterdir()) == [
+            f"{f}.{x}" for f in ("fold1+fold2", "fold3+fold4+fold5") for x in ("json", "npz")]
         assert s["protocol_notes"][0].startswith("SV fold fold1+fold2 merges emotion folds fold1, fold2")
         assert "merges emotion folds" in (out / "eer_by_emotion.md").read_text()
         if config == "conf/sv_emotion.yaml":

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..params import ParamsError, from_table, load_trusted_pickle, read_params, write_params
+from ..params import ParamsError, from_table, load_trusted_pickle, params_paths, read_params, write_params
 from .asnorm import ASNorm, EmotionASNorm
 from .calibration import LinearCalibration
 from .nap import EmotionNAP, check_emotion_labels, select_nap_dim
@@ -494,6 +494,8 @@ class Backend:
     def load(cls, path, trust: bool | None = None) -> "Backend":
         """A saved back-end: ``backend.json`` (or its ``.npz``); an old pickled ``backend.pkl`` only with trust."""
         p = Path(path)
+        if p.suffix not in (".json", ".npz") and not p.is_file() and not params_paths(p)[0].is_file():
+            raise ParamsError(f"{p}: no such back-end file")
         if p.suffix not in (".json", ".npz") and p.is_file():
             with open(p, "rb") as f:
                 pickled = f.read(1) == b"\x80"   # every pickle protocol pyxv wrote starts so
