@@ -400,6 +400,9 @@ def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: st
         model = net
         if info.enabled:
             model = dd.wrap_ddp(net, info)
+            if info.main and info.device.type != "cuda":
+                log.info("DDP on CPU: one gradient-bucket layout for the whole run, so a resumed run is "
+                         "bit-identical (find_unused_parameters=True; torch's warning that it found none is expected)")
         if info.main:
             dump_config(cfg, out_dir / "config.yaml")
         use_bar = info.main and (sys.stderr.isatty() if progress is None else progress)
