@@ -84,7 +84,7 @@ def main():
             continue
         hist = json.loads((m / "log" / "history.json").read_text())
         import torch
-        labels = torch.load(m / "final.pt", map_location="cpu", weights_only=False)["labels"]
+        labels = torch.load(m / "final.pt", map_location="cpu", weights_only=True)["labels"]
         h = hist[-1]
         print(f"{m}: {len(labels)} training speakers, epoch {h['epoch']}: validation speaker accuracy "
               f"{h['valid_acc']:.3f} on {h.get('n_valid', '?')} held-out utterances (chance {1 / len(labels):.3f})")

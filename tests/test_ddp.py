@@ -125,8 +125,8 @@ def test_ddp_resumes_from_a_mid_epoch_checkpoint_bit_identically(tmp_path, repo_
     out = p.stdout + p.stderr
     assert _finished(p, tmp_path / "k") and "resuming from" in out, p.stderr[-3000:]
     assert "epoch_1_step_3.pt" in out     # mid-epoch: the first step after it is the one that rounded differently
-    a = torch.load(tmp_path / "full" / "final.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "k" / "final.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "full" / "final.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "k" / "final.pt", weights_only=True)["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
@@ -261,7 +261,7 @@ def preemption_reference(tmp_path_factory, repo_root):
     run = _Launch(tmp, repo_root, "full", 0).start()
     run.end()
     assert (tmp / "full" / "final.pt").is_file(), run.text()[-3000:]
-    return torch.load(tmp / "full" / "final.pt", weights_only=False)["model"]
+    return torch.load(tmp / "full" / "final.pt", weights_only=True)["model"]
 
 
 def _same(a, b):
@@ -302,7 +302,7 @@ def test_ddp_stop_signal_to_one_process_stops_all_at_one_step_exit_75_and_resume
     run.start()
     assert _finished_run(run), run.text()[-3000:]
     assert "resuming from" in run.text() and not run.mark.exists()
-    _same(preemption_reference, torch.load(tmp_path / "k" / "final.pt", weights_only=False)["model"])
+    _same(preemption_reference, torch.load(tmp_path / "k" / "final.pt", weights_only=True)["model"])
 
 
 def _finished_run(run) -> bool:
@@ -332,4 +332,4 @@ def test_ddp_kill_of_one_process_ends_the_other_in_bounded_time_and_the_rerun_re
     run.start()
     assert _finished_run(run), run.text()[-3000:]
     assert "resuming from" in run.text()
-    _same(preemption_reference, torch.load(tmp_path / "k" / "final.pt", weights_only=False)["model"])
+    _same(preemption_reference, torch.load(tmp_path / "k" / "final.pt", weights_only=True)["model"])

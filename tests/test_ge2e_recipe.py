@@ -87,7 +87,7 @@ def test_emotion_systems_and_cli_posteriors(recipe, system):
     if system.startswith("finetune"):
         import torch
 
-        ck = torch.load(fold / "final.pt", map_location="cpu", weights_only=False)
+        ck = torch.load(fold / "final.pt", map_location="cpu", weights_only=True)
         assert ck["config"]["model"]["type"] == "ge2e_lstm" and ck["extra"]["features"] == "ge2e_mel"
         assert not (fold / "feats").exists()  # the fold's mel archives are removed after use
     model = load_emotion_model(fold)
@@ -113,7 +113,7 @@ def test_adaptation_step_from_the_imported_encoder(recipe, repo_root, tmp_path):
                         str(recipe["exp"] / "xvector_clean" / "final.pt"), str(recipe["emo"] / "fold1" / "train"),
                         str(out)], cwd=repo_root, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    ck = torch.load(out / "final.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(out / "final.pt", map_location="cpu", weights_only=True)
     assert ck["config"]["model"]["type"] == "ge2e_lstm" and len(ck["labels"]) == 4
     assert "resemblyzer" in ck["extra"]["adapted_from_imported"]
     # the feature preparation went through the GE2E front-end: 40 mel bands

@@ -313,7 +313,7 @@ def _other_encoder(setup, tmp_path) -> Path:
 
     xdir = tmp_path / "exp/xvector_other"
     shutil.copytree(setup["xdir"], xdir, ignore=shutil.ignore_patterns("checkpoints"))
-    ck = torch.load(xdir / "final.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(xdir / "final.pt", map_location="cpu", weights_only=True)
     k = next(k for k in ck["model"] if k.startswith("embedding.") and k.endswith("weight"))
     ck["model"][k] = ck["model"][k] + 1e-3
     torch.save(ck, xdir / "final.pt")

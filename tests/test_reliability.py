@@ -62,7 +62,7 @@ def _tiny_conf(path: Path, **train) -> Path:
 
 
 def _weights(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 def _assert_same_weights(a, b):

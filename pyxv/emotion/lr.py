@@ -201,6 +201,10 @@ def load_lr_model(model_dir, trust: bool | None = None) -> tuple[object, dict]:
             raise ParamsError(f"{path}: not a pyxv emotion LR model")
         return model, {k: v for k, v in obj.items() if k not in ("lr", "model")}
     _, params, written = read_params(path, {PARAMS_TYPE})
+    import sklearn
+
+    if written.get("scikit-learn") not in (None, sklearn.__version__):   # the same state, maybe other arithmetic
+        log.info("%s: written with scikit-learn %s, read with %s", path, written["scikit-learn"], sklearn.__version__)
     try:
         model = from_table(params["model"], _model_types(), "LR model")
         meta = dict(params["meta"])
