@@ -436,9 +436,25 @@ def build(model_dir: str | os.PathLike) -> tuple[nn.Module, dict]:
     else:
         raise ExportError(f"{model_dir}: a {type(m).__name__} emotion system has no export")
     extra = ck.get("extra") or {}
+    used = _emotion_dir(model_dir)
+    source["model_used"] = str(used)
+    if (used / "final.json").is_file():   # a system's final model: how it was trained, as stage 5 wrote it
+        try:
+            trained = {**trained, "final_model": json.loads((used / "final.json").read_text(encoding="utf-8"))}
+        except (OSError, ValueError):
+            pass
     card = {"task": "emotion posteriors", "output": {"name": "posteriors", "classes": classes},
             "sample_rate": sr, "config": cfg, "source": source, "trained_on": trained, "licence": _licence(extra)}
     return mod, {**card, **mod.card()}
+
+
+def _emotion_dir(model_dir) -> Path:
+    """The fold or final dir ``pyxv emotion`` uses for ``model_dir``."""
+    try:
+        from .inference import emotion_model_dir
+    except ImportError:   # an older pyxv: the given dir
+        return Path(model_dir)
+    return emotion_model_dir(model_dir)
 
 
 def _params_sha256(params: dict) -> str:
