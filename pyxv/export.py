@@ -454,7 +454,13 @@ def _emotion_dir(model_dir) -> Path:
         from .inference import emotion_model_dir
     except ImportError:   # an older pyxv: the given dir
         return Path(model_dir)
-    return emotion_model_dir(model_dir)
+    quiet = logging.getLogger("pyxv.inference")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)   # its notes were logged once already, when the model was loaded
+    try:
+        return emotion_model_dir(model_dir)
+    finally:
+        quiet.setLevel(level)
 
 
 def _params_sha256(params: dict) -> str:

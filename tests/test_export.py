@@ -305,3 +305,30 @@ def test_missing_onnx_package_in_the_recipe_env(setup, tmp_path, repo_root):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs the package 'onnx'" in lines[0] and "pip install 'pyxv[export]'" in lines[0]
     assert not list(tmp_path.iterdir())
+
+
+def test_finetuned_ge2e_system_torch_export_matches_pyxv_emotion(setup, tmp_path):
+    """A system dir of a GE2E network with an emotion output layer (its mel front-end in the graph)."""
+    from pyxv.export import export_model
+    from pyxv.inference import load_emotion_model
+    from pyxv.nnet.config import validate_config
+    from pyxv.nnet.registry import build_encoder
+    from pyxv.train import checkpoint as ckpt
+
+    torch.manual_seed(1)
+    cfg = validate_config({"model": {"type": "ge2e_lstm", "hidden": 8, "layers": 1, "embed_dim": 8,
+                                     "loss": "softmax"}})
+    classes = ["angry", "happy", "neutral", "sad"]
+    fold = tmp_path / "finetune_ge2e_clean" / "fold1"
+    ckpt.save(ckpt.model_file(build_encoder(cfg, 4), cfg, classes,
+                              {"emotion_system": "finetune_ge2e", "features": "ge2e_mel", "classes": classes}),
+              fold / "final.pt")
+    out = tmp_path / "emo.pt2"
+    card = export_model(fold.parent, out, "torch")
+    assert card["output"]["classes"] == classes and card["source"]["model_used"] == str(fold)
+    clips = _clips(setup, 3)
+    _, want = load_emotion_model(fold.parent).posteriors([p for _, p in clips], [u for u, _ in clips])
+    prog = torch.export.load(str(out)).module()
+    with torch.no_grad():
+        got = np.stack([prog(torch.from_numpy(_waveform(p, 16000))).numpy() for _, p in clips])
+    np.testing.assert_allclose(got, want, atol=POST_TOL)
