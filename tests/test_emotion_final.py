@@ -369,3 +369,30 @@ def test_final_network_goes_to_a_gpu_only_when_asked(monkeypatch, tmp_path, flag
         torch.set_num_threads(threads)
     assert rc == 0 and got == [(None, None, want)]   # no dev, no test: nothing held out
     assert json.loads((out / "finetune_clean_clean" / "final" / "final.json").read_text())["n_train"] == 96
+
+
+def test_gemaps_training_chunks_are_standardised(tmp_path):
+    """The random-init GeMAPS network trains on standardised LLDs: the chunks the
+    training loader reads (in place, from the archive) are (x - mean) / std, as the
+    whole utterances scored at test time are (they were raw while scoring saw
+    standardised ones, and the network said one class for everything)."""
+    from pyxv.emotion.nnet import gemaps_stats, standardise, standardised_source
+    from pyxv.train.data import FeatureSource
+
+    rng = np.random.default_rng(0)
+    mats = {f"u{i}": (rng.normal(size=(int(rng.integers(60, 90)), 25)) * 50 + 100).astype(np.float32)
+            for i in range(6)}
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path}/lld.ark,{tmp_path}/lld.scp") as w:
+        for u in sorted(mats):
+            w(u, mats[u])
+    raw = FeatureSource(tmp_path / "lld.scp")
+    mean, std = gemaps_stats(raw, sorted(mats))
+    tr = standardised_source(raw, sorted(mats), mean, std, tmp_path / "work", "train")
+    out = np.zeros((3, 40, 25), np.float32)
+    tr.read_chunks(["u0", "u3", "u5"], [0, 10, 20], 40, out)
+    for k, (u, s) in enumerate((("u0", 0), ("u3", 10), ("u5", 20))):
+        assert np.allclose(out[k], (mats[u][s:s + 40] - mean) / std, atol=1e-5)
+    ev = FeatureSource(tmp_path / "lld.scp")
+    standardise(ev, mean, std)
+    assert np.allclose(ev["u3"], tr["u3"], atol=1e-5)   # scoring sees what training saw
+    assert abs(float(np.concatenate([tr[u] for u in mats]).mean())) < 0.05

@@ -43,7 +43,8 @@ class FeatureMismatchError(ValueError):
 # ---------------------------------------------------------------- feature sources
 def standardise(src, mean: np.ndarray, std: np.ndarray) -> None:
     """Make a FeatureSource return ``(x - mean) / std`` per dimension (GeMAPS LLDs,
-    whose descriptors have very different scales)."""
+    whose descriptors have very different scales) from ``src[utt]``: for whole
+    utterances (scoring); training chunks take :func:`standardised_source`."""
     mean, std = mean.astype(np.float32), std.astype(np.float32)
     raw_load = src.load
 
@@ -51,6 +52,19 @@ def standardise(src, mean: np.ndarray, std: np.ndarray) -> None:
         return (np.nan_to_num(raw_load(u)) - mean) / std
     src.load = load
     src._cache.clear()
+
+
+def standardised_source(src, utts, mean: np.ndarray, std: np.ndarray, work: Path, name: str):
+    """A FeatureSource over ``(x - mean) / std`` of ``src``'s ``utts``, written once to
+    ``work/<name>.std.*``. Training reads chunks of such prepared archives in place
+    (:meth:`pyxv.train.data.FeatureSource.read_chunks`), so the transform has to be in
+    the archive: a wrapped ``load`` (:func:`standardise`) would be bypassed there."""
+    from ..train.data import FeatureSource, write_network_input
+
+    m, s = mean.astype(np.float32), std.astype(np.float32)
+    write_network_input(sorted(u for u in set(utts) if u in src),
+                        lambda u: (np.nan_to_num(src.load(u)) - m) / s, work, f"{name}.std")
+    return FeatureSource(work / f"{name}.std.scp", utt2num_frames=work / f"{name}.std.utt2num_frames")
 
 
 def gemaps_stats(src, utts, max_utts: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -284,7 +298,7 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
     if kind == "gemaps":
         if n["gemaps_norm"]:
             mean, std = gemaps_stats(tr_src, train.utts, seed=int(cfg["seed"]))
-            standardise(tr_src, mean, std)
+            tr_src = standardised_source(tr_src, train.utts, mean, std, work, "train")
             if ev_src is not None:
                 standardise(ev_src, mean, std)
             extra.update(gemaps_mean=mean.tolist(), gemaps_std=std.tolist())
