@@ -333,3 +333,17 @@ def test_ddp_kill_of_one_process_ends_the_other_in_bounded_time_and_the_rerun_re
     assert _finished_run(run), run.text()[-3000:]
     assert "resuming from" in run.text()
     _same(preemption_reference, torch.load(tmp_path / "k" / "final.pt", weights_only=True)["model"])
+
+
+def test_wrap_ddp_fixes_the_bucket_layout_on_cpu_only(monkeypatch):
+    """The device path without a GPU: on CPU (gloo) DDP never rebuilds its buckets
+    (find_unused_parameters=True), on a GPU it keeps torch's default and its device."""
+    from pyxv.train import distributed as dd
+
+    made = []
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda net, **kw: made.append(kw) or net)
+    net = torch.nn.Linear(2, 2)
+    dd.wrap_ddp(net, dd.DistInfo(rank=0, world=4, device=torch.device("cpu")))
+    dd.wrap_ddp(net, dd.DistInfo(rank=1, world=4, local_rank=1, device=torch.device("cuda", 1)))
+    assert made == [{"device_ids": None, "find_unused_parameters": True},
+                    {"device_ids": [1], "find_unused_parameters": False}]
