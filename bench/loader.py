@@ -116,14 +116,33 @@ def bytes_read(ds, n_batches, whole: bool, u2n) -> float:
     return tot
 
 
-def in_process(cls, root, u2n, utts, labels, batch, seconds):
+def in_process(cls, root, u2n, utts, labels, batch, seconds, batches=None):
+    """(chunks/s, MB/s read) of an epoch's batches read in this process, for ``seconds`` or, given,
+    its first ``batches`` batches."""
     ds = dataset(cls, root, u2n, utts, labels, batch, steps=100000)
     t0, n = time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds and n < len(ds):
+    while (n < batches if batches else time.perf_counter() - t0 < seconds) and n < len(ds):
         ds[n]
         n += 1
     dt = time.perf_counter() - t0
     return n * batch / dt, bytes_read(ds, n, cls is ChunkBatchesBefore, u2n) / dt / 1e6
+
+
+def in_process_side_by_side(variants, root, u2n, utts, labels, batch, seconds, slice_s=0.2):
+    """{name: (chunks/s, MB/s read)} of the variants read in this process in turns of ``slice_s``
+    until each has had ``seconds`` (a machine busy with other work slows all of them alike)."""
+    dss = {name: dataset(cls, root, u2n, utts, labels, batch, steps=100000) for name, cls in variants}
+    spent, done = dict.fromkeys(dss, 0.0), dict.fromkeys(dss, 0)
+    while min(spent.values()) < seconds:
+        for name, ds in dss.items():
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < slice_s:
+                ds[done[name] % len(ds)]
+                done[name] += 1
+            spent[name] += time.perf_counter() - t0
+    return {name: (done[name] * batch / spent[name],
+                   bytes_read(ds, done[name], isinstance(ds, ChunkBatchesBefore), u2n) / spent[name] / 1e6)
+            for name, ds in dss.items()}
 
 
 def memory_floor(root, u2n, utts, labels, batch, seconds) -> tuple[float, float]:
@@ -156,12 +175,12 @@ def memory_floor(root, u2n, utts, labels, batch, seconds) -> tuple[float, float]
     return sliced, m * batch / (time.perf_counter() - t0)
 
 
-def through_loader(cls, root, u2n, utts, labels, batch, seconds, persistent: bool):
-    """(chunks/s, MB/s of batches) at a one-worker DataLoader's output over 3 epochs of ``seconds / 3``
-    each (by batch count)."""
-    # Batches per epoch from a short in-process probe, so each variant does the same work.
-    probe_cps, _ = in_process(cls, root, u2n, utts, labels, batch, 0.5)
-    per_epoch = max(20, int(probe_cps * seconds / 3 / batch))
+def through_loader(cls, root, u2n, utts, labels, batch, seconds, persistent: bool, per_epoch=None):
+    """(chunks, bytes of batches, seconds) at a one-worker DataLoader's output over 3 epochs of
+    ``per_epoch`` batches, by default about ``seconds / 3`` each."""
+    if per_epoch is None:  # from a short in-process probe of this variant
+        probe_cps, _ = in_process(cls, root, u2n, utts, labels, batch, 0.5)
+        per_epoch = max(20, int(probe_cps * seconds / 3 / batch))
     t0 = time.perf_counter()
     if persistent:  # the trainer's own loader: one for all epochs, its worker alive throughout
         src = FeatureSource(root / "feats.scp", utt2num_frames=u2n, cache=64)
@@ -177,8 +196,7 @@ def through_loader(cls, root, u2n, utts, labels, batch, seconds, persistent: boo
             ds = dataset(cls, root, u2n, utts, labels, batch, per_epoch, ep)
             loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=range(per_epoch), num_workers=1)
             shapes += [x.shape for x, _ in loader]
-    dt = time.perf_counter() - t0
-    return sum(b for b, _, _ in shapes) / dt, sum(b * L * d * 4 for b, L, d in shapes) / dt / 1e6
+    return sum(b for b, _, _ in shapes), sum(b * L * d * 4 for b, L, d in shapes), time.perf_counter() - t0
 
 
 def h100_demand(util: float, flops_peak: float = 989e12) -> tuple[float, float]:
@@ -215,18 +233,33 @@ def main() -> int:
               f"(made in {time.time() - t:.0f} s)")
         utts = sorted(u2n)
         labels = [int(u[3:8]) for u in utts]
+        variants = (("before", ChunkBatchesBefore), ("now", ChunkBatches))
         rows = []
         for temp in ("hot", "cold"):
             for batch in a.batches:
-                for name, cls in (("before", ChunkBatchesBefore), ("now", ChunkBatches)):
-                    (warm_cache if temp == "hot" else drop_cache)(root)
-                    cps, mbs = in_process(cls, root, u2n, utts, labels, batch, a.seconds)
-                    (warm_cache if temp == "hot" else drop_cache)(root)
-                    dl, dl_mbs = through_loader(cls, root, u2n, utts, labels, batch, a.seconds,
-                                                persistent=name == "now")
-                    rows.append((temp, batch, name, cps, mbs, dl, dl_mbs))
+                if temp == "hot":  # side by side: in-process in turns, the loaders in alternating rounds
+                    warm_cache(root)
+                    read = in_process_side_by_side(variants, root, u2n, utts, labels, batch, a.seconds)
+                    dl = {name: [0, 0, 0.0] for name, _ in variants}
+                    for _ in range(2):
+                        for name, cls in variants:
+                            for i, v in enumerate(through_loader(cls, root, u2n, utts, labels, batch, a.seconds / 2,
+                                                                 persistent=name == "now")):
+                                dl[name][i] += v
+                else:  # each from a dropped cache, the same first batches (about a quarter of the utterances)
+                    k = max(8, len(utts) // (4 * batch))
+                    read, dl = {}, {}
+                    for name, cls in variants:
+                        drop_cache(root)
+                        read[name] = in_process(cls, root, u2n, utts, labels, batch, 0, batches=k)
+                        drop_cache(root)
+                        dl[name] = through_loader(cls, root, u2n, utts, labels, batch, 0, persistent=name == "now",
+                                                  per_epoch=max(4, k // 3))
+                for name, _ in variants:
+                    (cps, mbs), (chunks, nbytes, secs) = read[name], dl[name]
+                    rows.append((temp, batch, name, cps, mbs, chunks / secs, nbytes / secs / 1e6))
                     print(f"  {temp:4s} batch {batch:3d} {name:6s}: in-process {cps:8.0f} chunks/s {mbs:7.0f} MB/s;"
-                          f" DataLoader (1 worker) {dl:8.0f} chunks/s {dl_mbs:6.0f} MB/s", flush=True)
+                          f" DataLoader (1 worker) {rows[-1][5]:8.0f} chunks/s {rows[-1][6]:6.0f} MB/s", flush=True)
         warm_cache(root)
         floor = {b: memory_floor(root, u2n, utts, labels, b, a.seconds) for b in a.batches}
         print("\n| cache | batch | path | in-process chunks/s | MB/s read | DataLoader 1 worker chunks/s | its MB/s |")
@@ -238,7 +271,8 @@ def main() -> int:
             print(f"| hot | {batch} | floor: one memcpy per batch | {floor[batch][1]:.0f} | | | |")
         print("\n(MB/s read: the bytes each path reads, whole utterances before, the chunks' rows now; a DataLoader's"
               " MB/s: the batches it delivers. \"cold\": every ark dropped from this machine's page cache first; on a"
-              " virtual disk the host's cache may still hold it. Floors: the same chunks copied from arks already in"
+              " virtual disk the host's cache may still hold it; each path reads the same first batches, about a quarter"
+              " of the utterances, from it. Hot: the two paths in turns. Floors: the same chunks copied from arks already in"
               " memory, no file and no kernel; and the same bytes moved in one memcpy per batch.)\n")
         for temp in ("hot", "cold"):
             for batch in a.batches:

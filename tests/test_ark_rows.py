@@ -218,6 +218,26 @@ def test_a_cold_batch_announces_its_reads_together_then_reads_them(mixed, monkey
     assert rows.read_chunks(specs, starts, out) == [] and calls == [("read", (os.RWF_NOWAIT,))] * 24
 
 
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="reads that do not wait for the disk are Linux-only")
+def test_a_cold_first_batch_announces_headers_and_rows_before_reading_a_header(mixed, monkeypatch):
+    """The training loader's first look at its utterances (RowIndex): layouts unknown, page cache cold."""
+    d, table, ref = mixed
+    utts = ["f0", "f1", "f2", "f3"]
+    index = ArkRows().index([table[u] for u in utts])
+    if not (_drop_from_page_cache(d / "a.ark") and _drop_from_page_cache(d / "b.ark")):
+        pytest.skip("this file system keeps files in memory (tmpfs?): no cold read to test")
+    calls = []
+    advise, pread = os.posix_fadvise, os.pread
+    monkeypatch.setattr(os, "posix_fadvise", lambda *a: (calls.append("advise"), advise(*a))[1])
+    monkeypatch.setattr(os, "pread", lambda *a: (calls.append("header"), pread(*a))[1])
+    positions, starts = np.array([0, 1, 2, 1, 3]), np.array([5, 200, 400, 0, 0])
+    out = np.empty((5, 25, 23), np.float32)
+    assert index.read(positions, starts, out) == []
+    np.testing.assert_array_equal(out, np.stack([ref[utts[j]][s:s + 25] for j, s in zip(positions, starts)]))
+    assert calls.count("header") == 4 and calls.index("header") >= 2 * 5  # a header and the rows of each chunk
+    assert set(calls[:calls.index("header")]) == {"advise"}
+
+
 def test_without_reads_that_do_not_wait_every_read_waits(mixed, monkeypatch):
     d, table, ref = mixed
     read = os.preadv

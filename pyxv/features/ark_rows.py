@@ -21,7 +21,8 @@ A batch is read in two passes so that a cold page cache costs about one disk
 round trip per batch, not one per chunk: each chunk is first read only if it
 is already cached (``RWF_NOWAIT``, so a hot batch is one ``preadv`` per chunk
 and nothing more); the rest are announced together (``posix_fadvise
-WILLNEED`` starts their reads at once) and then read.
+WILLNEED`` starts their reads at once) and then read. The first batch that
+meets an utterance announces its header with its rows, before any header is read.
 
 Layout of a binary matrix at an scp offset (Kaldi's ``io.cc``/``kaldi-matrix.cc``):
 ``\\0B``, the token ``FM `` (float32) or ``DM `` (float64), then
@@ -183,6 +184,21 @@ class ArkRows:
         done = set(ok)
         return [k for k in range(B) if k not in done]
 
+    def announce(self, specs: Sequence[str], starts: Sequence[int], length: int, cols: int) -> None:
+        """Start reading, all at once, the headers of ``specs`` not seen yet and the rows their chunks
+        would have as float32 matrices of ``cols`` columns (``posix_fadvise WILLNEED``), so that learning
+        a cold batch's layouts waits about once, not once per utterance."""
+        if not self._nowait:
+            return
+        self._own()
+        for spec, s in zip(specs, starts):
+            m = None if spec in self._layout else _SPEC.match(spec)
+            if m:
+                fd, off = self._fd(m.group(1)), int(m.group(2))
+                os.posix_fadvise(fd, off, _HEADER, os.POSIX_FADV_WILLNEED)
+                os.posix_fadvise(fd, off + _HEADER + s * cols * 4, length * cols * 4, os.POSIX_FADV_WILLNEED)
+        self._trim()
+
     def index(self, specs: Sequence[str]) -> RowIndex:
         """A :class:`RowIndex` of ``specs`` read through these open files."""
         return RowIndex(self, specs)
@@ -268,7 +284,9 @@ class RowIndex:
         positions, starts = np.asarray(positions, np.int64), np.asarray(starts, np.int64)
         f = self.file[positions]
         if (f == -1).any():
-            self._learn(np.unique(positions[f == -1]).tolist())
+            new = f == -1
+            self.rows.announce([self.specs[j] for j in positions[new].tolist()], starts[new].tolist(), L, D)
+            self._learn(np.unique(positions[new]).tolist())
             f = self.file[positions]
         ok = (f >= 0) & (self.cols[positions] == D) & (starts >= 0) & (starts + L <= self.nrows[positions])
         ks = np.flatnonzero(ok)
