@@ -17,13 +17,10 @@ GE2E (:class:`Ge2eGraph`): volume normalisation, silence trimming and the
 power mel spectrogram (torch twins in :mod:`pyxv.features.ge2e_mel`), the
 partial windows and their normalised mean.
 
-Long inputs: ``pyxv embed`` cuts a ResNet input of more than ``chunk_frames``
-frames into chunks and averages them. The graph embeds the voiced frames in
-one piece, so it accepts up to ``chunk_frames`` voiced frames (the card's
-``max_voiced_frames``; 60 s with the recipe's 6000) and gives NaN for longer
-input (split such a file, e.g. into windows as ``pyxv emotion --window`` does);
-up to there it is ``pyxv embed``'s computation. GE2E's windows are all 1.6 s
-long, so any length is handled exactly as ``pyxv embed`` does.
+Long inputs are pooled as ``pyxv embed`` pools them: a ResNet input of more
+than ``chunk_frames`` frames is cut into nearly equal chunks whose x-vectors
+are averaged (in the graph, with a data-dependent number of chunks); GE2E
+averages its 1.6 s partial windows.
 """
 from __future__ import annotations
 
@@ -124,24 +121,51 @@ class Ge2eGraph(nn.Module):
 
 # ------------------------------------------------------------------ embeddings
 class XVectorEmbedding(nn.Module):
-    """Waveform -> x-vector ``(E,)`` of an :class:`pyxv.nnet.xvector.XVectorNet`;
-    NaN for more than ``max_frames`` voiced frames (``pyxv embed`` would chunk them)."""
+    """Waveform -> x-vector ``(E,)`` of an :class:`pyxv.nnet.xvector.XVectorNet`,
+    pooled as ``pyxv embed`` pools (:func:`pyxv.nnet.utterance.chunk_bounds`): the
+    ``T`` input frames cut into ``n = ceil(T / chunk_frames)`` nearly equal chunks
+    (edges ``round(k T / n)``), each embedded alone, their x-vectors averaged.
 
-    def __init__(self, front, net, max_frames: int):
+    The chunks go through the network as one zero-padded batch with the masks
+    of :func:`pyxv.nnet.utterance.frame_masks` (padding kept out of every conv
+    and of the pooling), their widths worked out with the convs' own formula so
+    the graph's shapes agree for any length. ``n`` and the width are read as
+    values (``.item()``) with their bounds stated, which is what lets the
+    exporters follow a data-dependent number of voiced frames into the convs."""
+
+    def __init__(self, front, net, chunk_frames: int):
         super().__init__()
-        self.front, self.net, self.max_frames = MfccVadGraph(front), net, int(max_frames)
+        self.front, self.net, self.chunk_frames = MfccVadGraph(front), net, int(chunk_frames)
+        self.levels = len(net.trunk.layers)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         x = self.front(wav)
-        e = self.net.embed(x[None])[0]
-        n = torch.ones(x.shape[0], dtype=torch.int64).sum()
-        return torch.where(n <= self.max_frames, e, torch.full_like(e, float("nan")))
+        C = self.chunk_frames
+        T = torch.ones(x.shape[0], dtype=torch.int64).sum()
+        nt = (T + C - 1) // C
+        n, width = nt.item(), ((T + nt - 1) // nt).item()
+        torch._check(n >= 1)
+        torch._check(width >= 1)
+        torch._check(width <= C)
+        edges = torch.round(torch.arange(n + 1, dtype=torch.float64) * (T.double() / nt.double())).long()
+        lengths = edges[1:] - edges[:-1]
+        j = torch.arange(width)
+        rows = x[(edges[:-1, None] + j[None, :]).clamp(max=x.shape[0] - 1)]
+        rows = rows * (j[None, :] < lengths[:, None]).to(rows.dtype)[..., None]        # (n, width, D)
+        masks, w, m = [], width, lengths
+        for g in range(self.levels):
+            if g:
+                w, m = (w - 1) // 2 + 1, (m + 1) // 2        # a stride-2 conv of kernel 3 (or 1), padding 1 (or 0)
+            masks.append((torch.arange(w)[None, :] < m[:, None]).to(rows.dtype)[:, None, None, :])
+        frames = self.net.frame_features(rows, masks)
+        e = self.net.embed_frames(frames, masks[-1].reshape(frames.shape[0], frames.shape[1]))
+        return e.double().mean(0).float()
 
     def card(self) -> dict:
         return {"front_end": self.front.card(),
-                "pooling": f"the voiced frames in one piece, up to {self.max_frames} (max_voiced_frames); "
-                           "NaN for longer input, which pyxv embed would cut into chunks and average",
-                "max_voiced_frames": self.max_frames}
+                "pooling": f"as pyxv embed: ceil(T / {self.chunk_frames}) nearly equal chunks of the T voiced "
+                           "frames, each embedded alone, their x-vectors averaged",
+                "chunk_frames": self.chunk_frames}
 
 
 class Ge2eEmbedding(nn.Module):
@@ -594,8 +618,8 @@ dir, as pyxv emotion takes). GeMAPS systems are refused (openSMILE cannot be in 
 The exported model takes one 1-D float32 waveform in [-1, 1] at the card's
 input.sample_rate (resample and average channels first: the only step outside
 the graph) and returns the embedding (E,) or the class posteriors (C,), in
-the card's class order. Dither is off. A ResNet input of more than
-max_voiced_frames voiced frames gives NaN (pyxv embed would chunk it).
+the card's class order. Dither is off. Long input is pooled as pyxv embed
+pools it (chunks of chunk_frames voiced frames at most, their x-vectors averaged).
 <out>.card.json: the model card (training, config, pyxv version, SHA-256s,
 licence, front-end parameters).
 
