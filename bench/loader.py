@@ -145,34 +145,37 @@ def in_process_side_by_side(variants, root, u2n, utts, labels, batch, seconds, s
             for name, ds in dss.items()}
 
 
-def memory_floor(root, u2n, utts, labels, batch, seconds) -> tuple[float, float]:
-    """The read's physical floor: (chunks/s) the same batches sliced from arks already in memory
-    (no file, no kernel: the bytes moved and the loop over chunks), and (chunks/s) the batches'
-    bytes moved in one memcpy each."""
-    ds = dataset(ChunkBatches, root, u2n, utts, labels, batch, steps=100000)
-    rows = ArkRows()
-    lay = [rows.layout(ds.source.table[u]) for u in utts]  # the layouts, known before timing
-    mem = {str(p): np.fromfile(p, np.uint8) for p in root.glob("*.ark")}
-    src = [mem[l[0]] for l in lay]
-    data = np.array([l[1] for l in lay], dtype=np.int64)
-    row = DIM * 4
-    t0, n = time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds and n < len(ds):
-        L, idx = int(ds.chunk_lengths[n]), ds.index[n]
-        x = np.empty((batch, L * row), np.uint8)
-        for k, (j, o) in enumerate(zip(idx.tolist(), (data[idx] + ds.starts[n] * row).tolist())):
-            x[k] = src[j][o:o + L * row]
-        torch.from_numpy(x.view(np.float32).reshape(batch, L, DIM))
-        n += 1
-    sliced = n * batch / (time.perf_counter() - t0)
-    flat = mem[lay[0][0]]
-    t0, m = time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds / 2 and m < len(ds):
-        nbytes = batch * int(ds.chunk_lengths[m]) * row
-        o = (m * 7919 * 4096) % (len(flat) - nbytes)  # a different place each time: from memory, not the CPU cache
-        np.empty(nbytes, np.uint8)[:] = flat[o:o + nbytes]
-        m += 1
-    return sliced, m * batch / (time.perf_counter() - t0)
+class FromMemory(ChunkBatches):
+    """The read's floor: the same chunks sliced from arks already in memory (no file, no kernel;
+    the bytes moved and the loop over chunks)."""
+
+    arks: dict[str, np.ndarray] = {}  # ark path -> its bytes, loaded by the caller
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        rows = ArkRows()
+        lay = [rows.layout(self.source.table[u]) for u in self.utts]  # known before timing
+        self._src = [self.arks[x[0]] for x in lay]
+        self._data = np.array([x[1] for x in lay], dtype=np.int64)
+
+    def __getitem__(self, i: int):
+        L, idx, row = int(self.chunk_lengths[i]), self.index[i], DIM * 4
+        x = np.empty((len(idx), L * row), np.uint8)
+        for k, (j, o) in enumerate(zip(idx.tolist(), (self._data[idx] + self.starts[i] * row).tolist())):
+            x[k] = self._src[j][o:o + L * row]
+        return torch.from_numpy(x.view(np.float32).reshape(len(idx), L, DIM)), torch.from_numpy(self.labels[idx])
+
+
+class OneMemcpy(FromMemory):
+    """The bare floor: a batch's bytes moved in one memcpy, from a different place in memory each time."""
+
+    def __getitem__(self, i: int):
+        L, idx = int(self.chunk_lengths[i]), self.index[i]
+        nbytes, flat = len(idx) * L * DIM * 4, self._src[0]
+        o = (i * 7919 * 4096) % (len(flat) - nbytes)
+        x = np.empty(nbytes, np.uint8)
+        x[:] = flat[o:o + nbytes]
+        return torch.from_numpy(x.view(np.float32).reshape(len(idx), L, DIM)), torch.from_numpy(self.labels[idx])
 
 
 def through_loader(cls, root, u2n, utts, labels, batch, seconds, persistent: bool, per_epoch=None):
@@ -234,12 +237,14 @@ def main() -> int:
         utts = sorted(u2n)
         labels = [int(u[3:8]) for u in utts]
         variants = (("before", ChunkBatchesBefore), ("now", ChunkBatches))
+        floors = (("floor: sliced from memory", FromMemory), ("floor: one memcpy per batch", OneMemcpy))
+        FromMemory.arks = {str(p): np.fromfile(p, np.uint8) for p in root.glob("*.ark")}
         rows = []
         for temp in ("hot", "cold"):
             for batch in a.batches:
                 if temp == "hot":  # side by side: in-process in turns, the loaders in alternating rounds
                     warm_cache(root)
-                    read = in_process_side_by_side(variants, root, u2n, utts, labels, batch, a.seconds)
+                    read = in_process_side_by_side(variants + floors, root, u2n, utts, labels, batch, a.seconds)
                     dl = {name: [0, 0, 0.0] for name, _ in variants}
                     for _ in range(2):
                         for name, cls in variants:
@@ -260,19 +265,19 @@ def main() -> int:
                     rows.append((temp, batch, name, cps, mbs, chunks / secs, nbytes / secs / 1e6))
                     print(f"  {temp:4s} batch {batch:3d} {name:6s}: in-process {cps:8.0f} chunks/s {mbs:7.0f} MB/s;"
                           f" DataLoader (1 worker) {rows[-1][5]:8.0f} chunks/s {rows[-1][6]:6.0f} MB/s", flush=True)
-        warm_cache(root)
-        floor = {b: memory_floor(root, u2n, utts, labels, b, a.seconds) for b in a.batches}
+                if temp == "hot":
+                    for name, _ in floors:
+                        rows.append((temp, batch, name, *read[name], None, None))
+                        print(f"  hot  batch {batch:3d} {name}: {read[name][0]:8.0f} chunks/s", flush=True)
         print("\n| cache | batch | path | in-process chunks/s | MB/s read | DataLoader 1 worker chunks/s | its MB/s |")
         print("|---|---|---|---|---|---|---|")
         for temp, batch, name, cps, mbs, dl, dl_mbs in rows:
-            print(f"| {temp} | {batch} | {name} | {cps:.0f} | {mbs:.0f} | {dl:.0f} | {dl_mbs:.0f} |")
-        for batch in a.batches:
-            print(f"| hot | {batch} | floor: sliced from memory | {floor[batch][0]:.0f} | | | |")
-            print(f"| hot | {batch} | floor: one memcpy per batch | {floor[batch][1]:.0f} | | | |")
+            loader = "| | |" if dl is None else f"| {dl:.0f} | {dl_mbs:.0f} |"
+            print(f"| {temp} | {batch} | {name} | {cps:.0f} | {mbs:.0f} {loader}")
         print("\n(MB/s read: the bytes each path reads, whole utterances before, the chunks' rows now; a DataLoader's"
               " MB/s: the batches it delivers. \"cold\": every ark dropped from this machine's page cache first; on a"
               " virtual disk the host's cache may still hold it; each path reads the same first batches, about a quarter"
-              " of the utterances, from it. Hot: the two paths in turns. Floors: the same chunks copied from arks already in"
+              " of the utterances, from it. Hot: the two paths and the floors in turns. Floors: the same chunks copied from arks already in"
               " memory, no file and no kernel; and the same bytes moved in one memcpy per batch.)\n")
         for temp in ("hot", "cold"):
             for batch in a.batches:
@@ -280,8 +285,9 @@ def main() -> int:
                 line = (f"{temp} batch {batch}: in-process read {b['now'][3] / b['before'][3]:.1f}x before, "
                         f"DataLoader {b['now'][5] / b['before'][5]:.1f}x before")
                 if temp == "hot":
-                    line += (f"; the read at {b['now'][3] / floor[batch][0]:.0%} of the sliced-from-memory floor "
-                             f"(which is {floor[batch][0] / b['before'][3]:.1f}x before)")
+                    f = b["floor: sliced from memory"][3]
+                    line += (f"; the read at {b['now'][3] / f:.0%} of the sliced-from-memory floor "
+                             f"(which is {f / b['before'][3]:.1f}x before)")
                 print(line)
         train_flops, _ = h100_demand(1.0)
         print(f"\nH100 demand, paper's ResNet-34 (23 x 300-frame chunk, 5994 speakers): "
