@@ -24,7 +24,8 @@ and the largest relative difference between their embeddings.
 ``conf``, from ``git archive``) beside this checkout's: training chunks/s and
 extraction x real time of each, as stage 4 runs it (``for_cpu_extraction``),
 each measurement in a process of its own (a fresh interpreter importing that
-revision's package), the two alternating for ``--rounds`` rounds.
+revision's package), the two alternating for ``--rounds`` rounds (which of them
+goes first alternates too).
 """
 from __future__ import annotations
 
@@ -181,9 +182,9 @@ def against(rev: str, config: str, threads: int, train_steps: int, extract_secon
                              check=True).stdout.strip()
         roots = {f"{rev} ({sha})": old, "this checkout": REPO}
         got = {(w, name): [] for w in ("train", "extract") for name in roots}
-        for _ in range(rounds):
+        for r in range(rounds):
             for what, amount in (("train", train_steps), ("extract", extract_seconds)):
-                for name, root in roots.items():
+                for name, root in list(roots.items())[::1 if r % 2 == 0 else -1]:  # who goes first alternates
                     r = subprocess.run([sys.executable, os.path.abspath(__file__), "--code-root", root, "--measure",
                                         what, "--config", os.path.join(root, config), "--threads", str(threads),
                                         "--amount", str(amount)], capture_output=True, text=True, check=True)
