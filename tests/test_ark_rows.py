@@ -174,7 +174,7 @@ def test_loader_batches_of_every_kind_equal_the_old_path(mixed):
             assert torch.equal(x, torch.from_numpy(np.stack([chunk(ref[u], s, L) for u, s, _ in items])))
         assert len(src._rows._fds) <= max_open
     places = cb._places
-    assert sorted(places.file[[utts.index(u) for u in ("c0", "d0")]].tolist()) == [-2, -2]  # decoded, not in place
+    assert sorted(places.where[[utts.index(u) for u in ("c0", "d0")], 0].tolist()) == [-2, -2]  # decoded, not in place
 
 
 def _drop_from_page_cache(path) -> bool:

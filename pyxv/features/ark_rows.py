@@ -254,11 +254,10 @@ class RowIndex:
 
     def __init__(self, rows: ArkRows, specs: Sequence[str]):
         self.rows, self.specs = rows, specs
-        n = len(specs)
-        self.file = np.full(n, -1, np.int64)  # position in self.paths; -1: not looked at yet, -2: not in place
-        self.data = np.zeros(n, np.int64)
-        self.nrows = np.zeros(n, np.int64)
-        self.cols = np.zeros(n, np.int64)
+        # Per entry: file (position in self.paths; -1: not looked at yet, -2: not in place), data
+        # offset, rows, columns; one array, so that a batch gathers its entries in one step.
+        self.where = np.zeros((len(specs), 4), np.int64)
+        self.where[:, 0] = -1
         self.paths: list[str] = []
         self._file_of: dict[str, int] = {}
 
@@ -266,13 +265,13 @@ class RowIndex:
         for j in positions:
             lay = self.rows.layout(self.specs[j])
             if lay is None or lay[4].itemsize != 4:
-                self.file[j] = -2
+                self.where[j, 0] = -2
                 continue
             f = self._file_of.get(lay[0])
             if f is None:
                 f = self._file_of[lay[0]] = len(self.paths)
                 self.paths.append(lay[0])
-            self.file[j], self.data[j], self.nrows[j], self.cols[j] = f, lay[1], lay[2], lay[3]
+            self.where[j] = f, lay[1], lay[2], lay[3]
 
     def read(self, positions: np.ndarray, starts: np.ndarray, out: np.ndarray) -> list[int]:
         """Chunk ``k``, rows ``starts[k] ..`` of entry ``positions[k]``, into ``out[k]`` (B, L, D), float32,
@@ -282,16 +281,20 @@ class RowIndex:
             return list(range(B))
         self.rows._own()
         positions, starts = np.asarray(positions, np.int64), np.asarray(starts, np.int64)
-        f = self.file[positions]
-        if (f == -1).any():
-            new = f == -1
+        w = self.where[positions]
+        if (w[:, 0] == -1).any():
+            new = w[:, 0] == -1
             self.rows.announce([self.specs[j] for j in positions[new].tolist()], starts[new].tolist(), L, D)
             self._learn(np.unique(positions[new]).tolist())
-            f = self.file[positions]
-        ok = (f >= 0) & (self.cols[positions] == D) & (starts >= 0) & (starts + L <= self.nrows[positions])
-        ks = np.flatnonzero(ok)
-        f = f[ks].tolist()
+            w = self.where[positions]
+        ok = (w[:, 0] >= 0) & (w[:, 3] == D) & (starts >= 0) & (starts + L <= w[:, 2])
+        offsets = w[:, 1] + starts * (D * 4)
+        if ok.all():  # the usual batch
+            ks, left = range(B), []
+        else:
+            ks, left = np.flatnonzero(ok), np.flatnonzero(~ok).tolist()
+            w, offsets, ks = w[ks], offsets[ks], ks.tolist()
+        f = w[:, 0].tolist()
         fds = {i: self.rows._fd(self.paths[i]) for i in set(f)}
-        self.rows._read_at([fds[i] for i in f], (self.data[positions[ks]] + starts[ks] * (D * 4)).tolist(),
-                           ks.tolist(), out)
-        return np.flatnonzero(~ok).tolist()
+        self.rows._read_at([fds[i] for i in f], offsets.tolist(), ks, out)
+        return left
