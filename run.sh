@@ -308,9 +308,14 @@ if run_stage 5 "emotion recognition"; then
         "${arch_opt[@]}" --system $system --train-data $train_data $emo exp/emotion/$corpus &
       pids+=($!)
     done
-    failed=0
-    for pid in "${pids[@]}"; do wait $pid || failed=1; done
+    # 75: stopped for pre-emption with a checkpoint (rerun to resume); anything else: a failure.
+    failed=0 stopped=0
+    for pid in "${pids[@]}"; do
+      rc=0; wait $pid || rc=$?
+      case $rc in 0) ;; 75) stopped=1 ;; *) failed=1 ;; esac
+    done
     [ $failed = 0 ] || { echo "run.sh: stage 5: $system failed (see the messages above)" >&2; exit 1; }
+    [ $stopped = 0 ] || { echo "run.sh: stage 5: $system stopped for pre-emption; run the same command again to resume" >&2; exit 75; }
   done
   # Cross-corpus: each system's final model on the other corpora (one line per failure, then stop).
   failed=()

@@ -120,3 +120,22 @@ def test_use_gpu_routes_stages_4_and_5(sandbox, use_gpu, extract_cmd):
         assert opt(args, "--cmd") == extract_cmd and opt(args, "--use-gpu") == want
     for args in calls["train_emotion.sh"]:
         assert opt(args, "--cmd") == "CUDA_CMD" and opt(args, "--use-gpu") == want
+
+
+@pytest.mark.parametrize("codes,rc,msg", [
+    ({"clean": 75, "clean+aug": 0}, 75, "stopped for pre-emption; run the same command again to resume"),
+    ({"clean": 75, "clean+aug": 1}, 1, "failed (see the messages above)"),
+])
+def test_stage_5_passes_a_preemption_on_and_a_failure_beside_it_wins(sandbox, codes, rc, msg):
+    """steps/train_emotion.sh exits 75 when its jobs stopped for pre-emption with a
+    checkpoint: stage 5 ends 75 (rerun to resume), not 'failed'; a real failure beside it is a failure."""
+    (sandbox / "path.sh").write_text("true\n")
+    (sandbox / "cmd.sh").write_text('export train_cmd=TRAIN_CMD cuda_cmd=CUDA_CMD\n')
+    (sandbox / "steps").mkdir()
+    step = sandbox / "steps" / "train_emotion.sh"
+    step.write_text('#!/usr/bin/env bash\nfor a in "$@"; do [ "$prev" = --train-data ] && data=$a; prev=$a; done\n'
+                    f'case $data in clean) exit {codes["clean"]} ;; *) exit {codes["clean+aug"]} ;; esac\n')
+    step.chmod(0o755)
+    p = run_sh(sandbox, "--stage", "5", "--stop-stage", "5")
+    assert p.returncode == rc, p.stdout + p.stderr
+    assert f"run.sh: stage 5: randinit_gemaps {msg}" in p.stderr
