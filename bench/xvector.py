@@ -182,9 +182,9 @@ def against(rev: str, config: str, threads: int, train_steps: int, extract_secon
                              check=True).stdout.strip()
         roots = {f"{rev} ({sha})": old, "this checkout": REPO}
         got = {(w, name): [] for w in ("train", "extract") for name in roots}
-        for r in range(rounds):
+        for rnd in range(rounds):
             for what, amount in (("train", train_steps), ("extract", extract_seconds)):
-                for name, root in list(roots.items())[::1 if r % 2 == 0 else -1]:  # who goes first alternates
+                for name, root in list(roots.items())[::1 if rnd % 2 == 0 else -1]:  # who goes first alternates
                     r = subprocess.run([sys.executable, os.path.abspath(__file__), "--code-root", root, "--measure",
                                         what, "--config", os.path.join(root, config), "--threads", str(threads),
                                         "--amount", str(amount)], capture_output=True, text=True, check=True)
