@@ -297,3 +297,19 @@ def test_loader_worker_batches_equal_the_in_process_ones(ark):
         L, items = rb.epoch(key[0])._batch(key[1])
         ref = np.stack([chunk(mats[u], s, L) for u, s, _ in items])
         assert torch.equal(x, torch.from_numpy(ref)) and y.tolist() == [lab for _, _, lab in items]
+
+
+def test_a_wrapped_load_sees_every_chunk(ark):
+    """A source whose load is replaced (a standardisation) decodes through it: nothing read in place."""
+    d, mats = ark
+    src = FeatureSource(d / "f.scp", utt2num_frames=d / "utt2num_frames")
+    raw = src.load
+    src.load = lambda u: raw(u) * 2 + 1
+    assert not src.in_place and src.row_index(sorted(mats)) is None
+    utts = sorted(mats)
+    cb = ChunkBatches(src, utts, list(range(len(utts))), {u: len(m) for u, m in mats.items()}, batch_size=6,
+                      steps=3, chunk_min=20, chunk_max=60, seed=2)
+    for i in range(len(cb)):
+        L, items = cb._batch(i)
+        assert torch.equal(cb[i][0], torch.from_numpy(np.stack([chunk(mats[u] * 2 + 1, s, L) for u, s, _ in items])))
+    np.testing.assert_array_equal(src.read_chunk("u03", 7, 30), mats["u03"][7:37] * 2 + 1)

@@ -91,6 +91,12 @@ class FeatureSource:
     def transformed(self) -> bool:
         return self.cmn_window > 0 or (self.apply_vad and self.vad is not None)
 
+    @property
+    def in_place(self) -> bool:
+        """Chunks can be read from the archive as it is: no CMN/VAD on the fly, and ``load``
+        not replaced on this object (a wrapped ``load``, e.g. a standardisation, must see them)."""
+        return not self.transformed and "load" not in vars(self)
+
     def __contains__(self, utt: str) -> bool:
         return utt in self.table and (not self.apply_vad or self.vad is None or utt in self.vad)
 
@@ -133,7 +139,7 @@ class FeatureSource:
         """``chunk(self[utt], start, length)``, into ``out`` when given. Prepared archives
         (uncompressed, no CMN/VAD on the fly) give just the chunk's rows (:class:`ArkRows`);
         other sources, and chunks that wrap around a short utterance, decode the utterance."""
-        if not self.transformed:
+        if self.in_place:
             lay = self._rows.layout(self._spec(utt))
             if lay is not None:
                 buf = np.empty((length, lay[3]), np.float32) if out is None else out
@@ -149,16 +155,16 @@ class FeatureSource:
         """``out[k] = chunk(self[utts[k]], starts[k], length)`` for a batch ``out`` (B, length, D):
         the chunks of prepared archives read together (:meth:`ArkRows.read_chunks`), the rest one by one."""
         left = range(len(utts))
-        if not self.transformed:
+        if self.in_place:
             left = self._rows.read_chunks([self._spec(u) for u in utts], starts, out)
         for k in left:
             self.read_chunk(utts[k], int(starts[k]), length, out=out[k])
         return out
 
     def row_index(self, utts: Sequence[str]) -> RowIndex | None:
-        """Where the rows of ``utts`` are, looked up by position (:class:`RowIndex`); None when the
-        features are transformed on the fly (CMN/VAD), so no chunk can be read in place."""
-        return None if self.transformed else self._rows.index([self._spec(u) for u in utts])
+        """Where the rows of ``utts`` are, looked up by position (:class:`RowIndex`); None when no
+        chunk can be read in place (:attr:`in_place`)."""
+        return self._rows.index([self._spec(u) for u in utts]) if self.in_place else None
 
     def _spec(self, utt: str) -> str:
         spec = self.table.get(utt)
