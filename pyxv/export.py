@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .io import file_digest
+
 log = logging.getLogger("pyxv.export")
 
 FORMATS = {"onnx": "ONNX (onnxruntime)", "torch": "torch.export (torch.export.load)"}
@@ -335,14 +337,6 @@ def is_emotion_network(final_pt: Path) -> bool:
     return "emotion_system" in extra or "classes" in extra
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _git_revision() -> str | None:
     root = Path(__file__).resolve().parents[1]
     if not (root / ".git").exists():
@@ -425,7 +419,7 @@ def build(model_dir: str | os.PathLike) -> tuple[nn.Module, dict]:
         card = {"task": "speaker embedding", "output": {"name": "embedding", "dim": int(m.dim)},
                 "sample_rate": int(m.front.sample_rate), "config": ck.get("config"),
                 "source": {"model_dir": str(m.exp_dir), "weights": str(m.model_path),
-                           "weights_sha256": _sha256(m.model_path)},
+                           "weights_sha256": file_digest(m.model_path)},
                 "trained_on": _training_record(ck, m.model_path), "licence": _licence(ck.get("extra") or {})}
         return mod, {**card, **mod.card()}
     classes = [str(c) for c in m.classes]
@@ -437,7 +431,7 @@ def build(model_dir: str | os.PathLike) -> tuple[nn.Module, dict]:
         _check_lr(mod.head, m.lr, xv.dim, str(model_dir))
         ck, weights = xv.ck, xv.model_path
         source = {"system": "frozen x-vectors + logistic regression", "model_dir": str(model_dir),
-                  "encoder_dir": str(xv.exp_dir), "weights": str(weights), "weights_sha256": _sha256(weights),
+                  "encoder_dir": str(xv.exp_dir), "weights": str(weights), "weights_sha256": file_digest(weights),
                   "classifier_sha256": _params_sha256(params),
                   "lr": {"C": getattr(m.lr, "C", None), "pre": getattr(m.lr, "pre", None)}}
         sr = int(xv.front.sample_rate)
@@ -453,7 +447,7 @@ def build(model_dir: str | os.PathLike) -> tuple[nn.Module, dict]:
         mod = EmotionPosteriors(embed, None, m.net)
         ck = ckpt.load(net_path)
         source = {"system": f"emotion network ({m.kind})", "fold_dir": str(m.source), "weights": str(net_path),
-                  "weights_sha256": _sha256(net_path)}
+                  "weights_sha256": file_digest(net_path)}
         sr = int(m.front.sample_rate)
         trained = _training_record(ck, net_path)
         cfg = ck.get("config")
@@ -578,7 +572,7 @@ def export_model(model_dir: str | os.PathLike, out: str | os.PathLike, fmt: str)
     tmp_card = card_path.with_name(f".{card_path.name}.tmp{os.getpid()}")
     try:
         _write(mod, fmt, card["sample_rate"], tmp)
-        card = {"format": FORMATS[fmt], "file": out.name, "sha256": _sha256(tmp),
+        card = {"format": FORMATS[fmt], "file": out.name, "sha256": file_digest(tmp),
                 "input": {"name": "waveform", "shape": ["samples"], "dtype": "float32",
                           "sample_rate": card["sample_rate"], "channels": 1,
                           "scale": "[-1, 1] (as soundfile reads audio)",

@@ -12,7 +12,6 @@ weights came from in ``extra`` and in ``README.txt`` beside it.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from ..io import file_digest
 
 log = logging.getLogger("pyxv.nnet")
 
@@ -32,14 +33,6 @@ GE2E_TRAINING_ONLY = ("similarity_weight", "similarity_bias")
 
 class EncoderImportError(RuntimeError):
     """The weights could not be obtained or do not fit; the message says what to do."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _from_wheel(wheel: Path, dest: Path) -> Path:
@@ -185,7 +178,7 @@ def import_ge2e(out_dir: str | os.PathLike, *, weights=None, wheel=None, downloa
     with tempfile.TemporaryDirectory() as td:
         src, origin = resemblyzer_weights(weights, wheel, Path(td), download)
         state = ge2e_state_dict(src)
-        sha = _sha256(src)
+        sha = file_digest(src)
         try:
             step = torch.load(src, map_location="cpu", weights_only=True).get("step", "?")
         except Exception:

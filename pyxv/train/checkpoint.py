@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_open
+from ..io import file_digest as io_file_digest
 from ..nnet.config import ConfigError, arch_of, describe, validate_config
 from ..nnet.registry import build_encoder
 
@@ -234,11 +235,8 @@ def _sha1(parts: Iterable) -> str:
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """SHA-1 of a file, as the resume fingerprints have always recorded it."""
+    return io_file_digest(path, "sha1")
 
 
 def fingerprint(cfg: dict, data: Mapping[str, Iterable], *, processes: int = 1, extra: dict | None = None,
