@@ -63,8 +63,8 @@ Options (default in brackets):
   --nj N                  parallel jobs for data and feature steps [$nj]
   --gpus N                GPUs for x-vector training, 0 for CPU; per node with --nodes > 1 [$gpus]
   --nodes N               nodes for x-vector training (a Slurm \$cuda_cmd; needs --gpus > 0) [$nodes]
-  --use-gpu BOOL          x-vector extraction (stage 4) and the emotion networks (stage 5) on GPUs,
-                          one per job, through \$cuda_cmd; false: on the CPU, no GPU visible [$use_gpu]
+  --use-gpu BOOL          x-vector extraction (stage 4), the emotion networks and their cross-corpus runs (stage 5)
+                          on GPUs, one per job, through \$cuda_cmd; false: on the CPU, no GPU visible [$use_gpu]
   --demo-root DIR         where the synthetic demo corpus is written [$demo_root]
   --demo-size SIZE        full|small; small is a reduced demo for quick checks [$demo_size]
   --ravdess-root DIR      RAVDESS root (Actor_01 ... Actor_24) [$ravdess_root]
@@ -319,11 +319,12 @@ if run_stage 5 "emotion recognition"; then
   done
   # Cross-corpus: each system's final model on the other corpora (one line per failure, then stop).
   failed=()
+  eval_cmd=$train_cmd; [ "$use_gpu" = false ] || eval_cmd=$cuda_cmd
   for spec in $cross_corpus; do
     IFS=: read -r name tdata tmap <<< "$spec"
     for system in $cross_systems; do
       for tag in clean clean_aug; do
-        steps/eval_emotion.sh --cmd "$train_cmd" --standardise "$cross_standardise" ${tmap:+--label-map "$tmap"} \
+        steps/eval_emotion.sh --cmd "$eval_cmd" --use-gpu "$use_gpu" --standardise "$cross_standardise" ${tmap:+--label-map "$tmap"} \
           --target "$name" exp/emotion/$corpus/${system}_$tag "$tdata" exp/emotion/$corpus/cross/$name/${system}_$tag \
           || failed+=("$name:${system}_$tag")
       done

@@ -17,6 +17,7 @@ cmd=utils/parallel/run.py
 label_map=        # lines '<corpus label> <model class>'; '<label> -' leaves its utterances out
 standardise=false # LR systems: also standardise the target's back-end inputs on its own statistics
 target=           # target corpus name in the report [the data dir's parent for .../all, else its name]
+use_gpu=false     # the networks on a GPU (the runner's --gpu 1)
 overwrite=false
 
 echo "$0 $*"
@@ -33,6 +34,7 @@ Options:
   --standardise BOOL    LR systems: also score the target's back-end inputs standardised on the
                         target's own statistics (no labels used), beside the plain figure [$standardise]
   --target NAME         target corpus name [the data dir's corpus]
+  --use-gpu BOOL        the networks (x-vectors, fine-tuned, random-init) on a GPU [$use_gpu]
   --overwrite BOOL      redo a finished evaluation [$overwrite]
 USAGE
   exit 1
@@ -43,6 +45,8 @@ out=$3
 [ -d "$sys" ] || { echo "$0: system dir $sys does not exist" >&2; exit 1; }
 [ -f "$data/utt2emo" ] || { echo "$0: $data has no utt2emo (emotion labels)" >&2; exit 1; }
 [ -z "$label_map" ] || [ -f "$label_map" ] || { echo "$0: label map $label_map does not exist" >&2; exit 1; }
+case $use_gpu in true) gpu_opt=(--gpu 1); dev=yes ;; false) gpu_opt=(--gpu 0); dev=no ;;
+  *) echo "$0: --use-gpu must be true or false, not '$use_gpu'" >&2; exit 1 ;; esac
 case $standardise in true) std=yes ;; false) std=no ;;
   *) echo "$0: --standardise must be true or false, not '$standardise'" >&2; exit 1 ;; esac
 if [ -z "$target" ]; then
@@ -61,7 +65,7 @@ if [ "$overwrite" != true ] && [ -f "$out/metrics.json" ]; then
   fi
 fi
 mkdir -p "$out/log"
-$cmd --gpu 0 "$out/log/eval.log" python -m pyxv.bin.eval_emotion ${label_map:+--label-map "$label_map"} \
-  --standardise $std --target "$target" "$sys" "$data" "$out" || {
+$cmd "${gpu_opt[@]}" "$out/log/eval.log" python -m pyxv.bin.eval_emotion ${label_map:+--label-map "$label_map"} \
+  --use-gpu $dev --standardise $std --target "$target" "$sys" "$data" "$out" || {
   echo "$0: failed; see $out/log/eval.log" >&2; exit 1; }
 grep -h "weighted F1" "$out/log/eval.log" | tail -n 1 | sed 's/^.*INFO //'

@@ -396,3 +396,75 @@ def test_gemaps_training_chunks_are_standardised(tmp_path):
     standardise(ev, mean, std)
     assert np.allclose(ev["u3"], tr["u3"], atol=1e-5)   # scoring sees what training saw
     assert abs(float(np.concatenate([tr[u] for u in mats]).mean())) < 0.05
+
+
+@pytest.mark.parametrize("use_gpu,cmd", [("false", "TRAIN_CMD"), ("true", "CUDA_CMD")])
+def test_run_sh_cross_corpus_follows_use_gpu(sandbox, use_gpu, cmd):
+    """With --use-gpu true the cross-corpus jobs (they extract x-vectors and run networks)
+    go to the GPU runner with --use-gpu true, as stages 4 and 5 do; otherwise to train_cmd."""
+    import subprocess
+
+    sb = sandbox
+    (sb / "path.sh").write_text("true\n")
+    (sb / "cmd.sh").write_text("export train_cmd=TRAIN_CMD cuda_cmd=CUDA_CMD\n")
+    (sb / "steps").mkdir()
+    (sb / "calls").mkdir()
+    for step in ("train_emotion.sh", "eval_emotion.sh"):
+        f = sb / "steps" / step
+        f.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > calls/$(basename "$0").$$\n')
+        f.chmod(0o755)
+    (sb / "tgt").mkdir()
+    (sb / "tgt" / "utt2emo").write_text("u1 angry\n")
+    p = subprocess.run(["bash", "run.sh", "--stage", "5", "--stop-stage", "5", "--use-gpu", use_gpu,
+                        "--cross-corpus", "other:tgt", "--cross-systems", "finetune_clean"],
+                       cwd=sb, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    calls = [f.read_text().splitlines() for f in (sb / "calls").iterdir() if f.name.startswith("eval_emotion")]
+    assert len(calls) == 2
+    for c in calls:
+        assert c[c.index("--cmd") + 1] == cmd and c[c.index("--use-gpu") + 1] == use_gpu
+
+
+@pytest.mark.parametrize("flag,gpu,want", [([], True, "cpu"), (["--use-gpu", "yes"], True, "cuda"),
+                                           (["--use-gpu", "auto"], False, "cpu"), (["--use-gpu", "yes"], False, None)])
+def test_eval_emotion_device(monkeypatch, tmp_path, capsys, flag, gpu, want):
+    """eval_emotion --use-gpu yes hands the GPU to the evaluation (faked GPU: CPU-only
+    check of the plumbing); asking for one where there is none is one line, exit 1."""
+    import pyxv.device
+    from pyxv.bin import eval_emotion
+
+    got = []
+    monkeypatch.setattr(pyxv.device, "no_gpu_reason", lambda: None if gpu else "no CUDA device is visible")
+    monkeypatch.setattr(crosscorpus, "evaluate", lambda *a, **k: got.append(k["device"]))
+    rc = eval_emotion.main([*flag, "sys", "data", str(tmp_path / "o")])
+    if want is None:
+        err = capsys.readouterr().err.strip()
+        assert rc == 1 and got == [] and err == "eval_emotion: --use-gpu yes but no CUDA device is visible"
+    else:
+        assert rc == 0 and got == [want]
+
+
+def test_cross_corpus_networks_load_on_the_asked_device(monkeypatch, tmp_path):
+    """crosscorpus.evaluate's device reaches the model loader of an LR system's
+    x-vectors (the inputs then follow the model, pyxv.device.input_device)."""
+    import pyxv.train.checkpoint
+
+    _, out, _, _ = train_system(tmp_path, system="ref_egemaps_lr")
+    seen = []
+
+    def fake_xvectors(model_dir, data_dir, utts, device="cpu"):
+        seen.append(device)
+        raise crosscorpus.CrossCorpusError("stop here")
+
+    monkeypatch.setattr(crosscorpus, "xvectors", fake_xvectors)
+    fdir = crosscorpus.final_dir(out / "ref_egemaps_lr_clean")
+    with pytest.raises(crosscorpus.CrossCorpusError, match="stop here"):
+        crosscorpus.backend_inputs("frozen_lr_clean", {"xvector_model": str(tmp_path)}, fdir, tmp_path, ["u"],
+                                   "meta")
+    assert seen == ["meta"]
+    loads = []
+    monkeypatch.setattr(pyxv.train.checkpoint, "load_model",
+                        lambda path, device="cpu": loads.append(device) or (_ for _ in ()).throw(RuntimeError("x")))
+    with pytest.raises(RuntimeError):
+        crosscorpus.network_posteriors(tmp_path, tmp_path, ["u"], "meta")
+    assert loads == ["meta"]

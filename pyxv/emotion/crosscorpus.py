@@ -152,15 +152,16 @@ def _net_inputs(net, ck: dict, model_path: Path, data_dir: Path, what: str):
     return front, front.data_source(data_dir), front.fallback_source(data_dir)
 
 
-def xvectors(model_dir: Path, data_dir: Path, utts: list[str]) -> tuple[list[str], np.ndarray]:
+def xvectors(model_dir: Path, data_dir: Path, utts: list[str], device: str = "cpu"
+             ) -> tuple[list[str], np.ndarray]:
     """(kept utts, x-vectors) of ``utts`` of ``data_dir`` by the x-vector model in
-    ``model_dir``, as stage 4 extracts them."""
+    ``model_dir``, as stage 4 extracts them (on ``device``; inputs follow the model)."""
     from ..extract import extract_embeddings
     from ..nnet.frozen import for_cpu_extraction
     from ..train.checkpoint import load_model
 
     path = Path(model_dir) / "final.pt"
-    net, ck = load_model(path)
+    net, ck = load_model(path, device)
     _, src, raw = _net_inputs(net, ck, path, data_dir, "the x-vectors of the frozen system")
     ec = ck["config"]["extract"]
     pairs = list(extract_embeddings(for_cpu_extraction(net), src, utts, chunk_frames=ec["chunk_frames"],
@@ -170,13 +171,14 @@ def xvectors(model_dir: Path, data_dir: Path, utts: list[str]) -> tuple[list[str
     return [u for u, _ in pairs], np.stack([np.asarray(e, dtype=np.float64) for _, e in pairs])
 
 
-def network_posteriors(fdir: Path, data_dir: Path, utts: list[str]) -> tuple[list[str], np.ndarray, list[str]]:
-    """(kept utts, posteriors, classes) of a network system's final model."""
+def network_posteriors(fdir: Path, data_dir: Path, utts: list[str], device: str = "cpu"
+                       ) -> tuple[list[str], np.ndarray, list[str]]:
+    """(kept utts, posteriors, classes) of a network system's final model (on ``device``)."""
     from ..train.checkpoint import load_model
     from .nnet import standardise
 
     path = fdir / "final.pt"
-    net, ck = load_model(path)
+    net, ck = load_model(path, device)
     extra = ck.get("extra") or {}
     classes = [str(c) for c in (extra.get("classes") or ck["labels"])]
     raw = None
@@ -196,7 +198,7 @@ def network_posteriors(fdir: Path, data_dir: Path, utts: list[str]) -> tuple[lis
     return list(keys), np.asarray(post, dtype=np.float64), classes
 
 
-def backend_inputs(system: str, meta: dict, fdir: Path, data_dir: Path, utts: list[str]
+def backend_inputs(system: str, meta: dict, fdir: Path, data_dir: Path, utts: list[str], device: str = "cpu"
                    ) -> tuple[list[str], np.ndarray]:
     """(kept utts, inputs) of an LR system's back-end for the target utterances."""
     if system in REFERENCE_SYSTEMS:
@@ -212,7 +214,7 @@ def backend_inputs(system: str, meta: dict, fdir: Path, data_dir: Path, utts: li
         return [utts[i] for i in keep], X
     from ..inference import find_recipe_path
 
-    return xvectors(find_recipe_path(meta["xvector_model"], fdir), data_dir, utts)
+    return xvectors(find_recipe_path(meta["xvector_model"], fdir), data_dir, utts, device)
 
 
 def standardise_inputs(X: np.ndarray, stats: dict) -> np.ndarray:
@@ -232,7 +234,7 @@ def _write_scores(out: Path, suffix: str, utts, post, truth, pred) -> None:
 
 
 def evaluate(system_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *, label_map: str | None = None,
-             standardise: bool = False, target: str | None = None) -> dict:
+             standardise: bool = False, target: str | None = None, device: str = "cpu") -> dict:
     """Score the final model of ``system_dir`` on ``data_dir`` (a data dir with
     ``utt2emo``) into ``out_dir``: ``posteriors`` (every class, ``classes.txt``
     order), ``predictions.txt`` (utt true pred), with ``standardise`` also their
@@ -260,13 +262,13 @@ def evaluate(system_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
     std_post = None
     if lr:
         model, meta = read_lr_model(fdir)
-        keys, X = backend_inputs(system, meta, fdir, data_dir, utts)
+        keys, X = backend_inputs(system, meta, fdir, data_dir, utts, device)
         post = np.asarray(model.predict_proba(X), dtype=np.float64)
         if standardise:
             stats = json.loads((fdir / "input_stats.json").read_text())
             std_post = np.asarray(model.predict_proba(standardise_inputs(X, stats)), dtype=np.float64)
     else:
-        keys, post, net_classes = network_posteriors(fdir, data_dir, utts)
+        keys, post, net_classes = network_posteriors(fdir, data_dir, utts, device)
         if net_classes != classes:
             raise CrossCorpusError(f"{fdir}: final.pt's classes {net_classes} differ from final.json's {classes}")
     if len(keys) < len(utts):
