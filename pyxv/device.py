@@ -8,6 +8,7 @@ on the CPU, with no device argument to keep in step::
     dev = input_device(net, "cuda")    # the same, or a ValueError naming both
 
     reason = no_gpu_reason()           # None, or why torch cannot use a GPU here
+    device = device_for("auto")        # a job's --use-gpu auto|yes|no -> "cuda" or "cpu"
 """
 from __future__ import annotations
 
@@ -55,3 +56,22 @@ def no_gpu_reason() -> str | None:
     if cvd is not None and (not cvd.strip() or cvd.strip().startswith("-")):
         return f"CUDA_VISIBLE_DEVICES='{cvd}' hides every GPU (a job runner's --gpu 0 sets it so)"
     return "torch sees no CUDA device (no GPU here, or its driver is not loaded)"
+
+
+class NoGpuError(RuntimeError):
+    """A GPU was asked for (--use-gpu yes) where torch cannot use one."""
+
+
+def device_for(use_gpu: str) -> str:
+    """The device of a job's ``--use-gpu auto|yes|no``: "cuda" where a GPU is
+    there and not refused ("no"), else "cpu"; "yes" without one is a NoGpuError
+    saying why (one line before any work). The job runner gives each GPU job its
+    own device as CUDA_VISIBLE_DEVICES, so "cuda" is that one."""
+    if use_gpu == "no":
+        return "cpu"
+    reason = no_gpu_reason()
+    if reason is None:
+        return "cuda"
+    if use_gpu == "yes":
+        raise NoGpuError(f"--use-gpu yes but {reason}")
+    return "cpu"

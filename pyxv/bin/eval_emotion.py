@@ -27,21 +27,15 @@ def main(argv=None) -> int:
     ap.add_argument("out_dir")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    from pyxv.device import no_gpu_reason
+    from pyxv.device import NoGpuError, device_for
     from pyxv.emotion.crosscorpus import CrossCorpusError, evaluate
     from pyxv.io import OutputError
 
-    no_gpu = no_gpu_reason() if a.use_gpu != "no" else None
-    if a.use_gpu == "yes" and no_gpu:
-        print(f"eval_emotion: --use-gpu yes but {no_gpu}", file=sys.stderr)
-        return 1
-    # The job runner gives each GPU job its own device as CUDA_VISIBLE_DEVICES: "cuda" is it.
-    device = "cuda" if a.use_gpu != "no" and not no_gpu else "cpu"
-
     try:
+        device = device_for(a.use_gpu)
         evaluate(a.system_dir, a.data_dir, a.out_dir, label_map=a.label_map, standardise=a.standardise == "yes",
                  target=a.target, device=device)
-    except (CrossCorpusError, FileNotFoundError, OutputError) as e:
+    except (NoGpuError, CrossCorpusError, FileNotFoundError, OutputError) as e:
         print(f"eval_emotion: {e}", file=sys.stderr)
         return 1
     return 0

@@ -20,7 +20,7 @@ log = logging.getLogger("pyxv.extract")
 
 
 def cmd_extract(a) -> int:
-    from pyxv.device import no_gpu_reason
+    from pyxv.device import NoGpuError, device_for
     from pyxv.extract import ExtractionMemoryError, extract_embeddings, write_embeddings
     from pyxv.nnet.frozen import for_cpu_extraction
     from pyxv.train.checkpoint import CheckpointError, load_model
@@ -29,12 +29,11 @@ def cmd_extract(a) -> int:
         if v < 0:
             print(f"extract_xvectors: {opt} {v}: must be positive (0: the model config's)", file=sys.stderr)
             return 1
-    no_gpu = no_gpu_reason() if a.use_gpu != "no" else None
-    if a.use_gpu == "yes" and no_gpu:
-        print(f"extract_xvectors: --use-gpu yes but {no_gpu}", file=sys.stderr)
+    try:
+        device = device_for(a.use_gpu)
+    except NoGpuError as e:
+        print(f"extract_xvectors: {e}", file=sys.stderr)
         return 1
-    # The job runner gives each GPU job its own device as CUDA_VISIBLE_DEVICES: "cuda" is it.
-    device = "cuda" if a.use_gpu != "no" and not no_gpu else "cpu"
     try:
         net, ck = load_model(a.model, device)
     except CheckpointError as e:
