@@ -9,6 +9,7 @@ import contextlib
 import errno
 import hashlib
 import io
+import json
 import os
 import subprocess
 import tempfile
@@ -45,6 +46,24 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_format_json(path: str | os.PathLike, fmt: str, version: int, what: str, error: type) -> dict:
+    """The JSON object of a pyxv file that names its ``"format"`` and ``"version"``
+    (a parameter file, a speaker file); anything else is one ``error`` naming the
+    file and saying what is wrong (``what``: the kind of file, for the message)."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{path}: no such {what} file")
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: not a {what} file (not JSON: {e})") from None
+    if not isinstance(d, dict) or d.get("format") != fmt:
+        raise error(f"{path}: not a {what} file (no \"format\": \"{fmt}\")")
+    if d.get("version") != version:
+        raise error(f"{path}: {what} file version {d.get('version')}; this pyxv reads {version}")
+    return d
 
 
 def free_space(path: str | os.PathLike) -> str:

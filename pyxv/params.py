@@ -159,16 +159,9 @@ def read_params(path, types: dict | None = None) -> tuple[str, dict, dict]:
     ``types``: the accepted type names (an error lists them). Any problem is one ParamsError
     naming the file."""
     jpath, npath = params_paths(path)
-    if not jpath.is_file():
-        raise ParamsError(f"{jpath}: no such parameter file")
-    try:
-        head = json.loads(jpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ParamsError(f"{jpath}: not a pyxv parameter file (not JSON: {e})") from None
-    if not isinstance(head, dict) or head.get("format") != FORMAT:
-        raise ParamsError(f"{jpath}: not a pyxv parameter file (no \"format\": \"{FORMAT}\")")
-    if head.get("version") != VERSION:
-        raise ParamsError(f"{jpath}: parameter file version {head.get('version')}; this pyxv reads {VERSION}")
+    from .io import read_format_json
+
+    head = read_format_json(jpath, FORMAT, VERSION, "pyxv parameter", ParamsError)
     kind = head.get("type")
     if types is not None and kind not in types:
         raise ParamsError(f"{jpath}: holds a '{kind}', not one of {', '.join(sorted(types))}")

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -103,17 +102,9 @@ class SpeakerModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SpeakerModel":
-        p = Path(path)
-        if not p.is_file():
-            raise SpeakerFileError(f"{path}: no such speaker file")
-        try:
-            d = json.loads(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SpeakerFileError(f"{path}: not a speaker file (not JSON: {e})") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise SpeakerFileError(f"{path}: not a speaker file (no \"format\": \"{FORMAT}\")")
-        if d.get("version") != VERSION:
-            raise SpeakerFileError(f"{path}: speaker file version {d.get('version')}; this pyxv reads {VERSION}")
+        from .io import read_format_json
+
+        d = read_format_json(path, FORMAT, VERSION, "speaker", SpeakerFileError)
         try:
             mean = np.asarray(d["mean"], dtype=np.float64)
             spk = cls(mean, float(d["norm"]), int(d["count"]), dict(d["encoder"]), [str(f) for f in d.get("files", [])])
