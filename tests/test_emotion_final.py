@@ -15,6 +15,7 @@ from pyxv.emotion.config import load_emotion_config
 from pyxv.emotion.data import discover_protocol, final_training_set
 
 from emotion_synth import labelled_speakers
+from test_run_sh import fake_steps, recorded_calls
 from test_run_sh import sandbox  # noqa: F401  (the fixture: run.sh in a folder of its own)
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
@@ -309,14 +310,7 @@ def test_run_sh_cross_corpus_option(sandbox):
     import subprocess
 
     sb = sandbox
-    (sb / "path.sh").write_text("true\n")
-    (sb / "cmd.sh").write_text("export train_cmd=TRAIN_CMD cuda_cmd=CUDA_CMD\n")
-    (sb / "steps").mkdir()
-    (sb / "calls").mkdir()
-    for step in ("train_emotion.sh", "eval_emotion.sh"):
-        f = sb / "steps" / step
-        f.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > calls/$(basename "$0").$$\n')
-        f.chmod(0o755)
+    fake_steps(sb, "train_emotion.sh", "eval_emotion.sh")
     (sb / "tgt").mkdir()
     (sb / "tgt" / "utt2emo").write_text("u1 ang\n")
     (sb / "map.txt").write_text("ang angry\n")
@@ -327,7 +321,7 @@ def test_run_sh_cross_corpus_option(sandbox):
     p = run("--stage", "5", "--stop-stage", "5", "--cross-corpus", "other:tgt:map.txt",
             "--cross-systems", "frozen_lr_clean ref_egemaps_lr")
     assert p.returncode == 0, p.stdout + p.stderr
-    calls = [f.read_text().splitlines() for f in (sb / "calls").iterdir() if f.name.startswith("eval_emotion")]
+    calls = recorded_calls(sb, "eval_emotion.sh")
     assert len(calls) == 4
     outs = sorted(c[-1] for c in calls)
     assert outs == [f"exp/emotion/demo/cross/other/{s}_{t}" for s in ("frozen_lr_clean", "ref_egemaps_lr")
@@ -405,21 +399,14 @@ def test_run_sh_cross_corpus_follows_use_gpu(sandbox, use_gpu, cmd):
     import subprocess
 
     sb = sandbox
-    (sb / "path.sh").write_text("true\n")
-    (sb / "cmd.sh").write_text("export train_cmd=TRAIN_CMD cuda_cmd=CUDA_CMD\n")
-    (sb / "steps").mkdir()
-    (sb / "calls").mkdir()
-    for step in ("train_emotion.sh", "eval_emotion.sh"):
-        f = sb / "steps" / step
-        f.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > calls/$(basename "$0").$$\n')
-        f.chmod(0o755)
+    fake_steps(sb, "train_emotion.sh", "eval_emotion.sh")
     (sb / "tgt").mkdir()
     (sb / "tgt" / "utt2emo").write_text("u1 angry\n")
     p = subprocess.run(["bash", "run.sh", "--stage", "5", "--stop-stage", "5", "--use-gpu", use_gpu,
                         "--cross-corpus", "other:tgt", "--cross-systems", "finetune_clean"],
                        cwd=sb, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
-    calls = [f.read_text().splitlines() for f in (sb / "calls").iterdir() if f.name.startswith("eval_emotion")]
+    calls = recorded_calls(sb, "eval_emotion.sh")
     assert len(calls) == 2
     for c in calls:
         assert c[c.index("--cmd") + 1] == cmd and c[c.index("--use-gpu") + 1] == use_gpu

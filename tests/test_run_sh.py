@@ -38,6 +38,28 @@ def sandbox(tmp_path):
     return tmp_path
 
 
+RECORD_ARGS = '#!/usr/bin/env bash\nprintf "%s\\n" "$@" > calls/$(basename "$0").$$\n'
+
+
+def fake_steps(sandbox: Path, *steps: str, script: str = RECORD_ARGS) -> None:
+    """Make run.sh in ``sandbox`` call fake ``steps/<step>`` scripts (by default each
+    records its arguments in ``calls/<step>.<pid>``), with a path.sh that does nothing
+    and a cmd.sh naming the runners TRAIN_CMD and CUDA_CMD."""
+    (sandbox / "path.sh").write_text("true\n")
+    (sandbox / "cmd.sh").write_text("export train_cmd=TRAIN_CMD cuda_cmd=CUDA_CMD\n")
+    (sandbox / "steps").mkdir()
+    (sandbox / "calls").mkdir()
+    for step in steps:
+        f = sandbox / "steps" / step
+        f.write_text(script)
+        f.chmod(0o755)
+
+
+def recorded_calls(sandbox: Path, step: str) -> list[list[str]]:
+    """The argument lists of every call of a fake step (see :func:`fake_steps`)."""
+    return [f.read_text().splitlines() for f in (sandbox / "calls").iterdir() if f.name.startswith(step + ".")]
+
+
 def run_sh(sandbox: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(sandbox / "run.sh"), *args], cwd=sandbox, capture_output=True,
                           text=True, timeout=60)
@@ -96,20 +118,11 @@ def test_bad_input_fails_before_any_work(sandbox, args, msg):
 def test_use_gpu_routes_stages_4_and_5(sandbox, use_gpu, extract_cmd):
     """Stage 4 (x-vector extraction) and stage 5 (emotion systems) get --use-gpu, and
     extraction the GPU runner ($cuda_cmd) with it; fake step scripts record their arguments."""
-    (sandbox / "path.sh").write_text("true\n")
-    (sandbox / "cmd.sh").write_text('export train_cmd=TRAIN_CMD cuda_cmd=CUDA_CMD\n')
-    (sandbox / "steps").mkdir()
-    (sandbox / "calls").mkdir()
-    for step in ("extract_xvectors.sh", "train_emotion.sh"):
-        f = sandbox / "steps" / step
-        f.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > calls/$(basename "$0").$$\n')
-        f.chmod(0o755)
+    fake_steps(sandbox, "extract_xvectors.sh", "train_emotion.sh")
     opts = ["--use-gpu", use_gpu] if use_gpu else []
     p = run_sh(sandbox, "--stage", "4", "--stop-stage", "5", *opts)
     assert p.returncode == 0, p.stdout + p.stderr
-    calls: dict[str, list[list[str]]] = {"extract_xvectors.sh": [], "train_emotion.sh": []}
-    for f in (sandbox / "calls").iterdir():
-        calls[f.name.rsplit(".", 1)[0]].append(f.read_text().splitlines())
+    calls = {step: recorded_calls(sandbox, step) for step in ("extract_xvectors.sh", "train_emotion.sh")}
     assert len(calls["extract_xvectors.sh"]) == 6 and len(calls["train_emotion.sh"]) == 16
 
     def opt(args, name):
@@ -129,13 +142,9 @@ def test_use_gpu_routes_stages_4_and_5(sandbox, use_gpu, extract_cmd):
 def test_stage_5_passes_a_preemption_on_and_a_failure_beside_it_wins(sandbox, codes, rc, msg):
     """steps/train_emotion.sh exits 75 when its jobs stopped for pre-emption with a
     checkpoint: stage 5 ends 75 (rerun to resume), not 'failed'; a real failure beside it is a failure."""
-    (sandbox / "path.sh").write_text("true\n")
-    (sandbox / "cmd.sh").write_text('export train_cmd=TRAIN_CMD cuda_cmd=CUDA_CMD\n')
-    (sandbox / "steps").mkdir()
-    step = sandbox / "steps" / "train_emotion.sh"
-    step.write_text('#!/usr/bin/env bash\nfor a in "$@"; do [ "$prev" = --train-data ] && data=$a; prev=$a; done\n'
-                    f'case $data in clean) exit {codes["clean"]} ;; *) exit {codes["clean+aug"]} ;; esac\n')
-    step.chmod(0o755)
+    fake_steps(sandbox, "train_emotion.sh",
+               script='#!/usr/bin/env bash\nfor a in "$@"; do [ "$prev" = --train-data ] && data=$a; prev=$a; done\n'
+                      f'case $data in clean) exit {codes["clean"]} ;; *) exit {codes["clean+aug"]} ;; esac\n')
     p = run_sh(sandbox, "--stage", "5", "--stop-stage", "5")
     assert p.returncode == rc, p.stdout + p.stderr
     assert f"run.sh: stage 5: randinit_gemaps {msg}" in p.stderr
