@@ -188,6 +188,8 @@ class FeatureMaker:
                 os.unlink(tmp)
 
     def _plan(self, item: Item, duration: float) -> tuple[list[tuple[str, float, float]], list[str], list[str]]:
+        """(segments, notes, errors) of an item cut by ``segments`` or by ``window``
+        (a whole file never comes here: its callers take it whole)."""
         from .segments import SegmentsError, clip_segment, segment_id, uniform_windows
 
         notes, errors = [], []
@@ -199,13 +201,11 @@ class FeatureMaker:
                 except SegmentsError as err:
                     errors.append(one_line(err, item.label, item.name))
             return bounds, notes, errors
-        if item.window is not None:
-            window, hop = item.window
-            if duration < window:
-                notes.append(f"{item.label}: {duration:.2f} s is shorter than the {window:g} s window: "
-                             "one segment of its whole length")
-            return [(segment_id(item.name, s, e), s, e) for s, e in uniform_windows(duration, window, hop)], notes, []
-        return [(item.name, 0.0, duration)], notes, []
+        window, hop = item.window
+        if duration < window:
+            notes.append(f"{item.label}: {duration:.2f} s is shorter than the {window:g} s window: "
+                         "one segment of its whole length")
+        return [(segment_id(item.name, s, e), s, e) for s, e in uniform_windows(duration, window, hop)], notes, []
 
     def _frames(self, item: Item, spec: str):
         from .io import audio_duration
@@ -310,6 +310,10 @@ class _InProcess:
         return [_compute(self.maker, it) for it in self.block]
 
 
+class FeatureWorkerError(RuntimeError):
+    """A feature worker process died (killed, out of memory, a crash in native code)."""
+
+
 class _Shares:
     """A block's features from the workers: each a contiguous share, joined in order."""
 
@@ -322,7 +326,7 @@ class _Shares:
         try:
             return [r for f in self.futures for r in f.result()]
         except BrokenProcessPool as e:
-            raise RuntimeError(f"a feature worker process died ({e}); run with --nj 1 (nj=1) to see why") from None
+            raise FeatureWorkerError(f"a feature worker process died ({e}); run with --nj 1 (nj=1) to see why") from None
 
 
 # ------------------------------------------------------------------ runner

@@ -454,6 +454,7 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="pyxv: %(levelname)s: %(message)s", stream=sys.stderr)
+    from .batch import FeatureWorkerError
     from .extract import ExtractionMemoryError
     from .inference import InferenceError
     from .io import AudioError, OutputError
@@ -479,7 +480,7 @@ def main(argv=None) -> int:
     try:
         return a.func(a)
     except (InferenceError, AudioError, FileNotFoundError, ValueError, OutputError, ExtractionMemoryError,
-            CheckpointError) as e:
+            CheckpointError, FeatureWorkerError) as e:
         _err(a.command, str(e))
         return 1
     except BrokenPipeError:

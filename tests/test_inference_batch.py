@@ -449,10 +449,11 @@ def test_runner_order_shares_blocks_and_failures():
 
 
 def test_runner_worker_death_is_an_error_not_a_hang():
-    from pyxv.batch import Item, run
+    from pyxv.batch import FeatureWorkerError, Item, run
 
     items = [Item(i, f"u{i}", spec="3") for i in range(4)]
-    with pytest.raises(RuntimeError, match="worker process died"):
+    # its own class, which pyxv's commands report in one line (not a traceback)
+    with pytest.raises(FeatureWorkerError, match="worker process died"):
         list(run(items, _Dies(), lambda m: np.zeros((len(m), 2)), nj=2))
 
 
