@@ -49,7 +49,7 @@ emotion_nj=                      # stage 5 jobs per system and data setting, the
                                  # a cluster's: one job per fold]
 cross_corpus=                    # cross-corpus evaluation after stage 5: "NAME:DATA-DIR[:LABEL-MAP] ..."
 cross_standardise=true           # ... also with the target's back-end inputs standardised on its own statistics
-cross_systems="randinit_gemaps randinit_mfcc frozen_lr_clean frozen_lr_aug finetune_clean finetune_aug ref_egemaps_lr ref_mfccstats_lr"
+cross_systems=                   # ... of these systems [every system of stage 5]
 sv_config=conf/sv.yaml
 sv_emotion_config=conf/sv_emotion.yaml   # the emotion-compensated SV back-end of stage 6
 dry_run=false                    # print the stages that would run, do nothing
@@ -125,6 +125,10 @@ Stages:
 "
 
 . utils/parse_options.sh
+# Stage 5's systems: the paper's Table 2 rows, then the two references.
+emotion_systems="randinit_gemaps randinit_mfcc frozen_lr_clean frozen_lr_aug finetune_clean finetune_aug
+  ref_egemaps_lr ref_mfccstats_lr"
+cross_systems=${cross_systems:-$emotion_systems}
 
 if [ $# -gt 0 ]; then echo "run.sh: unexpected argument '$1' (see ./run.sh --help)" >&2; exit 1; fi
 for n in stage stop_stage nj gpus nodes manifest_folds ${emotion_nj:+emotion_nj}; do
@@ -297,8 +301,7 @@ if run_stage 5 "emotion recognition"; then
   # An imported encoder is not a ResNet: the random-init rows take the x-vector config's.
   arch_opt=()
   [ "$xvector_init" = scratch ] || arch_opt=(--architecture "$xvector_config")
-  for system in randinit_gemaps randinit_mfcc frozen_lr_clean frozen_lr_aug finetune_clean finetune_aug \
-      ref_egemaps_lr ref_mfccstats_lr; do
+  for system in $emotion_systems; do
     # clean and clean+aug side by side: their fold jobs share the machine (or the
     # queue), so no core waits for the slowest fold of one of them.
     pids=()
