@@ -426,3 +426,28 @@ def test_missing_backend_file_is_named(tmp_path):
     for name in ("backend.pkl", "backend.json", "backend"):
         with pytest.raises(ParamsError, match="no such"):
             Backend.load(tmp_path / name)
+
+
+def test_convert_models_keeps_the_pickle_when_the_check_fails(tmp_path, monkeypatch, capsys):
+    """A converted LR model whose posteriors differ from the pickled one's leaves the
+    trusted original in place (the new files kept beside it for inspection)."""
+    from pyxv.bin import convert_models
+    from pyxv.emotion import lr as lr_mod
+    from pyxv.emotion.lr import EmotionLR
+
+    X, _, _, emo = emotional_set(10, seed=12)
+    fold = tmp_path / "fold1"
+    fold.mkdir()
+    old_model_pkl(fold, EmotionLR(EMOS, C=1.0).fit(X, emo), "exp/xvector_x")
+    real = lr_mod.load_lr_model
+
+    def off_by_a_bit(model_dir, trust=None):
+        model, meta = real(model_dir, trust=trust)
+        if trust is None:   # the converted model.json: made to disagree
+            model.predict_proba = lambda Z, f=model.predict_proba: f(Z) + 1e-9
+        return model, meta
+
+    monkeypatch.setattr(lr_mod, "load_lr_model", off_by_a_bit)
+    assert convert_models.main([str(tmp_path), "--trust"]) == 1
+    assert "posteriors differ; model.json kept for inspection" in capsys.readouterr().err
+    assert (fold / "model.pkl").is_file() and (fold / "model.json").is_file()

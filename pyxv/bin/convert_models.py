@@ -47,10 +47,11 @@ def convert_lr(path: Path) -> str:
     dim = _lr_input_dim(model)
     want = model.predict_proba(_probe(dim))
     meta = {k: v for k, v in meta.items() if k != "selection"}
-    save_lr_model(path.parent, model, meta)   # removes model.pkl once model.json is written
-    got = load_lr_model(path.parent)[0].predict_proba(_probe(dim))
+    save_lr_model(path.parent, model, meta, drop_pickle=False)   # the pickle goes only after the check
+    got = load_lr_model(path.parent)[0].predict_proba(_probe(dim))   # model.json comes first
     if not np.array_equal(got, want):
         raise RuntimeError(f"{path}: the converted model's posteriors differ; model.json kept for inspection")
+    path.unlink()
     return f"{path} -> {path.with_name('model.json')} (+ model.npz)"
 
 

@@ -174,17 +174,19 @@ def lr_model_file(model_dir) -> Path | None:
     return None
 
 
-def save_lr_model(model_dir, model, meta: dict) -> Path:
+def save_lr_model(model_dir, model, meta: dict, *, drop_pickle: bool = True) -> Path:
     """Write a fitted LR model (:class:`EmotionLR` or the reference systems' ``StandardizedLR``) of a fold
     or final dir as ``model.json`` + ``model.npz``. ``meta``: plain values stored beside it (``type``:
     frozen_lr | reference_lr, ``classes``, ``xvector_model`` ...). Removes an older pyxv's ``model.pkl``
-    there (superseded). Returns the JSON path."""
+    there (superseded) unless ``drop_pickle`` is false (a conversion removes it after its check).
+    Returns the JSON path."""
     import sklearn
 
     p = write_params(Path(model_dir) / "model.json", PARAMS_TYPE,
                      {"meta": {**meta, "selection": model.selection}, "model": model.to_params()},
                      versions={"scikit-learn": sklearn.__version__})
-    (Path(model_dir) / "model.pkl").unlink(missing_ok=True)
+    if drop_pickle:
+        (Path(model_dir) / "model.pkl").unlink(missing_ok=True)
     return p
 
 
