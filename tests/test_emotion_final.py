@@ -455,3 +455,13 @@ def test_cross_corpus_networks_load_on_the_asked_device(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError):
         crosscorpus.network_posteriors(tmp_path, tmp_path, ["u"], "meta")
     assert loads == ["meta"]
+
+
+@pytest.mark.parametrize("extra", [["--nj", "2"], ["--fold", "1"]])
+def test_final_takes_no_fold_or_nj(tmp_path, capsys, extra):
+    """--final with --nj (or --fold) is a usage error in one line, not a TypeError."""
+    from pyxv.bin import train_emotion
+
+    with pytest.raises(SystemExit) as e:
+        train_emotion.main(["--system", "ref_egemaps_lr", "--final", *extra, str(tmp_path), str(tmp_path / "o")])
+    assert e.value.code == 2 and "--final trains the one final model: it takes no --fold or --nj" in capsys.readouterr().err

@@ -87,6 +87,8 @@ def main(argv=None) -> int:
         return 0
     if a.fold is None and not a.final:
         ap.error("--fold N (or --summarize or --final) is needed")
+    if a.final and (a.fold is not None or a.nj):
+        ap.error("--final trains the one final model: it takes no --fold or --nj")
     if a.nj < 0 or (a.nj and not 1 <= a.fold <= a.nj):
         ap.error(f"--fold {a.fold} --nj {a.nj}: with --nj the job number must be in 1..{a.nj}")
     cfg = load_emotion_config(a.config, profile=a.profile or corpus, overrides=over)
