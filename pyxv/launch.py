@@ -48,10 +48,9 @@ from dataclasses import dataclass
 # run again to resume"; PREEMPTED_MARK_ENV names a file the trainer touches then
 # (mark_preempted): proof of the 75 even where a process's exit status was lost
 # to gloo's teardown abort.
-from pyxv.train.distributed import PREEMPTED_EXIT as PREEMPTED, PREEMPTED_MARK_ENV
+from pyxv.parallel import PREEMPTED, PREEMPTED_MARK_ENV, STOP_SIGNALS
 
 PROG = "pyxv.launch"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class LaunchError(Exception):

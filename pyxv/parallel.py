@@ -41,7 +41,10 @@ _RANGE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(\d+)(?::(\d+))?$")
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
-PREEMPTED = 75   # a job's exit status: stopped for pre-emption, checkpoint written, run again to resume
+# The pre-emption contract, one place for the runners, the launcher and the trainers:
+PREEMPTED = 75   # a job's exit status (EX_TEMPFAIL): stopped for pre-emption, checkpoint written, run again to resume
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)   # what a batch system sends before a time limit or pre-emption
+PREEMPTED_MARK_ENV = "PYXV_PREEMPTED_MARK"   # set by pyxv.launch: a file each trainer touches after such a stop
 
 
 class UsageError(Exception):

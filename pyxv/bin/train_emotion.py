@@ -24,6 +24,8 @@ import logging
 import signal
 import sys
 
+from pyxv.parallel import PREEMPTED as PREEMPTED_EXIT, STOP_SIGNALS   # standard library only: no torch
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,7 +113,7 @@ def main(argv=None) -> int:
     exit_cleanly_on_signals()  # SIGHUP leaves no temporary file
     # SIGTERM/SIGUSR1 (pre-emption) outside a network's training: stop now, exit 75
     # (inside it the trainer takes them over: checkpoint at the next log point, then 75).
-    old = {sig: signal.signal(sig, _preempted) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    old = {sig: signal.signal(sig, _preempted) for sig in STOP_SIGNALS}
     try:
         if a.final:
             try:
@@ -155,7 +157,6 @@ def main(argv=None) -> int:
             signal.signal(sig, handler)
 
 
-PREEMPTED_EXIT = 75    # pyxv.train.distributed.PREEMPTED_EXIT (not imported: that needs torch)
 
 
 def _finished_since(a, fold: int):

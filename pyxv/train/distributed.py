@@ -23,9 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-PREEMPTED_EXIT = 75  # EX_TEMPFAIL (sysexits.h): stopped for pre-emption, checkpoint written; rerun to resume
-# Set by the launcher (pyxv.launch) for its workers: a file each touches after a pre-emption stop.
-PREEMPTED_MARK_ENV = "PYXV_PREEMPTED_MARK"
+from ..parallel import PREEMPTED as PREEMPTED_EXIT, PREEMPTED_MARK_ENV  # noqa: F401 (the trainer's names)
 
 
 @dataclass

@@ -95,6 +95,7 @@ from ..io import atomic_open
 from ..nnet.config import ConfigError, dump_config, load_config, validate_config
 from ..nnet.registry import build_encoder
 from ..nnet.xvector import XVectorNet
+from ..parallel import STOP_SIGNALS
 from . import checkpoint as ckpt
 from . import distributed as dd
 from .data import (FeatureSource, RunBatches, chunk, default_steps, filter_training_set, split_validation,
@@ -130,7 +131,7 @@ class _StopSignals:
     back after. (Only the main thread can take signals: elsewhere this does
     nothing.)"""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = STOP_SIGNALS
 
     def __init__(self):
         self.got: list[int] = []
