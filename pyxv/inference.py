@@ -196,6 +196,7 @@ class XVectorModel:
         self.exp_dir = model.parent
         self.model_path = model.resolve()
         self._embedder = _Embedder()
+        self._info: tuple | None = None   # (net, encoder_info of it): its weights' hash is made once
         try:
             self.net, self.ck = load_model(model, device)
         except CheckpointError as e:
@@ -229,11 +230,15 @@ class XVectorModel:
         return self._embedder(self.net)
 
     def encoder_info(self) -> dict:
-        """What a speaker file records of this encoder (:mod:`pyxv.speaker`)."""
+        """What a speaker file records of this encoder (:mod:`pyxv.speaker`); the
+        weights' SHA-256 is made once per network (a verify run asks up to three
+        times; the loaded model is not trained further, as for :attr:`embedder`)."""
         from .speaker import weights_checksum
 
-        return {"model": str(self.model_path), "type": type(self.net).__name__, "dim": int(self.dim),
-                "sha256": weights_checksum(self.net)}
+        if self._info is None or self._info[0] is not self.net:
+            self._info = (self.net, {"model": str(self.model_path), "type": type(self.net).__name__,
+                                     "dim": int(self.dim), "sha256": weights_checksum(self.net)})
+        return dict(self._info[1])
 
     def embed_matrices(self, mats: Sequence[np.ndarray], batch_frames: int | None = None) -> np.ndarray:
         """(N, E) of network inputs, batched as stage 4 batches (``batch_frames``:
