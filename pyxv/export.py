@@ -409,7 +409,6 @@ def resolve(model_dir: str | os.PathLike, device: str = "cpu"):
 def build(model_dir: str | os.PathLike) -> tuple[nn.Module, dict]:
     """The exportable module of a model dir and its card (without the file's own fields)."""
     from .inference import FrozenLREmotion, NnetEmotion
-    from .train import checkpoint as ckpt
 
     kind, m = resolve(model_dir)
     if kind == "xvector":
@@ -445,7 +444,7 @@ def build(model_dir: str | os.PathLike) -> tuple[nn.Module, dict]:
         net_path = Path(m.source) / "final.pt"
         embed = embedding_module(m.net, m.front, NNET_CHUNK_FRAMES, str(model_dir))
         mod = EmotionPosteriors(embed, None, m.net)
-        ck = ckpt.load(net_path)
+        ck = m.ck
         source = {"system": f"emotion network ({m.kind})", "fold_dir": str(m.source), "weights": str(net_path),
                   "weights_sha256": file_digest(net_path)}
         sr = int(m.front.sample_rate)
@@ -454,7 +453,7 @@ def build(model_dir: str | os.PathLike) -> tuple[nn.Module, dict]:
     else:
         raise ExportError(f"{model_dir}: a {type(m).__name__} emotion system has no export")
     extra = ck.get("extra") or {}
-    used = _emotion_dir(model_dir)
+    used = m.model_dir
     source["model_used"] = str(used)
     if (used / "final.json").is_file():   # a system's final model: how it was trained, as stage 5 wrote it
         try:
@@ -464,21 +463,6 @@ def build(model_dir: str | os.PathLike) -> tuple[nn.Module, dict]:
     card = {"task": "emotion posteriors", "output": {"name": "posteriors", "classes": classes},
             "sample_rate": sr, "config": cfg, "source": source, "trained_on": trained, "licence": _licence(extra)}
     return mod, {**card, **mod.card()}
-
-
-def _emotion_dir(model_dir) -> Path:
-    """The fold or final dir ``pyxv emotion`` uses for ``model_dir``."""
-    try:
-        from .inference import emotion_model_dir
-    except ImportError:   # an older pyxv: the given dir
-        return Path(model_dir)
-    quiet = logging.getLogger("pyxv.inference")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)   # its notes were logged once already, when the model was loaded
-    try:
-        return emotion_model_dir(model_dir)
-    finally:
-        quiet.setLevel(level)
 
 
 def _params_sha256(params: dict) -> str:

@@ -312,6 +312,7 @@ class EmotionModel:
     classes: list[str]
     kind: str
     maker: "FeatureMaker"
+    model_dir: Path   # the fold or final dir the model was read from
 
     def input_of(self, spec: str, name: str) -> np.ndarray:
         """Network input of one file, in this process."""
@@ -365,6 +366,7 @@ class FrozenLREmotion(EmotionModel):
         from .emotion.lr import load_lr_model, lr_model_file
         from .params import ParamsError
 
+        self.model_dir = Path(fold_dir)
         try:
             self.lr, meta = load_lr_model(fold_dir)
         except ParamsError as e:
@@ -395,6 +397,7 @@ class NnetEmotion(EmotionModel):
             self.net, ck = load_model(fold_dir / "final.pt", device)
         except CheckpointError as e:
             raise InferenceError(str(e)) from e
+        self.ck = ck
         self._embedder = _Embedder()
         extra = ck.get("extra") or {}
         self.classes = [str(c) for c in (extra.get("classes") or ck["labels"])]
@@ -404,6 +407,7 @@ class NnetEmotion(EmotionModel):
         self.cmn_window = int(extra.get("cmn_window", cfg["data"]["cmn_window"]))
         self.apply_vad = bool(extra.get("apply_vad", cfg["data"]["apply_vad"]))
         self.source = str(fold_dir)
+        self.model_dir = Path(fold_dir)
         if self.features == "gemaps":
             mean, std = extra.get("gemaps_mean"), extra.get("gemaps_std")
             self.gemaps_norm = (np.asarray(mean, np.float32), np.asarray(std, np.float32)) if mean else None
