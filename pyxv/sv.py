@@ -29,21 +29,14 @@ from typing import Callable, Iterator, TextIO
 import numpy as np
 
 from .io import atomic_open, read_table
+from .labels import order_emotions
 from .metrics.sv import ScoreHistogram, SVMetrics, det_curve_sorted, sv_metrics_sorted
 
 log = logging.getLogger(__name__)
 
-# Paper order first (Tables 3-5: angry, happy, sad, neutral), then any others sorted.
-EMOTION_ORDER = ("angry", "happy", "sad", "neutral", "disgust", "fear", "surprise", "calm")
-
 __all__ = ["TrialSet", "trial_set_from_labels", "eer_by_emotion", "load_trial_set", "iter_trials", "CellTable",
            "score_all_pairs",
-           "score_trials_file", "write_results", "EMOTION_ORDER"]
-
-
-def order_emotions(names) -> list[str]:
-    names = set(names)
-    return [e for e in EMOTION_ORDER if e in names] + sorted(names - set(EMOTION_ORDER))
+           "score_trials_file", "write_results"]
 
 
 # ------------------------------------------------------------------ trial set

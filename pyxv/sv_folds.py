@@ -34,7 +34,8 @@ import numpy as np
 
 from .backend.pipeline import CalibrationError
 from .io import read_table
-from .sv import CellTable, TrialSet, load_trial_set, order_emotions, score_all_pairs, trial_set_from_labels
+from .labels import order_emotions
+from .sv import CellTable, TrialSet, load_trial_set, score_all_pairs, trial_set_from_labels
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..labels import order_emotions
 from ..params import ParamsError, from_table, load_trusted_pickle, params_paths, read_params, write_params
 from .asnorm import ASNorm, EmotionASNorm
 from .calibration import LinearCalibration
@@ -243,8 +244,6 @@ class Backend:
                  self.calibration_cfg.get("enabled") and self.calibration_cfg.get("by_emotion"))) if on)
             spk, emo = check_emotion_labels(spk, emo, what)
         if emo is not None:
-            from ..sv import order_emotions
-
             emo = np.asarray([str(e) for e in np.asarray(emo).tolist()])
             self.emotions = order_emotions(set(emo.tolist()))
         self.info = {}

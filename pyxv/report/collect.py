@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..labels import emotion_sort_key
+
 # The paper's rows of Table 2, in its order, with the labels it uses.
 SYSTEMS = (
     ("randinit_gemaps", "Random init ResNet, GeMAPS"),
@@ -45,9 +47,6 @@ REFERENCE_SYSTEMS = (
 SYSTEM_LABELS = dict(SYSTEMS + REFERENCE_SYSTEMS)
 # Training-data columns: (directory suffix, label used in the recipe and the paper).
 TRAIN_DATA = (("clean", "clean"), ("clean_aug", "clean+aug"))
-
-# The paper's emotion order in Tables 3-5; other classes follow, sorted.
-EMOTION_ORDER = ("angry", "happy", "sad", "neutral", "disgust")
 
 # Pappagari, Wang, Villalba, Chen, Dehak, "X-vectors meet emotions: a study on
 # dependencies between emotion and speaker recognition", ICASSP 2020, Table 2:
@@ -79,10 +78,6 @@ class Notes(list):
 
         print(f"make_report: {msg}", file=sys.stderr)
         self.append(msg)
-
-
-def emotion_sort_key(e: str):
-    return (EMOTION_ORDER.index(e) if e in EMOTION_ORDER else len(EMOTION_ORDER), e)
 
 
 def _read_json(path: Path, notes: Notes):
