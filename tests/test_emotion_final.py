@@ -15,8 +15,8 @@ from pyxv.emotion.config import load_emotion_config
 from pyxv.emotion.data import discover_protocol, final_training_set
 
 from emotion_synth import labelled_speakers
-from test_run_sh import fake_steps, recorded_calls
-from test_run_sh import sandbox  # noqa: F401  (the fixture: run.sh in a folder of its own)
+from run_sh_sandbox import fake_steps, recorded_calls
+from run_sh_sandbox import sandbox  # noqa: F401  (the fixture: run.sh in a folder of its own)
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 
