@@ -8,6 +8,7 @@ or summarise a system's folds.
     python -m pyxv.bin.train_emotion --summarize --system ... --train-data ... data/demo exp/emotion/demo
     python -m pyxv.bin.train_emotion --final --system ... --train-data ... data/demo exp/emotion/demo  # final/
     python -m pyxv.bin.train_emotion --num-folds data/demo     # prints the number of folds
+    python -m pyxv.bin.train_emotion --list-systems [--paper-only]   # name TAB label, one system a line
 
 Pre-emption (SIGTERM, or Slurm's SIGUSR1 warning): a network that is training
 stops at its next log point with a step checkpoint; anywhere else the job stops
@@ -24,6 +25,7 @@ import logging
 import signal
 import sys
 
+from pyxv.emotion.spec import SYSTEM_NAMES, list_systems   # standard library only: no torch
 from pyxv.parallel import PREEMPTED as PREEMPTED_EXIT, STOP_SIGNALS   # standard library only: no torch
 
 
@@ -31,8 +33,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None, help="emotion YAML (conf/emotion.yaml)")
     ap.add_argument("--profile", default=None, help="profile of the config to apply [the corpus name]")
-    ap.add_argument("--system", default=None, help="randinit_gemaps|randinit_mfcc|frozen_lr_clean|frozen_lr_aug|"
-                                                    "finetune_clean|finetune_aug|ref_egemaps_lr|ref_mfccstats_lr")
+    ap.add_argument("--system", default=None, help="|".join(SYSTEM_NAMES) + " (see --list-systems)")
     ap.add_argument("--train-data", default="clean", choices=["clean", "clean+aug"])
     ap.add_argument("--fold", type=int, default=None, help="1-based fold number (protocol order)")
     ap.add_argument("--nj", type=int, default=0,
@@ -45,6 +46,10 @@ def main(argv=None) -> int:
                     help="train the system once on all labelled data into <system>_<data>/final/ "
                          "(networks: after the folds, whose kept epochs set its epoch count)")
     ap.add_argument("--num-folds", action="store_true", help="print the number of folds of <emo-dir> and exit")
+    ap.add_argument("--list-systems", action="store_true",
+                    help="print '<name>\\t<label>' per emotion system (the paper's in its Table 2 order, then "
+                         "the references) and exit")
+    ap.add_argument("--paper-only", action="store_true", help="with --list-systems: only the paper's systems")
     ap.add_argument("--keep-finished-since", default=None, metavar="STAMP",
                     help="skip the folds whose metrics.json is newer than file STAMP (finished by an earlier "
                          "attempt of this run, before a pre-emption)")
@@ -53,9 +58,14 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", default=None, help="corpus name for summary.json [basename of emo-dir]")
     ap.add_argument("--architecture", default=None,
                     help="x-vector YAML of the random-init networks (overrides nnet.architecture)")
-    ap.add_argument("emo_dir")
+    ap.add_argument("emo_dir", nargs="?")
     ap.add_argument("out_root", nargs="?")
     a = ap.parse_args(argv)
+    if a.list_systems:
+        print("\n".join(list_systems(paper_only=a.paper_only)))
+        return 0
+    if not a.emo_dir:
+        ap.error("<emo-dir> is needed")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
     from pathlib import Path
