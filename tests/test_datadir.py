@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pyxv import datadir as dd
+from pyxv.datadir import utt2spk_to_spk2utt
+from pyxv.datadir.split import _balanced_chunks, split_datadir
+from pyxv.datadir.tables import VERBATIM, c_less, c_sorted, ckey, classify, first_dups, read_lines, table_lines
+from pyxv.datadir.validate import validate_datadir
+from pyxv.io import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +38,7 @@ def make_dir(root: Path, name="good", spk=("s1", "s2", "s3"), per=3, feats=True,
         sf.write(wavdir / f"{u}.wav", np.zeros(800, np.float32), 16000)
     (d / "wav.scp").write_text("".join(f"{u} {wavdir}/{u}.wav\n" for u in utts))
     (d / "utt2spk").write_text("".join(f"{u} {utt2spk[u]}\n" for u in utts))
-    spk2utt = dd.utt2spk_to_spk2utt(utt2spk)
+    spk2utt = utt2spk_to_spk2utt(utt2spk)
     (d / "spk2utt").write_text("".join(f"{s} {' '.join(v)}\n" for s, v in spk2utt.items()))
     (d / "spk2gender").write_text("".join(f"{s} {'mf'[k % 2]}\n" for k, s in enumerate(sorted(spk))))
     if emo:
@@ -63,8 +67,8 @@ def test_split_by_utterance_and_per_speaker(tmp_path):
     assert sum((utts_of(d / "split5" / str(i)) for i in range(1, 6)), []) == utts_of(d)
     for i in range(1, 6):
         part = d / "split5" / str(i)
-        assert dd.validate_datadir(part) == [], i
-        assert set(dd.read_table(part / "feats.scp")) == set(utts_of(part))
+        assert validate_datadir(part) == [], i
+        assert set(read_table(part / "feats.scp")) == set(utts_of(part))
     # Reused when up to date: nothing rewritten.
     t = (d / "split5/1/utt2spk").stat().st_mtime_ns
     p = tool("utils/split_data.sh", d, 5)
@@ -73,7 +77,7 @@ def test_split_by_utterance_and_per_speaker(tmp_path):
     # Per speaker: no speaker straddles two parts.
     p = tool("utils/split_data.sh", "--per-spk", d, 3)
     assert p.returncode == 0, p.stderr
-    spk_sets = [set(dd.read_table(d / "split3" / str(i) / "utt2spk").values()) for i in range(1, 4)]
+    spk_sets = [set(read_table(d / "split3" / str(i) / "utt2spk").values()) for i in range(1, 4)]
     assert sum(len(s) for s in spk_sets) == 4 and set().union(*spk_sets) == {"s1", "s2", "s3", "s4"}
     assert all(s for s in spk_sets)
     # A changed source is re-split.
@@ -100,17 +104,17 @@ def _reference_filter(src: Path, dest: Path, keep_utts) -> None:
     """The per-part filter split_data.sh ran before it became one pass (every
     part re-reading every source file): the reference its parts must equal."""
     keep = set(keep_utts)
-    kinds = dd.classify(src)
-    utt2spk = {u: s for u, s in dd._first_dups(dd.read_lines(src / "utt2spk")).items() if u in keep}
+    kinds = classify(src)
+    utt2spk = {u: s for u, s in first_dups(read_lines(src / "utt2spk")).items() if u in keep}
     keep &= set(utt2spk)
     speakers = set(utt2spk.values())
     recs = None
     if (src / "segments").is_file():
-        segs = {u: v for u, v in dd._first_dups(dd.read_lines(src / "segments")).items() if u in keep}
+        segs = {u: v for u, v in first_dups(read_lines(src / "segments")).items() if u in keep}
         recs = {v.split()[0] for v in segs.values() if v.split()}
     dest.mkdir(parents=True)
     for name, kind in kinds.items():
-        table = dd._first_dups(dd.read_lines(src / name))
+        table = first_dups(read_lines(src / name))
         if kind == "utt":
             out = {k: v for k, v in table.items() if k in keep}
         elif kind == "spk":
@@ -119,11 +123,11 @@ def _reference_filter(src: Path, dest: Path, keep_utts) -> None:
             out = {k: v for k, v in table.items() if recs is None or k in recs}
         else:
             out = {k: "" for k in table if k in keep}
-        (dest / name).write_text("".join(ln + "\n" for ln in dd._table_lines(out)))
-    spk2utt = dd.utt2spk_to_spk2utt(utt2spk)
+        (dest / name).write_text("".join(ln + "\n" for ln in table_lines(out)))
+    spk2utt = utt2spk_to_spk2utt(utt2spk)
     (dest / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in
-                                          sorted(spk2utt.items(), key=lambda kv: dd.ckey(kv[0]))))
-    for name in dd.VERBATIM:
+                                          sorted(spk2utt.items(), key=lambda kv: ckey(kv[0]))))
+    for name in VERBATIM:
         if (src / name).is_file():
             (dest / name).write_text((src / name).read_text())
 
@@ -157,7 +161,7 @@ def test_split_equals_the_per_part_filter(tmp_path, segments):
     utt2spk = {f"{s}-u{i:02d}": s for s in ("a1", "b2", "c3", "d4", "e5") for i in range(int(rng.integers(1, 9)))}
     utts = sorted(utt2spk)
     (d / "utt2spk").write_text("".join(f"{u} {utt2spk[u]}\n" for u in utts))
-    (d / "spk2utt").write_text("".join(f"{s} {' '.join(v)}\n" for s, v in dd.utt2spk_to_spk2utt(utt2spk).items()))
+    (d / "spk2utt").write_text("".join(f"{s} {' '.join(v)}\n" for s, v in utt2spk_to_spk2utt(utt2spk).items()))
     (d / "spk2gender").write_text("a1 m\nb2 f\nc3 m\nd4 f\ne5 m\n")
     emo = [f"{u} {['happy', 'sad'][k % 2]}" for k, u in enumerate(utts)]
     (d / "utt2emo").write_text("\n".join([emo[1], emo[0], *emo[1:], emo[2]]) + "\n")  # disorder + duplicate
@@ -171,8 +175,8 @@ def test_split_equals_the_per_part_filter(tmp_path, segments):
     else:
         (d / "wav.scp").write_text("".join(f"{u} sox /w/{u}.flac -t wav - |\n" for u in utts))
     for n, per_spk in ((4, False), (len(utts), False), (1, False), (3, True), (5, True)):
-        parts, _ = dd.split_datadir(d, n, per_spk=per_spk, force=True)
-        spk2utt = dd.utt2spk_to_spk2utt(utt2spk)
+        parts, _ = split_datadir(d, n, per_spk=per_spk, force=True)
+        spk2utt = utt2spk_to_spk2utt(utt2spk)
         if per_spk:
             spks = sorted(spk2utt)
             groups = [[u for s in spks[a:b] for u in spk2utt[s]]
@@ -191,10 +195,10 @@ def test_c_locale_order_fast_paths():
     ascii_keys = ["b-2", "B-1", "a_1", "a-1", "a", "10", "9"]
     mixed = ascii_keys + ["\u00e9t\u00e9", "\uffff", "\U0001f600", "z\udcff", "\u0800"]
     for keys in (ascii_keys, mixed):
-        assert dd.c_sorted(keys) == sorted(keys, key=dd.ckey)
+        assert c_sorted(keys) == sorted(keys, key=ckey)
         for a in keys:
             for b in keys:
-                assert dd.c_less(a, b) == (dd.ckey(a) < dd.ckey(b)), (a, b)
+                assert c_less(a, b) == (ckey(a) < ckey(b)), (a, b)
 
 
 def test_balanced_chunks_equal_the_scan():
@@ -203,7 +207,7 @@ def test_balanced_chunks_equal_the_scan():
         m = int(rng.integers(1, 40))
         sizes = [int(x) for x in rng.integers(0 if rng.random() < 0.3 else 1, 12, size=m)]
         n = int(rng.integers(1, m + 1))
-        assert dd._balanced_chunks(sizes, n) == _reference_chunks(sizes, n), (sizes, n)
+        assert _balanced_chunks(sizes, n) == _reference_chunks(sizes, n), (sizes, n)
 
 
 # ------------------------------------------------------------------- validate
@@ -227,8 +231,8 @@ def test_validate_names_every_problem(tmp_path):
     _break(d, "wav.scp", lambda ls: [ls[0].replace("s1-u0.wav", "gone.wav"), *ls[1:]])  # missing audio
     _break(d, "utt2num_frames", lambda ls: [ls[0].split()[0] + " 999", *ls[1:]])  # frames disagree
     kaldiio.save_ark(str(d / "vad2.ark"), {"s2-u1": np.ones(3, np.float32)}, scp=str(d / "vad2.scp"))
-    vad = dict(dd.read_table(d / "vad.scp"))
-    vad["s2-u1"] = dd.read_table(d / "vad2.scp")["s2-u1"]                   # feats vs vad disagree
+    vad = dict(read_table(d / "vad.scp"))
+    vad["s2-u1"] = read_table(d / "vad2.scp")["s2-u1"]                   # feats vs vad disagree
     (d / "vad.scp").write_text("".join(f"{k} {vad[k]}\n" for k in sorted(vad)))
     p = tool("utils/validate_data_dir.sh", d)
     assert p.returncode == 1
@@ -251,7 +255,7 @@ def test_validate_speaker_files(tmp_path):
     _break(d, "spk2utt", lambda ls: ls[:-1])
     _break(d, "spk2gender", lambda ls: [ls[0].replace(" m", " male"), *ls[1:]])
     _break(d, "utt2emo", lambda ls: [ls[0].split()[0] + " Happy", *ls[1:]])
-    problems = dd.validate_datadir(d)
+    problems = validate_datadir(d)
     text = "\n".join(problems)
     assert "spk2utt lacks 1 speakers of utt2spk: s3" in text
     assert "gender other than m/f" in text and "s1='male'" in text
@@ -264,10 +268,10 @@ def test_validate_speaker_order_and_segments(tmp_path):
     (d / "utt2spk").write_text("a-1 s2\nb-1 s1\n")
     (d / "spk2utt").write_text("s1 b-1\ns2 a-1\n")
     (d / "spk2gender").write_text("s1 m\ns2 f\n")
-    wav = list(dd.read_table(tmp_path / "good" / "wav.scp").values())[0]
+    wav = list(read_table(tmp_path / "good" / "wav.scp").values())[0]
     (d / "wav.scp").write_text(f"rec1 {wav}\n")
     (d / "segments").write_text("a-1 rec1 0.0 0.02\nb-1 rec2 0.5 0.1\n")
-    text = "\n".join(dd.validate_datadir(d))
+    text = "\n".join(validate_datadir(d))
     assert "must start with their speaker id" in text
     assert "segments names 1 recordings missing from wav.scp: rec2" in text
     assert "0 <= start < end: b-1" in text
@@ -293,7 +297,7 @@ def test_fix_keeps_the_intersection_and_says_why(tmp_path):
     assert "dropped 1 speakers left without utterances" in out
     assert "kept 4 of 9 utterances (5 dropped), 2 speakers" in out
     assert utts_of(d) == ["s1-u1", "s1-u2", "s2-u1", "s2-u2"]
-    assert dd.validate_datadir(d) == []
+    assert validate_datadir(d) == []
     assert (d / "spk2gender").read_text() == "s1 m\ns2 f\n"
     assert (d / ".backup" / "feats.scp").read_text() == before
     # Idempotent: a second run changes nothing.
@@ -317,7 +321,7 @@ def test_subset_rules(tmp_path):
         p = tool("utils/subset_data_dir.sh", *args, d, dest)
         assert p.returncode == 0, p.stderr
         assert utts_of(dest) == want
-        assert dd.validate_datadir(dest) == [], args
+        assert validate_datadir(dest) == [], args
     # Kaldi's positional forms: --first <src> N <dest>; <src> N <dest> is random (seeded).
     p = tool("utils/subset_data_dir.sh", "--first", d, 3, tmp_path / "k1")
     assert p.returncode == 0 and utts_of(tmp_path / "k1") == ["s1-u0", "s1-u1", "s1-u2"]
@@ -329,7 +333,7 @@ def test_subset_rules(tmp_path):
         r.append(utts_of(dest))
         assert len(r[-1]) == 4 and r[-1] == sorted(r[-1])
     assert r[0] == r[1] and any(x != r[0] for x in r[2:])
-    assert set(dd.read_table(tmp_path / "r0/spk2gender")) == set(dd.read_table(tmp_path / "r0/utt2spk").values())
+    assert set(read_table(tmp_path / "r0/spk2gender")) == set(read_table(tmp_path / "r0/utt2spk").values())
     p = tool("utils/subset_data_dir.sh", "--first", 99, d, tmp_path / "x")
     assert p.returncode == 1 and "only 9 utterances" in p.stderr
 
@@ -347,7 +351,7 @@ def test_combine(tmp_path):
     assert utts_of(dest) == utts_of(a) + utts_of(b)
     assert not (dest / "utt2emo").exists()
     assert (dest / "unknown_spk_utts").read_text() == "s3-u1\n"
-    assert dd.validate_datadir(dest) == []
+    assert validate_datadir(dest) == []
     assert (dest / "spk2gender").read_text() == "s1 m\ns2 f\ns3 m\n"
     # Idempotent: the same call leaves every file untouched.
     stamps = {f.name: f.stat().st_mtime_ns for f in dest.iterdir()}
@@ -376,25 +380,25 @@ def test_copy_with_prefix_and_suffix(tmp_path):
     p = tool("utils/copy_data_dir.sh", "--utt-suffix", "-reverb", d, dest)
     assert p.returncode == 0, p.stderr
     assert utts_of(dest)[:2] == ["s1-u0-reverb", "s1-u1-reverb"]
-    assert dd.read_table(dest / "utt2orig")["s2-u1-reverb"] == "s2-u1"
-    assert dd.read_table(dest / "utt2emo")["s2-u1-reverb"] == dd.read_table(d / "utt2emo")["s2-u1"]
-    assert dd.validate_datadir(dest) == []
+    assert read_table(dest / "utt2orig")["s2-u1-reverb"] == "s2-u1"
+    assert read_table(dest / "utt2emo")["s2-u1-reverb"] == read_table(d / "utt2emo")["s2-u1"]
+    assert validate_datadir(dest) == []
     dest2 = tmp_path / "pre"
     p = tool("utils/copy_data_dir.sh", "--utt-prefix", "x-", "--spk-prefix", "x-", d, dest2)
     assert p.returncode == 0, p.stderr
-    assert dd.read_table(dest2 / "spk2gender") == {"x-s1": "m", "x-s2": "f", "x-s3": "m"}
-    assert dd.validate_datadir(dest2) == []
+    assert read_table(dest2 / "spk2gender") == {"x-s1": "m", "x-s2": "f", "x-s3": "m"}
+    assert validate_datadir(dest2) == []
     # A suffix that changes the sort order: output is re-sorted.
     e = tmp_path / "e"
     e.mkdir()
     (e / "utt2spk").write_text("a a\na-b a\n")
     (e / "spk2utt").write_text("a a a-b\n")
-    wav = next(iter(dd.read_table(d / "wav.scp").values()))
+    wav = next(iter(read_table(d / "wav.scp").values()))
     (e / "wav.scp").write_text(f"a {wav}\na-b {wav}\n")
     p = tool("utils/copy_data_dir.sh", "--utt-suffix", "-x", e, tmp_path / "e2")
     assert p.returncode == 0, p.stderr
     assert utts_of(tmp_path / "e2") == ["a-b-x", "a-x"]
-    assert dd.validate_datadir(tmp_path / "e2") == []
+    assert validate_datadir(tmp_path / "e2") == []
 
 
 # ------------------------------------------------------------------ propagate
@@ -409,9 +413,9 @@ def test_propagate_features(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "fold1/test: 1 of 2 utterances lack feats.scp in all/: s3-u9" in p.stderr
     for name in ("feats.scp", "vad.scp", "utt2num_frames", "gemaps.scp"):
-        t = dd.read_table(corpus / "fold1/train" / name)
+        t = read_table(corpus / "fold1/train" / name)
         assert list(t) == ["s1-u0", "s1-u1", "s2-u0"]
-        assert t["s2-u0"] == dd.read_table(alld / name)["s2-u0"]
+        assert t["s2-u0"] == read_table(alld / name)["s2-u0"]
     assert not (corpus / "fold1/train/gemaps_lld.scp").exists()
     # Nothing changed: skipped in the shell; a changed all/feats.scp or a new subset: redone.
     p = tool("local/propagate_features.sh", corpus)
@@ -421,12 +425,12 @@ def test_propagate_features(tmp_path):
     later = (corpus / ".propagated").stat().st_mtime_ns + 10**9
     os.utime(alld / "feats.scp", ns=(later, later))
     p = tool("local/propagate_features.sh", corpus)
-    assert "the subsets of" not in p.stdout and list(dd.read_table(corpus / "fold1/train/feats.scp")) == ["s1-u0", "s2-u0"]
+    assert "the subsets of" not in p.stdout and list(read_table(corpus / "fold1/train/feats.scp")) == ["s1-u0", "s2-u0"]
     (corpus / "fold2/test").mkdir(parents=True)
     (corpus / "fold2/test/utt2spk").write_text("s2-u1 s2\n")
     os.utime(corpus / "fold2/test/utt2spk", ns=(later + 10**9,) * 2)
     p = tool("local/propagate_features.sh", corpus)
-    assert "the subsets of" not in p.stdout and list(dd.read_table(corpus / "fold2/test/feats.scp")) == ["s2-u1"]
+    assert "the subsets of" not in p.stdout and list(read_table(corpus / "fold2/test/feats.scp")) == ["s2-u1"]
     p = tool("local/propagate_features.sh", "--strict", "true", corpus)
     assert p.returncode == 1
     p = tool("local/propagate_features.sh", "--strict", "true", corpus)

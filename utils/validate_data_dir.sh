@@ -4,7 +4,7 @@
 # Checks C-locale order, unique keys, utt2spk/spk2utt agreement, that every
 # per-utterance file covers exactly the utterances of utt2spk, wav.scp files
 # exist (pipes trusted), frame counts of feats.scp/vad.scp/utt2num_frames agree,
-# spk2gender is m/f, utt2emo labels are lower-case words. Logic: pyxv.datadir.
+# spk2gender is m/f, utt2emo labels are lower-case words. Logic: pyxv.datadir.validate.
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 py=python3  # the venv's when path.sh is sourced; else the repo's .venv
 [ -z "${VIRTUAL_ENV:-}" ] && [ -x "$root/.venv/bin/python" ] && py=$root/.venv/bin/python

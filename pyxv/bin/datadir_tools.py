@@ -1,4 +1,4 @@
-"""Entry point of the data-dir tools in utils/ (argparse only; logic in pyxv.datadir).
+"""Entry point of the data-dir tools in utils/ (argparse only; logic in the modules of pyxv.datadir).
 
     python -m pyxv.bin.datadir_tools validate [--no-feats] [--no-text] [--no-wav] <data>
     python -m pyxv.bin.datadir_tools fix <data>
@@ -13,7 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyxv import datadir as dd
+from pyxv.datadir.combine import CombineError, combine_datadirs
+from pyxv.datadir.copy import copy_datadir
+from pyxv.datadir.fix import fix_datadir
+from pyxv.datadir.propagate import propagate_features
+from pyxv.datadir.split import split_datadir
+from pyxv.datadir.subset import filter_datadir, select_utts
+from pyxv.datadir.tables import read_lines
+from pyxv.datadir.validate import validate_datadir
 
 TOOLS = {
     "validate": "validate_data_dir.sh",
@@ -86,14 +93,14 @@ def _validate(argv, prog):
     p.add_argument("--no-wav", action="store_true", help="do not check wav.scp/segments")
     p.add_argument("data")
     a = p.parse_args(_bool_flags(argv, ("--no-feats", "--no-text", "--no-wav")))
-    problems = dd.validate_datadir(a.data, no_feats=a.no_feats, no_text=a.no_text, no_wav=a.no_wav)
+    problems = validate_datadir(a.data, no_feats=a.no_feats, no_text=a.no_text, no_wav=a.no_wav)
     for msg in problems:
         print(f"{prog}: {a.data}: {msg}", file=sys.stderr)
     if problems:
         print(f"{prog}: {a.data}: {len(problems)} problem{'s' if len(problems) > 1 else ''} "
               "(utils/fix_data_dir.sh may repair them)", file=sys.stderr)
         return 1
-    n = len(dd.read_lines(f"{a.data}/utt2spk"))
+    n = len(read_lines(f"{a.data}/utt2spk"))
     print(f"{prog}: Successfully validated data-directory {a.data} ({n} utterances)")
     return 0
 
@@ -104,7 +111,7 @@ def _fix(argv, prog):
                 "(originals saved in <data-dir>/.backup).")
     p.add_argument("data")
     a = p.parse_args(argv)
-    for line in dd.fix_datadir(a.data):
+    for line in fix_datadir(a.data):
         print(f"{prog}: {a.data}: {line}")
     return 0
 
@@ -119,7 +126,7 @@ def _split(argv, prog):
     p.add_argument("data")
     p.add_argument("n", type=int)
     a = p.parse_args(_bool_flags(argv, ("--per-spk", "--per-utt", "--force")))
-    parts, reused = dd.split_datadir(a.data, a.n, per_spk=a.per_spk and not a.per_utt, force=a.force)
+    parts, reused = split_datadir(a.data, a.n, per_spk=a.per_spk and not a.per_utt, force=a.force)
     if not reused:
         print(f"{prog}: split {a.data} into {a.n} parts in {parts[0].parent}", file=sys.stderr)
     return 0
@@ -174,12 +181,12 @@ def _subset(argv, prog):
 
     if Path(src).resolve() == Path(dest).resolve():
         p.error("source and destination are the same dir")
-    utts = dd.select_utts(src, utt_list=a.utt_list, spk_list=a.spk_list, first=a.first, last=a.last,
+    utts = select_utts(src, utt_list=a.utt_list, spk_list=a.spk_list, first=a.first, last=a.last,
                           random_n=a.random, seed=a.seed)
     if not utts:
         raise ValueError(f"the selection keeps no utterance of {src}")
-    dd.filter_datadir(src, dest, utts)
-    n_src = len(dd.read_lines(f"{src}/utt2spk"))
+    filter_datadir(src, dest, utts)
+    n_src = len(read_lines(f"{src}/utt2spk"))
     print(f"{prog}: {dest}: {len(utts)} of {n_src} utterances of {src}")
     return 0
 
@@ -201,8 +208,8 @@ def _combine(argv, prog):
             print(f"{prog}: error: --extra-files {f} is missing from {', '.join(lack)}", file=sys.stderr)
             return 1
     try:
-        lines = dd.combine_datadirs(a.dest, a.srcs)
-    except dd.CombineError as e:
+        lines = combine_datadirs(a.dest, a.srcs)
+    except CombineError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     for line in lines:
@@ -218,9 +225,9 @@ def _copy(argv, prog):
     p.add_argument("src")
     p.add_argument("dest")
     a = p.parse_args(_join_values(argv, ("--utt-prefix", "--utt-suffix", "--spk-prefix", "--spk-suffix")))
-    dd.copy_datadir(a.src, a.dest, utt_prefix=a.utt_prefix, utt_suffix=a.utt_suffix,
+    copy_datadir(a.src, a.dest, utt_prefix=a.utt_prefix, utt_suffix=a.utt_suffix,
                     spk_prefix=a.spk_prefix, spk_suffix=a.spk_suffix)
-    n = len(dd.read_lines(f"{a.dest}/utt2spk"))
+    n = len(read_lines(f"{a.dest}/utt2spk"))
     print(f"{prog}: copied {n} utterances from {a.src} to {a.dest}")
     return 0
 
@@ -233,7 +240,7 @@ def _propagate(argv, prog):
                    help="exit 1 when some utterance lacks a feature")
     p.add_argument("corpus_dir")
     a = p.parse_args(argv)
-    lines = dd.propagate_features(a.corpus_dir)
+    lines = propagate_features(a.corpus_dir)
     warned = False
     for line in lines:
         w = line.startswith("warning")
