@@ -14,7 +14,7 @@ from pyxv.emotion import crosscorpus, systems
 from pyxv.emotion.data import discover_protocol, labeled_set
 from pyxv.io import read_table
 
-from test_emotion_nnet import MFCC_8K, TINY, _cfg, _pretrain, corpus  # noqa: F401  (corpus: the fixture)
+from ravdess_emotion import MFCC_8K, TINY, corpus, emotion_config, pretrain_xvector  # noqa: F401  (corpus: the fixture)
 
 
 def target_dir(emo, root, name, utts):
@@ -33,7 +33,7 @@ def target_dir(emo, root, name, utts):
 def test_frozen_lr_final_scores_another_corpus_with_its_own_xvectors(corpus):
     root, emo = corpus
     torch.set_num_threads(1)
-    model = _pretrain(root, emo, name="xvector_final_test")
+    model = pretrain_xvector(root, emo, name="xvector_final_test")
     from pyxv.bin import extract_xvectors
 
     xdir = model.parent / "xvectors_ravd" / "all"   # stage 4's x-vectors, by stage 4's program
@@ -41,7 +41,7 @@ def test_frozen_lr_final_scores_another_corpus_with_its_own_xvectors(corpus):
     assert extract_xvectors.main(["extract", str(model), str(emo / "all"), str(xdir / "xvector.1.ark")]) == 0
     assert extract_xvectors.main(["merge", "--nj", "1", str(emo / "all"), str(xdir)]) == 0
     utts = sorted(labeled_set(emo / "all").utts)
-    cfg = _cfg(root)
+    cfg = emotion_config(root)
     cfg["xvector_models"]["clean"] = str(model.parent)
     out = root / "exp" / "emotion" / "ravd"
     rec = systems.run_final("frozen_lr_clean", "clean", emo, out, cfg)
@@ -80,7 +80,7 @@ def test_network_final_trains_the_folds_median_epochs_and_scores_another_corpus(
     torch.set_num_threads(1)
     arch = root / "arch_final.yaml"
     arch.write_text(json.dumps(TINY))
-    cfg = _cfg(root, architecture=str(arch), epochs=4, steps_per_epoch=2, batch_size=8, chunk_min=50,
+    cfg = emotion_config(root, architecture=str(arch), epochs=4, steps_per_epoch=2, batch_size=8, chunk_min=50,
                chunk_max=80, dev_fraction=0.15, patience=2)
     out = root / "exp" / "emotion" / "ravd_net"
     sdir = out / "randinit_mfcc_clean"

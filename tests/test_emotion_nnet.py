@@ -9,83 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from pyxv.datadir import write_datadir
 from pyxv.emotion import systems
 from pyxv.emotion.config import load_emotion_config
 from pyxv.emotion.data import discover_protocol, labeled_set
 from pyxv.emotion.nnet import FeatureMismatchError
 
-from emotion_synth import write_ravdess_folds
-
-EMO = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
-MFCC_8K = ("--sample-frequency=8000\n--frame-length=25\n--low-freq=20\n--high-freq=3700\n"
-           "--num-ceps=23\n--snip-edges=false\n")
-TINY = {"model": {"input_dim": 23, "channels": [4, 8], "blocks": [1, 1], "heads": 2, "embed_dim": 16,
-                  "loss": "softmax"},
-        "data": {"min_frames": 20, "min_utts_per_class": 1, "valid_per_class": 0, "chunk_min": 50,
-                 "chunk_max": 80},
-        "train": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 8, "warmup_steps": 1, "amp": "none"}}
-
-
-@pytest.fixture(scope="module")
-def corpus(ravdess_root, tmp_path_factory):
-    """data/ravd/{all,fold1..6/{train,test}}: 4 classes, 2 clips per class and actor
-    (normal intensity, statement 1, both repetitions), 8 kHz MFCC + VAD; fold k tests
-    actors 4k-3..4k. Plus random-init tiny x-vectors in exp/xvector_clean."""
-    from pyxv.extract import extract_embeddings, write_embeddings
-    from pyxv.features.mfcc import Mfcc
-    from pyxv.features.vad import VadOptions, compute_vad
-    from pyxv.io import read_audio
-    from pyxv.nnet.xvector import XVectorNet
-    from pyxv.train.data import FeatureSource
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("emo")
-    (root / "mfcc.conf").write_text(MFCC_8K)
-    mfcc = Mfcc.from_conf(root / "mfcc.conf")
-    vopt = VadOptions(vad_energy_threshold=5.5, vad_energy_mean_scale=0.5, vad_frames_context=2,
-                      vad_proportion_threshold=0.12)
-    u2s, u2e, wav, feats, vads = {}, {}, {}, {}, {}
-    for a in range(1, 25):
-        for code, emo in EMO.items():
-            for rep in ("01", "02"):
-                f = ravdess_root / f"Actor_{a:02d}" / f"03-01-{code}-01-01-{rep}-{a:02d}.flac"
-                spk = f"a{a:02d}"
-                utt = f"{spk}-{f.stem}"
-                u2s[utt], u2e[utt], wav[utt] = spk, emo, str(f)
-                x, _ = read_audio(str(f), sample_rate=8000)
-                m = mfcc(x, dither=0.0)
-                feats[utt], vads[utt] = m, compute_vad(m, vopt)
-    emo_dir = root / "data" / "ravd"
-    write_datadir(emo_dir / "all", utt2spk=u2s, wav_scp=wav, utt2emo=u2e)
-    with kaldiio.WriteHelper(f"ark,scp:{emo_dir}/all/feats.ark,{emo_dir}/all/feats.scp") as w:
-        for u in sorted(feats):
-            w(u, feats[u])
-    with kaldiio.WriteHelper(f"ark,scp:{emo_dir}/all/vad.ark,{emo_dir}/all/vad.scp") as w:
-        for u in sorted(vads):
-            w(u, vads[u])
-    write_ravdess_folds(emo_dir, u2s, wav, u2e)
-    # Random-init tiny x-vector network (seeded): x-vectors of every utterance.
-    torch.manual_seed(0)
-    net = XVectorNet.from_config(TINY, 20).eval()
-    src = FeatureSource(emo_dir / "all" / "feats.scp", vad_scp=emo_dir / "all" / "vad.scp", cmn_window=300)
-    xdir = root / "exp" / "xvector_clean" / "xvectors_ravd" / "all"
-    xdir.mkdir(parents=True)
-    write_embeddings(extract_embeddings(net, src, sorted(u2s)), xdir / "xvector.ark")
-    return root, emo_dir
-
-
-def _cfg(root, **nnet):
-    c = load_emotion_config(None, overrides={"xvector_models": {"clean": str(root / "exp" / "xvector_clean"),
-                                                                "aug": str(root / "exp" / "xvector_aug")}})
-    c["nnet"].update(nnet)
-    return c
+from ravdess_emotion import MFCC_8K, TINY, emotion_config, pretrain_xvector
+from ravdess_emotion import corpus  # noqa: F401  (the module's fixture: RAVDESS clips in 6 folds, MFCC + VAD)
 
 
 def test_lr_on_ravdess_xvectors_every_fold(corpus):
     root, emo = corpus
     out = root / "exp" / "emotion" / "ravd"
-    cfg = _cfg(root)
+    cfg = emotion_config(root)
     splits = discover_protocol(emo)
     assert [s.name for s in splits] == [f"fold{k}" for k in range(1, 7)]
     for k, sp in enumerate(splits, 1):
@@ -112,29 +48,13 @@ def test_lr_on_ravdess_xvectors_every_fold(corpus):
         assert saved["weighted_f1"] == pytest.approx(again["weighted_f1"]) and saved["confusion"] == again["confusion"]
 
 
-def _pretrain(root, emo, name="xvector_clean", **model):
-    """A tiny speaker x-vector trained for a few steps on fold1's training actors."""
-    from pyxv.train.data import FeatureSource
-    from pyxv.train.trainer import train_classifier
-
-    cfg = json.loads(json.dumps(TINY))
-    cfg["model"].update(model)
-    sp = discover_protocol(emo)[0]
-    tr = labeled_set(sp.train)
-    src = FeatureSource(emo / "all" / "feats.scp", vad_scp=emo / "all" / "vad.scp", cmn_window=300)
-    out = root / "exp" / name
-    res = train_classifier(src, dict(zip(tr.utts, tr.spks)), cfg, out, valid_utts=[], progress=False)
-    assert res.model.num_classes == 20
-    return out / "final.pt"
-
-
 def test_finetune_replaces_speaker_layer_and_starts_from_pretrained(corpus):
     from pyxv.train import checkpoint as ckpt
 
     root, emo = corpus
-    pre = _pretrain(root, emo)
+    pre = pretrain_xvector(root, emo)
     # pretrained_lr_mult 0: the pre-trained layers must come out exactly as loaded
-    cfg = _cfg(root, epochs=1, steps_per_epoch=2, batch_size=8, chunk_min=50, chunk_max=80,
+    cfg = emotion_config(root, epochs=1, steps_per_epoch=2, batch_size=8, chunk_min=50, chunk_max=80,
                pretrained_lr_mult=0.0, patience=1)
     m = systems.run_fold("finetune_clean", "clean", emo, 1, root / "exp" / "emotion" / "ravd", cfg)
     assert m["n_test"] == 32
@@ -168,7 +88,7 @@ def test_pretrained_model_with_other_features_is_refused(corpus):
     c = validate_config(TINY)
     c["model"]["input_dim"] = 20          # e.g. a model trained on 20-dim MFCC
     ckpt.save(ckpt.model_file(XVectorNet.from_config(c, 5), c, list("abcde")), root / "exp" / "xvector_aug" / "final.pt")
-    cfg = _cfg(root, epochs=1, steps_per_epoch=1)
+    cfg = emotion_config(root, epochs=1, steps_per_epoch=1)
     with pytest.raises(FeatureMismatchError, match=r"xvector_aug/final.pt takes 20-dim .* has 23-dim"):
         systems.run_fold("finetune_aug", "clean", emo, 2, root / "exp" / "emotion" / "ravd", cfg)
     # same dims, other MFCC config (16 kHz model, 8 kHz data): an error naming both configs
@@ -189,7 +109,7 @@ def test_randinit_mfcc_and_gemaps_run(corpus, caplog):
     root, emo = corpus
     arch = root / "arch.yaml"
     arch.write_text(json.dumps(TINY))
-    cfg = _cfg(root, architecture=str(arch), epochs=2, steps_per_epoch=2, batch_size=8, chunk_min=50, chunk_max=80,
+    cfg = emotion_config(root, architecture=str(arch), epochs=2, steps_per_epoch=2, batch_size=8, chunk_min=50, chunk_max=80,
                dev_fraction=0.15)
     with caplog.at_level(logging.INFO, logger="pyxv.emotion"):
         m = systems.run_fold("randinit_mfcc", "clean", emo, 3, root / "exp" / "emotion" / "ravd", cfg)
@@ -307,5 +227,5 @@ def test_run_fold_trains_the_networks_on_a_gpu_only_when_asked(corpus, tmp_path,
     arch.write_text(json.dumps(TINY))
     with pytest.raises(Stop):
         systems.run_fold("randinit_mfcc", "clean", emo, 2, tmp_path / "out",
-                         _cfg(root, architecture=str(arch), dev_fraction=0.15), **kw)
+                         emotion_config(root, architecture=str(arch), dev_fraction=0.15), **kw)
     assert got["use_gpu"] is want and callable(got["dev"])

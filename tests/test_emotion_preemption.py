@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import test_emotion_nnet
-from test_emotion_nnet import TINY
+from ravdess_emotion import TINY
+from ravdess_emotion import corpus  # noqa: F401  (the fixture: RAVDESS clips in 6 folds, MFCC + VAD)
 
-corpus = test_emotion_nnet.corpus   # that module's fixture: RAVDESS clips in 6 folds, MFCC + VAD
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 

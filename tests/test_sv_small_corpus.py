@@ -20,7 +20,8 @@ from pyxv.backend import Backend, CalibrationError, calibration_groups
 from pyxv.emotion.data import discover_protocol
 from pyxv.io import read_table
 from pyxv.sv_folds import PerFoldNotPossible, plan_sv_folds
-from test_sv_emotion_backend import EMOS, emotional_set
+
+from sv_synth import EMOS, emotional_set
 
 N_UTT = 4   # utterances per speaker and emotion
 
