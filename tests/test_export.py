@@ -2,7 +2,7 @@
 steps equal to them, and exported models (ONNX through onnxruntime in a process
 without pyxv or torch, torch.export through ``torch.export.load``) against
 ``pyxv embed`` / ``pyxv emotion`` with dither off, on real RAVDESS clips, with
-the tiny models of tests/test_cli.py and a small random GE2E encoder."""
+the tiny models of tests/cli_models.py and a small random GE2E encoder."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_cli import run_cli, setup  # noqa: F401 - the module's fixture, trained once here too
+from cli_models import run_cli, setup  # noqa: F401 - the module's fixture, trained once here too
 
 from pyxv.features.cmvn import apply_sliding_cmn, apply_sliding_cmn_torch
 from pyxv.features.vad import VadOptions, compute_vad, compute_vad_torch
@@ -243,8 +243,7 @@ def test_finetuned_onnx_matches_pyxv_emotion(setup, exported, tmp_path):
 @pytest.fixture(scope="module")
 def ge2e_dir(tmp_path_factory):
     """A small random GE2E encoder saved as an imported one (licence recorded)."""
-    from pyxv.nnet.config import validate_config
-    from pyxv.nnet.registry import build_encoder
+    from pyxv.nnet.config import build_encoder, validate_config
     from pyxv.train import checkpoint as ckpt
 
     torch.manual_seed(0)
@@ -326,8 +325,7 @@ def test_finetuned_ge2e_system_torch_export_matches_pyxv_emotion(setup, tmp_path
     """A system dir of a GE2E network with an emotion output layer (its mel front-end in the graph)."""
     from pyxv.export import export_model
     from pyxv.inference import load_emotion_model
-    from pyxv.nnet.config import validate_config
-    from pyxv.nnet.registry import build_encoder
+    from pyxv.nnet.config import build_encoder, validate_config
     from pyxv.train import checkpoint as ckpt
 
     torch.manual_seed(1)

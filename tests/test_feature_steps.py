@@ -17,6 +17,8 @@ from pyxv.features.mfcc import Mfcc, utt_seed
 from pyxv.features.vad import VadOptions, compute_vad
 from pyxv.io import read_audio
 
+from wav_datadirs import write_noise_datadirs, write_wav_datadir
+
 GOOD = ["03-01-01-01-01-01-01", "03-01-03-02-01-02-02", "03-01-05-01-02-01-03", "03-01-04-02-02-02-04"]
 
 
@@ -26,18 +28,6 @@ def _run(repo, *args, ok=True):
     if ok:
         assert p.returncode == 0, p.stdout + p.stderr
     return p
-
-
-def _write_dd(d, wav):
-    d.mkdir(parents=True, exist_ok=True)
-    utts = sorted(wav)
-    (d / "wav.scp").write_text("".join(f"{u} {wav[u]}\n" for u in utts))
-    (d / "utt2spk").write_text("".join(f"{u} {u.split('-')[0]}\n" for u in utts))
-    spk = {}
-    for u in utts:
-        spk.setdefault(u.split("-")[0], []).append(u)
-    (d / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in sorted(spk.items())))
-    return utts
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +58,7 @@ def datadir(ravdess_root, tmp_path_factory):
 def test_mfcc_vad_gemaps_steps(repo_root, datadir):
     tmp, wav = datadir
     d = tmp / "data" / "small"
-    utts = _write_dd(d, wav)
+    utts = write_wav_datadir(d, wav)
     bad = {"spk06-corrupt", "spk06-empty", "spk06-pipe", "spk06-missing", "spk06-truncated"}
     p = _run(repo_root, "steps/make_mfcc.sh", "--nj", "2", "--mfcc-config", "conf/mfcc_8k.conf",
              str(d), str(tmp / "log"), str(tmp / "mfcc"))
@@ -116,7 +106,7 @@ def test_mfcc_vad_gemaps_steps(repo_root, datadir):
 def test_bad_conf_stops_before_jobs(repo_root, tmp_path, datadir):
     _, wav = datadir
     d = tmp_path / "d"
-    _write_dd(d, {k: v for k, v in wav.items() if k.startswith("spk01")})
+    write_wav_datadir(d, {k: v for k, v in wav.items() if k.startswith("spk01")})
     conf = tmp_path / "mfcc.conf"
     conf.write_text("--sample-frequency=8000\n--num-ceps=23\n--frame-lenght=25\n")
     p = _run(repo_root, "steps/make_mfcc.sh", "--nj", "1", "--mfcc-config", str(conf), str(d),
@@ -141,36 +131,15 @@ def test_ark_writer_leaves_nothing_on_failure(tmp_path):
     assert scp.read_text().split()[1].startswith(str(ark.absolute()) + ":")
 
 
-def _noise_dir(root, speech_files):
-    rng = np.random.default_rng(0)
-    a = root / "audio"
-    a.mkdir(parents=True)
-
-    def dd(name, items):
-        _write_dd(root / name, dict(items))
-        (root / name / "utt2spk").write_text("".join(f"{u} {u}\n" for u, _ in sorted(items)))
-        (root / name / "spk2utt").write_text("".join(f"{u} {u}\n" for u, _ in sorted(items)))
-
-    def w(name, x):
-        sf.write(str(a / name), x.astype(np.float32), 16000)
-        return str(a / name)
-    dd("musan_noise", [(f"noise{i}", w(f"n{i}.wav", 0.05 * rng.standard_normal(12000 + 8000 * i))) for i in range(3)])
-    dd("musan_music", [(f"music{i}", w(f"m{i}.wav", 0.1 * np.sin(np.arange(30000) * 0.05 * (i + 1)))) for i in range(2)])
-    dd("musan_speech", [(f"speech{i}", f) for i, f in enumerate(speech_files)])
-    h = rng.standard_normal(3000) * np.exp(-np.arange(3000) / 500) * 0.2
-    h[20] = 1
-    dd("rirs", [("smallroom-Room001-00001", w("r1.wav", h)), ("mediumroom-Room002-00001", w("r2.wav", h[::-1].copy()))])
-
-
 def test_augment_step(repo_root, ravdess_root, tmp_path):
     wav = {f"spk{g.split('-')[-1]}-{g}": str(ravdess_root / f"Actor_{g.split('-')[-1]}" / f"{g}.flac") for g in GOOD}
     wav["spk06-corrupt"] = str(tmp_path / "corrupt.flac")
     (tmp_path / "corrupt.flac").write_bytes(b"RIFF" + os.urandom(100))
     d = tmp_path / "data" / "all"
-    utts = _write_dd(d, wav)
+    utts = write_wav_datadir(d, wav)
     (d / "utt2emo").write_text("".join(f"{u} {'angry' if i % 2 else 'sad'}\n" for i, u in enumerate(utts)))
     (d / "spk2gender").write_text("".join(f"spk0{i} {'m' if i % 2 else 'f'}\n" for i in (1, 2, 3, 4, 6)))
-    _noise_dir(tmp_path / "noise", sorted(ravdess_root.glob("Actor_2*/*.flac"))[:8])
+    write_noise_datadirs(tmp_path / "noise", sorted(ravdess_root.glob("Actor_2*/*.flac"))[:8])
     conf = tmp_path / "aug.yaml"
     conf.write_text("seed: 5\ncopies_per_utt: 4\n")
     p = _run(repo_root, "steps/augment_data_dir.sh", "--nj", "2", "--config", str(conf),

@@ -1,7 +1,7 @@
 """Batch inference, emotion over time and several-utterance enrolment (issue 25
 parts 2-4): ``pyxv embed --nj/--batch/--timing``, ``pyxv emotion --window/--segments``,
 ``pyxv verify --enroll/--test/--speaker``, on real RAVDESS clips with the tiny
-models of tests/test_cli.py."""
+models of tests/cli_models.py."""
 from __future__ import annotations
 
 import csv
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_cli import clips, run_cli, setup  # noqa: F401 - the module's fixture, trained once here too
+from cli_models import clips, run_cli, setup  # noqa: F401 - the module's fixture, trained once here too
 
 from pyxv.segments import SegmentsError, read_segments, segment_id, summarize, uniform_windows
 

@@ -23,8 +23,7 @@ import pytest
 import torch
 import yaml
 
-from test_feature_steps import _noise_dir as noise_dir_from
-from test_feature_steps import _write_dd
+from wav_datadirs import write_noise_datadirs, write_wav_datadir
 from xvector_synth import TINY, make_datadir
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
@@ -182,7 +181,7 @@ def ckpt_count(d: Path) -> int:
 def ravdess_dir(ravdess_root):
     """``make(d)`` writes a data dir of 8 real RAVDESS clips (2 of each of 4 actors); returns its utts."""
     clips = [f for a in ("01", "02", "03", "04") for f in sorted((ravdess_root / f"Actor_{a}").glob("*.flac"))[:2]]
-    return lambda d: _write_dd(d, {f"spk{f.stem[-2:]}-{f.stem}": str(f) for f in clips})
+    return lambda d: write_wav_datadir(d, {f"spk{f.stem[-2:]}-{f.stem}": str(f) for f in clips})
 
 
 def _feats(data: Path) -> dict:
@@ -290,7 +289,7 @@ def test_full_disk_augmentation(repo_root, tmp_path, small_disk, ravdess_root, r
     d = tmp_path / "data" / "all"
     utts = ravdess_dir(d)
     noise = tmp_path / "noise"
-    noise_dir_from(noise, sorted(ravdess_root.glob("Actor_2*/*.flac"))[:8])
+    write_noise_datadirs(noise, sorted(ravdess_root.glob("Actor_2*/*.flac"))[:8])
     conf = tmp_path / "aug.yaml"
     conf.write_text("seed: 5\ncopies_per_utt: 1\n")
     out = small_disk.path / "all_aug"
