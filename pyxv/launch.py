@@ -48,7 +48,7 @@ from dataclasses import dataclass
 # run again to resume"; PREEMPTED_MARK_ENV names a file the trainer touches then
 # (mark_preempted): proof of the 75 even where a process's exit status was lost
 # to gloo's teardown abort.
-from pyxv.parallel import PREEMPTED, PREEMPTED_MARK_ENV, STOP_SIGNALS
+from pyxv.parallel.preemption import PREEMPTED, PREEMPTED_MARK_ENV, STOP_SIGNALS
 
 PROG = "pyxv.launch"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pyxv import parallel
+from pyxv.parallel.request import join_command
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "utils" / "parallel" / "run.py"
@@ -122,7 +122,7 @@ def test_bad_arguments(tmp_path, args, msg):
 
 
 def test_join_command_follows_run_pl():
-    assert parallel.join_command(["a", "|", "b", "x y", 'say "z"']) == "a | b \"x y\" 'say \"z\"'"
+    assert join_command(["a", "|", "b", "x y", 'say "z"']) == "a | b \"x y\" 'say \"z\"'"
 
 
 def test_help_runs_without_venv(tmp_path):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pyxv import parallel
+from pyxv.parallel.request import UsageError, parse_args
+from pyxv.parallel.slurm import SLURM_DEFAULTS, batch_script, read_slurm_config, sbatch_options
 from slurm_cluster import slurm_cluster as one_slurm_cluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,16 +76,16 @@ def test_killed_task_without_status_fails(slurm_cluster, tmp_path):
 
 
 def test_sbatch_options_mapping():
-    conf = dict(parallel.SLURM_DEFAULTS, partition="cpu", gpu_partition="gpu", gpu_gres="gpu:a100:{n}",
+    conf = dict(SLURM_DEFAULTS, partition="cpu", gpu_partition="gpu", gpu_gres="gpu:a100:{n}",
                 mem_per_cpu="2G", account="proj", extra="--nice=5 --exclude=n1")
-    req = parallel.parse_args(["--gpu", "2", "--num-threads", "4", "--time", "2:00:00", "--max-jobs-run", "3",
+    req = parse_args(["--gpu", "2", "--num-threads", "4", "--time", "2:00:00", "--max-jobs-run", "3",
                                "JOB=1:8", "log/t.JOB.log", "true"], "slurm.py")
-    o = parallel.sbatch_options(req, conf, "pyxv-t", "q/t.%a.out")
+    o = sbatch_options(req, conf, "pyxv-t", "q/t.%a.out")
     assert "--array=1-8%3" in o and "--partition=gpu" in o and "--gres=gpu:a100:2" in o
     assert "--cpus-per-task=4" in o and "--time=2:00:00" in o and "--mem-per-cpu=2G" in o
     assert "--account=proj" in o and o[-2:] == ["--nice=5", "--exclude=n1"]
-    req = parallel.parse_args(["--mem", "1.5G", "--gpu", "0", "log/t.log", "true"], "slurm.py")
-    o = parallel.sbatch_options(req, conf, "pyxv-t", "q/t.%a.out")
+    req = parse_args(["--mem", "1.5G", "--gpu", "0", "log/t.log", "true"], "slurm.py")
+    o = sbatch_options(req, conf, "pyxv-t", "q/t.%a.out")
     assert "--array=1-1" in o and "--partition=cpu" in o and "--mem=1536M" in o
     assert not any(x.startswith("--gres") or x.startswith("--mem-per-cpu") for x in o)
 
@@ -98,7 +99,7 @@ def test_config_errors(tmp_path):
     p = subprocess.run([str(SLURM), "--config", str(REPO / "conf/slurm.conf"), "JOB=1:2", "log/x.log", "true"],
                        cwd=tmp_path, capture_output=True, text=True)
     assert p.returncode == 2 and "put JOB in the log path" in p.stderr
-    assert parallel.read_slurm_config(REPO / "conf/slurm.conf")["gpu_gres"] == "gpu:{n}"
+    assert read_slurm_config(REPO / "conf/slurm.conf")["gpu_gres"] == "gpu:{n}"
 
 
 def test_task_cancelled_mid_array_fails_naming_it(slurm_cluster, tmp_path):
@@ -217,19 +218,19 @@ def test_cancelled_job_is_not_requeued_and_slurm_says_why(slurm_cluster, tmp_pat
 
 
 def test_multinode_and_requeue_options():
-    conf = dict(parallel.SLURM_DEFAULTS, gpu_gres="gpu:a100:{n}", cpus_per_gpu="6", mem_per_gpu="60G",
+    conf = dict(SLURM_DEFAULTS, gpu_gres="gpu:a100:{n}", cpus_per_gpu="6", mem_per_gpu="60G",
                 gpu_time="2-00:00:00", time="4:00:00", signal="USR1@600")
-    req = parallel.parse_args(["--nodes", "2", "--gpu", "4", "--num-threads", "8", "log/t.log", "true"], "slurm.py")
-    o = parallel.sbatch_options(req, conf, "pyxv-t", "q/t.%a.out")
+    req = parse_args(["--nodes", "2", "--gpu", "4", "--num-threads", "8", "log/t.log", "true"], "slurm.py")
+    o = sbatch_options(req, conf, "pyxv-t", "q/t.%a.out")
     assert "--nodes=2" in o and "--ntasks-per-node=1" in o and "--gres=gpu:a100:4" in o
     assert "--cpus-per-task=24" in o and "--mem-per-gpu=60G" in o and "--time=2-00:00:00" in o
     assert "--requeue" in o and "--signal=B:USR1@600" in o and "--open-mode=append" in o
     # a CPU job: its class's max_attempts (1): neither requeue nor signal; the CPU time
-    req = parallel.parse_args(["--num-threads", "2", "log/t.log", "true"], "slurm.py")
-    o = parallel.sbatch_options(req, conf, "pyxv-t", "q/t.%a.out")
+    req = parse_args(["--num-threads", "2", "log/t.log", "true"], "slurm.py")
+    o = sbatch_options(req, conf, "pyxv-t", "q/t.%a.out")
     assert "--requeue" not in o and not any(x.startswith(("--signal", "--nodes")) for x in o)
     assert "--time=4:00:00" in o and "--cpus-per-task=2" in o
-    script = parallel.batch_script(parallel.parse_args(["--nodes", "3", "--num-threads", "4", "log/t.log", "x"],
+    script = batch_script(parse_args(["--nodes", "3", "--num-threads", "4", "log/t.log", "x"],
                                                        "slurm.py"), Path("/tmp/q"), "t", dict(conf, net_interface="ib0"))
     assert "srun --nodes=3 --ntasks=3 --ntasks-per-node=1 --cpus-per-task=4 --kill-on-bad-exit=1" in script
     assert "export PYXV_NET_IFNAME=ib0" in script and "max_attempts=1" in script
@@ -240,9 +241,9 @@ def test_new_config_settings_are_checked(tmp_path):
                       ("net_interface = eth0; rm", "net_interface must"), ("gpus_per_node = x", "gpus_per_node must")):
         bad = tmp_path / "bad.conf"
         bad.write_text(line + "\n")
-        with pytest.raises(parallel.UsageError, match=msg):
-            parallel.read_slurm_config(bad)
-    conf = parallel.read_slurm_config(REPO / "conf/slurm.conf")
+        with pytest.raises(UsageError, match=msg):
+            read_slurm_config(bad)
+    conf = read_slurm_config(REPO / "conf/slurm.conf")
     assert conf["gpu_max_attempts"] == "3" and conf["max_attempts"] == "1" and conf["signal"] == "USR1@300"
 
 

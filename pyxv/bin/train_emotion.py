@@ -25,8 +25,8 @@ import logging
 import signal
 import sys
 
-from pyxv.emotion.spec import SYSTEM_NAMES, list_systems   # standard library only: no torch
-from pyxv.parallel import PREEMPTED as PREEMPTED_EXIT, STOP_SIGNALS   # standard library only: no torch
+from pyxv.emotion.spec import REFERENCE_SYSTEMS, SYSTEM_NAMES, list_systems   # standard library only: no torch
+from pyxv.parallel.preemption import PREEMPTED as PREEMPTED_EXIT, STOP_SIGNALS   # standard library only: no torch
 
 
 def main(argv=None) -> int:
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         if no_gpu:   # one line now, not a CUDA traceback from the trainer
             print(f"train_emotion: --use-gpu yes but {no_gpu}", file=sys.stderr)
             return 1
-    if a.system not in systems.REFERENCE_SYSTEMS:  # the references need no torch (2 s to import)
+    if a.system not in REFERENCE_SYSTEMS:  # the references need no torch (2 s to import)
         import torch
 
         torch.set_num_threads(int(cfg["nnet"]["num_threads"]))

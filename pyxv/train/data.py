@@ -398,7 +398,7 @@ def _leave_stop_signals_to_trainer(worker_id: int) -> None:
     """A batch system may send SIGTERM/SIGUSR1 to every process of the job: a
     loader worker ignores them (it would die of them, and the training process
     fail on that) and is stopped by the training process, at its agreed step."""
-    from ..parallel import STOP_SIGNALS
+    from ..parallel.preemption import STOP_SIGNALS
 
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)

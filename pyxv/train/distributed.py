@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..parallel import PREEMPTED as PREEMPTED_EXIT, PREEMPTED_MARK_ENV  # noqa: F401 (the trainer's names)
+from ..parallel.preemption import PREEMPTED as PREEMPTED_EXIT, PREEMPTED_MARK_ENV  # noqa: F401 (the trainer's names)
 
 
 @dataclass

@@ -91,11 +91,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import ConfigError
 from ..io import atomic_open
-from ..nnet.config import ConfigError, dump_config, load_config, validate_config
-from ..nnet.registry import build_encoder
-from ..nnet.xvector import XVectorNet
-from ..parallel import STOP_SIGNALS
+from ..nnet.config import build_encoder, dump_config, load_config, validate_config
+from ..nnet.encoder import SpeakerEncoder
+from ..parallel.preemption import STOP_SIGNALS
 from . import checkpoint as ckpt
 from . import distributed as dd
 from .data import (FeatureSource, RunBatches, chunk, default_steps, filter_training_set, split_validation,
@@ -156,7 +156,7 @@ class _StopSignals:
 
 @dataclass
 class TrainResult:
-    model: XVectorNet
+    model: SpeakerEncoder
     labels: list
     history: list = field(default_factory=list)
     final_path: Path | None = None
@@ -266,7 +266,7 @@ def _tf32(on=None):
 
 
 @torch.no_grad()
-def evaluate(net: XVectorNet, source: FeatureSource, utts: Sequence[str], targets: Sequence[int],
+def evaluate(net: SpeakerEncoder, source: FeatureSource, utts: Sequence[str], targets: Sequence[int],
              max_frames: int, device: torch.device, amp=None) -> tuple[float, float]:
     """Loss and accuracy on the first ``max_frames`` frames of each utterance."""
     was = net.training
@@ -297,7 +297,7 @@ def _as_source(features) -> FeatureSource:
     return FeatureSource(features)
 
 
-def _load_init(net: XVectorNet, path, cfg: dict) -> None:
+def _load_init(net: SpeakerEncoder, path, cfg: dict) -> None:
     ck = ckpt.load(path)
     ckpt.check_arch(ck, cfg, path)
     ckpt.load_weights(net, ck["model"], path, skip_head=True)
@@ -349,14 +349,14 @@ class _Progress:
 
 def train_classifier(features, utt2label: Mapping[str, str], config, out_dir: str | os.PathLike, *,
                      labels: Sequence[str] | None = None, init_from: str | os.PathLike | None = None,
-                     dev=None, dev_metric: Callable[[XVectorNet, int], float] | None = None,
+                     dev=None, dev_metric: Callable[[SpeakerEncoder, int], float] | None = None,
                      valid_utts: Sequence[str] | None = None, utt2orig: Mapping[str, str] | None = None,
                      resume: bool = True,
                      extra: Mapping[str, Any] | None = None, log_file: str | os.PathLike | None = None,
                      use_gpu: bool | None = None, progress: bool | None = None,
                      on_epoch_end: Callable[[int, dict], None] | None = None,
                      on_step: Callable[[int, int], None] | None = None) -> TrainResult:
-    """Train ``XVectorNet`` to predict ``utt2label`` from ``features``.
+    """Train the encoder of ``cfg`` (any ``model.type``) to predict ``utt2label`` from ``features``.
 
     features: a :class:`FeatureSource` (or an scp path) giving ``(T, D)`` inputs.
     utt2label: utterance -> class name (speaker, emotion ...).
@@ -512,7 +512,7 @@ def _fingerprint_config(cfg: dict) -> dict:
 
 
 # ------------------------------------------------- phase 2: model, optimiser
-def _build_model(cfg: dict, data: _Data, init_from, info: dd.DistInfo) -> tuple[XVectorNet, list]:
+def _build_model(cfg: dict, data: _Data, init_from, info: dd.DistInfo) -> tuple[SpeakerEncoder, list]:
     """The network (input size from the features), its initial weights and frozen parts."""
     dim = data.source.dim
     if cfg["model"]["input_dim"] != dim:
@@ -524,12 +524,7 @@ def _build_model(cfg: dict, data: _Data, init_from, info: dd.DistInfo) -> tuple[
     net = build_encoder(cfg, len(data.labels))  # any registered encoder type (model.type)
     if init_from is not None:
         _load_init(net, init_from, cfg)
-    frozen: list[torch.nn.Module] = []
-    if cfg["train"]["freeze"] == "embedding":
-        frozen = net.embedding_layers()
-        for m in frozen:
-            for p in m.parameters():
-                p.requires_grad_(False)
+    frozen = net.freeze_embedding() if cfg["train"]["freeze"] == "embedding" else []
     if info.main:
         log.info("model: %d parameters (%d trainable)", net.num_parameters(),
                  sum(p.numel() for p in net.parameters() if p.requires_grad))
@@ -544,7 +539,7 @@ def scaled_lr(tc: Mapping, world: int) -> float:
     return tc["lr"] * tc["batch_size"] * world / ref if ref > 0 else tc["lr"]
 
 
-def _build_optimizer(net: XVectorNet, cfg: dict, steps: int, init_from, device: torch.device,
+def _build_optimizer(net: SpeakerEncoder, cfg: dict, steps: int, init_from, device: torch.device,
                      world: int = 1) -> _Optim:
     """Optimiser (pre-trained layers at ``pretrained_lr_mult`` x lr), lr schedule, AMP scaler."""
     tc = cfg["train"]
@@ -553,8 +548,8 @@ def _build_optimizer(net: XVectorNet, cfg: dict, steps: int, init_from, device: 
         log.info("lr %.4g: train.lr %.4g x global batch %d / train.lr_scale_ref_batch %d", lr, tc["lr"],
                  tc["batch_size"] * world, tc["lr_scale_ref_batch"])
     mult = tc["pretrained_lr_mult"] if init_from is not None else 1.0
-    body = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("head.")]
-    head = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("head.")]
+    body = [p for p in net.body_parameters() if p.requires_grad]
+    head = [p for p in net.head_parameters() if p.requires_grad]
     groups = [{"params": body, "lr": lr * mult}, {"params": head, "lr": lr}]
     # On a GPU the fused kernels: one launch per step, and with fp16 the GradScaler's
     # inf check stays on the device (the unfused step reads it on the host every step).
@@ -603,7 +598,7 @@ def _start_over(out_dir: Path, why: str, info: dd.DistInfo) -> _Progress:
     return _Progress()
 
 
-def _resume(out_dir: Path, fp: dict, net: XVectorNet, optim: _Optim, info: dd.DistInfo) -> _Progress:
+def _resume(out_dir: Path, fp: dict, net: SpeakerEncoder, optim: _Optim, info: dd.DistInfo) -> _Progress:
     """Restore the newest readable checkpoint written under the same fingerprint;
     otherwise move the old state aside and start over, saying why; raise
     :class:`~pyxv.train.checkpoint.CheckpointError` when only the number of

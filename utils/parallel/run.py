@@ -26,7 +26,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))
-from pyxv.parallel import main_local  # noqa: E402
+from pyxv.parallel.local import main_local  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main_local(doc=__doc__))

@@ -28,7 +28,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))
-from pyxv.parallel import main_slurm  # noqa: E402
+from pyxv.parallel.slurm import main_slurm  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main_slurm(doc=__doc__))
