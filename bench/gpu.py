@@ -21,7 +21,7 @@ features made in a temporary directory (no corpus, no network, no ../shared):
    to 2.5 min) held in memory, at the config's extract.batch_frames and larger
    budgets; host syncs counted (CUDA sync debug mode); and a whole stage-4 job
    (pyxv.bin.extract_xvectors extract --use-gpu yes) reading an ark;
-3. CPU vs GPU x-vectors (the CPU's stage-4 path, pyxv.nnet.frozen): largest
+3. CPU vs GPU x-vectors (the CPU's stage-4 path, pyxv.nnet.cpu_embedder): largest
    relative difference and smallest cosine; over 1e-4 the check fails (exit 1);
 4. the GE2E encoder (random weights): x real time (its 1.6 s windows of all
    utterances of a block share batches) and CPU vs GPU agreement;
@@ -255,7 +255,7 @@ def _count_calls(module):
 def extraction(model: Path, work: Path, S: dict, device, res: dict) -> bool:
     """Parts 2 and 3; False when CPU and device disagree or the job fails."""
     from pyxv.extract import embed_matrices, extract_embeddings
-    from pyxv.nnet.frozen import for_cpu_extraction
+    from pyxv.nnet.cpu_embedder import for_cpu_extraction
     from pyxv.train.checkpoint import load_model
 
     net, ck = load_model(model, device)

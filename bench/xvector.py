@@ -45,7 +45,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, sys.argv[sys.argv.index("--code-root") + 1] if "--code-root" in sys.argv else REPO)
 from pyxv.extract import embed_matrices  # noqa: E402
 from pyxv.nnet.config import load_config  # noqa: E402
-from pyxv.nnet.frozen import for_cpu_extraction  # noqa: E402
+from pyxv.nnet.cpu_embedder import for_cpu_extraction  # noqa: E402
 from pyxv.nnet.xvector import XVectorNet  # noqa: E402
 
 

@@ -332,7 +332,7 @@ def cmd_embed(a) -> int:
     items, bad = gather_inputs(a.inputs)
     t = time.perf_counter()
     xv = XVectorModel(a.xvector_exp, a.device)
-    xv.embedder   # stage 4's frozen copy made now: start-up, not embedding time
+    xv.embedder   # stage 4's compiled CPU copy made now: start-up, not embedding time
     timing = Timing(setup=time.perf_counter() - t)
     stats: dict = {}
     pairs = xv.embed_table(items, stats, nj=a.nj, batch=a.batch, batch_frames=a.batch_frames or None,

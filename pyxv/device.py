@@ -21,7 +21,7 @@ import torch
 def model_device(net) -> torch.device:
     """The device of ``net``'s weights (its first parameter or buffer; the CPU
     for a module without any). An object that is not a module says with a
-    ``device`` attribute (:class:`pyxv.nnet.frozen.FrozenEmbedder`: the CPU)."""
+    ``device`` attribute (:class:`pyxv.nnet.cpu_embedder.CpuEmbedder`: the CPU)."""
     if isinstance(net, torch.nn.Module):
         for t in itertools.chain(net.parameters(), net.buffers()):
             return t.device

@@ -28,7 +28,7 @@ recipe's features.
 
 Many files go through :mod:`pyxv.batch`: features per file (in ``nj`` worker
 processes), the network in blocks of ``batch`` files with stage 4's batching
-(on the CPU the network's frozen copy, :func:`pyxv.nnet.frozen.for_cpu_extraction`,
+(on the CPU the network's compiled copy, :func:`pyxv.nnet.cpu_embedder.for_cpu_extraction`,
 as stage 4 uses it).
 """
 from __future__ import annotations
@@ -167,7 +167,7 @@ def _embed(embedder, mats: Sequence[np.ndarray], chunk_frames: int, batch_frames
 
 
 class _Embedder:
-    """The network as extraction runs it: on the CPU its frozen copy (stage 4's,
+    """The network as extraction runs it: on the CPU its compiled copy (stage 4's,
     built once per network and device), elsewhere the network itself."""
 
     def __init__(self):
@@ -175,7 +175,7 @@ class _Embedder:
 
     def __call__(self, net):
         from .device import model_device
-        from .nnet.frozen import for_cpu_extraction
+        from .nnet.cpu_embedder import for_cpu_extraction
 
         device = model_device(net)
         if net is not self._net or device != self._device:   # another network, or moved
@@ -224,7 +224,7 @@ class XVectorModel:
 
     @property
     def embedder(self):
-        """What embeds: the frozen CPU copy stage 4 uses, or the network on a GPU.
+        """What embeds: the compiled CPU copy stage 4 uses, or the network on a GPU.
         Built once per network and device (again after ``xv.net`` is replaced or
         moved); the loaded model is not trained further, so its weights are baked in."""
         return self._embedder(self.net)

@@ -24,7 +24,7 @@ import torch
 from pyxv.device import input_device, model_device, no_gpu_reason
 from pyxv.extract import embed_matrices, extract_embeddings, utterance_posteriors
 from pyxv.nnet.config import validate_config
-from pyxv.nnet.frozen import FrozenEmbedder, for_cpu_extraction
+from pyxv.nnet.cpu_embedder import CpuEmbedder, for_cpu_extraction
 from pyxv.nnet.ge2e import GE2EEncoder
 from pyxv.nnet.xvector import XVectorNet
 from pyxv.train import checkpoint as ckpt
@@ -120,7 +120,7 @@ def test_explicit_device_that_is_not_the_models_is_a_value_error_naming_both():
                  lambda: net.embed_utterances(list(src.values()), device="meta"),
                  lambda: ge2e().embed_utterances(list(mats_for(ge2e()).values()), device="meta"),
                  lambda: for_cpu_extraction(net, "meta"),
-                 lambda: FrozenEmbedder(net).embed_utterances(list(src.values()), device="meta")):
+                 lambda: CpuEmbedder(net).embed_utterances(list(src.values()), device="meta")):
         with pytest.raises(ValueError, match=r"asked to go to meta but the \w+ model is on cpu"):
             call()
     with pytest.raises(ValueError, match="cuda but the XVectorNet model is on cpu"):
@@ -134,7 +134,7 @@ def test_model_device_and_cpu_results():
     net = resnet()
     assert model_device(net) == torch.device("cpu") and model_device(on_meta(net)[0]).type == "meta"
     frozen = for_cpu_extraction(net)
-    assert isinstance(frozen, FrozenEmbedder) and model_device(frozen) == torch.device("cpu")
+    assert isinstance(frozen, CpuEmbedder) and model_device(frozen) == torch.device("cpu")
     assert input_device(net, "cpu") == torch.device("cpu")
     # The model's own device, named or not, gives the same numbers on the CPU.
     mats = list(mats_for(net).values())

@@ -14,7 +14,7 @@ import torch
 from pyxv.extract import ExtractionMemoryError, embed_matrices, extract_embeddings, write_embeddings
 from pyxv.nnet import utterance
 from pyxv.nnet.config import validate_config
-from pyxv.nnet.frozen import FrozenEmbedder
+from pyxv.nnet.cpu_embedder import CpuEmbedder
 from pyxv.nnet.ge2e import GE2EEncoder
 from pyxv.nnet.xvector import XVectorNet
 from pyxv.train import checkpoint as ckpt
@@ -171,7 +171,7 @@ def test_out_of_memory_names_the_batch_size_and_leaves_nothing(model_dir, monkey
 
     out = model_dir / "out"
     out.mkdir(exist_ok=True)
-    real = FrozenEmbedder.embed_utterances
+    real = CpuEmbedder.embed_utterances
     seen = []
 
     def second_block_runs_out(self, mats, **kw):
@@ -180,7 +180,7 @@ def test_out_of_memory_names_the_batch_size_and_leaves_nothing(model_dir, monkey
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(self, mats, **kw)
 
-    monkeypatch.setattr(FrozenEmbedder, "embed_utterances", second_block_runs_out)
+    monkeypatch.setattr(CpuEmbedder, "embed_utterances", second_block_runs_out)
     rc = extract_xvectors.main(["extract", "--batch-frames", "5000", str(model_dir / "exp" / "final.pt"),
                                 str(model_dir / "data"), str(out / "xvector.1.ark")])
     err = capsys.readouterr().err

@@ -22,7 +22,7 @@ log = logging.getLogger("pyxv.extract")
 def cmd_extract(a) -> int:
     from pyxv.device import NoGpuError, device_for
     from pyxv.extract import ExtractionMemoryError, extract_embeddings, write_embeddings
-    from pyxv.nnet.frozen import for_cpu_extraction
+    from pyxv.nnet.cpu_embedder import for_cpu_extraction
     from pyxv.train.checkpoint import CheckpointError, load_model
 
     for opt, v in (("--chunk-frames", a.chunk_frames), ("--batch-frames", a.batch_frames)):

@@ -10,7 +10,7 @@ utterances). Three ways to batch the chunks, all giving what a direct
 - :func:`embed_padded` (off the CPU): chunks sorted by length share batches of
   up to ``batch_frames`` frames, zero-padded to the batch's longest; masks keep
   the padding zero at every time resolution and out of the pooling;
-- :func:`embed_packed` (the CPU's frozen copy, :mod:`pyxv.nnet.frozen`):
+- :func:`embed_packed` (the CPU's compiled copy, :mod:`pyxv.nnet.cpu_embedder`):
   chunks side by side in rows of one width.
 """
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""A CPU inference copy of the x-vector network, for extraction (stage 4).
+"""A CPU inference copy of the x-vector network, for extraction (stage 4):
+its layers traced and compiled with the weights as constants, so it cannot
+be trained (not to be confused with ``train.freeze``, which keeps a network's
+layers from training).
 
 Two things make CPU extraction fast, both without changing the embeddings
 beyond float rounding (1e-6 relative):
@@ -42,8 +45,9 @@ class _MaskedFrames(torch.nn.Module):
         return self.trunk(x, list(masks)).mean(dim=2).transpose(1, 2)
 
 
-class FrozenEmbedder:
-    """``embed`` and ``embed_utterances`` of an :class:`XVectorNet`, frozen."""
+class CpuEmbedder:
+    """``embed`` and ``embed_utterances`` of an :class:`XVectorNet`, traced
+    for the CPU with its weights baked in."""
 
     device = torch.device("cpu")   # built for CPU only (see for_cpu_extraction)
 
@@ -56,11 +60,11 @@ class FrozenEmbedder:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")   # the tracer's notes on shape checks
             traced = torch.jit.trace(_MaskedFrames(net).eval(), (x,) + masks, check_trace=False)
-            # freeze alone: optimize_for_inference's oneDNN layout would convert
+            # torch.jit.freeze alone: optimize_for_inference's oneDNN layout would convert
             # to and from it around every mask (measured 0.6x).
             self._frames = torch.jit.freeze(traced)
 
-    def eval(self) -> "FrozenEmbedder":
+    def eval(self) -> "CpuEmbedder":
         return self
 
     def frames(self, x: torch.Tensor, masks) -> torch.Tensor:
@@ -89,13 +93,13 @@ class FrozenEmbedder:
 
 
 def for_cpu_extraction(net, device=None):
-    """A :class:`FrozenEmbedder` of ``net`` when it is an :class:`XVectorNet`
+    """A :class:`CpuEmbedder` of ``net`` when it is an :class:`XVectorNet`
     on the CPU (``device``, when given, must be the model's); ``net`` itself
     otherwise (other encoders, GPU)."""
     if not isinstance(net, XVectorNet) or input_device(net, device).type != "cpu":
         return net
     try:
-        return FrozenEmbedder(net)
+        return CpuEmbedder(net)
     except Exception as e:  # noqa: BLE001 - an old torch without these passes: extract with the eager net
-        log.warning("cannot freeze the network for CPU inference (%s); using it as it is", e)
+        log.warning("cannot compile the network for CPU inference (%s); using it as it is", e)
         return net
