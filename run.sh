@@ -13,211 +13,85 @@
 #
 # Run everything:        ./run.sh
 # One stage or a range:  ./run.sh --stage 3 --stop-stage 4
+#
+# Stages:
+#   0  data: make the demo corpus (demo only); Kaldi data dirs for the emotion corpus,
+#      its protocol (folds or train/dev/test), the pre-training speakers, MUSAN and RIRs
+#   1  augmentation: reverb/noise/music/babble copies of the pre-training data
+#      (for ResNet-aug) and of the emotion data (for Clean+aug training)
+#   2  features: 23-dim MFCC and energy VAD for every data dir; eGeMAPS LLDs and
+#      functionals for the emotion data
+#   3  x-vector training: ResNet-clean on clean, ResNet-aug on clean+augmented speech
+#      (--xvector-init ge2e: the imported GE2E encoder, and GE2E adapted on clean+augmented speech)
+#   4  x-vector extraction: emotion data and back-end training data, both models
+#   5  emotion recognition: 6 systems (random-init GeMAPS/MFCC, frozen+LR and
+#      fine-tuned ResNet-clean/-aug) and 2 references (eGeMAPS functionals + LR,
+#      MFCC mean/std + LR) x clean and clean+aug training data
+#   6  speaker verification by emotion: all same-gender trials, cosine and PLDA,
+#      EER/minDCF per enrolment x test emotion
+#   7  report: exp/RESULTS.md, results.csv and pictures
 set -euo pipefail
 cd "$(dirname "$0")"
 
-stage=0
-stop_stage=100
-corpus=demo                      # demo | ravdess | iemocap | msp_podcast | crema_d | manifest
+# Options (--name value; ./run.sh --help prints these lines with their defaults)
+stage=0                          # first stage to run
+stop_stage=100                   # last stage to run
+corpus=demo                      # demo|ravdess|iemocap|msp_podcast|crema_d|manifest
 nj=2                             # parallel jobs for data and feature steps
-gpus=0                           # GPUs for x-vector training (0: CPU); per node with --nodes
-nodes=1                          # nodes for x-vector training (Slurm, through $cuda_cmd)
-use_gpu=false                    # stages 4 and 5 on GPUs, one per job, through $cuda_cmd
+gpus=0                           # GPUs for x-vector training, 0 for CPU; per node with --nodes > 1
+nodes=1                          # nodes for x-vector training (a Slurm $cuda_cmd; needs --gpus > 0)
+use_gpu=false                    # x-vector extraction (stage 4), the emotion networks and their cross-corpus
+                                 # runs (stage 5) on GPUs, one per job, through $cuda_cmd; false: on the CPU,
+                                 # no GPU visible
 demo_root=data/local/demo_corpus # where the synthetic demo corpus is written
-demo_size=full                   # full | small (a reduced demo corpus, for tests)
-ravdess_root=
-iemocap_root=
-msp_podcast_root=
+demo_size=full                   # full|small; small is a reduced demo for quick checks (tests)
+ravdess_root=                    # RAVDESS root (Actor_01 ... Actor_24)
+iemocap_root=                    # IEMOCAP_full_release
+msp_podcast_root=                # MSP-PODCAST root (Audios/, Labels/)
 msp_test_set=Test1               # MSP-Podcast test partition
-crema_d_root=
-manifest=                        # CSV with path,speaker,emotion[,utt,gender,split,start,end]
-manifest_folds=5                 # speaker-independent folds when the manifest has no split column
+crema_d_root=                    # CREMA-D root (AudioWAV/, VideoDemographics.csv)
+manifest=                        # any corpus: a CSV with path,speaker,emotion[,utt,gender,split,start,end]
+manifest_folds=5                 # speaker-independent folds for a manifest without a split column
 voxceleb_root=                   # VoxCeleb 1/2 wav tree for pre-training (real corpora)
-musan_root=                      # MUSAN (real corpora); the demo makes its own
-rirs_root=                       # RIRS_NOISES (real corpora); the demo makes its own
-pretrain_data=                   # a prepared data dir to pre-train on instead (overrides voxceleb_root)
-mfcc_config=conf/mfcc_8k.conf
-vad_config=conf/vad.conf
-augment_config=conf/augment.yaml
-xvector_config=                  # default: conf/xvector_demo.yaml for demo, conf/xvector_resnet34.yaml otherwise
-xvector_init=scratch             # scratch: train the paper's ResNet | ge2e: import the pre-trained GE2E encoder
-xvector_adapt_config=conf/xvector_ge2e_adapt.yaml  # with --xvector-init ge2e: adaptation for the aug model
-emotion_config=conf/emotion.yaml
-emotion_final=true               # stage 5 also trains each system's final model on all labelled data
-emotion_nj=                      # stage 5 jobs per system and data setting, the folds shared out among them
-                                 # [local runner: half of --nj, as clean and clean+aug run side by side;
-                                 # a cluster's: one job per fold]
-cross_corpus=                    # cross-corpus evaluation after stage 5: "NAME:DATA-DIR[:LABEL-MAP] ..."
-cross_standardise=true           # ... also with the target's back-end inputs standardised on its own statistics
-cross_systems=                   # ... of these systems [every system of stage 5]
-sv_config=conf/sv.yaml
-sv_emotion_config=conf/sv_emotion.yaml   # the emotion-compensated SV back-end of stage 6
+musan_root=                      # MUSAN root (real corpora); the demo makes its own
+rirs_root=                       # RIRS_NOISES root (real corpora); the demo makes its own
+pretrain_data=                   # a prepared data dir to pre-train on instead (overrides --voxceleb-root)
+mfcc_config=conf/mfcc_8k.conf    # Kaldi-style MFCC options
+vad_config=conf/vad.conf         # Kaldi-style energy VAD options
+augment_config=conf/augment.yaml # augmentation SNRs and sources
+xvector_config=                  # x-vector model and training (with --xvector-init ge2e: the random-init
+                                 # rows' ResNet) [conf/xvector_demo.yaml for demo, else conf/xvector_resnet34.yaml]
+xvector_init=scratch             # scratch: train the ResNet x-vector (the paper); ge2e: import the pre-trained
+                                 # GE2E speaker encoder of Resemblyzer (thousands of real speakers) as the clean
+                                 # model and adapt it on the clean+augmented pre-training data as the aug model
+                                 # (local/import_encoder.sh; uses the installed resemblyzer package or pip
+                                 # download, the recipe's only download)
+xvector_adapt_config=conf/xvector_ge2e_adapt.yaml  # with --xvector-init ge2e: adaptation of the imported encoder
+emotion_config=conf/emotion.yaml # emotion systems
+emotion_final=true               # after the folds, train each system once on all labelled data into
+                                 # exp/emotion/<corpus>/<system>_<data>/final/ (what pyxv emotion uses)
+emotion_nj=                      # stage 5 jobs per system and data setting; fewer jobs than folds save the
+                                 # start-up of one process per fold [local runner: --nj / 2, as clean and
+                                 # clean+aug run side by side; a cluster: one per fold]
+cross_corpus=                    # after stage 5, score each system's final model on other prepared corpora:
+                                 # space-separated NAME:DATA-DIR[:LABEL-MAP], e.g. "demo:data/demo/all";
+                                 # DATA-DIR has utt2emo and the features the systems read, made with this
+                                 # recipe's configs; LABEL-MAP lines '<its label> <our class>' ('<label> -'
+                                 # leaves it out) -> exp/emotion/<corpus>/cross/NAME/, RESULTS.md
+cross_standardise=true           # also score with the target's back-end inputs standardised on its own
+                                 # statistics (LR systems; no labels used)
+cross_systems=                   # systems the cross-corpus evaluation scores [every system of stage 5]
+sv_config=conf/sv.yaml           # speaker-verification back-ends
+sv_emotion_config=conf/sv_emotion.yaml  # emotion-compensated SV back-end of stage 6, per fold
 dry_run=false                    # print the stages that would run, do nothing
 
-help_message="Usage: ./run.sh [options]
-
-Options (default in brackets):
-  --stage N               first stage to run [$stage]
-  --stop-stage N          last stage to run [$stop_stage]
-  --corpus NAME           demo|ravdess|iemocap|msp_podcast|crema_d|manifest [$corpus]
-  --nj N                  parallel jobs for data and feature steps [$nj]
-  --gpus N                GPUs for x-vector training, 0 for CPU; per node with --nodes > 1 [$gpus]
-  --nodes N               nodes for x-vector training (a Slurm \$cuda_cmd; needs --gpus > 0) [$nodes]
-  --use-gpu BOOL          x-vector extraction (stage 4), the emotion networks and their cross-corpus runs (stage 5)
-                          on GPUs, one per job, through \$cuda_cmd; false: on the CPU, no GPU visible [$use_gpu]
-  --demo-root DIR         where the synthetic demo corpus is written [$demo_root]
-  --demo-size SIZE        full|small; small is a reduced demo for quick checks [$demo_size]
-  --ravdess-root DIR      RAVDESS root (Actor_01 ... Actor_24) [$ravdess_root]
-  --iemocap-root DIR      IEMOCAP_full_release [$iemocap_root]
-  --msp-podcast-root DIR  MSP-PODCAST root (Audios/, Labels/) [$msp_podcast_root]
-  --msp-test-set NAME     MSP-Podcast test partition [$msp_test_set]
-  --crema-d-root DIR      CREMA-D root (AudioWAV/, VideoDemographics.csv) [$crema_d_root]
-  --manifest CSV          any corpus: path,speaker,emotion[,utt,gender,split,start,end] [$manifest]
-  --manifest-folds K      speaker-independent folds for a manifest without split [$manifest_folds]
-  --voxceleb-root DIR     VoxCeleb wav tree for pre-training [$voxceleb_root]
-  --musan-root DIR        MUSAN root [$musan_root]
-  --rirs-root DIR         RIRS_NOISES root [$rirs_root]
-  --pretrain-data DIR     a prepared data dir to pre-train on instead [$pretrain_data]
-  --mfcc-config FILE      Kaldi-style MFCC options [$mfcc_config]
-  --vad-config FILE       Kaldi-style energy VAD options [$vad_config]
-  --augment-config FILE   augmentation SNRs and sources [$augment_config]
-  --xvector-config FILE   x-vector model and training (with --xvector-init ge2e: the random-init rows' ResNet)
-                          [conf/xvector_demo.yaml for demo, else conf/xvector_resnet34.yaml]
-  --xvector-init NAME     scratch: train the ResNet x-vector (the paper); ge2e: import the pre-trained
-                          GE2E speaker encoder of Resemblyzer (thousands of real speakers) as the clean
-                          model and adapt it on the clean+augmented pre-training data as the aug model
-                          (local/import_encoder.sh; uses the installed resemblyzer package or pip
-                          download, the recipe's only download) [$xvector_init]
-  --xvector-adapt-config FILE  adaptation of the imported encoder [$xvector_adapt_config]
-  --emotion-config FILE   emotion systems [$emotion_config]
-  --emotion-final BOOL    after the folds, train each system once on all labelled data into
-                          exp/emotion/<corpus>/<system>_<data>/final/ (what pyxv emotion uses) [$emotion_final]
-  --emotion-nj N          stage 5 jobs per system and data setting; fewer jobs than folds save the
-                          start-up of one process per fold [local runner: --nj / 2; a cluster: one per fold]
-  --cross-corpus SPEC     after stage 5, score each system's final model on other prepared corpora:
-                          space-separated NAME:DATA-DIR[:LABEL-MAP], e.g. \"demo:data/demo/all\";
-                          DATA-DIR has utt2emo and the features the systems read, made with this
-                          recipe's configs; LABEL-MAP lines '<its label> <our class>' ('<label> -'
-                          leaves it out) -> exp/emotion/<corpus>/cross/NAME/, RESULTS.md [$cross_corpus]
-  --cross-standardise BOOL  also score with the target's back-end inputs standardised on its own
-                          statistics (LR systems; no labels used) [$cross_standardise]
-  --cross-systems LIST    systems the cross-corpus evaluation scores [all eight]
-  --sv-config FILE        speaker-verification back-ends [$sv_config]
-  --sv-emotion-config F   emotion-compensated SV back-end, per fold [$sv_emotion_config]
-  --dry-run BOOL          print the stages that would run, do nothing [$dry_run]
-
-Stages:
-  0  data: make the demo corpus (demo only); Kaldi data dirs for the emotion corpus,
-     its protocol (folds or train/dev/test), the pre-training speakers, MUSAN and RIRs
-  1  augmentation: reverb/noise/music/babble copies of the pre-training data
-     (for ResNet-aug) and of the emotion data (for Clean+aug training)
-  2  features: 23-dim MFCC and energy VAD for every data dir; eGeMAPS LLDs and
-     functionals for the emotion data
-  3  x-vector training: ResNet-clean on clean, ResNet-aug on clean+augmented speech
-     (--xvector-init ge2e: the imported GE2E encoder, and GE2E adapted on clean+augmented speech)
-  4  x-vector extraction: emotion data and back-end training data, both models
-  5  emotion recognition: 6 systems (random-init GeMAPS/MFCC, frozen+LR and
-     fine-tuned ResNet-clean/-aug) and 2 references (eGeMAPS functionals + LR,
-     MFCC mean/std + LR) x clean and clean+aug training data
-  6  speaker verification by emotion: all same-gender trials, cosine and PLDA,
-     EER/minDCF per enrolment x test emotion
-  7  report: exp/RESULTS.md, results.csv and pictures
-"
-
-. utils/parse_options.sh
-# Stage 5's systems: the paper's Table 2 rows, then the two references.
-emotion_systems="randinit_gemaps randinit_mfcc frozen_lr_clean frozen_lr_aug finetune_clean finetune_aug
-  ref_egemaps_lr ref_mfccstats_lr"
-cross_systems=${cross_systems:-$emotion_systems}
-
-if [ $# -gt 0 ]; then echo "run.sh: unexpected argument '$1' (see ./run.sh --help)" >&2; exit 1; fi
-for n in stage stop_stage nj gpus nodes manifest_folds ${emotion_nj:+emotion_nj}; do
-  [[ "${!n}" =~ ^[0-9]+$ ]] || { echo "run.sh: --${n//_/-} must be a non-negative integer, not '${!n}'" >&2; exit 1; }
-done
-if [ "$nodes" -lt 1 ] || { [ "$nodes" -gt 1 ] && [ "$gpus" -eq 0 ]; }; then
-  echo "run.sh: --nodes $nodes needs --nodes >= 1 and, above 1, --gpus > 0 (GPUs per node); CPU training over nodes: steps/train_xvector.sh --nodes N --procs-per-node P" >&2; exit 1
-fi
-if [ "$stop_stage" -lt "$stage" ]; then
-  echo "run.sh: --stop-stage $stop_stage is before --stage $stage" >&2; exit 1
-fi
-case $corpus in
-  demo) ;;
-  ravdess)     root_opt=ravdess_root ;;
-  iemocap)     root_opt=iemocap_root ;;
-  msp_podcast) root_opt=msp_podcast_root ;;
-  crema_d)     root_opt=crema_d_root ;;
-  manifest)    root_opt=manifest ;;
-  *) echo "run.sh: unknown corpus '$corpus' (demo|ravdess|iemocap|msp_podcast|crema_d|manifest)" >&2; exit 1 ;;
-esac
-if [ "$corpus" != demo ]; then
-  root=${!root_opt}
-  [ -n "$root" ] || { echo "run.sh: --corpus $corpus needs --${root_opt//_/-}" >&2; exit 1; }
-  [ -e "$root" ] || { echo "run.sh: --${root_opt//_/-} $root does not exist" >&2; exit 1; }
-fi
-for opt in voxceleb_root musan_root rirs_root pretrain_data; do
-  v=${!opt}
-  if [ -n "$v" ] && [ ! -e "$v" ]; then echo "run.sh: --${opt//_/-} $v does not exist" >&2; exit 1; fi
-done
-if [ -z "$xvector_config" ]; then
-  if [ "$corpus" = demo ]; then xvector_config=conf/xvector_demo.yaml; else xvector_config=conf/xvector_resnet34.yaml; fi
-  # The small demo (tests) trains the same demo network for fewer steps.
-  if [ "$corpus" = demo ] && [ "$demo_size" = small ]; then xvector_config=conf/xvector_demo_small.yaml; fi
-fi
-case $xvector_init in
-  scratch|ge2e) ;;
-  *) echo "run.sh: unknown --xvector-init '$xvector_init' (scratch|ge2e)" >&2; exit 1 ;;
-esac
-for spec in $cross_corpus; do
-  IFS=: read -r name tdata tmap extra <<< "$spec"
-  if [ -z "$name" ] || [ -z "$tdata" ] || [ -n "$extra" ]; then
-    echo "run.sh: --cross-corpus '$spec': expected NAME:DATA-DIR[:LABEL-MAP]" >&2; exit 1
-  fi
-  [ -f "$tdata/utt2emo" ] || { echo "run.sh: --cross-corpus $spec: $tdata has no utt2emo (a prepared emotion data dir?)" >&2; exit 1; }
-  [ -z "$tmap" ] || [ -f "$tmap" ] || { echo "run.sh: --cross-corpus $spec: label map $tmap does not exist" >&2; exit 1; }
-done
-case $cross_standardise in true|false) ;; *) echo "run.sh: --cross-standardise must be true or false" >&2; exit 1 ;; esac
-case $emotion_final in true|false) ;; *) echo "run.sh: --emotion-final must be true or false" >&2; exit 1 ;; esac
-for f in mfcc_config vad_config augment_config xvector_config xvector_adapt_config emotion_config sv_config sv_emotion_config; do
-  [ -f "${!f}" ] || { echo "run.sh: --${f//_/-} ${!f} does not exist" >&2; exit 1; }
-done
+. utils/recipe_lib.sh            # --help, the options' checks, the run lock, run_stage/end_stage
+[ "$dry_run" = true ] || { . ./path.sh; . ./cmd.sh; }   # the environment (set up on first use), the job runners
 
 # Where things live (data flows one way through these).
 emo=data/$corpus                 # all/, all_aug/, and the protocol: fold<k>/{train,dev,test} or {train,dev,test}
 pre=data/pretrain                # train/ (speakers for the x-vector), train_aug/, train_combined/
 noise=data/noise                 # musan_{noise,music,speech}/, rirs/
-mkdir -p exp
-
-# One recipe at a time in this directory: the kernel drops the lock when this run
-# (and the jobs it started) ends, however it ends; the file says who holds it.
-lock=exp/.run.lock
-if [ "$dry_run" != true ]; then
-  exec 9<>"$lock"
-  flock -n 9 || { echo "run.sh: another ./run.sh is running in $PWD ($(cat "$lock")); wait for it or stop it" >&2; exit 1; }
-  echo "pid $$, stage $stage, since $(date '+%F %T')" > "$lock"
-fi
-
-# Each stage logs its wall time to exp/stage_times (read by the report).
-run_stage() {  # run_stage N description
-  local n=$1; shift
-  if [ "$stage" -le "$n" ] && [ "$stop_stage" -ge "$n" ]; then
-    echo "=== stage $n: $* ($(date '+%F %T'))"
-    [ "$dry_run" = true ] && return 1
-    echo "pid $$, stage $n ($*), since $(date '+%F %T')" > "$lock"
-    stage_start=$(date +%s)
-    return 0
-  fi
-  return 1
-}
-end_stage() {  # end_stage N
-  local t=$(( $(date +%s) - stage_start ))
-  echo "$1 $t" >> exp/stage_times
-  echo "=== stage $1 done in ${t}s"
-}
-
-if [ "$dry_run" != true ]; then
-  . ./path.sh
-  . ./cmd.sh
-fi
 
 if run_stage 0 "data directories"; then
   local/prepare_data.sh --corpus "$corpus" --nj "$nj" --demo-root "$demo_root" --demo-size "$demo_size" \
@@ -253,16 +127,7 @@ fi
 if run_stage 3 "x-vector training"; then
   xv_opts=(--gpus "$gpus")
   [ "$nodes" -gt 1 ] && xv_opts=(--nodes "$nodes" --gpus-per-node "$gpus")
-  # Switching between a trained and an imported encoder starts the models afresh;
-  # the old ones move into a dated folder, never deleted.
-  if [ -f exp/xvector_clean/xvector_init ] && [ "$(cat exp/xvector_clean/xvector_init)" != "$xvector_init" ]; then
-    stale=exp/stale_$(date +%Y%m%d-%H%M%S)
-    echo "run.sh: exp/xvector_{clean,aug} were made with --xvector-init $(cat exp/xvector_clean/xvector_init); moving them to $stale/ for $xvector_init (delete it when no longer needed)"
-    mkdir -p "$stale"
-    for m in clean aug; do
-      if [ -e exp/xvector_$m ]; then mv exp/xvector_$m "$stale/"; fi
-    done
-  fi
+  set_aside_xvectors_of_another_init   # a switch of --xvector-init starts the models afresh, the old ones kept
   if [ "$xvector_init" = ge2e ]; then
     # A published speaker encoder stands in for the ResNet: as is for the clean model,
     # adapted to the clean+augmented pre-training speakers for the aug model.
@@ -294,38 +159,18 @@ if run_stage 4 "x-vector extraction"; then
 fi
 
 if run_stage 5 "emotion recognition"; then
-  if [ -z "$emotion_nj" ]; then
-    # Locally the folds of a setting share the cores with the other setting's; a cluster takes one job a fold.
-    case $cuda_cmd in *parallel/run.py*) emotion_nj=$(( nj > 1 ? nj / 2 : 1 )) ;; *) emotion_nj=0 ;; esac
-  fi
   # An imported encoder is not a ResNet: the random-init rows take the x-vector config's.
   arch_opt=()
   [ "$xvector_init" = scratch ] || arch_opt=(--architecture "$xvector_config")
-  for system in $emotion_systems; do
-    # clean and clean+aug side by side: their fold jobs share the machine (or the
-    # queue), so no core waits for the slowest fold of one of them.
-    pids=()
-    for train_data in clean clean+aug; do
-      steps/train_emotion.sh --cmd "$cuda_cmd" --use-gpu "$use_gpu" --nj "$emotion_nj" --final "$emotion_final" \
-        --config "$emotion_config" \
-        "${arch_opt[@]}" --system $system --train-data $train_data $emo exp/emotion/$corpus &
-      pids+=($!)
-    done
-    # 75: stopped for pre-emption with a checkpoint (rerun to resume); anything else: a failure.
-    failed=0 stopped=0
-    for pid in "${pids[@]}"; do
-      rc=0; wait $pid || rc=$?
-      case $rc in 0) ;; 75) stopped=1 ;; *) failed=1 ;; esac
-    done
-    [ $failed = 0 ] || { echo "run.sh: stage 5: $system failed (see the messages above)" >&2; exit 1; }
-    [ $stopped = 0 ] || { echo "run.sh: stage 5: $system stopped for pre-emption; run the same command again to resume" >&2; exit 75; }
-  done
+  # Every system of the table, each on clean and clean+aug training data.
+  steps/train_emotion_systems.sh --cmd "$cuda_cmd" --use-gpu "$use_gpu" --nj "$emotion_nj" --total-nj "$nj" \
+    --final "$emotion_final" --config "$emotion_config" "${arch_opt[@]}" $emo exp/emotion/$corpus
   # Cross-corpus: each system's final model on the other corpora (one line per failure, then stop).
   failed=()
   eval_cmd=$train_cmd; [ "$use_gpu" = false ] || eval_cmd=$cuda_cmd
   for spec in $cross_corpus; do
     IFS=: read -r name tdata tmap <<< "$spec"
-    for system in $cross_systems; do
+    for system in ${cross_systems:-$(python -m pyxv.bin.train_emotion --list-systems | cut -f1)}; do
       for tag in clean clean_aug; do
         steps/eval_emotion.sh --cmd "$eval_cmd" --use-gpu "$use_gpu" --standardise "$cross_standardise" ${tmap:+--label-map "$tmap"} \
           --target "$name" exp/emotion/$corpus/${system}_$tag "$tdata" exp/emotion/$corpus/cross/$name/${system}_$tag \
@@ -358,16 +203,7 @@ if run_stage 6 "speaker verification by emotion"; then
 fi
 
 if run_stage 7 "report"; then
-  # Rebuilt when a result, a data dir or the report code is newer than it
-  # (stage times and dot files aside), or when it leads with another corpus.
-  newer=$(find exp data pyxv/report local/make_report.py \( -path exp/RESULTS.md -o -path exp/results.csv \
-    -o -path exp/report -o -path exp/stage_times -o -name '.*' -o -name __pycache__ \) -prune \
-    -o -type f -newer exp/RESULTS.md -print -quit 2>/dev/null || echo missing)
-  if [ -f exp/RESULTS.md ] && [ -z "$newer" ] && head -n 1 exp/RESULTS.md | grep -qE "^# pyxv results: $corpus(,|\$)"; then
-    echo "run.sh: exp/RESULTS.md is newer than every result; not rebuilt"
-  else
-    local/make_report.py --corpus "$corpus" exp exp/RESULTS.md
-  fi
+  local/make_report.py --if-stale --corpus "$corpus" exp exp/RESULTS.md
   end_stage 7
   echo "run.sh: results in exp/RESULTS.md"
 fi

@@ -364,6 +364,7 @@ def test_second_run_sh_in_the_same_directory_is_refused(repo_root, tmp_path):
     (sandbox / "utils").mkdir(parents=True)
     shutil.copy2(repo_root / "run.sh", sandbox / "run.sh")
     shutil.copy2(repo_root / "utils" / "parse_options.sh", sandbox / "utils" / "parse_options.sh")
+    shutil.copy2(repo_root / "utils" / "recipe_lib.sh", sandbox / "utils" / "recipe_lib.sh")
     (sandbox / "path.sh").write_text("sleep 30\n")
     (sandbox / "cmd.sh").write_text("")
     (sandbox / "conf").mkdir()

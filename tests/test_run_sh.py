@@ -1,6 +1,6 @@
 """run.sh: --help, stage ranges (dry run), and bad input rejected before any work.
 
-run.sh is copied with utils/parse_options.sh into a temporary folder whose
+run.sh is copied with the parts it sources into a temporary folder whose
 path.sh/cmd.sh only leave a mark, so the checks touch nothing in the repo and
 can tell whether any set-up or stage work started.
 """
@@ -18,8 +18,8 @@ from run_sh_sandbox import sandbox  # noqa: F401  (the fixture: run.sh in a fold
 
 def stages_in_help() -> list[int]:
     text = RUN_SH.read_text()
-    block = text.split("Stages:", 1)[1].split('"', 1)[0]
-    return [int(m) for m in re.findall(r"^\s{2}(\d+)\s", block, flags=re.M)]
+    block = text.split("# Stages:", 1)[1].split("\nset ", 1)[0]   # the header comment that --help prints
+    return [int(m) for m in re.findall(r"^#\s{3}(\d+)\s", block, flags=re.M)]
 
 
 def run_sh(sandbox: Path, *args: str) -> subprocess.CompletedProcess:
@@ -30,7 +30,7 @@ def run_sh(sandbox: Path, *args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_option_and_stage(sandbox):
     p = run_sh(sandbox, "--help")
     assert p.returncode == 0, p.stderr
-    text = RUN_SH.read_text().split("help_message=", 1)[0]
+    text = RUN_SH.read_text().split(". utils/recipe_lib.sh", 1)[0]   # the option lines
     options = re.findall(r"^([a-z][a-z0-9_]*)=", text, flags=re.M)
     assert len(options) > 10
     for name in options:
@@ -109,4 +109,45 @@ def test_stage_5_passes_a_preemption_on_and_a_failure_beside_it_wins(sandbox, co
                       f'case $data in clean) exit {codes["clean"]} ;; *) exit {codes["clean+aug"]} ;; esac\n')
     p = run_sh(sandbox, "--stage", "5", "--stop-stage", "5")
     assert p.returncode == rc, p.stdout + p.stderr
-    assert f"run.sh: stage 5: randinit_gemaps {msg}" in p.stderr
+    assert f"steps/train_emotion_systems.sh: randinit_gemaps {msg}" in p.stderr
+
+
+def test_stage_7_rebuilds_the_report_only_when_an_input_changed(tmp_path):
+    """local/make_report.py --if-stale (stage 7's up-to-date test): a result or data file
+    newer than RESULTS.md, a missing report or data root, or a report that leads with
+    another corpus rebuild it; its own outputs, exp/stage_times and dot files do not."""
+    import importlib.util
+    import os
+    import sys
+
+    script = RUN_SH.parent / "local" / "make_report.py"
+    spec = importlib.util.spec_from_file_location("make_report", script)
+    make_report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_report)
+    exp, data = tmp_path / "exp", tmp_path / "data"
+    for f in ("emotion/demo/s_clean/summary.json", "sv/demo/eer.md"):
+        (exp / f).parent.mkdir(parents=True, exist_ok=True)
+        (exp / f).write_text("{}")
+    (data / "demo" / "all").mkdir(parents=True)
+    (data / "demo" / "all" / "utt2emo").write_text("u1 happy\n")
+    md = exp / "RESULTS.md"
+    assert make_report.newer_input(str(md), str(exp), str(data)) == "missing"
+    md.write_text("# pyxv results: demo, ravdess\n")
+    t = md.stat().st_mtime + 10
+    os.utime(md, (t, t))
+    assert make_report.newer_input(str(md), str(exp), str(data)) is None
+    assert make_report.leads_with(str(md), "demo") and not make_report.leads_with(str(md), "ravdess")
+    for f in ("stage_times", "results.csv", "report/cm.png", ".run.lock", "emotion/demo/s_clean/.inputs"):
+        (exp / f).parent.mkdir(parents=True, exist_ok=True)
+        (exp / f).write_text("x")
+        os.utime(exp / f, (t + 5, t + 5))
+    assert make_report.newer_input(str(md), str(exp), str(data)) is None
+    p = subprocess.run([sys.executable, str(script), "--if-stale", "--corpus", "demo", str(exp), str(md)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "up to date, not rebuilt" in p.stdout, p.stdout + p.stderr
+    assert md.stat().st_mtime == t
+    for newer in (data / "demo" / "all" / "utt2emo", exp / "sv" / "demo" / "eer.md"):
+        os.utime(newer, (t + 5, t + 5))
+        assert make_report.newer_input(str(md), str(exp), str(data)) == str(newer)
+        os.utime(newer, (t - 5, t - 5))
+    assert make_report.newer_input(str(md), str(exp), str(tmp_path / "nodata")) == "missing"
