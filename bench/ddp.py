@@ -96,7 +96,7 @@ def scaling(cfg: dict, processes: list[int], steps: int) -> None:
 def _bucket_worker(rank: int, world: int, cfg: dict, steps: int, port: int, q) -> None:
     import torch.distributed as dist
 
-    from pyxv.nnet.registry import build_encoder
+    from pyxv.nnet.config import build_encoder
     from pyxv.train.distributed import DistInfo, wrap_ddp
 
     torch.set_num_threads(1)

@@ -208,8 +208,7 @@ def h100_demand(util: float, flops_peak: float = 989e12) -> tuple[float, float]:
     """(training FLOPs per 300-frame chunk, chunks/s one H100 consumes at ``util`` of bf16 dense peak)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pyxv.nnet.config import load_config
-    from pyxv.nnet.registry import build_encoder
+    from pyxv.nnet.config import build_encoder, load_config
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "conf" / "xvector_resnet34.yaml")
     net = build_encoder(cfg, 5994)  # VoxCeleb2 dev speakers

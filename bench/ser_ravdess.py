@@ -381,7 +381,7 @@ def resemblyzer_reference(clips, folds, nj: int) -> tuple[dict, dict]:
     from pyxv.features.frontend import Ge2eFrontEnd
     from pyxv.io import read_audio
     from pyxv.nnet.import_encoder import ge2e_state_dict, resemblyzer_weights
-    from pyxv.nnet.registry import build_encoder
+    from pyxv.nnet.config import build_encoder
 
     four = [c for c in clips if c["emotion"] in CLASSES4]
     audio = [read_audio(c["path"]) for c in four]  # read once; timing excludes file reading

@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from pyxv.features.ge2e_mel import Ge2eMelOptions, MelSpectrogram, mel_filterbank, preprocess_waveform
-from pyxv.nnet.config import ConfigError, validate_config
-from pyxv.nnet.registry import build_encoder, encoder_class
+from pyxv.config import ConfigError
+from pyxv.nnet.config import build_encoder, validate_config
+from pyxv.nnet.registry import encoder_class
 
 
 def _need(mod):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyxv.nnet.config import ConfigError, load_config, validate_config
+from pyxv.config import ConfigError
+from pyxv.nnet.config import load_config, validate_config
 from pyxv.nnet.losses import MarginHead
 from pyxv.nnet.pooling import MultiHeadAttentionPooling
 from pyxv.nnet.xvector import XVectorNet

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pyxv.io import read_table
-from pyxv.nnet.config import ConfigError, validate_config
+from pyxv.config import ConfigError
+from pyxv.nnet.config import validate_config
 from pyxv.train import checkpoint as ckpt
 from pyxv.train.data import ChunkBatches, chunk
 from pyxv.train.trainer import TrainingDataError, train_classifier

@@ -15,7 +15,8 @@ import pytest
 import torch
 import torch.utils._python_dispatch
 
-from pyxv.nnet.config import ConfigError, validate_config
+from pyxv.config import ConfigError
+from pyxv.nnet.config import validate_config
 from pyxv.train import checkpoint as ckpt
 from pyxv.train import distributed as dd
 from pyxv.train import trainer

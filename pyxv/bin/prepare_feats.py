@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pyxv.features.archive import exit_cleanly_on_signals
 from pyxv.io import OutputError
-from pyxv.nnet.config import ConfigError, load_config
+from pyxv.config import ConfigError
+from pyxv.nnet.config import load_config
 from pyxv.nnet.registry import encoder_class
 from pyxv.train.data import write_network_input
 

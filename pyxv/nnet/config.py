@@ -3,10 +3,12 @@
 A config is a nested mapping with the sections ``model``, ``data``, ``train``,
 ``extract`` and ``frontend``. ``model.type`` names the speaker encoder
 (:mod:`pyxv.nnet.registry`; ``resnet``, the paper's, by default); the type fixes
-the keys of ``model`` and ``frontend`` and may change the defaults of the other
-sections. Every key has a default (``DEFAULTS``, then the type's); a YAML file
-only lists what it changes. An unknown key or a value of the wrong type is a
-:class:`ConfigError` naming the key (``train.lr: expected float, got 'fast'``).
+the keys of ``model`` and ``frontend`` (its ``MODEL_DEFAULTS`` and
+``FRONTEND_DEFAULTS``) and may change the defaults of the other sections
+(``SECTION_DEFAULTS``). Every key has a default (:data:`DEFAULTS`, then the
+type's); a YAML file only lists what it changes. The checking is
+:class:`pyxv.config.Schema`'s: an unknown key or a value of the wrong type is a
+:class:`~pyxv.config.ConfigError` naming the key (``train.lr: expected float, got 'fast'``).
 """
 from __future__ import annotations
 
@@ -16,28 +18,13 @@ from typing import Any, Mapping
 
 import yaml
 
+from ..config import ConfigError, Schema, read_yaml
+from .registry import encoder_class
 
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the key and the file."""
+SECTIONS = ("model", "data", "train", "extract", "frontend")
 
-
+# The sections every encoder type shares (``model`` and ``frontend`` are the type's).
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {                       # the resnet type's; other types declare their own
-        "type": "resnet",
-        "input_dim": 23,             # feature dimension (23 MFCC, 25 GeMAPS LLDs ...)
-        "channels": [16, 32, 64, 128],
-        "blocks": [3, 4, 6, 3],      # basic residual blocks per group (ResNet-34)
-        "first_kernel": 7,           # first conv kernel size (Table 1: 7x7)
-        "heads": 32,                 # attention heads of the pooling (eq. 1-2)
-        "embed_dim": 400,            # x-vector dimension
-        "loss": "asoftmax",          # asoftmax | amsoftmax | aamsoftmax | softmax
-        "margin": 2.0,               # m (integer for A-softmax; cosine/angle margin otherwise)
-        "scale": 30.0,               # s of AM/AAM-softmax
-        "anneal_base": 1000.0,       # A-softmax annealing: lambda = max(min, base*(1+gamma*it)^-power)
-        "anneal_gamma": 0.12,
-        "anneal_power": 1.0,
-        "anneal_min": 5.0,
-    },
     "data": {
         "cmn_window": 300,           # sliding CMN window (frames); 0 disables CMN
         "apply_vad": True,           # drop unvoiced frames (vad.scp) before training
@@ -88,10 +75,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "min_frames": 10,            # fewer voiced frames: use all frames instead
         "batch_frames": 20000,       # frames per batch of equal-length chunks
     },
-    "frontend": {},                  # the type's own front-end options (resnet: Kaldi confs beside the model)
 }
 
-_CHOICES = {
+CHOICES = {
     "model.loss": ("asoftmax", "amsoftmax", "aamsoftmax", "softmax"),
     "data.sampling": ("balanced", "proportional"),
     "train.optimizer": ("adam", "adamw", "sgd"),
@@ -101,75 +87,34 @@ _CHOICES = {
 }
 
 
-def _type_name(v: Any) -> str:
-    return type(v).__name__
-
-
-def _check(key: str, value: Any, default: Any, where: str) -> Any:
-    """Return ``value`` converted to the default's type or raise ConfigError."""
-    bad = ConfigError(f"{where}{key}: expected {_type_name(default)}, got {value!r}")
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise bad
-        if key in _CHOICES and value not in _CHOICES[key]:
-            raise ConfigError(f"{where}{key}: '{value}' is not one of {', '.join(_CHOICES[key])}")
-        return value
-    if isinstance(default, list):
-        if not isinstance(value, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
-            raise ConfigError(f"{where}{key}: expected a list of integers, got {value!r}")
-        return list(value)
-    raise bad  # pragma: no cover
+def config_schema(encoder: type) -> Schema:
+    """The schema of a config whose ``model.type`` is ``encoder``'s."""
+    defaults = {"model": encoder.MODEL_DEFAULTS, **DEFAULTS,
+                "frontend": getattr(encoder, "FRONTEND_DEFAULTS", {})}
+    defaults = copy.deepcopy(defaults)
+    for section, values in getattr(encoder, "SECTION_DEFAULTS", {}).items():
+        defaults[section].update(values)
+    note = f" of model type {encoder.type_name}"
+    return Schema(defaults, choices=CHOICES, unknown_note={"model": note, "frontend": note})
 
 
 def validate_config(cfg: Mapping | None, *, where: str = "") -> dict:
-    """Merge ``cfg`` over :data:`DEFAULTS` and check every key and type.
+    """Merge ``cfg`` over the defaults of its model type and check every key and type.
 
     ``where`` (e.g. ``"conf/x.yaml: "``) prefixes error messages. Returns a new
     complete config dict.
     """
-    from .registry import encoder_class
-
     if cfg is None:
         cfg = {}
     if not isinstance(cfg, Mapping):
-        raise ConfigError(f"{where}config must be a mapping with sections {', '.join(DEFAULTS)}")
+        raise ConfigError(f"{where}config must be a mapping with sections {', '.join(SECTIONS)}")
     model = cfg.get("model") or {}
     mtype = model.get("type", "resnet") if isinstance(model, Mapping) else "resnet"
     try:
         enc = encoder_class(mtype)
     except KeyError as e:
         raise ConfigError(f"{where}model.type: {e.args[0]}") from None
-    out = copy.deepcopy(DEFAULTS)
-    out["model"] = copy.deepcopy(enc.MODEL_DEFAULTS)
-    out["frontend"] = copy.deepcopy(getattr(enc, "FRONTEND_DEFAULTS", {}))
-    for section, values in getattr(enc, "SECTION_DEFAULTS", {}).items():
-        out[section].update(copy.deepcopy(values))
-    defaults = copy.deepcopy(out)
-    for section, values in cfg.items():
-        if section not in out:
-            raise ConfigError(f"{where}{section}: unknown section (known: {', '.join(out)})")
-        if values is None:
-            continue
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{where}{section}: expected a mapping of options")
-        for k, v in values.items():
-            key = f"{section}.{k}"
-            if k not in defaults[section]:
-                raise ConfigError(f"{where}{key}: unknown key" + (f" of model type {mtype}" if section in
-                                                                   ("model", "frontend") else ""))
-            out[section][k] = _check(key, v, defaults[section][k], where)
+    out = config_schema(enc).complete(cfg, where=where)
     enc.check_config(out, where)
     return _check_common(out, where)
 
@@ -194,14 +139,7 @@ def _check_common(out: dict, where: str) -> dict:
 
 def load_config(path: str | os.PathLike) -> dict:
     """Read and validate a YAML config file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file does not exist") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return validate_config(raw, where=f"{path}: ")
+    return validate_config(read_yaml(path), where=f"{path}: ")
 
 
 def dump_config(cfg: Mapping, path: str | os.PathLike) -> None:
@@ -214,8 +152,6 @@ def dump_config(cfg: Mapping, path: str | os.PathLike) -> None:
 def arch_of(cfg: Mapping) -> dict:
     """The model type and the keys of ``cfg['model']`` that fix parameter shapes
     (for checkpoint checks)."""
-    from .registry import encoder_class
-
     mtype = cfg["model"].get("type", "resnet")
     return {"type": mtype, **{k: cfg["model"][k] for k in encoder_class(mtype).ARCH_KEYS}}
 
@@ -223,3 +159,9 @@ def arch_of(cfg: Mapping) -> dict:
 def describe(cfg: Mapping) -> str:
     """Short architecture description for error messages."""
     return " ".join(f"{k}={v}" for k, v in arch_of(cfg).items())
+
+
+def build_encoder(cfg: Mapping, num_classes: int):
+    """The network of a (validated or partial) config with ``num_classes`` outputs."""
+    cfg = validate_config(cfg)
+    return encoder_class(cfg["model"]["type"]).from_config(cfg, num_classes)

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..device import input_device
-from .config import ConfigError, validate_config
+from ..config import ConfigError
+from .config import validate_config
 from .losses import MarginHead
 from .registry import register
 from .utterance import autocast, full_fp32, to_device

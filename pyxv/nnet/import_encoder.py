@@ -170,8 +170,7 @@ def import_ge2e(out_dir: str | os.PathLike, *, weights=None, wheel=None, downloa
     from ..features.frontend import Ge2eFrontEnd
     from ..io import atomic_open
     from ..train import checkpoint as ckpt
-    from .config import dump_config, validate_config
-    from .registry import build_encoder
+    from .config import build_encoder, dump_config, validate_config
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

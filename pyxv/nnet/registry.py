@@ -25,7 +25,6 @@ Adding a type is one module that defines such a class plus its line in
 from __future__ import annotations
 
 import importlib
-from typing import Mapping
 
 # type name -> module that registers it (imported on first use)
 BUILTIN = {
@@ -52,11 +51,3 @@ def encoder_class(name: str) -> type:
 
 def encoder_types() -> list[str]:
     return sorted(set(BUILTIN) | set(_TYPES))
-
-
-def build_encoder(cfg: Mapping, num_classes: int):
-    """The network of a (validated or partial) config with ``num_classes`` outputs."""
-    from .config import validate_config
-
-    cfg = validate_config(cfg)
-    return encoder_class(cfg["model"]["type"]).from_config(cfg, num_classes)

@@ -10,7 +10,7 @@
 API used by the trainer and by the emotion systems::
 
     net = XVectorNet.from_config(cfg, num_classes)   # cfg: validated dict (config.py)
-    # (the recipe builds any registered type with pyxv.nnet.registry.build_encoder)
+    # (the recipe builds any registered type with pyxv.nnet.config.build_encoder)
     emb = net.embed(x)           # (B, E) x-vectors
     logits = net(x)              # (B, K) plain logits; net(x, target) gives margin logits
     post = net.posteriors(x)     # (B, K) softmax of the plain logits
@@ -23,7 +23,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .config import DEFAULTS, ConfigError, validate_config
+from ..config import ConfigError
+from .config import validate_config
 from .losses import MarginHead
 from .pooling import MultiHeadAttentionPooling
 from .registry import register
@@ -34,7 +35,22 @@ from .utterance import embed_utterances
 @register
 class XVectorNet(nn.Module):
     type_name = "resnet"
-    MODEL_DEFAULTS = DEFAULTS["model"]
+    MODEL_DEFAULTS = {               # the model section of a resnet config
+        "type": "resnet",
+        "input_dim": 23,             # feature dimension (23 MFCC, 25 GeMAPS LLDs ...)
+        "channels": [16, 32, 64, 128],
+        "blocks": [3, 4, 6, 3],      # basic residual blocks per group (ResNet-34)
+        "first_kernel": 7,           # first conv kernel size (Table 1: 7x7)
+        "heads": 32,                 # attention heads of the pooling (eq. 1-2)
+        "embed_dim": 400,            # x-vector dimension
+        "loss": "asoftmax",          # asoftmax | amsoftmax | aamsoftmax | softmax
+        "margin": 2.0,               # m (integer for A-softmax; cosine/angle margin otherwise)
+        "scale": 30.0,               # s of AM/AAM-softmax
+        "anneal_base": 1000.0,       # A-softmax annealing: lambda = max(min, base*(1+gamma*it)^-power)
+        "anneal_gamma": 0.12,
+        "anneal_power": 1.0,
+        "anneal_min": 5.0,
+    }
     ARCH_KEYS = ("input_dim", "channels", "blocks", "first_kernel", "heads", "embed_dim")
 
     def __init__(self, input_dim: int = 23, channels=(16, 32, 64, 128), blocks=(3, 4, 6, 3),

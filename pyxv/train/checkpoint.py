@@ -34,10 +34,10 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from ..io import atomic_open
 from ..io import file_digest as io_file_digest
-from ..nnet.config import ConfigError, arch_of, describe, validate_config
-from ..nnet.registry import build_encoder
+from ..nnet.config import arch_of, build_encoder, describe, validate_config
 
 FORMAT = "pyxv-xvector-1"
 
