@@ -11,8 +11,9 @@ from pyxv.datadir import write_datadir
 from pyxv.emotion import systems
 from pyxv.emotion.config import load_emotion_config
 from pyxv.emotion.data import discover_protocol, labeled_set
-from pyxv.emotion.lr import load_lr_model
-from pyxv.emotion.reference import REFERENCE_SYSTEMS, StandardizedLR, mfcc_stats
+from pyxv.emotion.lr import StandardizedLR, load_lr_model
+from pyxv.emotion.reference import mfcc_stats
+from pyxv.emotion.spec import REFERENCE_SYSTEMS
 
 from emotion_synth import labelled_speakers, write_ravdess_folds
 

@@ -219,8 +219,7 @@ def test_lr_model_parameters_round_trip_with_identical_posteriors(tmp_path, proj
 
 
 def test_reference_lr_round_trip(tmp_path):
-    from pyxv.emotion.lr import load_lr_model, save_lr_model
-    from pyxv.emotion.reference import StandardizedLR
+    from pyxv.emotion.lr import StandardizedLR, load_lr_model, save_lr_model
 
     X, spk, _, emo = emotional_set(8, seed=10)
     X = X * np.linspace(1, 100, X.shape[1])            # mixed scales, as hand-crafted features have

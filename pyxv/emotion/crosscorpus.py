@@ -31,7 +31,7 @@ import numpy as np
 from ..datadir import DataDir
 from ..io import atomic_open, write_lines
 from ..metrics.classification import classification_metrics
-from .reference import REFERENCE_SYSTEMS
+from .spec import MFCC_STATS, REFERENCE, system_spec
 
 log = logging.getLogger("pyxv.emotion")
 
@@ -157,7 +157,7 @@ def xvectors(model_dir: Path, data_dir: Path, utts: list[str], device: str = "cp
     """(kept utts, x-vectors) of ``utts`` of ``data_dir`` by the x-vector model in
     ``model_dir``, as stage 4 extracts them (on ``device``; inputs follow the model)."""
     from ..extract import extract_embeddings
-    from ..nnet.frozen import for_cpu_extraction
+    from ..nnet.cpu_embedder import for_cpu_extraction
     from ..train.checkpoint import load_model
 
     path = Path(model_dir) / "final.pt"
@@ -201,11 +201,12 @@ def network_posteriors(fdir: Path, data_dir: Path, utts: list[str], device: str 
 def backend_inputs(system: str, meta: dict, fdir: Path, data_dir: Path, utts: list[str], device: str = "cpu"
                    ) -> tuple[list[str], np.ndarray]:
     """(kept utts, inputs) of an LR system's back-end for the target utterances."""
-    if system in REFERENCE_SYSTEMS:
+    spec = system_spec(system)
+    if spec.method == REFERENCE:
         from .reference import feature_files, load_vectors
 
         _need(data_dir, [f.name for f in feature_files(system, data_dir)], f"{system}")
-        if system == "ref_mfccstats_lr":
+        if spec.features == MFCC_STATS:
             rec = json.loads((fdir / "final.json").read_text())
             src_conf = Path(rec["emo_dir"]) / "all" / "conf" / "mfcc.conf"
             if src_conf.is_file():
@@ -245,6 +246,10 @@ def evaluate(system_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
     fdir = final_dir(system_dir)
     rec = json.loads((fdir / "final.json").read_text())
     system, classes = rec["system"], list(rec["classes"])
+    try:
+        lr = system_spec(system).logistic_regression
+    except ValueError as e:
+        raise CrossCorpusError(f"{fdir / 'final.json'}: {e}") from None
     data_dir, out = Path(data_dir), Path(out_dir)
     d = DataDir(data_dir)
     if not d.has("utt2emo"):
@@ -253,7 +258,6 @@ def evaluate(system_dir: str | Path, data_dir: str | Path, out_dir: str | Path, 
     kept, dropped = map_labels(d.utt2emo, classes, lmap, where=f"{data_dir}/utt2emo", map_file=label_map)
     utts = [u for u in d.utts if u in kept]
     allowed = [c for c in classes if c in set(kept.values())]
-    lr = system.startswith("frozen_lr_") or system in REFERENCE_SYSTEMS
     if standardise and not lr:
         log.warning("%s: a network has no back-end input to standardise; scored plainly only", system)
     log.info("%s (%s, trained on %s) on %s: %d utterances, classes %s%s", system, rec["train_data"], rec["corpus"],

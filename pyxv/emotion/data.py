@@ -16,17 +16,9 @@ from pathlib import Path
 
 from ..datadir import DataDir
 from ..io import read_table
+from .spec import data_tag
 
 log = logging.getLogger("pyxv.emotion")
-
-TRAIN_DATA = ("clean", "clean+aug")
-
-
-def data_tag(train_data: str) -> str:
-    """Directory tag of a training-data option: 'clean' -> 'clean', 'clean+aug' -> 'clean_aug'."""
-    if train_data not in TRAIN_DATA:
-        raise ValueError(f"train data must be one of {TRAIN_DATA}, not '{train_data}'")
-    return train_data.replace("+", "_")
 
 
 @dataclass

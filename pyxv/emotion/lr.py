@@ -5,7 +5,8 @@ length normalisation -- the usual x-vector back-end steps, from ``pyxv.backend.p
 multinomial LogisticRegression with balanced class weights. The inverse
 regularisation C is chosen by weighted F1 on a dev set when the protocol has one,
 else by inner speaker-independent cross-validation (GroupKFold by speaker) on the
-training data; the test set is never looked at.
+training data; the test set is never looked at. :class:`StandardizedLR` is the same
+LR behind a per-dimension standardisation, for the reference systems' hand-crafted vectors.
 
 A fold's model is stored as parameters (:func:`save_lr_model`: ``model.json`` +
 ``model.npz``, see :mod:`pyxv.params`), re-created exactly on reading
@@ -29,7 +30,7 @@ from ..params import ParamsError, from_table, load_trusted_pickle, read_params, 
 
 log = logging.getLogger("pyxv.emotion")
 
-__all__ = ["EmbeddingPreprocessor", "EmotionLR", "make_pipeline", "DEFAULT_C_GRID", "save_lr_model", "load_lr_model",
+__all__ = ["EmbeddingPreprocessor", "EmotionLR", "StandardizedLR", "make_pipeline", "DEFAULT_C_GRID", "save_lr_model", "load_lr_model",
            "lr_model_file"]
 
 DEFAULT_C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -155,14 +156,60 @@ class EmotionLR:
         return obj
 
 
+class StandardizedLR:
+    """Per-dimension standardisation (training mean and std) + :class:`EmotionLR`: the
+    reference systems' model (:mod:`pyxv.emotion.reference`), for hand-crafted features.
+
+    ``fit(X (N, D), y, groups, X_dev, y_dev)``; ``predict_proba(X) -> (N, C)`` in
+    ``classes`` order. ``lr_opts``: the ``lr`` section of conf/emotion.yaml (its
+    C_grid, cv_folds and max_iter are used)."""
+
+    def __init__(self, classes, lr_opts: dict | None = None, seed: int = 0):
+        o = lr_opts or {}
+        kw = {k: o[k] for k in ("C_grid", "cv_folds", "max_iter") if k in o}
+        self.classes = list(classes)
+        self.lr = EmotionLR(self.classes, pre={"center": False, "projection": "none", "length_norm": False},
+                            seed=seed, **kw)
+
+    def _std(self, X) -> np.ndarray:
+        return (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+
+    def fit(self, X, y, groups=None, X_dev=None, y_dev=None) -> "StandardizedLR":
+        X = np.asarray(X, dtype=np.float64)
+        self.mean_ = X.mean(0)
+        sd = X.std(0)
+        self.scale_ = np.where(sd > 1e-8, sd, 1.0)   # a constant dimension stays 0, not inf
+        self.lr.fit(self._std(X), y, groups=groups, X_dev=None if X_dev is None else self._std(X_dev), y_dev=y_dev)
+        return self
+
+    @property
+    def selection(self) -> dict:
+        return self.lr.selection
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self.lr.predict_proba(self._std(X))
+
+    def predict(self, X) -> list[str]:
+        return self.lr.predict(self._std(X))
+
+    def to_params(self) -> dict:
+        return {"type": "standardized_lr", "classes": self.classes, "mean_": self.mean_, "scale_": self.scale_,
+                "lr": self.lr.to_params()}
+
+    @classmethod
+    def from_params(cls, p: dict) -> "StandardizedLR":
+        obj = cls.__new__(cls)
+        obj.classes, obj.mean_, obj.scale_ = list(p["classes"]), p["mean_"], p["scale_"]
+        obj.lr = EmotionLR.from_params(p["lr"])
+        return obj
+
+
 # --------------------------------------------------------- a fold's LR model
 PARAMS_TYPE = "emotion_lr_model"
 
 
 def _model_types() -> dict:
     """Stored LR model type name -> class (names stay when a class is renamed)."""
-    from .reference import StandardizedLR
-
     return {"emotion_lr": EmotionLR, "standardized_lr": StandardizedLR}
 
 

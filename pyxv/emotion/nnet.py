@@ -32,6 +32,7 @@ import numpy as np
 
 from ..metrics.classification import weighted_f1
 from .data import LabeledSet, Split
+from .spec import FINETUNE, GEMAPS, SystemSpec, system_spec
 
 log = logging.getLogger("pyxv.emotion")
 
@@ -133,8 +134,9 @@ def clean_epoch_steps(train: LabeledSet, source, n: dict) -> int:
                          int(n["chunk_max"]))
 
 
-def pretrained_model(cfg: dict, system: str) -> Path:
-    return Path(cfg["xvector_models"][system.rsplit("_", 1)[1]]) / "final.pt"
+def pretrained_model(cfg: dict, spec: SystemSpec) -> Path:
+    """The ``final.pt`` of the x-vector model a fine-tuned system starts from."""
+    return Path(cfg["xvector_models"][spec.xvector_model]) / "final.pt"
 
 
 def architecture_config(cfg: dict) -> tuple[dict, str]:
@@ -263,9 +265,10 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
     from ..train import checkpoint as ckpt
     from ..train.trainer import train_classifier
 
+    spec = system_spec(system)
     init_from, ck, front, etype = None, None, None, None
-    if system.startswith("finetune_"):
-        init_from = pretrained_model(cfg, system)
+    if spec.method == FINETUNE:
+        init_from = pretrained_model(cfg, spec)
         ck = ckpt.load(init_from)
         base = copy.deepcopy(ck["config"])
         where = str(init_from)
@@ -275,7 +278,7 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
     else:
         base, where = architecture_config(cfg)
     n = nnet_options(cfg, etype)
-    kind = "gemaps" if system == "randinit_gemaps" else (
+    kind = "gemaps" if spec.features == GEMAPS else (
         "mfcc" if front is None or front.kind == "mfcc_vad" else front.kind)
     if dev is None and n["dev_fraction"] > 0:
         train, dev = carve_dev(train, n["dev_fraction"], int(cfg["seed"]))

@@ -8,7 +8,7 @@ system beats a trivial baseline on the same folds:
                       CMN, so the mean keeps the channel and timbre) + logistic regression
 
 Each vector dimension is standardised with the fold's training mean and std (the
-features mix Hz, dB and ratios), then :class:`pyxv.emotion.lr.EmotionLR` is fitted
+features mix Hz, dB and ratios), then an LR is fitted (:class:`pyxv.emotion.lr.StandardizedLR`)
 exactly as for the frozen x-vector systems: same C grid, C chosen by weighted F1 on
 the dev set when the protocol has one, else by speaker-grouped CV on the training
 data; balanced class weights. The x-vector pre-processing (centring, whitening/LDA,
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .lr import EmotionLR, save_lr_model
+from .lr import StandardizedLR, save_lr_model
+from .spec import EGEMAPS, MFCC_STATS, REFERENCE_SYSTEMS, system_spec
 
 log = logging.getLogger("pyxv.emotion")
 
-REFERENCE_SYSTEMS = ("ref_egemaps_lr", "ref_mfccstats_lr")
 # Fewer voiced frames than this: the statistics are taken over every frame instead.
 MIN_VOICED_FRAMES = 10
 
@@ -58,9 +58,10 @@ def _scp(path: Path, stage: str) -> dict:
 def feature_files(system: str, data_dir: str | Path) -> list[Path]:
     """The scp files a reference system reads from one data dir (all/ or all_aug/)."""
     d = Path(data_dir)
-    if system == "ref_egemaps_lr":
+    features = system_spec(system).features if system in REFERENCE_SYSTEMS else None
+    if features == EGEMAPS:
         return [d / "gemaps.scp"]
-    if system == "ref_mfccstats_lr":
+    if features == MFCC_STATS:
         return [d / "feats.scp", d / "vad.scp"]
     raise ValueError(f"unknown reference system '{system}' (one of {', '.join(REFERENCE_SYSTEMS)})")
 
@@ -76,6 +77,7 @@ def load_vectors(system: str, data_dirs: list[Path], utts: list[str], what: str)
     order; utterances without features are reported and skipped. Returns the (N', D)
     array and the kept indices."""
     tables = [[_scp(f, "stage 2, features") for f in feature_files(system, d)] for d in data_dirs]
+    functionals = system_spec(system).features == EGEMAPS   # else MFCC frames + VAD, made into statistics here
     keep, rows, missing = [], [], []
     for i, u in enumerate(utts):
         t = next((t for t in tables if all(u in x for x in t)), None)
@@ -83,7 +85,7 @@ def load_vectors(system: str, data_dirs: list[Path], utts: list[str], what: str)
             missing.append(u)
             continue
         where = f"{what}: utterance {u}"
-        if system == "ref_egemaps_lr":
+        if functionals:
             v = np.asarray(t[0][u], dtype=np.float64).reshape(-1)
         else:
             v = mfcc_stats(t[0][u], t[1][u], what=where)
@@ -100,53 +102,6 @@ def load_vectors(system: str, data_dirs: list[Path], utts: list[str], what: str)
         raise ValueError(f"{what}: no utterance has {system} features in "
                          + ", ".join(str(f) for d in data_dirs for f in feature_files(system, d)))
     return np.stack(rows), keep
-
-
-class StandardizedLR:
-    """Per-dimension standardisation (training mean and std) + :class:`EmotionLR`.
-
-    ``fit(X (N, D), y, groups, X_dev, y_dev)``; ``predict_proba(X) -> (N, C)`` in
-    ``classes`` order. ``lr_opts``: the ``lr`` section of conf/emotion.yaml (its
-    C_grid, cv_folds and max_iter are used)."""
-
-    def __init__(self, classes, lr_opts: dict | None = None, seed: int = 0):
-        o = lr_opts or {}
-        kw = {k: o[k] for k in ("C_grid", "cv_folds", "max_iter") if k in o}
-        self.classes = list(classes)
-        self.lr = EmotionLR(self.classes, pre={"center": False, "projection": "none", "length_norm": False},
-                            seed=seed, **kw)
-
-    def _std(self, X) -> np.ndarray:
-        return (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
-
-    def fit(self, X, y, groups=None, X_dev=None, y_dev=None) -> "StandardizedLR":
-        X = np.asarray(X, dtype=np.float64)
-        self.mean_ = X.mean(0)
-        sd = X.std(0)
-        self.scale_ = np.where(sd > 1e-8, sd, 1.0)   # a constant dimension stays 0, not inf
-        self.lr.fit(self._std(X), y, groups=groups, X_dev=None if X_dev is None else self._std(X_dev), y_dev=y_dev)
-        return self
-
-    @property
-    def selection(self) -> dict:
-        return self.lr.selection
-
-    def predict_proba(self, X) -> np.ndarray:
-        return self.lr.predict_proba(self._std(X))
-
-    def predict(self, X) -> list[str]:
-        return self.lr.predict(self._std(X))
-
-    def to_params(self) -> dict:
-        return {"type": "standardized_lr", "classes": self.classes, "mean_": self.mean_, "scale_": self.scale_,
-                "lr": self.lr.to_params()}
-
-    @classmethod
-    def from_params(cls, p: dict) -> "StandardizedLR":
-        obj = cls.__new__(cls)
-        obj.classes, obj.mean_, obj.scale_ = list(p["classes"]), p["mean_"], p["scale_"]
-        obj.lr = EmotionLR.from_params(p["lr"])
-        return obj
 
 
 def run_reference(system: str, split, train, dev, test, classes: list[str], emo_dir: Path, cfg: dict,

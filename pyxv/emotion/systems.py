@@ -1,16 +1,9 @@
-"""The six emotion systems of Table 2 and the fold loop.
+"""The fold loop and the final model of the emotion systems (the six of Table 2
+and the two references; what each is: :mod:`pyxv.emotion.spec`).
 
-    randinit_gemaps   x-vector architecture, random init, frame-level GeMAPS LLDs (25/frame)
-    randinit_mfcc     the same on MFCC (sliding CMN + VAD, as the x-vector's input)
-    frozen_lr_clean   x-vectors of ResNet-clean + logistic regression
-    frozen_lr_aug     x-vectors of ResNet-aug + logistic regression
-    finetune_clean    ResNet-clean, speaker layer replaced by an emotion layer, fine-tuned
-    finetune_aug      the same from ResNet-aug
-
-plus the two reference systems of :mod:`pyxv.emotion.reference` (eGeMAPS
-functionals + LR, MFCC mean/std + LR).
-
-Each runs on 'clean' or 'clean+aug' training data (the fold's training utterances,
+:func:`train_system` is the one dispatch by method: frozen x-vectors + LR
+(:func:`run_frozen_lr`), the references (:mod:`pyxv.emotion.reference`), the
+random-init and fine-tuned networks (:mod:`pyxv.emotion.nnet`). Each runs on 'clean' or 'clean+aug' training data (the fold's training utterances,
 plus their augmented copies). One fold is :func:`run_fold`; :func:`summarize` pools
 the folds. Outputs per fold (``<out>/<system>_<data>/<fold>/``): ``model.json`` + ``model.npz`` (LR) or
 ``model.pt`` (networks), ``predictions.txt`` (utt true pred), ``posteriors`` (utt
@@ -32,14 +25,12 @@ import numpy as np
 from ..io import atomic_open, write_lines
 from ..metrics.classification import classification_metrics, summarize_folds
 from .data import (LabeledSet, Split, assert_speaker_independent, check_classes, check_test_labels,
-                   corpus_classes, data_tag, discover_protocol, final_training_set, labeled_set, training_set)
+                   corpus_classes, discover_protocol, final_training_set, labeled_set, training_set)
 from .nnet import run_nnet_system
-from .reference import REFERENCE_SYSTEMS, reference_inputs, run_reference
+from .reference import reference_inputs, run_reference
+from .spec import FINETUNE, FROZEN_LR, GEMAPS, MFCC, RANDINIT, REFERENCE, SystemSpec, system_dir_name, system_spec
 
 log = logging.getLogger("pyxv.emotion")
-
-SYSTEMS = ("randinit_gemaps", "randinit_mfcc", "frozen_lr_clean", "frozen_lr_aug",
-           "finetune_clean", "finetune_aug") + REFERENCE_SYSTEMS
 
 
 def xvector_dir(model_dir: str | Path, emo_dir: str | Path, subset: str) -> Path:
@@ -110,32 +101,40 @@ def run_nnet(system: str, split: Split, train: LabeledSet, dev: LabeledSet | Non
     return run_nnet_system(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir, use_gpu=use_gpu)
 
 
+def train_system(spec: SystemSpec, split: Split, train: LabeledSet, dev: LabeledSet | None,
+                 test: LabeledSet | None, classes: list[str], emo_dir: Path, cfg: dict, out_dir: Path,
+                 use_gpu: bool = False):
+    """Train one system on ``train`` into ``out_dir`` (a fold's dir, or ``final/``) and
+    score ``test``. Returns (test set actually scored, posteriors (N, C)); ``test``
+    None (a final model): nothing is scored."""
+    if spec.method == FROZEN_LR:
+        return run_frozen_lr(spec.xvector_model, split, train, dev, test, classes, emo_dir, cfg, out_dir)
+    if spec.method == REFERENCE:
+        return run_reference(spec.name, split, train, dev, test, classes, emo_dir, cfg, out_dir)
+    return run_nnet(spec.name, split, train, dev, test, classes, emo_dir, cfg, out_dir, use_gpu)
+
+
 def system_inputs(system: str, train_data: str, emo_dir: str | Path, cfg: dict) -> list[tuple[Path, str]]:
     """Files a system reads besides the protocol's data dirs, each with the stage
     that makes it (for the step script's existence and freshness checks)."""
+    spec = system_spec(system)
     emo_dir = Path(emo_dir)
     aug = train_data != "clean"
+    subsets = ("all", "all_aug") if aug else ("all",)
     out: list[tuple[Path, str]] = []
-    if system in REFERENCE_SYSTEMS:
+    if spec.method == REFERENCE:
         out += reference_inputs(system, emo_dir, aug)
-    if system.startswith("frozen_lr_"):
-        m = Path(cfg["xvector_models"][system.rsplit("_", 1)[1]])
-        out.append((xvector_dir(m, emo_dir, "all") / "xvector.scp", "stage 4, x-vector extraction"))
-        if aug:
-            out.append((xvector_dir(m, emo_dir, "all_aug") / "xvector.scp", "stage 4, x-vector extraction"))
-    elif system.startswith("finetune_"):
-        m = Path(cfg["xvector_models"][system.rsplit("_", 1)[1]])
+    elif spec.method == FROZEN_LR:
+        m = Path(cfg["xvector_models"][spec.xvector_model])
+        out += [(xvector_dir(m, emo_dir, sub) / "xvector.scp", "stage 4, x-vector extraction") for sub in subsets]
+    elif spec.method == FINETUNE:
+        m = Path(cfg["xvector_models"][spec.xvector_model])
         out.append((m / "final.pt", "stage 3, x-vector training"))
-    if system in ("finetune_clean", "finetune_aug", "randinit_mfcc"):
-        out += [(emo_dir / "all" / "feats.scp", "stage 2, features"), (emo_dir / "all" / "vad.scp", "stage 2, features")]
-        if aug:
-            out += [(emo_dir / "all_aug" / "feats.scp", "stage 2, features"),
-                    (emo_dir / "all_aug" / "vad.scp", "stage 2, features")]
-    if system == "randinit_gemaps":
-        out.append((emo_dir / "all" / "gemaps_lld.scp", "stage 2, features"))
-        if aug:
-            out.append((emo_dir / "all_aug" / "gemaps_lld.scp", "stage 2, features"))
-    if system == "randinit_gemaps" or system == "randinit_mfcc":
+    if spec.method in (FINETUNE, RANDINIT) and spec.features == MFCC:
+        out += [(emo_dir / sub / name, "stage 2, features") for sub in subsets for name in ("feats.scp", "vad.scp")]
+    if spec.features == GEMAPS:
+        out += [(emo_dir / sub / "gemaps_lld.scp", "stage 2, features") for sub in subsets]
+    if spec.method == RANDINIT:
         arch = cfg["nnet"].get("architecture")
         out.append((Path(arch), "the config's nnet.architecture") if arch else
                    (Path(cfg["xvector_models"]["clean"]) / "final.pt", "stage 3, x-vector training"))
@@ -146,7 +145,7 @@ def system_inputs(system: str, train_data: str, emo_dir: str | Path, cfg: dict) 
 
 # ---------------------------------------------------------------------- fold loop
 def system_dir(out_root: str | Path, system: str, train_data: str) -> Path:
-    return Path(out_root) / f"{system}_{data_tag(train_data)}"
+    return Path(out_root) / system_dir_name(system, train_data)
 
 
 @contextmanager
@@ -179,8 +178,7 @@ def run_fold(system: str, train_data: str, emo_dir: str | Path, fold: int, out_r
     Returns the metrics. The result depends only on the fold, the config and the seed,
     not on which folds ran before it in the same process.
     """
-    if system not in SYSTEMS:
-        raise ValueError(f"unknown system '{system}' (one of {', '.join(SYSTEMS)})")
+    spec = system_spec(system)
     emo_dir = Path(emo_dir)
     splits = discover_protocol(emo_dir)
     if not 1 <= fold <= len(splits):
@@ -189,12 +187,13 @@ def run_fold(system: str, train_data: str, emo_dir: str | Path, fold: int, out_r
     fold_dir = system_dir(out_root, system, train_data) / split.name
     fold_dir.mkdir(parents=True, exist_ok=True)
     with fold_log(fold_dir / "log" / "train.log"):
-        return _run_split(system, train_data, emo_dir, splits, split, fold_dir, cfg, use_gpu)
+        return _run_split(spec, train_data, emo_dir, splits, split, fold_dir, cfg, use_gpu)
 
 
-def _run_split(system: str, train_data: str, emo_dir: Path, splits: list[Split], split: Split, fold_dir: Path,
+def _run_split(spec: SystemSpec, train_data: str, emo_dir: Path, splits: list[Split], split: Split, fold_dir: Path,
                cfg: dict, use_gpu: bool = False) -> dict:
     t0 = time.time()
+    system = spec.name
     classes = corpus_classes(emo_dir, splits, cfg.get("classes"))
     train = training_set(split, train_data, emo_dir / "all_aug")
     if cfg.get("classes"):
@@ -211,12 +210,7 @@ def _run_split(system: str, train_data: str, emo_dir: Path, splits: list[Split],
     log.info("%s %s %s: %d training utts (%d augmented) of %d speakers, %s dev, %d test utts of %d speakers; "
              "classes %s", system, train_data, split.name, len(train), sum(train.aug), len(train.speakers),
              len(dev) if dev is not None else "no", len(test), len(test.speakers), classes)
-    if system.startswith("frozen_lr_"):
-        test, post = run_frozen_lr(system.rsplit("_", 1)[1], split, train, dev, test, classes, emo_dir, cfg, fold_dir)
-    elif system in REFERENCE_SYSTEMS:
-        test, post = run_reference(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir)
-    else:
-        test, post = run_nnet(system, split, train, dev, test, classes, emo_dir, cfg, fold_dir, use_gpu)
+    test, post = train_system(spec, split, train, dev, test, classes, emo_dir, cfg, fold_dir, use_gpu)
     pred = [classes[i] for i in np.asarray(post).argmax(1)]
     write_lines(fold_dir / "classes.txt", classes)
     write_lines(fold_dir / "predictions.txt", (f"{u} {t} {p}" for u, t, p in zip(test.utts, test.labels, pred)))
@@ -283,11 +277,12 @@ def input_stats(system: str, train: LabeledSet, emo_dir: Path, cfg: dict) -> dic
     """Mean and std per dimension of an LR system's back-end inputs (x-vectors or
     reference vectors) over its clean training utterances; None for the networks.
     Cross-corpus evaluation can map a target corpus's inputs onto them."""
+    spec = system_spec(system)
     clean = [u for u, a in zip(train.utts, train.aug) if not a]
-    if system.startswith("frozen_lr_"):
-        m = Path(cfg["xvector_models"][system.rsplit("_", 1)[1]])
+    if spec.method == FROZEN_LR:
+        m = Path(cfg["xvector_models"][spec.xvector_model])
         X, _ = load_embeddings([xvector_dir(m, emo_dir, "all") / "xvector.scp"], clean, "final inputs")
-    elif system in REFERENCE_SYSTEMS:
+    elif spec.method == REFERENCE:
         from .reference import load_vectors
         X, _ = load_vectors(system, [emo_dir / "all"], clean, "final inputs")
     else:
@@ -307,8 +302,7 @@ def run_final(system: str, train_data: str, emo_dir: str | Path, out_root: str |
     (what it was trained on and how, written last) marks it finished, and
     ``README.txt`` says the same in words. Returns the record.
     """
-    if system not in SYSTEMS:
-        raise ValueError(f"unknown system '{system}' (one of {', '.join(SYSTEMS)})")
+    spec = system_spec(system)
     emo_dir = Path(emo_dir)
     splits = discover_protocol(emo_dir)
     sdir = system_dir(out_root, system, train_data)
@@ -326,14 +320,11 @@ def run_final(system: str, train_data: str, emo_dir: str | Path, out_root: str |
         rec = {"system": system, "train_data": train_data, "corpus": emo_dir.name, "emo_dir": str(emo_dir),
                "classes": classes, "trained_on": what, "n_train": len(train), "n_train_aug": int(sum(train.aug)),
                "n_speakers": len(train.speakers)}
-        if system.startswith("frozen_lr_") or system in REFERENCE_SYSTEMS:
+        if spec.logistic_regression:
             how = "C chosen by speaker-grouped cross-validation on the training data (no dev set is held out)"
             log.info("final %s %s: %d utts (%d augmented) of %d speakers, %s; %s", system, train_data, len(train),
                      sum(train.aug), len(train.speakers), what, how)
-            if system in REFERENCE_SYSTEMS:
-                run_reference(system, split, train, None, None, classes, emo_dir, cfg, fdir)
-            else:
-                run_frozen_lr(system.rsplit("_", 1)[1], split, train, None, None, classes, emo_dir, cfg, fdir)
+            train_system(spec, split, train, None, None, classes, emo_dir, cfg, fdir)
             stats = input_stats(system, train, emo_dir, cfg)
             with atomic_open(fdir / "input_stats.json", "w") as f:
                 json.dump(stats, f)
@@ -348,8 +339,8 @@ def run_final(system: str, train_data: str, emo_dir: str | Path, out_root: str |
                 rec["epochs"] = epochs
             log.info("final %s %s: %d utts (%d augmented) of %d speakers, %s; %s", system, train_data, len(train),
                      sum(train.aug), len(train.speakers), what, how)
-            run_nnet(system, split, train, None, None, classes, emo_dir, _final_nnet_config(cfg, epochs), fdir,
-                     use_gpu)
+            train_system(spec, split, train, None, None, classes, emo_dir, _final_nnet_config(cfg, epochs), fdir,
+                         use_gpu)
         rec["how"], rec["seconds"] = how, round(time.time() - t0, 1)
         write_lines(fdir / "classes.txt", classes)
         write_lines(fdir / "README.txt", [
