@@ -5,7 +5,7 @@
 
 20,000 random 400-d embeddings (2,000 speakers, 10 utterances each, 2 genders,
 4 emotions), all unordered same-gender pairs scored with cosine, the 16-cell
-EER/minDCF table computed by ``pyxv.sv.score_all_pairs`` (block products,
+EER/minDCF table computed by ``pyxv.sv.scoring.score_all_pairs`` (block products,
 per-cell float32 sort, exact interpolated EER). Prints wall time and peak RSS.
 Then, on a subset both can handle, the same table the obvious way (materialise
 every cell's scores with masks, ``sklearn.metrics.roc_curve`` per cell) and the
@@ -54,7 +54,7 @@ def make_set(n_utts, dim, n_spk, n_emo, seed=0, shifts=None, return_shifts=False
 
 
 def trial_set(spk, gender, emo, n_emo):
-    from pyxv.sv import TrialSet
+    from pyxv.sv.trials import TrialSet
 
     n = spk.size
     return TrialSet([f"s{spk[i]:05d}-u{i:06d}" for i in range(n)], spk, gender, emo,
@@ -63,7 +63,8 @@ def trial_set(spk, gender, emo, n_emo):
 
 
 def fast_table(X, ts, **kw):
-    from pyxv.sv import score_all_pairs, table_summary
+    from pyxv.sv.cells import table_summary
+    from pyxv.sv.scoring import score_all_pairs
 
     table = score_all_pairs(ts, X, lambda A, B: A @ B.T, block_size=4096, **kw)
     t = time.time()
@@ -75,7 +76,7 @@ def fast_table(X, ts, **kw):
 def fast_eer_cells(X, ts):
     """Like-for-like with sklearn_table: block scoring + the 16-cell EER table only."""
     from pyxv.metrics.sv import eer_sorted
-    from pyxv.sv import score_all_pairs
+    from pyxv.sv.scoring import score_all_pairs
 
     table = score_all_pairs(ts, X, lambda A, B: A @ B.T, block_size=4096)
     E = len(ts.emotions)
@@ -119,7 +120,8 @@ def sklearn_table(X, spk, gender, emo, n_emo):
 def compensated_table(X, ts, a):
     """The full set scored by a Backend with NAP, emotion-aware S-norm and calibration switched on."""
     from pyxv.backend import Backend
-    from pyxv.sv import score_all_pairs, table_summary
+    from pyxv.sv.cells import table_summary
+    from pyxv.sv.scoring import score_all_pairs
 
     shifts = make_set(a.n_utts, a.dim, a.n_spk, a.n_emo, return_shifts=True)[-1]  # the evaluation set's emotions
     Xtr, str_, gtr, etr = make_set(2000, a.dim, 200, a.n_emo, seed=1, shifts=shifts)
@@ -184,7 +186,7 @@ def main():
         table, summ = fast_table(X, ts)
         wall = time.time() - t0
         print(f"full set: {a.n_utts} utts x {a.dim} dims, {n_all:,} same-gender trials ({n_tar:,} target)")
-        print(f"  pyxv.sv.score_all_pairs + 16-cell table: {wall:.1f} s wall "
+        print(f"  pyxv.sv.scoring.score_all_pairs + 16-cell table: {wall:.1f} s wall "
               f"(score {table.info['score_seconds']:.1f} s, sort {table.info['sort_seconds']:.1f} s, "
               f"metrics {table.info['metric_seconds']:.1f} s), peak RSS {peak_rss_gb():.2f} GB")
         assert table.info["n_trials"] == n_all, (table.info["n_trials"], n_all)

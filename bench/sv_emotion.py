@@ -4,7 +4,7 @@
   python bench/sv_emotion.py --data data/ravdess --xvectors exp/xvector_ge2e/xvectors_ravdess/all/xvector.scp
   python bench/sv_emotion.py --data data/ravdess --resemblyzer [--cache /tmp/ge2e_ravdess.npz]
 
-Protocol (``pyxv.sv_folds``): the corpus's speaker-disjoint folds (RAVDESS: 6
+Protocol (``pyxv.sv.folds``): the corpus's speaker-disjoint folds (RAVDESS: 6
 folds of 4 actors, made by ``./run.sh --stage 0 --stop-stage 0 --corpus ravdess``);
 every back-end piece is fitted on the fold's training speakers only; trials are
 all same-gender pairs of the fold's test speakers; the tables pool the folds.
@@ -99,7 +99,7 @@ def resemblyzer_vectors(wav_scp: Path, cache: Path | None) -> tuple[list[str], n
 
 
 def read_scp_vectors(path: str) -> tuple[list[str], np.ndarray]:
-    from pyxv.bin.score_sv import read_xvectors
+    from pyxv.sv.run import read_xvectors
 
     p = Path(path)
     utts, X, bad = read_xvectors(p.parent if p.name == "xvector.scp" else p)
@@ -151,13 +151,12 @@ def main():
     p.add_argument("--json", default="", help="also write the figures here")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    import yaml
-
     from pyxv.backend import Backend
     from pyxv.emotion.data import discover_protocol
     from pyxv.io import read_table
-    from pyxv.sv import table_summary
-    from pyxv.sv_folds import score_folds
+    from pyxv.sv.cells import table_summary
+    from pyxv.sv.config import load_sv_config, validate_sv_config
+    from pyxv.sv.folds import score_folds
 
     if bool(a.xvectors) == a.resemblyzer:
         p.error("give exactly one of --xvectors and --resemblyzer")
@@ -170,7 +169,7 @@ def main():
         source = a.xvectors
     labels = {k: read_table(data / "all" / k) for k in ("utt2spk", "utt2emo", "spk2gender")}
     splits = discover_protocol(data)
-    base = (yaml.safe_load(open(a.config)) or {}) if a.config else {}
+    base = load_sv_config(a.config or None)
     print(f"{source}: {X.shape[0]} vectors of dim {X.shape[1]}; {len(splits)} folds of {data}; "
           f"load {open('/proc/loadavg').read().split()[0]}")
     post_dir, tmp = None, None
@@ -191,7 +190,7 @@ def main():
                  or METHODS[m][1].get("calibration", {}).get("by_emotion")]
     for name, pdir in runs:
         kind, over = METHODS[name]
-        cfg = yaml.safe_load(open(REPO / over)) if isinstance(over, str) else merge_cfg(base, over)
+        cfg = load_sv_config(REPO / over) if isinstance(over, str) else validate_sv_config(merge_cfg(base, over))
         t0 = time.time()
         table, infos = score_folds(X, utts, splits, lambda: Backend.from_config(cfg, kind), labels,
                                    posteriors_dir=pdir)

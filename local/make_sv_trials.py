@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pyxv.io import atomic_open  # noqa: E402
-from pyxv.sv import iter_trials, load_trial_set  # noqa: E402
+from pyxv.sv.trials import iter_trials, load_trial_set  # noqa: E402
 
 
 def main(argv=None) -> int:

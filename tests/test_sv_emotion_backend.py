@@ -12,7 +12,7 @@ from pyxv.backend.calibration import LinearCalibration
 from pyxv.backend.nap import EmotionNAP
 from pyxv.backend.nap import select_nap_dim
 from pyxv.metrics.sv import act_dcf, cllr, eer, min_cllr
-from pyxv.sv import eer_by_emotion
+from pyxv.sv.scoring import eer_by_emotion
 
 from sv_synth import EMOS, emotional_set
 
@@ -194,7 +194,7 @@ def test_trials_without_emotion_are_an_error():
 
 
 def test_posteriors_missing_for_a_trial_utterance_named(tmp_path):
-    from pyxv.sv_folds import posterior_matrix, read_posteriors
+    from pyxv.sv.posteriors import posterior_matrix, read_posteriors
 
     d = tmp_path / "fold1"
     d.mkdir()
@@ -215,7 +215,7 @@ def test_fold_protocol_never_trains_on_a_test_speaker(ravdess_root, tmp_path, mo
     from pyxv.corpora.ravdess import prepare_ravdess
     from pyxv.emotion.data import discover_protocol
     from pyxv.io import read_table
-    from pyxv.sv_folds import ProtocolLeak, score_folds
+    from pyxv.sv.folds import ProtocolLeak, score_folds
 
     prepare_ravdess(ravdess_root, tmp_path / "ravdess", nj=2)
     data = tmp_path / "ravdess"

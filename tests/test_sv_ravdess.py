@@ -102,7 +102,9 @@ def test_ravdess_table(ravdess_set, repo_root):
 def test_ravdess_plda_leave_speakers_out(ravdess_set):
     """PLDA fitted on 12 actors, scored on the other 12: a genuine held-out table."""
     from pyxv.backend import Backend
-    from pyxv.sv import load_trial_set, score_all_pairs, table_summary
+    from pyxv.sv.cells import table_summary
+    from pyxv.sv.scoring import score_all_pairs
+    from pyxv.sv.trials import load_trial_set
 
     root, u2s, u2e, s2g = ravdess_set
     X = dict(kaldiio.load_scp(str(root / "exp/xvector_fbank/xvectors_ravdess/all/xvector.scp")))

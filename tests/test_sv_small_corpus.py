@@ -19,7 +19,7 @@ import soundfile as sf
 from pyxv.backend import Backend, CalibrationError, calibration_groups
 from pyxv.emotion.data import discover_protocol
 from pyxv.io import read_table
-from pyxv.sv_folds import PerFoldNotPossible, plan_sv_folds
+from pyxv.sv.folds import PerFoldNotPossible, plan_sv_folds
 
 from sv_synth import EMOS, emotional_set
 

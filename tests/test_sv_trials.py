@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from pyxv.metrics.sv import sv_metrics
-from pyxv.sv import load_trial_set, iter_trials, score_all_pairs, score_trials_file, write_results
+from pyxv.sv.results import write_results
+from pyxv.sv.scoring import score_all_pairs, score_trials_file
+from pyxv.sv.trials import iter_trials, load_trial_set
 
 EMOS = ["neutral", "happy", "sad", "angry"]
 
@@ -215,7 +217,7 @@ def test_histogram_mode_close_to_exact(tmp_path):
     exact = score_all_pairs(ts, X, lambda A, B: A @ B.T, block_size=50)
     hist = score_all_pairs(ts, X, lambda A, B: A @ B.T, block_size=50, max_exact_trials=0, hist_bins=1 << 16)
     assert exact.info["mode"] == "exact" and hist.info["mode"].startswith("histogram")
-    from pyxv.sv import table_summary
+    from pyxv.sv.cells import table_summary
     se, sh = table_summary(exact), table_summary(hist)
     assert sh["overall"].n_nontarget == se["overall"].n_nontarget
     assert sh["overall"].n_target == se["overall"].n_target
@@ -274,7 +276,7 @@ def test_score_sv_tool_trials_file_and_saved_backend(tmp_path, repo_root):
 
 
 def test_eer_by_emotion_from_arrays():
-    from pyxv.sv import eer_by_emotion
+    from pyxv.sv.scoring import eer_by_emotion
 
     rng = np.random.default_rng(9)
     spk = np.repeat(np.arange(10), 12)

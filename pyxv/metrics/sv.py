@@ -24,7 +24,7 @@ Calibration (BOSARIS / NIST SRE conventions, for scores that are log-likelihood 
 Everything works on *sorted* float arrays: ``eer_sorted``/``min_dcf_sorted``
 cost O(N_tar log N_non) after the sort, so a table of many cells with
 millions of nontarget trials each is computed by one ``np.sort`` per cell
-(the fast path used by ``pyxv.sv.eer_by_emotion``).
+(the fast path used by ``pyxv.sv.scoring.eer_by_emotion``).
 """
 from __future__ import annotations
 

@@ -32,15 +32,17 @@ from typing import Callable
 
 import numpy as np
 
-from .backend.pipeline import CalibrationError
-from .io import read_table
-from .labels import order_emotions
-from .sv import CellTable, TrialSet, load_trial_set, score_all_pairs, trial_set_from_labels
+from ..backend.pipeline import CalibrationError
+from ..io import read_table
+from .cells import CellTable, merge_tables
+from .posteriors import posterior_matrix, read_posteriors
+from .scoring import BLOCK_SIZE, score_all_pairs
+from .trials import TrialSet, load_trial_set, trial_set_from_labels
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PerFoldNotPossible", "ProtocolLeak", "SVFold", "assert_no_test_speaker", "merge_tables",
-           "plan_sv_folds", "read_posteriors", "posterior_matrix", "score_folds"]
+__all__ = ["PerFoldNotPossible", "ProtocolLeak", "SVFold", "assert_no_test_speaker", "plan_sv_folds",
+           "score_folds"]
 
 
 class ProtocolLeak(RuntimeError):
@@ -167,70 +169,6 @@ def assert_no_test_speaker(fold: str, piece: str, trained_speakers, test_speaker
                            "would not be speaker-independent")
 
 
-def merge_tables(tables: list[CellTable]) -> CellTable:
-    """Pool symmetric exact-mode tables (cells matched by emotion name) into one."""
-    emotions = order_emotions({e for t in tables for e in t.emotions})
-    pos = {e: i for i, e in enumerate(emotions)}
-    parts: dict = {}
-    for t in tables:
-        if not t.symmetric:
-            raise ValueError("merge_tables pools all-pairs tables only (not trials-file tables)")
-        for (a, b), (tar, non) in t.cells.items():
-            if not isinstance(non, np.ndarray):
-                raise ValueError("merge_tables needs exact scores (a fold's trials went to histograms)")
-            i, j = sorted((pos[t.emotions[a]], pos[t.emotions[b]]))
-            parts.setdefault((i, j), ([], []))
-            parts[(i, j)][0].append(tar)
-            parts[(i, j)][1].append(non)
-    cells = {k: (np.sort(np.concatenate(v[0])), np.sort(np.concatenate(v[1]))) for k, v in parts.items()}
-    info = {"n_trials": int(sum(t.info.get("n_trials", 0) for t in tables)),
-            "score_seconds": float(sum(t.info.get("score_seconds", 0.0) for t in tables)), "mode": "exact"}
-    return CellTable(emotions, cells, symmetric=True, info=info)
-
-
-def read_posteriors(fold_dir) -> tuple[list[str], dict[str, np.ndarray]]:
-    """(classes, {utt: (C,) probabilities}) from an emotion system's fold dir (posteriors + classes.txt)."""
-    d = Path(fold_dir)
-    for f in ("posteriors", "classes.txt"):
-        if not (d / f).is_file():
-            raise FileNotFoundError(f"{d / f} does not exist (run stage 5 for this emotion system)")
-    classes = [ln.split()[0] for ln in open(d / "classes.txt", encoding="utf-8") if ln.strip()]
-    out = {}
-    with open(d / "posteriors", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            p = line.split()
-            if not p:
-                continue
-            if len(p) != len(classes) + 1:
-                raise ValueError(f"{d / 'posteriors'}:{n}: expected the utterance and {len(classes)} "
-                                 f"probabilities ({' '.join(classes)}), got {len(p) - 1} numbers")
-            try:
-                out[p[0]] = np.array([float(x) for x in p[1:]])
-            except ValueError:
-                raise ValueError(f"{d / 'posteriors'}:{n}: not a number in '{line.strip()}'") from None
-    return classes, out
-
-
-def posterior_matrix(utts, classes: list[str], post: dict, emotions: list[str], where: str) -> np.ndarray:
-    """(N, E) posteriors of ``utts`` over the back-end's ``emotions`` (columns matched by name).
-
-    Errors name the utterances without posteriors and the classes the back-end does not know.
-    """
-    missing = [u for u in utts if u not in post]
-    if missing:
-        raise ValueError(f"{where}: {len(missing)} trial utterance(s) have no emotion posteriors, e.g. "
-                         f"{', '.join(missing[:5])}")
-    extra = [c for c in classes if c not in emotions]
-    if extra:
-        raise ValueError(f"{where}: the emotion model's classes {extra} are not among the back-end training "
-                         f"data's emotions {emotions}")
-    P = np.zeros((len(utts), len(emotions)))
-    cols = [emotions.index(c) for c in classes]
-    for i, u in enumerate(utts):
-        P[i, cols] = post[u]
-    return P
-
-
 def _fold_posteriors(fold: SVFold, utts: list[str], posteriors_dir, emotions: list[str]) -> np.ndarray:
     """(N, E) trial-side posteriors: each utterance from its own emotion fold's model (``<dir>/<fold>``)."""
     P = np.zeros((len(utts), len(emotions)))
@@ -249,7 +187,7 @@ def _fold_posteriors(fold: SVFold, utts: list[str], posteriors_dir, emotions: li
 
 
 def score_folds(X, utts, splits, make_backend: Callable, labels: dict, *, posteriors_dir=None,
-                block_size: int = 4096) -> tuple[CellTable, list[dict]]:
+                block_size: int = BLOCK_SIZE) -> tuple[CellTable, list[dict]]:
     """Fit a back-end per SV fold on its training speakers, score all same-gender pairs of its test speakers.
 
     X (N, D) embeddings of ``utts``; splits: ``discover_protocol`` splits (planned into SV folds by

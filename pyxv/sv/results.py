@@ -1,0 +1,108 @@
+"""A scored table written out: eer_by_emotion.csv / .md, summary.json and the DET figure (stage 6's outputs)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from ..io import atomic_open
+from .cells import CellTable, table_summary
+from .det import write_det
+
+__all__ = ["write_results"]
+
+
+def _fmt(x, nd=2) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def write_results(out_dir: str | os.PathLike, table: CellTable, meta: dict, *, det: bool = True,
+                  calibration: bool = False) -> dict:
+    """eer_by_emotion.csv / .md, summary.json and det.png in out_dir; returns the summary dict.
+
+    ``calibration``: the scores are LLRs; Cllr, min Cllr and actual DCF(0.01) are added.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summ = table_summary(table, calibration=calibration)
+    M, ov = summ["cells"], summ["overall"]
+    emos = table.emotions
+    E = len(emos)
+    with atomic_open(out / "eer_by_emotion.csv") as f:
+        f.write("enroll,test,eer,min_dcf_0.01,min_dcf_0.001,n_target,n_nontarget\n")
+        for a in range(E):
+            for b in range(E):
+                m = M[(a, b)]
+                f.write(f"{emos[a]},{emos[b]},{_fmt(m.eer, 4)},{_fmt(m.min_dcf_0_01, 4)},"
+                        f"{_fmt(m.min_dcf_0_001, 4)},{m.n_target},{m.n_nontarget}\n")
+    undefined = [(emos[a], emos[b]) for a in range(E) for b in range(E) if math.isnan(M[(a, b)].eer)]
+    cap = [e.capitalize() for e in emos]
+
+    def grid(title, fn):
+        lines = [f"**{title}**", "", "| Enroll \\ Test | " + " | ".join(cap) + " |",
+                 "|---|" + "---:|" * E]
+        for a in range(E):
+            lines.append(f"| {cap[a]} | " + " | ".join(fn(M[(a, b)]) for b in range(E)) + " |")
+        return lines + [""]
+
+    who = f"{meta.get('corpus', '?')}, x-vector {meta.get('model', '?')}, back-end {meta.get('backend', '?')}"
+    md = [f"# Speaker verification by emotion ({who})", ""]
+    md += grid("EER (%)", lambda m: _fmt(m.eer))
+    md += grid("minDCF (p_target = 0.01)", lambda m: _fmt(m.min_dcf_0_01, 3))
+    md += grid("minDCF (p_target = 0.001)", lambda m: _fmt(m.min_dcf_0_001, 3))
+    md += grid("Trials (target / nontarget)", lambda m: f"{m.n_target} / {m.n_nontarget}")
+    md += ["| | EER (%) | minDCF 0.01 | minDCF 0.001 | target trials | nontarget trials |",
+           "|---|---:|---:|---:|---:|---:|",
+           f"| all trials | {_fmt(ov.eer)} | {_fmt(ov.min_dcf_0_01, 3)} | {_fmt(ov.min_dcf_0_001, 3)} "
+           f"| {ov.n_target} | {ov.n_nontarget} |", "",
+           f"Mean EER of same-emotion cells: {_fmt(summ['same_emotion_mean_eer'])} %; "
+           f"of cross-emotion cells: {_fmt(summ['cross_emotion_mean_eer'])} %."
+           + (f" EER of the pooled same-emotion trials: {_fmt(summ['same_emotion_pooled_eer'])} %; "
+              f"of the pooled cross-emotion trials: {_fmt(summ['cross_emotion_pooled_eer'])} %."
+              if table.symmetric else ""), ""]
+    if calibration:
+        c = summ["calibration"]
+        md += ["Calibration (scores are log-likelihood ratios; all trials): "
+               f"Cllr {_fmt(c.cllr, 3)} bits, min Cllr {_fmt(c.min_cllr, 3)} bits, "
+               f"actual DCF(0.01) {_fmt(c.act_dcf_0_01, 3)} (minDCF {_fmt(c.min_dcf_0_01, 3)}).", ""]
+    md.append("Rows are the enrolment emotion, columns the test emotion. "
+              + ("Trials are unordered same-gender pairs, so a pair with emotions (a, b) counts in both "
+                 "cell (a, b) and cell (b, a) and the table is symmetric. " if table.symmetric else
+                 "Trials come from a trials file. ")
+              + "Empty cells have no target or no nontarget trials: EER is undefined there.")
+    if undefined:
+        md.append("")
+        md.append("Undefined cells: " + ", ".join(f"{a}/{b}" for a, b in undefined) + ".")
+    if meta.get("notes"):
+        md += ["", "Notes:", ""] + [f"- {line}" for line in meta["notes"]]
+    with atomic_open(out / "eer_by_emotion.md") as f:
+        f.write("\n".join(md) + "\n")
+    d = ov.as_dict()
+    summary = {**d, "emotions": list(emos), "backend": meta.get("backend"), "model": meta.get("model"),
+               "corpus": meta.get("corpus"), "same_emotion_mean_eer": _nan_none(summ["same_emotion_mean_eer"]),
+               "cross_emotion_mean_eer": _nan_none(summ["cross_emotion_mean_eer"]),
+               "same_emotion_pooled_eer": _nan_none(summ["same_emotion_pooled_eer"]),
+               "cross_emotion_pooled_eer": _nan_none(summ["cross_emotion_pooled_eer"]),
+               **({"cllr": _nan_none(summ["calibration"].cllr), "min_cllr": _nan_none(summ["calibration"].min_cllr),
+                   "act_dcf_0.01": _nan_none(summ["calibration"].act_dcf_0_01)} if calibration else {}),
+               "eer_threshold": _nan_none(ov.eer_threshold),
+               "table": {f"{emos[a]}/{emos[b]}": M[(a, b)].as_dict() for a in range(E) for b in range(E)},
+               **{k: v for k, v in meta.items() if k not in ("notes",) and _jsonable(v)}}
+    with atomic_open(out / "summary.json") as f:
+        json.dump(summary, f, indent=1)
+    if det:
+        write_det(out / "det.png", table, title=who)
+    return summary
+
+
+def _nan_none(x):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _jsonable(v) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False
