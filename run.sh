@@ -13,23 +13,6 @@
 #
 # Run everything:        ./run.sh
 # One stage or a range:  ./run.sh --stage 3 --stop-stage 4
-#
-# Stages:
-#   0  data: make the demo corpus (demo only); Kaldi data dirs for the emotion corpus,
-#      its protocol (folds or train/dev/test), the pre-training speakers, MUSAN and RIRs
-#   1  augmentation: reverb/noise/music/babble copies of the pre-training data
-#      (for ResNet-aug) and of the emotion data (for Clean+aug training)
-#   2  features: 23-dim MFCC and energy VAD for every data dir; eGeMAPS LLDs and
-#      functionals for the emotion data
-#   3  x-vector training: ResNet-clean on clean, ResNet-aug on clean+augmented speech
-#      (--xvector-init ge2e: the imported GE2E encoder, and GE2E adapted on clean+augmented speech)
-#   4  x-vector extraction: emotion data and back-end training data, both models
-#   5  emotion recognition: 6 systems (random-init GeMAPS/MFCC, frozen+LR and
-#      fine-tuned ResNet-clean/-aug) and 2 references (eGeMAPS functionals + LR,
-#      MFCC mean/std + LR) x clean and clean+aug training data
-#   6  speaker verification by emotion: all same-gender trials, cosine and PLDA,
-#      EER/minDCF per enrolment x test emotion
-#   7  report: exp/RESULTS.md, results.csv and pictures
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -40,9 +23,8 @@ corpus=demo                      # demo|ravdess|iemocap|msp_podcast|crema_d|mani
 nj=2                             # parallel jobs for data and feature steps
 gpus=0                           # GPUs for x-vector training, 0 for CPU; per node with --nodes > 1
 nodes=1                          # nodes for x-vector training (a Slurm $cuda_cmd; needs --gpus > 0)
-use_gpu=false                    # x-vector extraction (stage 4), the emotion networks and their cross-corpus
-                                 # runs (stage 5) on GPUs, one per job, through $cuda_cmd; false: on the CPU,
-                                 # no GPU visible
+use_gpu=false                    # stages 4 and 5 (x-vector extraction, emotion networks, cross-corpus runs)
+                                 # on GPUs, one per job, through $cuda_cmd; false: on the CPU, no GPU visible
 demo_root=data/local/demo_corpus # where the synthetic demo corpus is written
 demo_size=full                   # full|small; small is a reduced demo for quick checks (tests)
 ravdess_root=                    # RAVDESS root (Actor_01 ... Actor_24)
@@ -61,23 +43,19 @@ vad_config=conf/vad.conf         # Kaldi-style energy VAD options
 augment_config=conf/augment.yaml # augmentation SNRs and sources
 xvector_config=                  # x-vector model and training (with --xvector-init ge2e: the random-init
                                  # rows' ResNet) [conf/xvector_demo.yaml for demo, else conf/xvector_resnet34.yaml]
-xvector_init=scratch             # scratch: train the ResNet x-vector (the paper); ge2e: import the pre-trained
-                                 # GE2E speaker encoder of Resemblyzer (thousands of real speakers) as the clean
-                                 # model and adapt it on the clean+augmented pre-training data as the aug model
-                                 # (local/import_encoder.sh; uses the installed resemblyzer package or pip
-                                 # download, the recipe's only download)
+xvector_init=scratch             # scratch: train the ResNet x-vector (the paper); ge2e: import Resemblyzer's
+                                 # pre-trained GE2E speaker encoder as the clean model and adapt it on the
+                                 # clean+augmented pre-training data as the aug model (the only download)
 xvector_adapt_config=conf/xvector_ge2e_adapt.yaml  # with --xvector-init ge2e: adaptation of the imported encoder
 emotion_config=conf/emotion.yaml # emotion systems
 emotion_final=true               # after the folds, train each system once on all labelled data into
                                  # exp/emotion/<corpus>/<system>_<data>/final/ (what pyxv emotion uses)
-emotion_nj=                      # stage 5 jobs per system and data setting; fewer jobs than folds save the
-                                 # start-up of one process per fold [local runner: --nj / 2, as clean and
-                                 # clean+aug run side by side; a cluster: one per fold]
-cross_corpus=                    # after stage 5, score each system's final model on other prepared corpora:
-                                 # space-separated NAME:DATA-DIR[:LABEL-MAP], e.g. "demo:data/demo/all";
-                                 # DATA-DIR has utt2emo and the features the systems read, made with this
-                                 # recipe's configs; LABEL-MAP lines '<its label> <our class>' ('<label> -'
-                                 # leaves it out) -> exp/emotion/<corpus>/cross/NAME/, RESULTS.md
+emotion_nj=                      # stage 5 jobs per system and data setting, the folds shared out among them
+                                 # [local runner: --nj / 2, clean and clean+aug side by side; a cluster: a fold each]
+cross_corpus=                    # after stage 5, each system's final model on other prepared corpora:
+                                 # "NAME:DATA-DIR[:LABEL-MAP] ...", e.g. "demo:data/demo/all" (DATA-DIR with
+                                 # utt2emo and this recipe's features; LABEL-MAP lines '<its label> <our class>',
+                                 # '<label> -' leaves it out) -> exp/emotion/<corpus>/cross/NAME/, RESULTS.md
 cross_standardise=true           # also score with the target's back-end inputs standardised on its own
                                  # statistics (LR systems; no labels used)
 cross_systems=                   # systems the cross-corpus evaluation scores [every system of stage 5]
@@ -93,6 +71,8 @@ emo=data/$corpus                 # all/, all_aug/, and the protocol: fold<k>/{tr
 pre=data/pretrain                # train/ (speakers for the x-vector), train_aug/, train_combined/
 noise=data/noise                 # musan_{noise,music,speech}/, rirs/
 
+# data: make the demo corpus (demo only); Kaldi data dirs for the emotion corpus,
+# its protocol (folds or train/dev/test), the pre-training speakers, MUSAN and RIRs
 if run_stage 0 "data directories"; then
   local/prepare_data.sh --corpus "$corpus" --nj "$nj" --demo-root "$demo_root" --demo-size "$demo_size" \
     --ravdess-root "$ravdess_root" --iemocap-root "$iemocap_root" \
@@ -103,6 +83,8 @@ if run_stage 0 "data directories"; then
   end_stage 0
 fi
 
+# augmentation: reverb/noise/music/babble copies of the pre-training data
+# (for ResNet-aug) and of the emotion data (for Clean+aug training)
 if run_stage 1 "augmentation"; then
   steps/augment_data_dir.sh --nj "$nj" --cmd "$train_cmd" --config "$augment_config" $pre/train $noise $pre/train_aug
   utils/combine_data.sh $pre/train_combined $pre/train $pre/train_aug
@@ -110,6 +92,8 @@ if run_stage 1 "augmentation"; then
   end_stage 1
 fi
 
+# features: 23-dim MFCC and energy VAD for every data dir; eGeMAPS LLDs and
+# functionals for the emotion data
 if run_stage 2 "features"; then
   for d in $pre/train $pre/train_aug $emo/all $emo/all_aug; do
     steps/make_mfcc.sh --nj "$nj" --cmd "$train_cmd" --mfcc-config "$mfcc_config" $d exp/make_mfcc/${d//\//_} mfcc
@@ -124,6 +108,8 @@ if run_stage 2 "features"; then
   end_stage 2
 fi
 
+# x-vector training: ResNet-clean on clean, ResNet-aug on clean+augmented speech
+# (--xvector-init ge2e: the imported GE2E encoder, and GE2E adapted on clean+augmented speech)
 if run_stage 3 "x-vector training"; then
   xv_opts=(--gpus "$gpus")
   [ "$nodes" -gt 1 ] && xv_opts=(--nodes "$nodes" --gpus-per-node "$gpus")
@@ -147,6 +133,7 @@ if run_stage 3 "x-vector training"; then
   end_stage 3
 fi
 
+# x-vector extraction: emotion data and back-end training data, both models
 if run_stage 4 "x-vector extraction"; then
   extract_cmd=$train_cmd; [ "$use_gpu" = false ] || extract_cmd=$cuda_cmd
   for model in clean aug; do
@@ -158,11 +145,13 @@ if run_stage 4 "x-vector extraction"; then
   end_stage 4
 fi
 
+# emotion recognition: the paper's six systems (random-init GeMAPS/MFCC, frozen+LR and
+# fine-tuned ResNet-clean/-aug) and two references, each on clean and on clean+aug
+# training data (the table of systems: pyxv/emotion/spec.py, listed by --help)
 if run_stage 5 "emotion recognition"; then
   # An imported encoder is not a ResNet: the random-init rows take the x-vector config's.
   arch_opt=()
   [ "$xvector_init" = scratch ] || arch_opt=(--architecture "$xvector_config")
-  # Every system of the table, each on clean and clean+aug training data.
   steps/train_emotion_systems.sh --cmd "$cuda_cmd" --use-gpu "$use_gpu" --nj "$emotion_nj" --total-nj "$nj" \
     --final "$emotion_final" --config "$emotion_config" "${arch_opt[@]}" $emo exp/emotion/$corpus
   # Cross-corpus: each system's final model on the other corpora (one line per failure, then stop).
@@ -182,6 +171,8 @@ if run_stage 5 "emotion recognition"; then
   end_stage 5
 fi
 
+# speaker verification by emotion: all same-gender trials, cosine and PLDA,
+# EER/minDCF per enrolment x test emotion
 if run_stage 6 "speaker verification by emotion"; then
   for model in clean aug; do
     for backend in cosine plda; do
@@ -202,6 +193,7 @@ if run_stage 6 "speaker verification by emotion"; then
   end_stage 6
 fi
 
+# report: exp/RESULTS.md, results.csv and pictures
 if run_stage 7 "report"; then
   local/make_report.py --if-stale --corpus "$corpus" exp exp/RESULTS.md
   end_stage 7

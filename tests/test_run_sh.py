@@ -18,8 +18,7 @@ from run_sh_sandbox import sandbox  # noqa: F401  (the fixture: run.sh in a fold
 
 def stages_in_help() -> list[int]:
     text = RUN_SH.read_text()
-    block = text.split("# Stages:", 1)[1].split("\nset ", 1)[0]   # the header comment that --help prints
-    return [int(m) for m in re.findall(r"^#\s{3}(\d+)\s", block, flags=re.M)]
+    return [int(m) for m in re.findall(r"^if run_stage (\d+) ", text, flags=re.M)]
 
 
 def run_sh(sandbox: Path, *args: str) -> subprocess.CompletedProcess:

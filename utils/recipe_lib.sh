@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # run.sh's plumbing, sourced by it once its options have their defaults:
-#   --help        the usage text, made from run.sh's own comments: its header, then each
-#                 option line `name=default  # description` (continued by indented comment
-#                 lines) with its default, then the emotion systems of the table
+#   --help        the usage text, made from run.sh's own comments: its header, each stage's
+#                 comment (the lines above `if run_stage N`), each option line
+#                 `name=default  # description` (continued by indented comment lines) with
+#                 its default, then the emotion systems of the table
 #   the options   parsed (utils/parse_options.sh) and checked: a bad one is one line on
 #                 stderr before any work, and no set-up starts
 #   the run lock  one ./run.sh at a time in this directory (exp/.run.lock)
@@ -32,6 +33,11 @@ recipe_help() {  # recipe_help SCRIPT
     case $line in '#!'*) continue ;; '#'*) ;; *) break ;; esac
     line=${line#\#}; echo "${line# }"
   done < "$script"
+  echo
+  echo "Stages:"   # each from the comment above its `if run_stage N` line
+  awk '/^#/ { text[n++] = substr($0, 3); next }
+       /^if run_stage [0-9]+ / { for (i = 0; i < n; i++) printf "  %-3s%s\n", (i ? "" : $3), text[i] }
+       { n = 0 }' "$script"
   echo
   echo "Options (default in brackets):"
   while IFS= read -r line; do
