@@ -95,7 +95,7 @@ class DataDir:
         return self.wav_scp[utt], None, None
 
     def read_audio(self, utt: str, sample_rate: int | None = None):
-        from .io import read_audio
+        from ..io import read_audio
 
         spec, start, end = self.audio_spec(utt)
         return read_audio(spec, sample_rate=sample_rate, start=start, end=end, name=utt)
