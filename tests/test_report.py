@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 
 from pyxv.report import build_report
-from pyxv.report.collect import REFERENCE_SYSTEMS, SYSTEMS, EmotionResult, Notes, read_sv_result
+from pyxv.emotion.spec import SYSTEMS as SYSTEM_SPECS
+from pyxv.report.collect import EmotionResult, Notes, read_sv_result
 from pyxv.report.tables import reference_comparison
 
 EMOS = ["neutral", "happy", "sad", "angry"]
+SYSTEMS = tuple((s.name, s.label) for s in SYSTEM_SPECS if s.paper)                # (name, label) rows
+REFERENCE_SYSTEMS = tuple((s.name, s.label) for s in SYSTEM_SPECS if not s.paper)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -149,7 +152,7 @@ def test_reference_rows_marked_and_last(report):
 
 
 def test_reference_names_match_the_recipe():
-    from pyxv.emotion.reference import REFERENCE_SYSTEMS as recipe
+    from pyxv.emotion.spec import REFERENCE_SYSTEMS as recipe
 
     assert tuple(s for s, _ in REFERENCE_SYSTEMS) == recipe
 

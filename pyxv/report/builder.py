@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 import numpy as np
 
+from ..emotion.spec import TRAIN_DATA_TAGS
 from ..io import atomic_open
 from . import collect as C
 from . import tables as T
@@ -200,7 +201,7 @@ class ReportBuilder:
                 L += [f"### Weighted F1 (%) per fold, {c}", ""] + pf + [""]
             panels = []
             for s in T.system_order(res):
-                for d, dlabel in C.TRAIN_DATA:
+                for d, dlabel in TRAIN_DATA_TAGS:
                     r = res.get((s, d))
                     cm = r.confusion() if r else None
                     if cm is not None:

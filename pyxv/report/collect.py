@@ -27,41 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..emotion.spec import split_system_dir_name
 from ..labels import emotion_sort_key
-
-# The paper's rows of Table 2, in its order, with the labels it uses.
-SYSTEMS = (
-    ("randinit_gemaps", "Random init ResNet, GeMAPS"),
-    ("randinit_mfcc", "Random init ResNet, MFCC"),
-    ("frozen_lr_clean", "ResNet-clean, frozen + LR"),
-    ("frozen_lr_aug", "ResNet-aug, frozen + LR"),
-    ("finetune_clean", "ResNet-clean, fine-tuned"),
-    ("finetune_aug", "ResNet-aug, fine-tuned"),
-)
-# Reference rows computed in the same run on the same folds (pyxv.emotion.reference):
-# a reader sees at once whether an x-vector system beats a trivial baseline.
-REFERENCE_SYSTEMS = (
-    ("ref_egemaps_lr", "*Reference:* eGeMAPS functionals + LR"),
-    ("ref_mfccstats_lr", "*Reference:* MFCC mean/std + LR"),
-)
-SYSTEM_LABELS = dict(SYSTEMS + REFERENCE_SYSTEMS)
-# Training-data columns: (directory suffix, label used in the recipe and the paper).
-TRAIN_DATA = (("clean", "clean"), ("clean_aug", "clean+aug"))
-
-# Pappagari, Wang, Villalba, Chen, Dehak, "X-vectors meet emotions: a study on
-# dependencies between emotion and speaker recognition", ICASSP 2020, Table 2:
-# weighted F1 (%) per system, corpus and training data.
-PAPER_TABLE2 = {
-    "randinit_gemaps": {"iemocap": (45.14, 49.42), "msp_podcast": (51.36, 51.42), "crema_d": (74.44, 74.39)},
-    "randinit_mfcc": {"iemocap": (39.58, 48.23), "msp_podcast": (50.47, 48.87), "crema_d": (72.93, 75.20)},
-    "frozen_lr_clean": {"iemocap": (59.05, 54.56), "msp_podcast": (56.75, 57.10), "crema_d": (79.03, 78.86)},
-    "frozen_lr_aug": {"iemocap": (56.11, 56.44), "msp_podcast": (52.58, 54.59), "crema_d": (75.65, 77.49)},
-    "finetune_clean": {"iemocap": (65.95, 59.15), "msp_podcast": (57.42, 57.07), "crema_d": (76.00, 80.00)},
-    "finetune_aug": {"iemocap": (60.25, 70.30), "msp_podcast": (58.46, 56.70), "crema_d": (80.55, 81.54)},
-}
-PAPER_CORPORA = (("iemocap", "IEMOCAP"), ("msp_podcast", "MSP-Podcast"), ("crema_d", "CREMA-D"))
-PAPER_CITATION = ("R. Pappagari, T. Wang, J. Villalba, N. Chen, N. Dehak, \"X-vectors meet emotions: "
-                  "a study on dependencies between emotion and speaker recognition\", ICASSP 2020, Table 2")
 
 STAGE_NAMES = {
     "0": "data directories", "1": "augmentation", "2": "features", "3": "x-vector training",
@@ -202,13 +169,10 @@ def read_emotion_results(exp: Path, corpus: str, notes: Notes) -> dict[tuple[str
     if not base.is_dir():
         return out
     for d in sorted(p for p in base.iterdir() if p.is_dir()):
-        name = d.name
-        if name.endswith("_clean_aug"):
-            system, data = name[: -len("_clean_aug")], "clean_aug"
-        elif name.endswith("_clean"):
-            system, data = name[: -len("_clean")], "clean"
-        else:
+        parsed = split_system_dir_name(d.name)
+        if parsed is None:
             continue
+        system, data = parsed
         r = read_emotion_result(d, corpus, system, data, notes)
         if r is not None:
             out[(system, data)] = r
@@ -240,14 +204,13 @@ def read_cross_results(exp: Path, corpus: str, notes: Notes) -> list[CrossResult
     if not base.is_dir():
         return out
     for mpath in sorted(base.glob("*/*/metrics.json")):
-        name = mpath.parent.name
-        data = "clean_aug" if name.endswith("_clean_aug") else "clean" if name.endswith("_clean") else None
-        if data is None:
+        parsed = split_system_dir_name(mpath.parent.name)
+        if parsed is None:
             continue
         m = _read_json(mpath, notes)
         if m is None or not _valid_metrics(m, mpath, notes):
             continue
-        out.append(CrossResult(corpus, mpath.parent.parent.name, name[: -len(data) - 1], data, mpath.parent, m))
+        out.append(CrossResult(corpus, mpath.parent.parent.name, *parsed, mpath.parent, m))
     return out
 
 

@@ -11,8 +11,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .collect import (PAPER_CITATION, PAPER_CORPORA, PAPER_TABLE2, REFERENCE_SYSTEMS, SYSTEM_LABELS, SYSTEMS,
-                      TRAIN_DATA, EmotionResult, SVResult)
+from ..emotion.spec import (PAPER_CITATION, PAPER_CORPORA, PAPER_SYSTEMS, PAPER_TABLE2, REFERENCE_SYSTEMS,
+                            SYSTEM_NAMES, TRAIN_DATA, TRAIN_DATA_TAGS, is_system, system_spec)
+from .collect import EmotionResult, SVResult
 
 DASH = "—"
 CSV_FIELDS = ("table", "corpus", "system", "train_data", "model", "backend", "enroll", "test", "fold", "stage",
@@ -43,17 +44,17 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str | 
 
 def system_order(results: Mapping[tuple[str, str], EmotionResult]) -> list[str]:
     """The paper's six systems, then any extra system found, sorted, then the two references."""
-    extra = sorted({s for s, _ in results} - set(SYSTEM_LABELS))
-    return [s for s, _ in SYSTEMS] + extra + [s for s, _ in REFERENCE_SYSTEMS]
+    extra = sorted({s for s, _ in results} - set(SYSTEM_NAMES))
+    return list(PAPER_SYSTEMS) + extra + list(REFERENCE_SYSTEMS)
 
 
 def reference_comparison(corpus: str, results: Mapping[tuple[str, str], EmotionResult]) -> str | None:
     """One sentence: per training data, how many non-reference systems beat the better
     reference on mean weighted F1, and by how much the best system is above (or below)
     it. None when the corpus has no reference or no other result."""
-    refs = {s for s, _ in REFERENCE_SYSTEMS}
+    refs = set(REFERENCE_SYSTEMS)
     parts = []
-    for d, dlabel in TRAIN_DATA:
+    for d, dlabel in TRAIN_DATA_TAGS:
         ref = [(r.mean("weighted_f1"), s) for (s, dd), r in results.items() if dd == d and s in refs]
         own = [(r.mean("weighted_f1"), s) for (s, dd), r in results.items() if dd == d and s not in refs]
         if not ref or not own:
@@ -61,7 +62,7 @@ def reference_comparison(corpus: str, results: Mapping[tuple[str, str], EmotionR
         rv, rs = max(ref)
         bv, bs = max(own)
         n = sum(v > rv for v, _ in own)
-        ref_name = f"{SYSTEM_LABELS[rs].replace('*Reference:* ', '')}, {pct(rv)}"
+        ref_name = f"{system_spec(rs).label}, {pct(rv)}"
         if n:
             parts.append(f"on {dlabel} data {n} of {len(own)} systems beat the better reference ({ref_name}), "
                          f"the best (`{bs}`, {pct(bv)}) by {100 * (bv - rv):.2f} points")
@@ -101,13 +102,13 @@ def table2(corpora: Sequence[str], results: Mapping[str, Mapping[tuple[str, str]
                 systems.append(s)
     header = ["system"]
     for c in corpora:
-        for _, dlabel in TRAIN_DATA:
+        for _, dlabel in TRAIN_DATA_TAGS:
             header += [f"{c} {dlabel}: wF1 %", "UA %"]
     rows, missing, csv_rows = [], [], []
     for s in systems:
-        row = [SYSTEM_LABELS.get(s, s) + f" (`{s}`)"]
+        row = [(system_spec(s).report_label if is_system(s) else s) + f" (`{s}`)"]
         for c in corpora:
-            for d, dlabel in TRAIN_DATA:
+            for d, dlabel in TRAIN_DATA_TAGS:
                 r = results.get(c, {}).get((s, d))
                 row += [cell_f1(r), cell_ua(r)]
                 if r is None:
@@ -130,7 +131,7 @@ def cross_corpus_table(cross: Sequence, within: Mapping[tuple[str, str], Emotion
 
     Returns (markdown lines, csv rows)."""
     rows, csv_rows = [], []
-    dlabels = dict(TRAIN_DATA)
+    dlabels = dict(TRAIN_DATA_TAGS)
     order = {s: i for i, s in enumerate(system_order(within))}
     for r in sorted(cross, key=lambda r: (r.target, order.get(r.system, len(order)), r.system, r.train_data)):
         w = within.get((r.system, r.train_data))
@@ -169,7 +170,7 @@ def per_fold_table(corpus: str, results: Mapping[tuple[str, str], EmotionResult]
     folds.sort(key=nat)
     rows, csv_rows = [], []
     for s in system_order(results):
-        for d, dlabel in TRAIN_DATA:
+        for d, dlabel in TRAIN_DATA_TAGS:
             r = results.get((s, d))
             if r is None:
                 continue
@@ -190,10 +191,10 @@ def per_fold_table(corpus: str, results: Mapping[tuple[str, str], EmotionResult]
 
 
 def paper_table2() -> list[str]:
-    header = ["system"] + [f"{name} {d}" for _, name in PAPER_CORPORA for d in ("clean", "clean+aug")]
+    header = ["system"] + [f"{name} {d}" for _, name in PAPER_CORPORA for d in TRAIN_DATA]
     rows = []
-    for s, label in SYSTEMS:
-        row = [label]
+    for s in PAPER_SYSTEMS:
+        row = [system_spec(s).label]
         for c, _ in PAPER_CORPORA:
             row += [f"{v:.2f}" for v in PAPER_TABLE2[s][c]]
         rows.append(row)
