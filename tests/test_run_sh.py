@@ -150,3 +150,22 @@ def test_stage_7_rebuilds_the_report_only_when_an_input_changed(tmp_path):
         assert make_report.newer_input(str(md), str(exp), str(data)) == str(newer)
         os.utime(newer, (t - 5, t - 5))
     assert make_report.newer_input(str(md), str(exp), str(tmp_path / "nodata")) == "missing"
+
+
+@pytest.mark.parametrize("cuda_cmd,opts,nj", [("utils/parallel/run.py", ["--nj", "4"], "2"),
+                                              ("utils/parallel/run.py", ["--nj", "1"], "1"),
+                                              ("utils/parallel/run.py", ["--nj", "4", "--emotion-nj", "3"], "3"),
+                                              ("utils/parallel/slurm.py", ["--nj", "4"], "0")])
+def test_stage_5_shares_the_local_cores_between_the_two_data_settings(sandbox, cuda_cmd, opts, nj):
+    """With the local runner each of clean and clean+aug (run side by side) gets half of
+    --nj jobs unless --emotion-nj says; a cluster's runner takes one job per fold (0)."""
+    fake_steps(sandbox, "train_emotion.sh")
+    (sandbox / "cmd.sh").write_text(f"export train_cmd=TRAIN_CMD cuda_cmd={cuda_cmd}\n")
+    p = run_sh(sandbox, "--stage", "5", "--stop-stage", "5", *opts)
+    assert p.returncode == 0, p.stdout + p.stderr
+    calls = recorded_calls(sandbox, "train_emotion.sh")
+    assert len(calls) == 16 and {c[c.index("--nj") + 1] for c in calls} == {nj}
+    assert {(c[c.index("--system") + 1], c[c.index("--train-data") + 1]) for c in calls} == {
+        (s, d) for s in re.findall(r"^(\w+)\t", subprocess.run(
+            ["python3", "-m", "pyxv.bin.train_emotion", "--list-systems"], cwd=RUN_SH.parent, capture_output=True,
+            text=True, check=True).stdout, flags=re.M) for d in ("clean", "clean+aug")}
