@@ -69,7 +69,7 @@ recipe_help() {  # recipe_help SCRIPT
 
 # --help is built only when asked for (it reads run.sh and the table of systems).
 for __arg in "$@"; do
-  case $__arg in --help|-h) help_message=$(recipe_help "$0"); break ;; esac
+  case $__arg in --help|-h) help_message=$(recipe_help "${0##*/}"); break ;; esac   # run.sh is in its own folder now
 done
 unset __arg
 . utils/parse_options.sh
