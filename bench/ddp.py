@@ -43,7 +43,7 @@ TRAIN = """
 import json, sys, torch
 torch.set_num_threads(1)
 from pyxv.io import read_table
-from pyxv.train.data import FeatureSource
+from pyxv.features.network_input import FeatureSource
 from pyxv.train.trainer import train_classifier
 d, out, cfg = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 src = FeatureSource(d + "/feats.scp", cmn_window=300)

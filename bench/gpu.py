@@ -194,7 +194,7 @@ def sync(device):
 def train(cfg_path: Path, work: Path, S: dict, device, batch: int, res: dict) -> Path:
     """Part 1 at one batch size; returns the final.pt written."""
     from pyxv.nnet.config import load_config
-    from pyxv.train.data import FeatureSource
+    from pyxv.features.network_input import FeatureSource
     from pyxv.train.trainer import train_classifier
 
     data = work / "train_feats"

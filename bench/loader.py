@@ -42,7 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pyxv.features.archive import ArkScpWriter  # noqa: E402
 from pyxv.features.ark_rows import ArkRows  # noqa: E402
 from pyxv.nnet.config import DEFAULTS  # noqa: E402
-from pyxv.train.data import ChunkBatches, FeatureSource, RunBatches, chunk, training_loader  # noqa: E402
+from pyxv.features.network_input import FeatureSource, chunk  # noqa: E402
+from pyxv.train.data import ChunkBatches, RunBatches, training_loader  # noqa: E402
 
 DIM = 23
 

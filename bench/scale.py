@@ -114,7 +114,8 @@ def plan_time(feats_dir: Path, data: Path) -> tuple[float, float, int]:
     """Wall and CPU seconds to plan one epoch at the default steps (every frame once)."""
     sys.path.insert(0, str(ROOT))
     from pyxv.io import read_table
-    from pyxv.train.data import ChunkBatches, FeatureSource, default_steps
+    from pyxv.features.network_input import FeatureSource
+    from pyxv.train.data import ChunkBatches, default_steps
 
     src = FeatureSource(feats_dir / "feats.scp", utt2num_frames=feats_dir / "utt2num_frames")
     u2s = read_table(data / "utt2spk")

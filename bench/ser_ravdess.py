@@ -284,7 +284,7 @@ def pretrain(work: Path, k: int, clips, xcfg: Path, pretrain_sets: list[str]) ->
     import torch
 
     from pyxv.io import read_table
-    from pyxv.train.data import FeatureSource
+    from pyxv.features.network_input import FeatureSource
     from pyxv.train.trainer import train_classifier
 
     name = "xvector_clean" if pretrain_sets == ["train_actors"] else "xvector_" + "_".join(pretrain_sets)

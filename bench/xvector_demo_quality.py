@@ -61,7 +61,7 @@ def xvectors(model: Path, data: Path):
         return dict(kaldiio.load_scp(str(scp))), str(scp)
     from pyxv.extract import extract_embeddings
     from pyxv.train.checkpoint import load_model
-    from pyxv.train.data import FeatureSource
+    from pyxv.features.network_input import FeatureSource
 
     net, ck = load_model(model / "final.pt")
     dc = ck["config"]["data"]

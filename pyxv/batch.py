@@ -138,7 +138,7 @@ class FeatureMaker:
     def _mfcc_input(self, feats, vad, name, whole: bool) -> np.ndarray:
         """MfccVadFrontEnd.__call__ on given MFCC/VAD frames: CMN, voiced frames,
         all frames when fewer than min_frames are voiced."""
-        from .train.data import xvector_input
+        from .features.network_input import xvector_input
 
         f = self.front
         x = xvector_input(feats, vad, f.cmn_window, f.apply_vad and vad is not None, name=name)
@@ -293,7 +293,7 @@ def _worker_init(maker: FeatureMaker) -> None:
     import soundfile  # noqa: F401
 
     from . import io  # noqa: F401
-    from .train import data  # noqa: F401
+    from .features import network_input  # noqa: F401
 
 
 def _worker_compute(share: list[Item]):

@@ -48,7 +48,7 @@ def setup(ravdess_root, tmp_path_factory, repo_root):
     from pyxv.features.frontend import MfccVadFrontEnd as FrontEnd
     from pyxv.inference import XVectorModel
     from pyxv.train import checkpoint as ckpt
-    from pyxv.train.data import FeatureSource
+    from pyxv.features.network_input import FeatureSource
     from pyxv.train.trainer import train_classifier
 
     torch.set_num_threads(1)

@@ -35,7 +35,7 @@ def corpus(ravdess_root, tmp_path_factory):
     from pyxv.features.vad import VadOptions, compute_vad
     from pyxv.io import read_audio
     from pyxv.nnet.xvector import XVectorNet
-    from pyxv.train.data import FeatureSource
+    from pyxv.features.network_input import FeatureSource
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("emo")
@@ -83,7 +83,7 @@ def emotion_config(root, **nnet):
 
 def pretrain_xvector(root, emo, name="xvector_clean", **model):
     """A tiny speaker x-vector trained for a few steps on fold1's training actors."""
-    from pyxv.train.data import FeatureSource
+    from pyxv.features.network_input import FeatureSource
     from pyxv.train.trainer import train_classifier
 
     cfg = json.loads(json.dumps(TINY))

@@ -11,7 +11,8 @@ import torch
 from pyxv.features.archive import ArkScpWriter
 from pyxv.features.ark_rows import ArkRows
 from pyxv.io import read_table
-from pyxv.train.data import ChunkBatches, FeatureSource, chunk
+from pyxv.features.network_input import FeatureSource, chunk
+from pyxv.train.data import ChunkBatches
 
 
 @pytest.fixture

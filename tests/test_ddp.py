@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 SCRIPT = textwrap.dedent("""
     import json, sys, torch
     torch.set_num_threads(1)
-    from pyxv.train.data import FeatureSource
+    from pyxv.features.network_input import FeatureSource
     from pyxv.train.trainer import train_classifier
     from pyxv.io import read_table
     d, out, cfg = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])

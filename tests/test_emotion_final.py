@@ -371,7 +371,7 @@ def test_gemaps_training_chunks_are_standardised(tmp_path):
     whole utterances scored at test time are (they were raw while scoring saw
     standardised ones, and the network said one class for everything)."""
     from pyxv.emotion.nnet import gemaps_stats, standardise, standardised_source
-    from pyxv.train.data import FeatureSource
+    from pyxv.features.network_input import FeatureSource
 
     rng = np.random.default_rng(0)
     mats = {f"u{i}": (rng.normal(size=(int(rng.integers(60, 90)), 25)) * 50 + 100).astype(np.float32)

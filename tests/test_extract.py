@@ -17,7 +17,7 @@ from pyxv.io import read_table
 from pyxv.nnet.config import validate_config
 from pyxv.nnet.xvector import XVectorNet
 from pyxv.train import checkpoint as ckpt
-from pyxv.train.data import FeatureSource
+from pyxv.features.network_input import FeatureSource
 
 from xvector_synth import TINY, make_datadir
 

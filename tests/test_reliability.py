@@ -75,7 +75,7 @@ def _assert_same_weights(a, b):
 def _train_in_process(d: Path, conf: Path, out: Path):
     """What ``python -m pyxv.bin.train_xvector --config conf d out`` does, in this
     process (one thread, as the tool under OMP_NUM_THREADS=1): the uninterrupted reference."""
-    from pyxv.train.data import FeatureSource
+    from pyxv.features.network_input import FeatureSource
     from pyxv.train.trainer import train_classifier
 
     src = FeatureSource(d / "feats.scp", vad_scp=d / "vad.scp", cmn_window=300, apply_vad=True)
@@ -314,7 +314,7 @@ def test_full_disk_augmentation(repo_root, tmp_path, small_disk, ravdess_root, r
 
 @pytest.fixture
 def tiny_model(tmp_path_factory):
-    from pyxv.train.data import FeatureSource
+    from pyxv.features.network_input import FeatureSource
     from pyxv.train.trainer import train_classifier
 
     root = tmp_path_factory.mktemp("model")

@@ -14,7 +14,8 @@ from pyxv.io import read_table
 from pyxv.config import ConfigError
 from pyxv.nnet.config import validate_config
 from pyxv.train import checkpoint as ckpt
-from pyxv.train.data import ChunkBatches, chunk
+from pyxv.features.network_input import chunk
+from pyxv.train.data import ChunkBatches
 from pyxv.train.trainer import TrainingDataError, train_classifier
 
 from xvector_synth import TINY, make_datadir

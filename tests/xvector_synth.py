@@ -52,6 +52,6 @@ TINY = {
 def feature_source(d):
     """The training features of a data dir made by :func:`make_datadir`, as the recipe reads
     them: its VAD applied, sliding CMN over 300 frames."""
-    from pyxv.train.data import FeatureSource
+    from pyxv.features.network_input import FeatureSource
 
     return FeatureSource(Path(d) / "feats.scp", vad_scp=Path(d) / "vad.scp", cmn_window=300)

@@ -18,7 +18,7 @@ from pyxv.io import OutputError
 from pyxv.config import ConfigError
 from pyxv.nnet.config import load_config
 from pyxv.nnet.registry import encoder_class
-from pyxv.train.data import write_network_input
+from pyxv.features.network_input import write_network_input
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,7 @@ from pyxv.features.archive import exit_cleanly_on_signals
 from pyxv.io import OutputError, read_table
 from pyxv.config import ConfigError
 from pyxv.train.checkpoint import CheckpointError
-from pyxv.train.data import FeatureSource
+from pyxv.features.network_input import FeatureSource
 from pyxv.train.trainer import TrainingDataError, train_classifier
 
 

@@ -183,7 +183,7 @@ def network_posteriors(fdir: Path, data_dir: Path, utts: list[str], device: str 
     classes = [str(c) for c in (extra.get("classes") or ck["labels"])]
     raw = None
     if extra.get("features") == "gemaps":
-        from ..train.data import FeatureSource
+        from ..features.network_input import FeatureSource
 
         _need(data_dir, ["gemaps_lld.scp"], f"the GeMAPS network {path}")
         src = FeatureSource(data_dir / "gemaps_lld.scp")

@@ -58,9 +58,9 @@ def standardise(src, mean: np.ndarray, std: np.ndarray) -> None:
 def standardised_source(src, utts, mean: np.ndarray, std: np.ndarray, work: Path, name: str):
     """A FeatureSource over ``(x - mean) / std`` of ``src``'s ``utts``, written once to
     ``work/<name>.std.*``. Training reads chunks of such prepared archives in place
-    (:meth:`pyxv.train.data.FeatureSource.read_chunks`), so the transform has to be in
+    (:meth:`pyxv.features.network_input.FeatureSource.read_chunks`), so the transform has to be in
     the archive: a wrapped ``load`` (:func:`standardise`) would be bypassed there."""
-    from ..train.data import FeatureSource, write_network_input
+    from ..features.network_input import FeatureSource, write_network_input
 
     m, s = mean.astype(np.float32), std.astype(np.float32)
     write_network_input(sorted(u for u in set(utts) if u in src),
@@ -88,7 +88,7 @@ def make_source(kind: str, emo_dir: Path, utts: set[str], work: Path, name: str,
     computed features go to ``work/<name>.*``.
     """
     from ..features.frontend import MfccVadFrontEnd, merged_scp
-    from ..train.data import FeatureSource
+    from ..features.network_input import FeatureSource
 
     dirs = [emo_dir / "all", emo_dir / "all_aug"]
     work.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ Each encoder type (:mod:`pyxv.nnet.registry`) names its front-end through
 * ``data_source(data_dir)`` (and ``fallback_source``): utterance -> network
   input for a data dir, read lazily (extraction);
 * ``source_for(data_dirs, utts, work, name)``: a
-  :class:`~pyxv.train.data.FeatureSource` over the utterances ``utts`` of
+  :class:`~pyxv.features.network_input.FeatureSource` over the utterances ``utts`` of
   ``data_dirs`` (training and fine-tuning: random chunks through scp offsets);
 * ``data_requirements``: the data-dir files it reads (checked before any work).
 
@@ -146,7 +146,7 @@ class MfccVadFrontEnd:
 
     def __call__(self, spec: str, name: str | None = None) -> np.ndarray:
         """Network input (T', D) float32 of one audio file."""
-        from ..train.data import xvector_input
+        from .network_input import xvector_input
 
         feats, vad = self.raw(spec, name)
         x = xvector_input(feats, vad, self.cmn_window, self.apply_vad and vad is not None, name=name or spec)
@@ -156,7 +156,7 @@ class MfccVadFrontEnd:
         return x
 
     def data_source(self, data_dir):
-        from ..train.data import FeatureSource
+        from .network_input import FeatureSource
 
         d = Path(data_dir)
         return FeatureSource(d / "feats.scp", vad_scp=(d / "vad.scp") if self.apply_vad else None,
@@ -164,7 +164,7 @@ class MfccVadFrontEnd:
 
     def fallback_source(self, data_dir):
         """All frames (no VAD), for utterances with too few voiced frames."""
-        from ..train.data import FeatureSource
+        from .network_input import FeatureSource
 
         return FeatureSource(Path(data_dir) / "feats.scp", cmn_window=self.cmn_window, cache=0)
 
@@ -174,7 +174,7 @@ class MfccVadFrontEnd:
         return list(read_table(Path(data_dir) / "feats.scp"))
 
     def source_for(self, data_dirs: Iterable[Path], utts: set[str], work: Path, name: str):
-        from ..train.data import FeatureSource
+        from .network_input import FeatureSource
 
         dirs = [Path(d) for d in data_dirs]
         work.mkdir(parents=True, exist_ok=True)
@@ -269,7 +269,7 @@ class Ge2eFrontEnd:
     def source_for(self, data_dirs: Iterable[Path], utts: set[str], work: Path, name: str):
         """Mel spectrograms of ``utts`` (from the first data dir that has each)
         written once to ``work/<name>.ark``; a FeatureSource over them."""
-        from ..train.data import FeatureSource, write_network_input
+        from .network_input import FeatureSource, write_network_input
 
         plan: dict[str, _AudioSource] = {}
         for d in data_dirs:

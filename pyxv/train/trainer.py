@@ -4,7 +4,7 @@ The same code trains the speaker x-vector (labels from ``utt2spk``) and the
 emotion systems (labels from ``utt2emo``: random init on MFCC or GeMAPS LLDs,
 or fine-tuning of a pre-trained x-vector)::
 
-    from pyxv.train.data import FeatureSource
+    from pyxv.features.network_input import FeatureSource
     from pyxv.train.trainer import train_classifier
     src = FeatureSource("data/demo/all/feats.scp", vad_scp="data/demo/all/vad.scp", cmn_window=300)
     res = train_classifier(src, utt2emo, cfg, "exp/emotion/x",
@@ -98,8 +98,8 @@ from ..nnet.encoder import SpeakerEncoder
 from ..parallel.preemption import STOP_SIGNALS
 from . import checkpoint as ckpt
 from . import distributed as dd
-from .data import (FeatureSource, RunBatches, chunk, default_steps, filter_training_set, split_validation,
-                   training_loader)
+from ..features.network_input import FeatureSource, chunk
+from .data import RunBatches, default_steps, filter_training_set, split_validation, training_loader
 
 log = logging.getLogger("pyxv.train")
 
