@@ -46,8 +46,7 @@ Usage: $0 [options] --system NAME <emo-data-dir> <exp-emotion-corpus-dir>
 Options:
   --cmd CMD                  job runner [$cmd]
   --config FILE              emotion systems config [$config]
-  --system NAME              randinit_gemaps|randinit_mfcc|frozen_lr_clean|frozen_lr_aug|finetune_clean|finetune_aug,
-                             or a reference: ref_egemaps_lr|ref_mfccstats_lr
+  --system NAME              an emotion system of the table (python -m pyxv.bin.train_emotion --list-systems)
   --train-data DATA          clean|clean+aug [$train_data]
   --profile NAME             config profile [the corpus name when the config has one]
   --num-threads N            threads per fold job [$num_threads]
@@ -65,11 +64,6 @@ USAGE
 fi
 emo=$1
 out=$2
-case $system in
-  randinit_gemaps|randinit_mfcc|frozen_lr_clean|frozen_lr_aug|finetune_clean|finetune_aug) ;;
-  ref_egemaps_lr|ref_mfccstats_lr) ;;
-  *) echo "$0: unknown --system '$system'" >&2; exit 1 ;;
-esac
 case $train_data in
   clean) tag=clean ;;
   clean+aug) tag=clean_aug ;;
@@ -104,6 +98,9 @@ if [ -f "$listed" ] && [ "$(head -n 1 "$listed")" = "$key" ]; then
   while read -r f; do [ -z "$f" ] || [ -e "$f" ] || extra=; done <<< "$extra"
 fi
 if [ -z "$extra" ]; then
+  known=$(python -m pyxv.bin.train_emotion --list-systems | cut -f1)
+  grep -qxF -- "$system" <<< "$known" \
+    || { echo "$0: unknown --system '$system' (one of:" $known")" >&2; exit 1; }
   extra=$(python -m pyxv.bin.train_emotion --list-inputs --config "$config" --profile "$profile" "${arch_opt[@]}" \
     --system "$system" --train-data "$train_data" "$emo") || { echo "$0: inputs missing (see above)" >&2; exit 1; }
   mkdir -p "$dir"
