@@ -4,7 +4,7 @@
   python bench/enrolment.py [--ravdess ../shared/corpora/ravdess] [--enroll 3] [--draws 5] \
       [--cache /tmp/ge2e_ravdess_enrol.npz] [--nj 2]
 
-Embeddings: the GE2E encoder as the recipe imports it (``pyxv.nnet.import_encoder.import_ge2e``
+Embeddings: the GE2E encoder as the recipe imports it (``pyxv.train.import_encoder.import_ge2e``
 from the installed Resemblyzer wheel; no download here), computed with ``pyxv embed``'s batch
 path (:meth:`pyxv.inference.XVectorModel.embed_batch`) on every RAVDESS speech clip.
 
@@ -50,7 +50,7 @@ def embeddings(files: list[str], cache: Path | None, nj: int) -> np.ndarray:
             print(f"GE2E embeddings from the cache {cache}")
             return z["E"]
     from pyxv.inference import XVectorModel
-    from pyxv.nnet.import_encoder import import_ge2e
+    from pyxv.train.import_encoder import import_ge2e
 
     with tempfile.TemporaryDirectory() as td:
         import_ge2e(Path(td) / "ge2e", download=False)

@@ -86,7 +86,7 @@ def measure(a, clips: list[Path], tmp: Path) -> int:
         models = [str(p) for p in sorted((ROOT / "exp").glob("xvector_*")) if (p / "final.pt").is_file()]
     if a.model is None or a.ge2e:
         try:
-            from pyxv.nnet.import_encoder import import_ge2e
+            from pyxv.train.import_encoder import import_ge2e
 
             models.insert(0, str(import_ge2e(tmp / "ge2e_resemblyzer", download=False).parent))
         except Exception as e:   # noqa: BLE001 - no Resemblyzer package here: the others still run

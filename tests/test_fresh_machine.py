@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pyxv.nnet import import_encoder as ie
+from pyxv.train import import_encoder as ie
 
 # Packages that only the tests or benchmarks import (utils/setup_test_env.sh).
 TEST_ONLY = ("pytest", "kaldi_native_fbank", "resemblyzer", "librosa", "webrtcvad")
@@ -118,7 +118,7 @@ def test_download_that_succeeds_without_a_wheel_says_what_it_found(monkeypatch, 
 
 def test_download_with_no_index_reachable_names_what_to_run_by_hand(tmp_path, repo_root):
     """The real pip with no index at all (PIP_NO_INDEX): pip's own error line, then the way round it."""
-    code = ("import sys, pathlib; from pyxv.nnet import import_encoder as ie\n"
+    code = ("import sys, pathlib; from pyxv.train import import_encoder as ie\n"
             "try:\n    ie._pip_download(pathlib.Path(sys.argv[1]))\nexcept ie.EncoderImportError as e:\n"
             "    print(e); sys.exit(3)\n")
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PYTHONPATH": str(repo_root)}

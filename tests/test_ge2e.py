@@ -38,7 +38,7 @@ def neutral_clips(root):
 @pytest.fixture(scope="module")
 def ge2e_model(tmp_path_factory):
     _need("resemblyzer")
-    from pyxv.nnet.import_encoder import import_ge2e
+    from pyxv.train.import_encoder import import_ge2e
     from pyxv.train.checkpoint import load_model
 
     d = tmp_path_factory.mktemp("ge2e")
@@ -181,7 +181,7 @@ def test_fine_tuning_head_and_freeze(ge2e_model):
 
 
 def test_checkpoint_type_mismatch_and_foreign_weights(ge2e_model, tmp_path):
-    from pyxv.nnet.import_encoder import EncoderImportError, ge2e_state_dict
+    from pyxv.train.import_encoder import EncoderImportError, ge2e_state_dict
     from pyxv.train import checkpoint as ckpt
 
     d, net, ck = ge2e_model
@@ -211,7 +211,7 @@ def test_import_step_from_a_wheel(tmp_path, repo_root):
     _need("resemblyzer")
     import zipfile
 
-    from pyxv.nnet.import_encoder import _installed_weights
+    from pyxv.train.import_encoder import _installed_weights
 
     wheel = tmp_path / "resemblyzer-0.1.4-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as z:

@@ -27,7 +27,7 @@ def recipe(ravdess_root, tmp_path_factory, repo_root):
     pytest.importorskip("resemblyzer", reason="the GE2E weights come from the resemblyzer package here "
                                               "(tests/run.sh installs it)")
     from pyxv.datadir import write_datadir
-    from pyxv.nnet.import_encoder import import_ge2e
+    from pyxv.train.import_encoder import import_ge2e
 
     root = tmp_path_factory.mktemp("ge2e_recipe")
     exp = root / "exp"

@@ -462,7 +462,7 @@ def test_ge2e_batch_arrays_and_windows(ravdess_root, tmp_path):
     pytest.importorskip("resemblyzer", reason="the GE2E weights come from the resemblyzer package here")
     from pyxv.batch import FeatureMaker, Item
     from pyxv.inference import XVectorModel
-    from pyxv.nnet.import_encoder import import_ge2e
+    from pyxv.train.import_encoder import import_ge2e
     from pyxv.speaker import weights_checksum
 
     import_ge2e(tmp_path / "xvector_ge2e", download=False)

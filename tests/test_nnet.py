@@ -201,10 +201,10 @@ def test_other_input_dim_and_replace_head():
         net(torch.randn(2, 40, 23))
 
 
-def test_frozen_cpu_embedder_equals_the_network():
-    # Batch norm with real statistics (folded into the convs by freezing), several
+def test_cpu_embedder_equals_the_network():
+    # Batch norm with real statistics (folded into the convs by torch.jit.freeze), several
     # lengths and batch sizes, chunk averaging through embed_utterances.
-    from pyxv.nnet.frozen import FrozenEmbedder, for_cpu_extraction
+    from pyxv.nnet.cpu_embedder import CpuEmbedder, for_cpu_extraction
 
     torch.manual_seed(5)
     net = XVectorNet(input_dim=23, channels=(8, 16, 32, 64), blocks=(1, 2, 1, 1), heads=4, embed_dim=32,
@@ -217,20 +217,20 @@ def test_frozen_cpu_embedder_equals_the_network():
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
     net.eval()
-    frozen = for_cpu_extraction(net, "cpu")
-    assert isinstance(frozen, FrozenEmbedder)
+    cpu = for_cpu_extraction(net, "cpu")
+    assert isinstance(cpu, CpuEmbedder)
     for B, T in ((1, 400), (3, 37), (2, 1234)):
         x = torch.randn(B, T, 23)
         with torch.no_grad():
-            a, b = net.embed(x), frozen.embed(x)
+            a, b = net.embed(x), cpu.embed(x)
         assert b.shape == (B, 32)
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * a.abs().max().item())
     rng = np.random.default_rng(0)
     mats = [rng.normal(size=(n, 23)).astype(np.float32) for n in (90, 300, 300, 7000)]
-    np.testing.assert_allclose(frozen.embed_utterances(mats, chunk_frames=3000),
+    np.testing.assert_allclose(cpu.embed_utterances(mats, chunk_frames=3000),
                                net.embed_utterances(mats, chunk_frames=3000), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError):
-        frozen.embed(torch.randn(1, 50, 20))
+        cpu.embed(torch.randn(1, 50, 20))
     # A model elsewhere than the CPU is used as it is; a device that is not the model's is refused.
     elsewhere = copy.deepcopy(net).to("meta")
     assert for_cpu_extraction(elsewhere) is elsewhere
@@ -259,9 +259,9 @@ def test_pack_rows_places_every_piece_aligned_and_apart():
 
 def test_packed_rows_give_each_utterance_its_own_embedding():
     # Many lengths (odd ones included, where the strided grids must still line
-    # up): the frozen embedder packs them into shared rows; each embedding must
+    # up): the CPU embedder packs them into shared rows; each embedding must
     # equal the eager network's on that utterance alone.
-    from pyxv.nnet.frozen import for_cpu_extraction
+    from pyxv.nnet.cpu_embedder import for_cpu_extraction
 
     torch.manual_seed(7)
     net = XVectorNet(input_dim=23, channels=(8, 16, 32, 64), blocks=(1, 1, 1, 1), heads=4, embed_dim=24,

@@ -10,7 +10,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from pyxv.nnet.import_encoder import IMPORTERS, EncoderImportError
+    from pyxv.train.import_encoder import IMPORTERS, EncoderImportError
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", help="the encoder's weights file (Resemblyzer's pretrained.pt)")

@@ -10,13 +10,15 @@ second; the last one is kept (zero-padded) if it covers at least 75 % of a
 window. The utterance embedding is the L2-normalised mean of the partial
 embeddings: Resemblyzer's ``embed_utterance``. The weights come from
 Resemblyzer's pre-trained model by ``local/import_encoder.sh ge2e``
-(:mod:`pyxv.nnet.import_encoder`); with a new output layer the network is
+(:mod:`pyxv.train.import_encoder`); with a new output layer the network is
 fine-tuned like the ResNet (random 1.6 s crops, ``data.chunk_min/max``).
+The output layer and what is built on it come from
+:class:`pyxv.nnet.encoder.SpeakerEncoder`.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,16 +27,13 @@ from torch import nn
 
 from ..device import input_device
 from ..config import ConfigError
-from .config import validate_config
-from .losses import MarginHead
+from .encoder import SpeakerEncoder
 from .registry import register
 from .utterance import autocast, full_fp32, to_device
 
-HEAD_KEYS = ("loss", "margin", "scale", "anneal_base", "anneal_gamma", "anneal_power", "anneal_min")
-
 
 @register
-class GE2EEncoder(nn.Module):
+class GE2EEncoder(SpeakerEncoder):
     type_name = "ge2e_lstm"
     MODEL_DEFAULTS = {
         "type": "ge2e_lstm",
@@ -70,21 +69,18 @@ class GE2EEncoder(nn.Module):
     def __init__(self, input_dim: int = 40, hidden: int = 256, layers: int = 3, embed_dim: int = 256,
                  num_classes: int = 0, partial_frames: int = 160, partial_rate: float = 1.3,
                  min_coverage: float = 0.75, hop_ms: int = 10, **head_kw):
-        super().__init__()
-        self.input_dim, self.embed_dim = input_dim, embed_dim
+        super().__init__(input_dim, embed_dim)
         self.partial_frames, self.partial_rate, self.min_coverage = partial_frames, partial_rate, min_coverage
         self.hop_ms = hop_ms
         self.lstm = nn.LSTM(input_dim, hidden, layers, batch_first=True)
         self.linear = nn.Linear(hidden, embed_dim)
-        self._head_kw = {k: head_kw[k] for k in HEAD_KEYS if k in head_kw}
-        self.head = MarginHead(embed_dim, num_classes, **self._head_kw) if num_classes > 0 else None
+        self._add_output_layer(num_classes, **head_kw)
 
     # ------------------------------------------------------------- config
     @classmethod
-    def from_config(cls, cfg: Mapping, num_classes: int) -> "GE2EEncoder":
-        cfg = validate_config(cfg)
-        m = {k: v for k, v in cfg["model"].items() if k != "type"}
-        return cls(num_classes=num_classes, hop_ms=int(cfg["frontend"]["hop_ms"]), **m)
+    def init_args(cls, cfg: dict) -> dict:
+        """The model section and the front-end's hop (partial windows per second)."""
+        return {**super().init_args(cfg), "hop_ms": int(cfg["frontend"]["hop_ms"])}
 
     @staticmethod
     def check_config(cfg: dict, where: str = "") -> None:
@@ -109,57 +105,15 @@ class GE2EEncoder(nn.Module):
         return Ge2eFrontEnd.from_model(cfg, extra or {}, exp_dir)
 
     # ------------------------------------------------------------- network
-    @property
-    def num_classes(self) -> int:
-        return 0 if self.head is None else self.head.num_classes
-
-    def replace_head(self, num_classes: int, loss: str | None = None, margin: float | None = None,
-                     scale: float | None = None) -> None:
-        kw = dict(self._head_kw)
-        old = self.head
-        if old is not None:
-            kw.update(loss=old.loss, margin=old.margin, scale=old.scale)
-        for k, v in (("loss", loss), ("margin", margin), ("scale", scale)):
-            if v is not None:
-                kw[k] = v
-        self.head = MarginHead(self.embed_dim, num_classes, **kw).to(self.linear.weight.device)
-
     def embedding_layers(self) -> list[nn.Module]:
         return [self.lstm, self.linear]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, D) -> (B, E)``: L2-normalised embeddings of (partial) utterances."""
-        if x.dim() != 3 or x.shape[-1] != self.input_dim:
-            raise ValueError(f"GE2EEncoder expects (batch, frames, {self.input_dim}) input, got {tuple(x.shape)}")
+        self.check_input(x)
         _, (hidden, _) = self.lstm(x)
         e = F.relu(self.linear(hidden[-1]))
         return e / e.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-    def _need_head(self):
-        if self.head is None:
-            raise RuntimeError("this GE2E encoder has no output layer (an imported speaker encoder); "
-                               "replace_head(num_classes) adds one")
-        return self.head
-
-    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None, with_plain: bool = False):
-        head = self._need_head()
-        e = self.embed(x)
-        out = head(e, target)
-        if with_plain:
-            with torch.no_grad():
-                plain = out if target is None else head(e.detach(), None)
-            return out, plain
-        return out
-
-    def logits_from_embedding(self, emb: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-        return self._need_head()(emb, target)
-
-    @torch.no_grad()
-    def posteriors(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self(x).float(), dim=-1)
-
-    def num_parameters(self, head: bool = True) -> int:
-        return sum(p.numel() for n, p in self.named_parameters() if head or not n.startswith("head."))
 
     # ------------------------------------------------------ whole utterances
     def partial_windows(self, n_frames: int) -> list[tuple[int, int]]:

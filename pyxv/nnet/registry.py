@@ -1,26 +1,23 @@
 """Speaker encoders by type name: the ``model.type`` of an x-vector config.
 
-Every type is an ``nn.Module`` class registered here with :func:`register`.
-It declares
+Every type is a subclass of :class:`pyxv.nnet.encoder.SpeakerEncoder`,
+registered here with :func:`register`. The base class holds the interface the
+recipe uses (output layer, ``forward``, ``posteriors``, ``replace_head``, the
+body/head parameter split, freezing, ``from_config``); a type declares
 
 * ``type_name``; ``MODEL_DEFAULTS`` (its ``model`` section, ``type`` included),
   ``ARCH_KEYS`` (the keys that fix parameter shapes), optionally
   ``FRONTEND_DEFAULTS`` (its ``frontend`` section) and ``SECTION_DEFAULTS``
-  (changed defaults of ``data``/``extract``/``train``); ``check_config(cfg, where)``;
+  (changed defaults of ``data``/``extract``/``train``), and ``check_config(cfg, where)``;
 * ``frontend(cfg, extra, exp_dir)``: the feature front-end that turns audio, or
   a data dir's stored features, into the network input
   (:mod:`pyxv.features.frontend`);
-* ``from_config(cfg, num_classes)`` (``num_classes`` 0: no output layer);
-* the network interface the recipe uses: ``embed(x)`` ``(B, T, D) -> (B, E)``,
-  ``embed_utterances(mats, ..., device=None)`` (whole utterances, the type's own
-  way, on the model's device: :func:`pyxv.device.input_device`),
-  ``forward(x, target=None, with_plain=False)``, ``logits_from_embedding``,
-  ``posteriors``, ``replace_head``, ``embedding_layers()`` (the modules up to
-  the embedding, for ``train.freeze``), ``num_classes``, ``embed_dim``,
-  ``input_dim``, ``num_parameters(head=True)``.
+* its layers, ``embed(x)`` ``(B, T, D) -> (B, E)``, ``embedding_layers()``
+  (the modules up to the embedding), and ``embed_utterances`` where whole
+  utterances are not the base's averaged equal-length chunks.
 
-Adding a type is one module that defines such a class plus its line in
-:data:`BUILTIN`.
+Adding a type is one such class plus its line in :data:`BUILTIN`. An unknown
+name is a ``KeyError`` that lists the known ones.
 """
 from __future__ import annotations
 

@@ -7,7 +7,9 @@
     -> FC to E (B, E)                        the x-vector (before any non-linearity)
     -> batch norm -> output layer (B, K)     losses.MarginHead (A-softmax, AM, AAM, softmax)
 
-API used by the trainer and by the emotion systems::
+The interface (forward, posteriors, replace_head, freezing) is
+:class:`pyxv.nnet.encoder.SpeakerEncoder`'s; this class adds the layers,
+``embed`` and the batching of whole utterances::
 
     net = XVectorNet.from_config(cfg, num_classes)   # cfg: validated dict (config.py)
     # (the recipe builds any registered type with pyxv.nnet.config.build_encoder)
@@ -18,14 +20,11 @@ API used by the trainer and by the emotion systems::
 """
 from __future__ import annotations
 
-from typing import Mapping
-
 import torch
 from torch import nn
 
 from ..config import ConfigError
-from .config import validate_config
-from .losses import MarginHead
+from .encoder import SpeakerEncoder
 from .pooling import MultiHeadAttentionPooling
 from .registry import register
 from .resnet import ResNetTrunk
@@ -33,7 +32,7 @@ from .utterance import embed_utterances
 
 
 @register
-class XVectorNet(nn.Module):
+class XVectorNet(SpeakerEncoder):
     type_name = "resnet"
     MODEL_DEFAULTS = {               # the model section of a resnet config
         "type": "resnet",
@@ -56,23 +55,13 @@ class XVectorNet(nn.Module):
     def __init__(self, input_dim: int = 23, channels=(16, 32, 64, 128), blocks=(3, 4, 6, 3),
                  first_kernel: int = 7, heads: int = 32, embed_dim: int = 400, num_classes: int = 2,
                  loss: str = "asoftmax", margin: float = 2.0, scale: float = 30.0, **head_kw):
-        super().__init__()
-        self.input_dim, self.embed_dim = input_dim, embed_dim
+        super().__init__(input_dim, embed_dim)
         self.trunk = ResNetTrunk(channels, blocks, first_kernel)
         c = self.trunk.out_channels
         self.pool = MultiHeadAttentionPooling(c, heads)
         self.embedding = nn.Linear(heads * c, embed_dim)
         self.embed_bn = nn.BatchNorm1d(embed_dim)
-        self._head_kw = dict(head_kw)
-        self.head = MarginHead(embed_dim, num_classes, loss, margin, scale, **head_kw)
-
-    @classmethod
-    def from_config(cls, cfg: Mapping, num_classes: int) -> "XVectorNet":
-        """Build from a (possibly partial) config dict; validated first."""
-        cfg = validate_config(cfg)
-        m = dict(cfg["model"])
-        m.pop("type", None)
-        return cls(num_classes=num_classes, **m)
+        self._add_output_layer(num_classes, loss=loss, margin=margin, scale=scale, **head_kw)
 
     @staticmethod
     def check_config(cfg: dict, where: str = "") -> None:
@@ -105,27 +94,14 @@ class XVectorNet(nn.Module):
         ``equal`` (only chunks of the same length share a batch:
         :func:`utterance.embed_in_chunks`), ``auto`` (padded off the CPU, where
         one utterance per batch would cost a host sync each; equal on the CPU,
-        whose fast path is :mod:`pyxv.nnet.frozen`)."""
+        whose fast path is :mod:`pyxv.nnet.cpu_embedder`)."""
         return embed_utterances(self, mats, chunk_frames=chunk_frames, batch_frames=batch_frames, device=device,
                                 amp=amp, batching=batching)
-
-    @property
-    def num_classes(self) -> int:
-        return self.head.num_classes
-
-    def replace_head(self, num_classes: int, loss: str | None = None, margin: float | None = None,
-                     scale: float | None = None) -> None:
-        """A new, randomly initialised output layer with ``num_classes`` outputs."""
-        old = self.head
-        self.head = MarginHead(self.embed_dim, num_classes, loss or old.loss,
-                               old.margin if margin is None else margin,
-                               old.scale if scale is None else scale, **self._head_kw).to(old.weight.device)
 
     def frame_features(self, x: torch.Tensor, masks=None) -> torch.Tensor:
         """``(B, T, F) -> (B, T', C)``: trunk output averaged over frequency
         (``masks``: see :meth:`embed`)."""
-        if x.dim() != 3 or x.shape[-1] != self.input_dim:
-            raise ValueError(f"XVectorNet expects (batch, frames, {self.input_dim}) input, got {tuple(x.shape)}")
+        self.check_input(x)
         return self.trunk(x, masks).mean(dim=2).transpose(1, 2)
 
     def embed(self, x: torch.Tensor, masks=None) -> torch.Tensor:
@@ -143,25 +119,6 @@ class XVectorNet(nn.Module):
         ``valid`` frames of each row, ``(B, T')``, when given) and the embedding layer."""
         return self.embedding(self.pool(frames, valid).to(self.embedding.weight.dtype))
 
-    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None, with_plain: bool = False):
-        """Logits ``(B, K)``: with ``target``, the margin logits whose cross-entropy
-        is the training loss; ``with_plain`` also returns the plain logits
-        (no margin, no gradient) for accuracy."""
-        h = self.embed_bn(self.embed(x))
-        out = self.head(h, target)
-        if with_plain:
-            with torch.no_grad():
-                plain = out if target is None else self.head(h.detach(), None)
-            return out, plain
-        return out
-
-    def logits_from_embedding(self, emb: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.embed_bn(emb), target)
-
-    @torch.no_grad()
-    def posteriors(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self(x).float(), dim=-1)
-
-    def num_parameters(self, head: bool = True) -> int:
-        return sum(p.numel() for n, p in self.named_parameters() if head or not n.startswith("head."))
-
+    def head_input(self, emb: torch.Tensor) -> torch.Tensor:
+        """The output layer sees the x-vector through a batch norm."""
+        return self.embed_bn(emb)

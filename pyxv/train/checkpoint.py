@@ -38,6 +38,7 @@ from ..config import ConfigError
 from ..io import atomic_open
 from ..io import file_digest as io_file_digest
 from ..nnet.config import arch_of, build_encoder, describe, validate_config
+from ..nnet.encoder import state_mismatch, without_head
 
 FORMAT = "pyxv-xvector-1"
 
@@ -147,25 +148,12 @@ def check_arch(ck: dict, cfg: dict, path: str | os.PathLike) -> None:
                               f"the config's ({describe(cfg)})")
 
 
-def state_mismatch(own: dict, state: dict, *, skip_head: bool = False, limit: int | None = 5) -> str:
-    """What keeps ``state`` from loading into a model whose state dict is ``own``:
-    ``"missing keys [...]; unexpected keys [...]; wrong shapes [...]"`` (each list
-    cut to ``limit``), or ``""`` when it fits. ``skip_head``: ``head.*`` may be absent."""
-    cut = (lambda xs: xs[:limit]) if limit else (lambda xs: xs)
-    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-              if k in own and tuple(getattr(v, "shape", ())) != tuple(own[k].shape)]
-    missing = [k for k in own if k not in state and not (skip_head and k.startswith("head."))]
-    unexpected = [k for k in state if k not in own]
-    parts = [f"missing keys {cut(missing)}" if missing else "", f"unexpected keys {cut(unexpected)}" if unexpected
-             else "", f"wrong shapes {cut(shapes)}" if shapes else ""]
-    return "; ".join(p for p in parts if p)
-
-
 def load_weights(net: torch.nn.Module, state: dict, path: str | os.PathLike, *, skip_head: bool = False) -> None:
     """``net.load_state_dict(state)`` with an error naming the file and the
-    missing, unexpected or mis-shaped keys (``skip_head``: all but ``head.*``)."""
+    missing, unexpected or mis-shaped keys (``skip_head``: all but ``head.*``,
+    :func:`pyxv.nnet.encoder.state_mismatch`)."""
     if skip_head:
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        state = without_head(state)
     problem = state_mismatch(net.state_dict(), state, skip_head=skip_head)
     if problem:
         raise CheckpointError(f"{path}: weights do not fit the {type(net).__name__} model: {problem}")

@@ -8,7 +8,9 @@ only by ``local/import_encoder.sh``).
 
 The result is an ordinary pyxv model file: ``model.type: ge2e_lstm``, no output
 layer (``labels`` empty), the front-end options in its config, and where the
-weights came from in ``extra`` and in ``README.txt`` beside it.
+weights came from in ``extra`` and in ``README.txt`` beside it. Like training,
+an import ends in a model file (:mod:`pyxv.train.checkpoint`): the two ways a
+model comes to be sit side by side, above the networks of :mod:`pyxv.nnet`.
 """
 from __future__ import annotations
 
@@ -131,8 +133,8 @@ def ge2e_state_dict(path: Path) -> dict:
     file and the missing or unexpected keys when it is not one."""
     import torch
 
-    from ..train.checkpoint import state_mismatch
-    from .ge2e import GE2EEncoder
+    from ..nnet.encoder import state_mismatch
+    from ..nnet.ge2e import GE2EEncoder
 
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -169,8 +171,8 @@ def import_ge2e(out_dir: str | os.PathLike, *, weights=None, wheel=None, downloa
 
     from ..features.frontend import Ge2eFrontEnd
     from ..io import atomic_open
-    from ..train import checkpoint as ckpt
-    from .config import build_encoder, dump_config, validate_config
+    from ..nnet.config import build_encoder, dump_config, validate_config
+    from . import checkpoint as ckpt
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
