@@ -201,6 +201,64 @@ def test_other_input_dim_and_replace_head():
         net(torch.randn(2, 40, 23))
 
 
+def test_a_new_encoder_is_one_class():
+    """The base class gives a subclass with layers, embed and defaults the whole
+    interface: output layer, forward, posteriors, head/body split, freezing,
+    whole-utterance embedding, config and registry."""
+    from pyxv.nnet import registry
+    from pyxv.nnet.config import build_encoder
+    from pyxv.nnet.encoder import SpeakerEncoder, state_mismatch
+
+    @registry.register
+    class MeanLinear(SpeakerEncoder):
+        type_name = "test_mean_linear"
+        MODEL_DEFAULTS = {"type": "test_mean_linear", "input_dim": 6, "embed_dim": 4, "loss": "softmax",
+                          "margin": 0.0, "scale": 1.0}
+        ARCH_KEYS = ("input_dim", "embed_dim")
+
+        def __init__(self, input_dim=6, embed_dim=4, num_classes=0, **head_options):
+            super().__init__(input_dim, embed_dim)
+            self.proj = torch.nn.Linear(input_dim, embed_dim)
+            self._add_output_layer(num_classes, **head_options)
+
+        def embed(self, x):
+            self.check_input(x)
+            return self.proj(x.mean(1))
+
+        def embedding_layers(self):
+            return [self.proj]
+
+    try:
+        with pytest.raises(KeyError, match=r"unknown encoder type 'nope' \(known: .*test_mean_linear"):
+            registry.encoder_class("nope")
+        net = build_encoder({"model": {"type": "test_mean_linear", "embed_dim": 5}}, 3)
+        assert list(net.state_dict()) == ["proj.weight", "proj.bias", "head.weight", "head.bias", "head.iteration"]
+        x = torch.randn(2, 10, 6)
+        out, plain = net(x, torch.tensor([0, 2]), with_plain=True)
+        assert out.shape == plain.shape == (2, 3)
+        torch.testing.assert_close(net.posteriors(x).sum(1), torch.ones(2))
+        assert net.num_parameters(head=False) == 6 * 5 + 5 and net.num_parameters() == 6 * 5 + 5 + 3 * 5 + 3
+        assert net.body_parameters() == [net.proj.weight, net.proj.bias]
+        assert net.head_parameters() == [net.head.weight, net.head.bias]
+        mats = [np.ones((25, 6), np.float32)]             # three equal chunks, averaged
+        with torch.no_grad():
+            np.testing.assert_allclose(net.embed_utterances(mats, chunk_frames=10),
+                                       net.embed(torch.ones(1, 25, 6)).numpy(), rtol=1e-6)
+        assert net.freeze_embedding() == [net.proj] and not net.proj.weight.requires_grad
+        net.replace_head(4)
+        assert net.num_classes == 4 and net.head.loss == "softmax"
+        with pytest.raises(ValueError, match=r"MeanLinear expects \(batch, frames, 6\)"):
+            net(torch.randn(2, 10, 7))
+        headless = build_encoder({"model": {"type": "test_mean_linear", "embed_dim": 5}}, 0)
+        assert headless.num_classes == 0 and headless.num_parameters() == 6 * 5 + 5
+        with pytest.raises(RuntimeError, match="no output layer"):
+            headless(x)
+        assert state_mismatch(headless.state_dict(), net.state_dict()).startswith("unexpected keys ['head.")
+        assert state_mismatch(net.state_dict(), headless.state_dict(), skip_head=True) == ""
+    finally:
+        registry._TYPES.pop("test_mean_linear", None)
+
+
 def test_cpu_embedder_equals_the_network():
     # Batch norm with real statistics (folded into the convs by torch.jit.freeze), several
     # lengths and batch sizes, chunk averaging through embed_utterances.
