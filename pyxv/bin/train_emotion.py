@@ -25,16 +25,16 @@ import logging
 import signal
 import sys
 
-from pyxv.emotion.spec import REFERENCE_SYSTEMS, SYSTEM_NAMES, list_systems   # standard library only: no torch
+from pyxv.emotion.spec import REFERENCE_SYSTEMS, SYSTEM_NAMES, TRAIN_DATA, list_systems   # standard library only: no torch
 from pyxv.parallel.preemption import PREEMPTED as PREEMPTED_EXIT, STOP_SIGNALS   # standard library only: no torch
 
 
-def main(argv=None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None, help="emotion YAML (conf/emotion.yaml)")
     ap.add_argument("--profile", default=None, help="profile of the config to apply [the corpus name]")
     ap.add_argument("--system", default=None, help="|".join(SYSTEM_NAMES) + " (see --list-systems)")
-    ap.add_argument("--train-data", default="clean", choices=["clean", "clean+aug"])
+    ap.add_argument("--train-data", default="clean", choices=list(TRAIN_DATA))
     ap.add_argument("--fold", type=int, default=None, help="1-based fold number (protocol order)")
     ap.add_argument("--nj", type=int, default=0,
                     help="the folds are shared out among NJ jobs and --fold is the job: it runs folds "
@@ -60,6 +60,11 @@ def main(argv=None) -> int:
                     help="x-vector YAML of the random-init networks (overrides nnet.architecture)")
     ap.add_argument("emo_dir", nargs="?")
     ap.add_argument("out_root", nargs="?")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = make_parser()
     a = ap.parse_args(argv)
     if a.list_systems:
         print("\n".join(list_systems(paper_only=a.paper_only)))
@@ -81,14 +86,7 @@ def main(argv=None) -> int:
     corpus = a.corpus or Path(a.emo_dir).name
     over = {"nnet": {"architecture": a.architecture}} if a.architecture else None
     if a.list_inputs:
-        cfg = load_emotion_config(a.config, profile=a.profile or corpus, overrides=over)
-        missing = 0
-        for path, stage in systems.system_inputs(a.system, a.train_data, a.emo_dir, cfg):
-            if not path.exists():
-                print(f"{path} does not exist (run {stage})", file=sys.stderr)
-                missing += 1
-            print(path)
-        return 1 if missing else 0
+        return _list_inputs(a, load_emotion_config(a.config, profile=a.profile or corpus, overrides=over))
     if not a.system or not a.out_root:
         ap.error("--system and <out-root> are needed")
     if a.summarize:
@@ -118,53 +116,79 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(int(cfg["nnet"]["num_threads"]))
     from pyxv.features.archive import exit_cleanly_on_signals
-    from pyxv.io import OutputError
 
     exit_cleanly_on_signals()  # SIGHUP leaves no temporary file
     # SIGTERM/SIGUSR1 (pre-emption) outside a network's training: stop now, exit 75
     # (inside it the trainer takes them over: checkpoint at the next log point, then 75).
     old = {sig: signal.signal(sig, _preempted) for sig in STOP_SIGNALS}
     try:
-        if a.final:
-            try:
-                systems.run_final(a.system, a.train_data, a.emo_dir, a.out_root, cfg, use_gpu=a.use_gpu == "yes")
-            except SystemExit as e:
-                _say_if_preempted(e, a, "the final model")
-                raise
-            except (OutputError, FileNotFoundError, ValueError) as e:
-                print(f"train_emotion: FATAL: final model of {a.system} ({a.train_data}): {e}", file=sys.stderr)
-                return 1
-            return 0
-        folds = [a.fold] if not a.nj else list(range(a.fold, len(discover_protocol(a.emo_dir)) + 1, a.nj))
-        failed = []
-        for fold in folds:
-            done = _finished_since(a, fold)
-            if done:
-                logging.info("fold %d of %s (%s) was finished by an earlier attempt of this run: %s kept",
-                             fold, a.system, a.train_data, done)
-                continue
-            try:
-                systems.run_fold(a.system, a.train_data, a.emo_dir, fold, a.out_root, cfg, use_gpu=a.use_gpu == "yes")
-            except SystemExit as e:
-                _say_if_preempted(e, a, f"fold {fold}", failed)
-                raise
-            except OutputError as e:
-                print(f"train_emotion: FATAL: fold {fold}: {e}", file=sys.stderr)
-                failed.append(fold)
-            except Exception:
-                if len(folds) == 1:
-                    raise
-                # One fold's failure does not cost the job's other folds.
-                logging.exception("fold %d of %s (%s) failed", fold, a.system, a.train_data)
-                failed.append(fold)
-        if failed:
-            print(f"train_emotion: FATAL: {a.system} ({a.train_data}): fold(s) {' '.join(map(str, failed))} "
-                  f"of {' '.join(map(str, folds))} failed (see above)", file=sys.stderr)
-            return 1
-        return 0
+        return _train_final(a, cfg) if a.final else _train_folds(a, cfg)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+def _list_inputs(a, cfg: dict) -> int:
+    """Print the files the system reads; 1 when one is missing (each named on stderr with its stage)."""
+    from pyxv.emotion import systems
+
+    missing = 0
+    for path, stage in systems.system_inputs(a.system, a.train_data, a.emo_dir, cfg):
+        if not path.exists():
+            print(f"{path} does not exist (run {stage})", file=sys.stderr)
+            missing += 1
+        print(path)
+    return 1 if missing else 0
+
+
+def _train_final(a, cfg: dict) -> int:
+    from pyxv.emotion import systems
+    from pyxv.io import OutputError
+
+    try:
+        systems.run_final(a.system, a.train_data, a.emo_dir, a.out_root, cfg, use_gpu=a.use_gpu == "yes")
+    except SystemExit as e:
+        _say_if_preempted(e, a, "the final model")
+        raise
+    except (OutputError, FileNotFoundError, ValueError) as e:
+        print(f"train_emotion: FATAL: final model of {a.system} ({a.train_data}): {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _train_folds(a, cfg: dict) -> int:
+    """Fold ``a.fold``, or with ``--nj`` the job's share of the folds, one after the other."""
+    from pyxv.emotion import systems
+    from pyxv.emotion.data import discover_protocol
+    from pyxv.io import OutputError
+
+    folds = [a.fold] if not a.nj else list(range(a.fold, len(discover_protocol(a.emo_dir)) + 1, a.nj))
+    failed = []
+    for fold in folds:
+        done = _finished_since(a, fold)
+        if done:
+            logging.info("fold %d of %s (%s) was finished by an earlier attempt of this run: %s kept",
+                         fold, a.system, a.train_data, done)
+            continue
+        try:
+            systems.run_fold(a.system, a.train_data, a.emo_dir, fold, a.out_root, cfg, use_gpu=a.use_gpu == "yes")
+        except SystemExit as e:
+            _say_if_preempted(e, a, f"fold {fold}", failed)
+            raise
+        except OutputError as e:
+            print(f"train_emotion: FATAL: fold {fold}: {e}", file=sys.stderr)
+            failed.append(fold)
+        except Exception:
+            if len(folds) == 1:
+                raise
+            # One fold's failure does not cost the job's other folds.
+            logging.exception("fold %d of %s (%s) failed", fold, a.system, a.train_data)
+            failed.append(fold)
+    if failed:
+        print(f"train_emotion: FATAL: {a.system} ({a.train_data}): fold(s) {' '.join(map(str, failed))} "
+              f"of {' '.join(map(str, folds))} failed (see above)", file=sys.stderr)
+        return 1
+    return 0
 
 
 
