@@ -45,3 +45,6 @@ def test_list_systems_command():
     assert every[2] == ["frozen_lr_clean", "ResNet-clean, frozen + LR"]
     assert run("--paper-only") == every[:6] and [n for n, _ in every[:6]] == PAPER_ORDER
     assert list_systems(paper_only=True) == ["\t".join(x) for x in every[:6]]
+    # the networks (the systems with work for a GPU)
+    assert [n for n, _ in run("--method", "randinit,finetune")] == [
+        "randinit_gemaps", "randinit_mfcc", "finetune_clean", "finetune_aug"]

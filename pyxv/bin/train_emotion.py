@@ -8,7 +8,8 @@ or summarise a system's folds.
     python -m pyxv.bin.train_emotion --summarize --system ... --train-data ... data/demo exp/emotion/demo
     python -m pyxv.bin.train_emotion --final --system ... --train-data ... data/demo exp/emotion/demo  # final/
     python -m pyxv.bin.train_emotion --num-folds data/demo     # prints the number of folds
-    python -m pyxv.bin.train_emotion --list-systems [--paper-only]   # name TAB label, one system a line
+    python -m pyxv.bin.train_emotion --list-systems [--paper-only] [--method randinit,finetune]
+        # the systems' table (pyxv.emotion.spec) for the shell: name TAB label, one system a line
 
 Pre-emption (SIGTERM, or Slurm's SIGUSR1 warning): a network that is training
 stops at its next log point with a step checkpoint; anywhere else the job stops
@@ -25,7 +26,7 @@ import logging
 import signal
 import sys
 
-from pyxv.emotion.spec import REFERENCE_SYSTEMS, SYSTEM_NAMES, TRAIN_DATA, list_systems   # standard library only: no torch
+from pyxv.emotion.spec import METHODS, REFERENCE_SYSTEMS, SYSTEM_NAMES, TRAIN_DATA, list_systems   # standard library only: no torch
 from pyxv.parallel.preemption import PREEMPTED as PREEMPTED_EXIT, STOP_SIGNALS   # standard library only: no torch
 
 
@@ -50,6 +51,9 @@ def make_parser() -> argparse.ArgumentParser:
                     help="print '<name>\\t<label>' per emotion system (the paper's in its Table 2 order, then "
                          "the references) and exit")
     ap.add_argument("--paper-only", action="store_true", help="with --list-systems: only the paper's systems")
+    ap.add_argument("--method", default=None, metavar="M[,M]",
+                    help="with --list-systems: only the systems of these methods (" + "|".join(METHODS) + "), "
+                         "e.g. randinit,finetune: those that train a network")
     ap.add_argument("--keep-finished-since", default=None, metavar="STAMP",
                     help="skip the folds whose metrics.json is newer than file STAMP (finished by an earlier "
                          "attempt of this run, before a pre-emption)")
@@ -67,7 +71,10 @@ def main(argv=None) -> int:
     ap = make_parser()
     a = ap.parse_args(argv)
     if a.list_systems:
-        print("\n".join(list_systems(paper_only=a.paper_only)))
+        methods = a.method.split(",") if a.method else None
+        if methods and set(methods) - set(METHODS):
+            ap.error(f"--method {a.method}: each method must be one of {', '.join(METHODS)}")
+        print("\n".join(list_systems(paper_only=a.paper_only, methods=methods)))
         return 0
     if not a.emo_dir:
         ap.error("<emo-dir> is needed")

@@ -29,6 +29,7 @@ FROZEN_LR = "frozen_lr"    # x-vectors of a pre-trained model, left as they are,
 FINETUNE = "finetune"      # the pre-trained network, speaker layer replaced by an emotion layer, trained on
 RANDINIT = "randinit"      # the x-vector architecture trained on emotion from random weights
 REFERENCE = "reference"    # hand-crafted utterance vectors + logistic regression (a baseline, not in the paper)
+METHODS = (FROZEN_LR, FINETUNE, RANDINIT, REFERENCE)
 
 # Input features (what the system reads from stage 2 or 4)
 MFCC = "mfcc"              # frame-level MFCC + VAD (a fine-tuned network: its encoder's own front-end)
@@ -135,6 +136,8 @@ def split_system_dir_name(name: str) -> tuple[str, str] | None:
     return None
 
 
-def list_systems(paper_only: bool = False) -> list[str]:
-    """``<name>\\t<label>`` lines, paper systems in Table 2 order, then the references."""
-    return [f"{s.name}\t{s.label}" for s in SYSTEMS if s.paper or not paper_only]
+def list_systems(paper_only: bool = False, methods=None) -> list[str]:
+    """``<name>\\t<label>`` lines, paper systems in Table 2 order, then the references;
+    only the paper's with ``paper_only``, only those of ``methods`` when given."""
+    return [f"{s.name}\t{s.label}" for s in SYSTEMS
+            if (s.paper or not paper_only) and (methods is None or s.method in methods)]
