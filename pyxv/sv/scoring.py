@@ -56,6 +56,100 @@ def _score_range(ts: TrialSet, prepared, score_block: Callable, seed: int = 0) -
     return lo - 0.5 * span, hi + 0.5 * span
 
 
+class _CellScores:
+    """Scores of one table being collected block by block: per (a, b) cell with a <= b, the target scores
+    (exact) and the nontarget scores (exact, or counted into a histogram over ``hist_range``)."""
+
+    def __init__(self, emotions: list[str], hist_range: tuple[float, float] | None, hist_bins: int):
+        self.emotions = emotions
+        self.hist_range, self.hist_bins = hist_range, hist_bins
+        self.tar: dict[tuple[int, int], list[np.ndarray]] = {}
+        self.non: dict[tuple[int, int], list[np.ndarray]] = {}
+        self.n_low: dict[tuple[int, int], int] = {}   # -inf sentinels per cell (pairs j <= i), cut off at the end
+        self.hists: dict[tuple[int, int], ScoreHistogram] | None = {} if hist_range is not None else None
+        self._tril: dict[int, np.ndarray] = {}
+
+    def open(self, key: tuple[int, int]) -> None:
+        """A cell of the table, even if no gender gives it a trial."""
+        self.tar.setdefault(key, [])
+        self.non.setdefault(key, [])
+        self.n_low.setdefault(key, 0)
+
+    def add(self, key: tuple[int, int], S: np.ndarray, ri: np.ndarray, ci: np.ndarray, diagonal: bool) -> None:
+        """One block of scores S (m, n) (consumed): targets at (ri, ci); with ``diagonal`` the block's rows
+        are its first m columns, and only pairs j > i are trials."""
+        m = S.shape[0]
+        self.tar[key].append(S[ri, ci].copy())
+        tri = None
+        if diagonal:
+            tri = self._tril.get(m)
+            if tri is None:
+                tri = self._tril[m] = np.tril(np.ones((m, m), dtype=bool))
+        if self.hists is not None:
+            h = self.hists.get(key)
+            if h is None:
+                h = self.hists[key] = ScoreHistogram(*self.hist_range, self.hist_bins)
+            idx = h.bin_index(S)
+            idx[ri, ci] = h.bins  # the discard slot: targets, and pairs j <= i
+            if tri is not None:
+                idx[:, :m][tri] = h.bins
+            h.add_index(idx)
+            return
+        S[ri, ci] = np.inf  # sentinels: sorted to the end, cut off there
+        if tri is not None:
+            S[:, :m][tri] = -np.inf  # pairs j <= i are not trials (or counted elsewhere)
+            self.n_low[key] += m * (m + 1) // 2
+        self.non[key].append(S.reshape(-1))
+
+    def cells(self) -> dict:
+        """(sorted targets, sorted nontargets or their histogram) per cell; the chunks are released."""
+        cells = {}
+        for key in self.non:
+            tar = np.concatenate(self.tar[key]) if self.tar[key] else np.zeros(0, np.float32)
+            self.tar[key].clear()
+            tar.sort()
+            if self.hists is not None:
+                if np.isnan(tar).any():
+                    raise ValueError("NaN scores: check the x-vectors for NaN or all-zero vectors with PLDA")
+                cells[key] = (tar, self.hists.get(key) or ScoreHistogram(0.0, 1.0, 1))
+                continue
+            non = np.concatenate(self.non[key]) if self.non[key] else np.zeros(0, np.float32)
+            self.non[key].clear()
+            non.sort()
+            if non.size and np.isnan(non[-1]):
+                raise ValueError(f"NaN scores in cell {self.emotions[key[0]]}/{self.emotions[key[1]]}: "
+                                 "check the x-vectors for NaN or all-zero vectors with PLDA")
+            cells[key] = (tar, non[self.n_low[key]:non.size - tar.size])
+        return cells
+
+
+def _cell_blocks(ts: TrialSet, prepared, score_block: Callable, Ia: np.ndarray, Ib: np.ndarray, same: bool,
+                 block_size: int):
+    """(rows, cols, S float32, target rows, target cols) per row block of the cell Ia x Ib of one gender
+    (both sorted by speaker); a same-emotion cell (``same``, Ia is Ib) is its upper triangle."""
+    Pb = prepared[Ib] if not same else None
+    spk_b = ts.spk[Ib]
+    # Same-emotion cells: smaller row blocks, so little of the unused lower triangle is computed.
+    bs = block_size if not same else max(1, min(block_size, 1024))
+    for r0 in range(0, Ia.size, bs):
+        rows = Ia[r0:r0 + bs]
+        if same:
+            cols = Ia[r0:]
+            S = score_block(prepared[rows], prepared[cols])
+            spk_c = ts.spk[cols]
+        else:
+            cols = Ib
+            S = score_block(prepared[rows], Pb)
+            spk_c = spk_b
+        S = np.asarray(S, dtype=np.float32)
+        spk_r = ts.spk[rows]
+        lo = np.searchsorted(spk_c, spk_r, "left")
+        hi = np.searchsorted(spk_c, spk_r, "right")
+        if same:
+            lo = np.maximum(lo, np.arange(rows.size) + 1)  # strict upper triangle: col > row
+        yield rows, cols, S, *_ranges(lo, hi)
+
+
 def score_all_pairs(ts: TrialSet, prepared, score_block: Callable, *, block_size: int = BLOCK_SIZE,
                     scores_out: TextIO | None = None, progress_every: float = 10.0,
                     max_exact_trials: int = MAX_EXACT_TRIALS, hist_bins: int = HIST_BINS) -> CellTable:
@@ -72,19 +166,15 @@ def score_all_pairs(ts: TrialSet, prepared, score_block: Callable, *, block_size
     E = len(ts.emotions)
     t0 = time.time()
     last = t0
-    chunks_t: dict = {}
-    chunks_n: dict = {}
-    n_low: dict = {}
     n_trials_done = 0
     n_expected, _ = ts.count_trials()
-    tril_cache: dict[int, np.ndarray] = {}
     utts = np.asarray(ts.utts)
-    hists: dict | None = None
+    hist_range = None
     if n_expected > max_exact_trials:
-        lo_r, hi_r = _score_range(ts, prepared, score_block)
-        hists = {}
+        hist_range = _score_range(ts, prepared, score_block)
         log.info("%d trials > %d: nontarget scores go into histograms of %d bins over [%.4g, %.4g]",
-                 n_expected, max_exact_trials, hist_bins, lo_r, hi_r)
+                 n_expected, max_exact_trials, hist_bins, *hist_range)
+    collected = _CellScores(list(ts.emotions), hist_range, hist_bins)
     for g in range(len(ts.genders)):
         groups = []
         for e in range(E):
@@ -92,87 +182,28 @@ def score_all_pairs(ts: TrialSet, prepared, score_block: Callable, *, block_size
             groups.append(idx[np.argsort(ts.spk[idx], kind="stable")])
         for a in range(E):
             for b in range(a, E):
-                Ia, Ib = groups[a], groups[b]
-                key = (a, b)
-                ct, cn = chunks_t.setdefault(key, []), chunks_n.setdefault(key, [])
-                n_low.setdefault(key, 0)
-                if Ia.size == 0 or Ib.size == 0:
+                collected.open((a, b))
+                if groups[a].size == 0 or groups[b].size == 0:
                     continue
-                spk_b = ts.spk[Ib]
-                Pb = prepared[Ib] if a != b else None
-                # Same-emotion cells: smaller row blocks, so little of the unused lower triangle is computed.
-                bs = block_size if a != b else max(1, min(block_size, 1024))
-                for r0 in range(0, Ia.size, bs):
-                    rows = Ia[r0:r0 + bs]
+                for rows, cols, S, ri, ci in _cell_blocks(ts, prepared, score_block, groups[a], groups[b],
+                                                          a == b, block_size):
                     m = rows.size
-                    if a == b:
-                        cols = Ia[r0:]
-                        S = score_block(prepared[rows], prepared[cols])
-                        spk_c = ts.spk[cols]
-                    else:
-                        cols = Ib
-                        S = score_block(prepared[rows], Pb)
-                        spk_c = spk_b
-                    S = np.asarray(S, dtype=np.float32)
-                    spk_r = ts.spk[rows]
-                    lo = np.searchsorted(spk_c, spk_r, "left")
-                    hi = np.searchsorted(spk_c, spk_r, "right")
-                    if a == b:
-                        lo = np.maximum(lo, np.arange(m) + 1)  # strict upper triangle: col > row
                     if scores_out is not None:
                         _write_block(scores_out, utts[rows], utts[cols], S, diag=(a == b))
-                    ri, ci = _ranges(lo, hi)
-                    ct.append(S[ri, ci].copy())
-                    tri = None
-                    if a == b:
-                        tri = tril_cache.get(m)
-                        if tri is None:
-                            tri = tril_cache[m] = np.tril(np.ones((m, m), dtype=bool))
-                    if hists is not None:
-                        h = hists.get(key)
-                        if h is None:
-                            h = hists[key] = ScoreHistogram(lo_r, hi_r, hist_bins)
-                        idx = h.bin_index(S)
-                        idx[ri, ci] = h.bins  # the discard slot: targets, and pairs j <= i
-                        if tri is not None:
-                            idx[:, :m][tri] = h.bins
-                        h.add_index(idx)
-                    else:
-                        S[ri, ci] = np.inf  # sentinels: sorted to the end, cut off there
-                        if tri is not None:
-                            S[:, :m][tri] = -np.inf  # pairs j <= i are not trials (or counted elsewhere)
-                            n_low[key] += m * (m + 1) // 2
-                        cn.append(S.reshape(-1))
                     n_trials_done += S.size - (m * (m + 1) // 2 if a == b else 0)
+                    collected.add((a, b), S, ri, ci, diagonal=(a == b))
                     now = time.time()
                     if now - last > progress_every:
                         last = now
                         log.info("scored %d of %d trials (%.0f%%) in %.0fs", n_trials_done, n_expected,
                                  100 * n_trials_done / max(n_expected, 1), now - t0)
     t_score = time.time() - t0
-    cells = {}
-    for key in chunks_n:
-        tar = np.concatenate(chunks_t[key]) if chunks_t[key] else np.zeros(0, np.float32)
-        chunks_t[key].clear()
-        tar.sort()
-        if hists is not None:
-            if np.isnan(tar).any():
-                raise ValueError("NaN scores: check the x-vectors for NaN or all-zero vectors with PLDA")
-            cells[key] = (tar, hists.get(key) or ScoreHistogram(0.0, 1.0, 1))
-            continue
-        non = np.concatenate(chunks_n[key]) if chunks_n[key] else np.zeros(0, np.float32)
-        chunks_n[key].clear()
-        non.sort()
-        if non.size and np.isnan(non[-1]):
-            raise ValueError(f"NaN scores in cell {ts.emotions[key[0]]}/{ts.emotions[key[1]]}: "
-                             "check the x-vectors for NaN or all-zero vectors with PLDA")
-        non = non[n_low[key]:non.size - tar.size]
-        cells[key] = (tar, non)
+    cells = collected.cells()
     info = {"score_seconds": t_score, "sort_seconds": time.time() - t0 - t_score,
             "n_trials": int(sum(t.size + n.size for t, n in cells.values())),
-            "mode": "exact" if hists is None else f"histogram ({hist_bins} bins)"}
-    if hists is not None:
-        info["n_clamped"] = int(sum(h.n_clamped for h in hists.values()))
+            "mode": "exact" if hist_range is None else f"histogram ({hist_bins} bins)"}
+    if collected.hists is not None:
+        info["n_clamped"] = int(sum(h.n_clamped for h in collected.hists.values()))
         if info["n_clamped"]:
             log.warning("%d scores fell outside the histogram range and were clamped", info["n_clamped"])
     return CellTable(list(ts.emotions), cells, symmetric=True, info=info)
