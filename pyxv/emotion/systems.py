@@ -3,14 +3,15 @@ and the two references; what each is: :mod:`pyxv.emotion.spec`).
 
 :func:`train_system` is the one dispatch by method: frozen x-vectors + LR
 (:func:`run_frozen_lr`), the references (:mod:`pyxv.emotion.reference`), the
-random-init and fine-tuned networks (:mod:`pyxv.emotion.nnet`). Each runs on 'clean' or 'clean+aug' training data (the fold's training utterances,
-plus their augmented copies). One fold is :func:`run_fold`; :func:`summarize` pools
-the folds. Outputs per fold (``<out>/<system>_<data>/<fold>/``): ``model.json`` + ``model.npz`` (LR) or
-``model.pt`` (networks), ``predictions.txt`` (utt true pred), ``posteriors`` (utt
-followed by one probability per class, classes in ``classes.txt`` order),
-``metrics.json``. :func:`run_final` then trains the system once on all labelled
-data into ``<out>/<system>_<data>/final/`` (the model people use; the folds
-evaluate it).
+random-init and fine-tuned networks (:mod:`pyxv.emotion.nnet`). Each runs on
+'clean' or 'clean+aug' training data (the fold's training utterances, plus their
+augmented copies). One fold is :func:`run_fold`; :func:`summarize` pools the
+folds. Outputs per fold (``<out>/<system>_<data>/<fold>/``): ``model.json`` +
+``model.npz`` (LR) or ``final.pt`` (networks), ``predictions.txt`` (utt true
+pred), ``posteriors`` (utt followed by one probability per class, classes in
+``classes.txt`` order), ``metrics.json``. :func:`run_final` then trains the
+system once on all labelled data into ``<out>/<system>_<data>/final/`` (the
+model people use; the folds evaluate it).
 """
 from __future__ import annotations
 
