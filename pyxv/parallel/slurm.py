@@ -296,6 +296,23 @@ def run_slurm(req: Request, conf: dict[str, str], prog: str = "slurm.py") -> int
     for k, f in status.items():
         f.unlink(missing_ok=True)
         (qdir / f"{base}.{k}.out").unlink(missing_ok=True)   # appended to by each attempt
+    job_id = _submit(req, conf, qdir, base, prog)
+    if job_id is None:
+        return 1
+    never = _wait_for_array(job_id, status, conf, prog)
+    if never:
+        have = partition_summary(conf, req.gpu or 0)
+        asked = job_shape(req, conf)
+        for reason in sorted(set(never.values())):
+            print(f"{prog}: {req.logfile}: Slurm job {job_id} can never start ({asked}): pending with reason "
+                  f"{reason}" + (f"; {have}" if have else "") + "; cancelled it", file=sys.stderr)
+        return 1
+    failed = _unfinished_tasks(req, keys, status, qdir, base, job_id)
+    return report(prog, failed, len(keys))
+
+
+def _submit(req: Request, conf: dict[str, str], qdir: Path, base: str, prog: str) -> str | None:
+    """Write the batch script and submit it; the Slurm job id, or None after saying why Slurm refused it."""
     script = qdir / f"{base}.sh"
     script.write_text(batch_script(req, qdir, base, conf))
     script.chmod(0o755)
@@ -305,7 +322,7 @@ def run_slurm(req: Request, conf: dict[str, str], prog: str = "slurm.py") -> int
         p = subprocess.run(cmd, capture_output=True, text=True)
     except FileNotFoundError:
         print(f"{prog}: sbatch not found: is Slurm installed and on PATH?", file=sys.stderr)
-        return 1
+        return None
     if p.returncode != 0:
         err = " ".join(re.sub(r"^sbatch: error: (Batch job submission failed: )?", "", ln.strip())
                        for ln in p.stderr.strip().splitlines() if ln.strip())
@@ -313,9 +330,16 @@ def run_slurm(req: Request, conf: dict[str, str], prog: str = "slurm.py") -> int
         have = partition_summary(conf, req.gpu or 0)
         print(f"{prog}: {req.logfile}: Slurm refused the job ({asked}): {err}" + (f"; {have}" if have else "")
               + f"\n  command: {join_command(cmd)}", file=sys.stderr)
-        return 1
+        return None
     job_id = p.stdout.strip().split(";")[0]
     (qdir / f"{base}.jobid").write_text(job_id + "\n")
+    return job_id
+
+
+def _wait_for_array(job_id: str, status: dict[int, Path], conf: dict[str, str], prog: str) -> dict[str, str]:
+    """Wait until every task has left its status file, or Slurm no longer knows the
+    job (and the grace for slow file systems is over), or a task waits for ever; the
+    tasks that can never start, with squeue's reason (they are cancelled)."""
     poll = float(conf["poll_seconds"])
     grace = float(conf["status_grace_seconds"])
 
@@ -373,14 +397,14 @@ def run_slurm(req: Request, conf: dict[str, str], prog: str = "slurm.py") -> int
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+    return never
+
+
+def _unfinished_tasks(req: Request, keys: list[int], status: dict[int, Path], qdir: Path, base: str,
+                      job_id: str) -> list[tuple[str, str, int]]:
+    """``(log, why, exit status)`` of each task that did not succeed, from its
+    status file or, when it left none, from what Slurm still remembers of it."""
     failed: list[tuple[str, str, int]] = []
-    if never:
-        have = partition_summary(conf, req.gpu or 0)
-        asked = job_shape(req, conf)
-        for reason in sorted(set(never.values())):
-            print(f"{prog}: {req.logfile}: Slurm job {job_id} can never start ({asked}): pending with reason "
-                  f"{reason}" + (f"; {have}" if have else "") + "; cancelled it", file=sys.stderr)
-        return 1
     slurm_states = None
     for j, k in zip(req.jobs, keys):
         log = req.logfile_for(j)
@@ -406,7 +430,7 @@ def run_slurm(req: Request, conf: dict[str, str], prog: str = "slurm.py") -> int
             if rc == PREEMPTED and attempt > 1:
                 why += f" (after {attempt} attempts)"
             failed.append((log, why, rc))
-    return report(prog, failed, len(keys))
+    return failed
 
 
 def main_slurm(argv: list[str] | None = None, doc: str = "") -> int:
