@@ -134,7 +134,7 @@ def test_clean_epoch_size_keeps_clean_aug_as_long_as_clean():
     (one pass over the clean frames in chunks); 'all' would count the copies too."""
     from types import SimpleNamespace
 
-    from pyxv.emotion.config import EmotionConfigError
+    from pyxv.config import ConfigError
     from pyxv.emotion.data import LabeledSet
     from pyxv.emotion.nnet import clean_epoch_steps
     from pyxv.train.data import default_steps
@@ -150,7 +150,7 @@ def test_clean_epoch_size_keeps_clean_aug_as_long_as_clean():
     clean_total = sum(300 + 7 * i for i in range(40))
     assert steps == default_steps([clean_total], 8, 100, 200) == round(clean_total / 150 / 8)
     assert default_steps(lengths.values(), 8, 100, 200) == round(2 * clean_total / 150 / 8)  # what 'all' trains
-    with pytest.raises(EmotionConfigError, match="epoch_size: 'half'"):
+    with pytest.raises(ConfigError, match="epoch_size: 'half'"):
         load_emotion_config(None, overrides={"nnet": {"epoch_size": "half"}})
 
 

@@ -10,7 +10,8 @@ is emotion-specific:
   spectrogram), MFCC for random-init MFCC, or frame-level GeMAPS LLDs (T x 25,
   standardised with the training mean/std, no VAD);
 * options: ``nnet``, overridden by ``finetune_by_type[<encoder type>]`` when
-  fine-tuning an encoder other than the ResNet;
+  fine-tuning an encoder other than the ResNet, turned into the trainer's config by
+  :func:`pyxv.emotion.config.trainer_config`;
 * training set: the fold's training utterances (+ augmented copies for clean+aug;
   ``nnet.epoch_size: clean`` keeps an epoch as long as the clean set's);
 * dev: the protocol's dev set, else speakers carved from the training speakers
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics.classification import weighted_f1
+from .config import nnet_options, trainer_config
 from .data import LabeledSet, Split
 from .spec import FINETUNE, GEMAPS, SystemSpec, system_spec
 
@@ -164,41 +166,6 @@ def architecture_config(cfg: dict) -> tuple[dict, str]:
                             f"or config.yaml (run stage 3, or set nnet.architecture in the emotion config)")
 
 
-def nnet_options(cfg: dict, encoder_type: str | None) -> dict:
-    """``cfg['nnet']`` with the ``finetune_by_type`` overrides of the encoder being fine-tuned."""
-    n = dict(cfg["nnet"])
-    if encoder_type:
-        n.update(cfg.get("finetune_by_type", {}).get(encoder_type) or {})
-    return n
-
-
-def trainer_config(base: dict, cfg: dict, n_train: int, n: dict | None = None) -> dict:
-    """The x-vector config (model section from ``base``) with the emotion training
-    options ``n`` (default ``cfg['nnet']``)."""
-    out = copy.deepcopy(base)
-    n = n or cfg["nnet"]
-    out["model"]["loss"] = n["loss"]
-    if n["loss"] == "asoftmax":
-        out["model"]["margin"] = 2.0
-    elif n["loss"] in ("amsoftmax", "aamsoftmax"):
-        out["model"]["margin"] = 0.2
-    out["data"].update(chunk_min=n["chunk_min"], chunk_max=n["chunk_max"], min_frames=n["min_frames"],
-                       min_utts_per_class=1, valid_max_frames=n["valid_max_frames"], sampling="balanced")
-    tr = out["train"]
-    tr.update(seed=int(cfg["seed"]), epochs=int(n["epochs"]), steps_per_epoch=int(n["steps_per_epoch"]),
-              batch_size=int(n["batch_size"]), lr=float(n["lr"]), weight_decay=float(n["weight_decay"]),
-              warmup_steps=int(n["warmup_steps"]), pretrained_lr_mult=float(n["pretrained_lr_mult"]),
-              freeze=n["freeze"], patience=int(n["patience"]), average_last=int(n["average_last"]),
-              head_only_epochs=int(n["head_only_epochs"]),
-              log_interval=10)
-    if n.get("lr_schedule"):
-        tr["lr_schedule"] = n["lr_schedule"]
-    for k in ("keep_checkpoints",):
-        if k in tr:
-            tr[k] = 1
-    return out
-
-
 def feature_confs(model_path: Path, ck: dict | None) -> dict[str, str]:
     """The MFCC/VAD config texts a model was trained with: from ``final.pt``'s ``extra``,
     else the ``mfcc.conf``/``vad.conf`` copies beside it."""
@@ -308,7 +275,7 @@ def run_nnet_system(system: str, split: Split, train: LabeledSet, dev: LabeledSe
     dim = tr_src.dim
     if ck is not None:
         check_features(init_from, ck, dim, emo_dir, compare_mfcc=kind == "mfcc")
-    tcfg = trainer_config(base, cfg, len(train), n)
+    tcfg = trainer_config(base, cfg, n)
     tcfg["model"]["input_dim"] = dim
     if not n["steps_per_epoch"] and n["epoch_size"] == "clean" and any(train.aug):
         tcfg["train"]["steps_per_epoch"] = clean_epoch_steps(train, tr_src, n)
