@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import ConfigError
+
 TYPES = ("reverb", "noise", "music", "babble")
 
 DEFAULTS = {
@@ -52,10 +54,6 @@ SOURCE_DIRS = {"reverb": "rirs", "noise": "musan_noise", "music": "musan_music",
 INT16_MAX = 32767.0
 
 
-class AugmentConfigError(ValueError):
-    pass
-
-
 def load_config(path) -> dict:
     """Read conf/augment.yaml over the defaults; unknown keys and bad values are errors."""
     import yaml
@@ -64,42 +62,42 @@ def load_config(path) -> dict:
         with open(path, encoding="utf-8") as f:
             user = yaml.safe_load(f) or {}
     except OSError as e:
-        raise AugmentConfigError(f"cannot read {path}: {e.strerror}") from e
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
     except yaml.YAMLError as e:
-        raise AugmentConfigError(f"{path}: not valid YAML: {e}") from e
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(user, dict):
-        raise AugmentConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{path}: expected a mapping at the top level")
     cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
     for k, v in user.items():
         if k not in DEFAULTS:
-            raise AugmentConfigError(f"{path}: unknown key '{k}' (known: {', '.join(DEFAULTS)})")
+            raise ConfigError(f"{path}: unknown key '{k}' (known: {', '.join(DEFAULTS)})")
         if isinstance(DEFAULTS[k], dict):
             if not isinstance(v, dict):
-                raise AugmentConfigError(f"{path}: '{k}' must be a mapping")
+                raise ConfigError(f"{path}: '{k}' must be a mapping")
             for kk in v:
                 if kk not in DEFAULTS[k]:
-                    raise AugmentConfigError(f"{path}: unknown key '{k}.{kk}' (known: {', '.join(DEFAULTS[k])})")
+                    raise ConfigError(f"{path}: unknown key '{k}.{kk}' (known: {', '.join(DEFAULTS[k])})")
             cfg[k].update(v)
         else:
             cfg[k] = v
     types = cfg["types"]
     if not types or any(t not in TYPES for t in types) or len(set(types)) != len(types):
-        raise AugmentConfigError(f"{path}: 'types' must be distinct names from {', '.join(TYPES)}")
+        raise ConfigError(f"{path}: 'types' must be distinct names from {', '.join(TYPES)}")
     n = cfg["copies_per_utt"]
     if not isinstance(n, int) or not 1 <= n <= len(types):
-        raise AugmentConfigError(f"{path}: 'copies_per_utt' must be an integer in 1..{len(types)}")
+        raise ConfigError(f"{path}: 'copies_per_utt' must be an integer in 1..{len(types)}")
     for t in ("noise", "music", "babble"):
         if not cfg[t]["snrs"] or not all(isinstance(s, (int, float)) for s in cfg[t]["snrs"]):
-            raise AugmentConfigError(f"{path}: '{t}.snrs' must be a list of numbers (dB)")
+            raise ConfigError(f"{path}: '{t}.snrs' must be a list of numbers (dB)")
     for t in ("music", "babble"):
         if not cfg[t]["num"] or not all(isinstance(s, int) and s > 0 for s in cfg[t]["num"]):
-            raise AugmentConfigError(f"{path}: '{t}.num' must be a list of positive integers")
+            raise ConfigError(f"{path}: '{t}.num' must be a list of positive integers")
     r = cfg["reverb"]
     if len(r["rooms"]) != len(r["room_probs"]) or any(p < 0 for p in r["room_probs"]) or sum(r["room_probs"]) <= 0:
-        raise AugmentConfigError(f"{path}: 'reverb.rooms' and 'reverb.room_probs' must have the same length, "
+        raise ConfigError(f"{path}: 'reverb.rooms' and 'reverb.room_probs' must have the same length, "
                                  "probabilities >= 0")
     if float(cfg["noise"]["interval"]) < 0:
-        raise AugmentConfigError(f"{path}: 'noise.interval' must be >= 0")
+        raise ConfigError(f"{path}: 'noise.interval' must be >= 0")
     return cfg
 
 

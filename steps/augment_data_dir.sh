@@ -53,10 +53,11 @@ fi
 python - "$config" "$noise" <<'PY'
 import sys
 from pathlib import Path
-from pyxv.augment import SOURCE_DIRS, AugmentConfigError, load_config
+from pyxv.augment import SOURCE_DIRS, load_config
+from pyxv.config import ConfigError
 try:
     cfg = load_config(sys.argv[1])
-except AugmentConfigError as e:
+except ConfigError as e:
     sys.exit(f"augment_data_dir.sh: {e}")
 for t in cfg["types"]:
     d = Path(sys.argv[2]) / SOURCE_DIRS[t]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pyxv.augment import (AugmentConfigError, Sources, augment_one, choose_types, load_config,
-                          reverberate, utt_rng, write_flac)
+from pyxv.augment import Sources, augment_one, choose_types, load_config, reverberate, utt_rng, write_flac
+from pyxv.config import ConfigError
 
 SR = 16000
 
@@ -145,7 +145,7 @@ def test_choose_types_and_config(tmp_path):
     for bad, msg in (("noise:\n  snr: [1]\n", "unknown key 'noise.snr'"), ("copies_per_utt: 5\n", "copies_per_utt"),
                      ("typo: 1\n", "unknown key 'typo'"), ("types: [reverb, wind]\n", "types")):
         p.write_text(bad)
-        with pytest.raises(AugmentConfigError, match=msg):
+        with pytest.raises(ConfigError, match=msg):
             load_config(p)
     from pathlib import Path
     shipped = load_config(Path(__file__).resolve().parents[1] / "conf" / "augment.yaml")

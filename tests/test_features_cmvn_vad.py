@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pyxv.config import ConfigError
 from pyxv.features import prepare_feats, prepare_xvector_input
 from pyxv.features.cmvn import apply_sliding_cmn
-from pyxv.features.kaldi_conf import KaldiConfError
 from pyxv.features.vad import VadOptions, compute_vad, select_voiced
 
 
@@ -98,7 +98,7 @@ def test_vad_conf_reading(tmp_path):
     o = VadOptions.from_conf(c)
     assert (o.vad_energy_threshold, o.vad_frames_context, o.vad_proportion_threshold) == (5.5, 2, 0.12)
     c.write_text("--vad-energy-threshold=5.5\n--vad-energy-treshold=4\n")
-    with pytest.raises(KaldiConfError, match=r"vad.conf:2: invalid option --vad-energy-treshold"):
+    with pytest.raises(ConfigError, match=r"vad.conf:2: invalid option --vad-energy-treshold"):
         VadOptions.from_conf(c)
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 
 def cmd_augment(a) -> int:
-    from pyxv.augment import (AugmentConfigError, Sources, augment_one, choose_types,
-                              load_config, utt_rng, write_flac)
+    from pyxv.augment import Sources, augment_one, choose_types, load_config, utt_rng, write_flac
+    from pyxv.config import ConfigError
     from pyxv.datadir import DataDir
     from pyxv.features.archive import exit_cleanly_on_signals
     from pyxv.io import OUTPUT_ERRNOS, OutputError, atomic_open
@@ -30,7 +30,7 @@ def cmd_augment(a) -> int:
         data = DataDir(a.data)
         utts = data.utts
         data.wav_scp, data.segments
-    except (AugmentConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"augment_data: {e}", file=sys.stderr)
         return 1
     sources = Sources(Path(a.noise_dir))

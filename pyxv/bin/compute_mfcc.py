@@ -24,9 +24,9 @@ def main(argv=None) -> int:
 
     import torch
     torch.set_num_threads(1)
+    from pyxv.config import ConfigError
     from pyxv.datadir import DataDir
     from pyxv.features.archive import ArkScpWriter, run_utterances
-    from pyxv.features.kaldi_conf import KaldiConfError
     from pyxv.features.mfcc import Mfcc, num_frames, utt_seed
 
     try:
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
         data = DataDir(a.data)
         utts = data.utts
         data.wav_scp, data.segments  # read now: a broken table stops before any work
-    except (KaldiConfError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"compute_mfcc: {e}", file=sys.stderr)
         return 1
     o = mfcc.opts

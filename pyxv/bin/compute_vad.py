@@ -19,15 +19,15 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     import kaldiio
+    from pyxv.config import ConfigError
     from pyxv.features.archive import ArkScpWriter, run_utterances
-    from pyxv.features.kaldi_conf import KaldiConfError
     from pyxv.features.vad import VadOptions, compute_vad
     from pyxv.io import read_table
 
     try:
         opts = VadOptions.from_conf(a.config)
         table = read_table(a.feats_scp)
-    except (KaldiConfError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"compute_vad: {e}", file=sys.stderr)
         return 1
     print(f"compute_vad: {a.feats_scp}: {len(table)} utterances", file=sys.stderr, flush=True)

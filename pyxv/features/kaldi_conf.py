@@ -2,19 +2,18 @@
 
 Like Kaldi's ``ParseOptions::ReadConfigFile``: every non-blank line must look
 like ``--x=y`` (or ``--flag`` for a true boolean), and an option the program
-does not register is an error; our errors name the file and line.
+does not register is an error; our errors (:class:`pyxv.config.ConfigError`)
+name the file and line.
 """
 from __future__ import annotations
 
 import os
 from typing import Callable, Iterable
 
+from ..config import ConfigError
+
 _TRUE = {"true", "t", "1", ""}
 _FALSE = {"false", "f", "0"}
-
-
-class KaldiConfError(ValueError):
-    """A config line Kaldi would reject; the message names file:line."""
 
 
 def to_bool(value: str) -> bool:
@@ -32,7 +31,7 @@ def parse_kaldi_conf(path: str | os.PathLike, spec: dict[str, Callable[[str], ob
     int, bool, str) -> {python_name: value} for the options set in the file.
 
     Options in ``ignore`` are accepted and dropped (Kaldi options that do not
-    change the result). Raises ``KaldiConfError`` naming file:line for a
+    change the result). Raises ``ConfigError`` naming file:line for a
     malformed line, an unknown option or a bad value. Later lines win, as in Kaldi.
     """
     out: dict[str, object] = {}
@@ -40,7 +39,7 @@ def parse_kaldi_conf(path: str | os.PathLike, spec: dict[str, Callable[[str], ob
     try:
         f = open(path, encoding="utf-8")
     except OSError as e:
-        raise KaldiConfError(f"cannot read config file {path}: {e.strerror}") from e
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
     with f:
         for lineno, raw in enumerate(f, 1):
             line = raw.split("#", 1)[0].strip()
@@ -48,7 +47,7 @@ def parse_kaldi_conf(path: str | os.PathLike, spec: dict[str, Callable[[str], ob
                 continue
             where = f"{path}:{lineno}"
             if not line.startswith("--"):
-                raise KaldiConfError(f"{where}: '{line}' does not look like a line from a Kaldi "
+                raise ConfigError(f"{where}: '{line}' does not look like a line from a Kaldi "
                                      "config file: should be of the form --x=y")
             body = line[2:]
             name, has_eq, value = body.partition("=")
@@ -57,7 +56,7 @@ def parse_kaldi_conf(path: str | os.PathLike, spec: dict[str, Callable[[str], ob
             if name in ignore:
                 continue
             if name not in spec:
-                raise KaldiConfError(f"{where}: invalid option --{name} "
+                raise ConfigError(f"{where}: invalid option --{name} "
                                      f"(known: {', '.join('--' + k for k in sorted(spec))})")
             typ = spec[name]
             try:
@@ -68,6 +67,6 @@ def parse_kaldi_conf(path: str | os.PathLike, spec: dict[str, Callable[[str], ob
                         raise ValueError("needs a value (--x=y)")
                     val = typ(value)
             except ValueError as e:
-                raise KaldiConfError(f"{where}: bad value for --{name}: {e}") from e
+                raise ConfigError(f"{where}: bad value for --{name}: {e}") from e
             out[name.replace("-", "_")] = val
     return out

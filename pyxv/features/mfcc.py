@@ -26,7 +26,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .kaldi_conf import KaldiConfError, parse_kaldi_conf
+from ..config import ConfigError
+from .kaldi_conf import parse_kaldi_conf
 
 FLT_EPSILON = float(np.finfo(np.float32).eps)
 
@@ -96,13 +97,13 @@ class MfccOptions:
             key = name.replace("-", "_")
             if key in vals:
                 if vals.pop(key) != default:
-                    raise KaldiConfError(f"{path}: --{name} is a Kaldi option pyxv does not implement "
+                    raise ConfigError(f"{path}: --{name} is a Kaldi option pyxv does not implement "
                                          f"(only its default {default} is accepted)")
         opts = cls(**vals)
         try:
             opts.check()
         except ValueError as e:
-            raise KaldiConfError(f"{path}: {e}") from e
+            raise ConfigError(f"{path}: {e}") from e
         return opts
 
 
