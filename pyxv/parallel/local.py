@@ -145,25 +145,46 @@ def run_local(req: Request, prog: str = "run.py") -> int:
     limit = req.max_jobs_run or os.cpu_count() or 1
     pool = None
     if req.gpu:
-        gpus, where = visible_gpus()
-        if len(gpus) < req.gpu:
-            have = f"only {len(gpus)}" if gpus else "none"
-            print(f"{prog}: {req.logfile}: the job asks for {req.gpu} GPU{'s' if req.gpu > 1 else ''} (--gpu "
-                  f"{req.gpu}) but this machine has {have} ({where})", file=sys.stderr)
+        pool = _gpu_pool(req, prog)
+        if pool is None:
             return 1
-        try:
-            pool = GpuPool(gpus, gpu_lock_dir())
-        except OSError as e:
-            print(f"{prog}: cannot make the GPU lock folder {gpu_lock_dir()}: {e.strerror}", file=sys.stderr)
-            return 1
-        limit = min(limit, len(gpus) // req.gpu)
-    pending = list(req.jobs)
-    running: list[_Running] = []
-    failed: list[tuple[str, str, int]] = []
-    threads = req.num_threads or 1
-    host = socket.gethostname()
+        limit = min(limit, len(pool.free) // req.gpu)
+    return _LocalJobs(req, prog, pool).run(limit)
 
-    def start(job: int | None, gpus: list) -> None:
+
+def _gpu_pool(req: Request, prog: str) -> GpuPool | None:
+    """The GPUs of this machine to lend to jobs of ``--gpu G``; None after saying
+    why there are fewer than G, or why they cannot be locked."""
+    gpus, where = visible_gpus()
+    if len(gpus) < req.gpu:
+        have = f"only {len(gpus)}" if gpus else "none"
+        print(f"{prog}: {req.logfile}: the job asks for {req.gpu} GPU{'s' if req.gpu > 1 else ''} (--gpu "
+              f"{req.gpu}) but this machine has {have} ({where})", file=sys.stderr)
+        return None
+    try:
+        return GpuPool(gpus, gpu_lock_dir())
+    except OSError as e:
+        print(f"{prog}: cannot make the GPU lock folder {gpu_lock_dir()}: {e.strerror}", file=sys.stderr)
+        return None
+
+
+class _LocalJobs:
+    """The jobs of one call of the local runner: those waiting, those running,
+    those that did not succeed, and the stop a signal asked for."""
+
+    def __init__(self, req: Request, prog: str, pool: GpuPool | None):
+        self.req, self.prog, self.pool = req, prog, pool
+        self.pending = list(req.jobs)
+        self.running: list[_Running] = []
+        self.failed: list[tuple[str, str, int]] = []
+        self.threads = req.num_threads or 1
+        self.host = socket.gethostname()
+        # The handler only takes note; the loop acts (a handler runs between any two bytecodes).
+        self.stop = {"signum": 0, "count": 0, "deadline": 0.0}
+        self.termed: set[int] = set()
+
+    def start(self, job: int | None, gpus: list) -> None:
+        req, prog, pool = self.req, self.prog, self.pool
         log = req.logfile_for(job)
         cmd = req.command_for(job)
         try:
@@ -171,7 +192,7 @@ def run_local(req: Request, prog: str = "run.py") -> int:
             fh = open(log, "w", encoding="utf-8")
         except OSError as e:
             print(f"{prog}: cannot write log {log}: {e.strerror}", file=sys.stderr)
-            failed.append((log, "log not writable", 1))
+            self.failed.append((log, "log not writable", 1))
             if pool:
                 pool.give_back(gpus)
             return
@@ -184,83 +205,88 @@ def run_local(req: Request, prog: str = "run.py") -> int:
                                     start_new_session=True)
         except OSError as e:
             fh.write(f"{prog}: cannot start bash: {e}\n")
-            fh.write(log_footer(127, 0.0, threads, host))
+            fh.write(log_footer(127, 0.0, self.threads, self.host))
             fh.close()
-            failed.append((log, "could not start", 127))
+            self.failed.append((log, "could not start", 127))
             if pool:
                 pool.give_back(gpus)
             return
-        running.append(_Running(job, log, proc, fh, time.monotonic(), gpus))
+        self.running.append(_Running(job, log, proc, fh, time.monotonic(), gpus))
 
-    def finish(r: _Running, rc: int) -> None:
+    def finish(self, r: _Running, rc: int) -> None:
         elapsed = time.monotonic() - r.t0
         r.fh.flush()
-        r.fh.write(log_footer(rc, elapsed, threads, host))
+        r.fh.write(log_footer(rc, elapsed, self.threads, self.host))
         r.fh.close()
-        if pool:
-            pool.give_back(r.gpus)
+        if self.pool:
+            self.pool.give_back(r.gpus)
         if rc != 0:
-            failed.append((r.log, exit_why(rc), rc))
+            self.failed.append((r.log, exit_why(rc), rc))
 
-    def signal_all(sig, skip=()) -> None:
-        for r in running:
+    def signal_all(self, sig, skip=()) -> None:
+        for r in self.running:
             if r.proc.pid not in skip:
                 try:
                     os.killpg(r.proc.pid, sig)
                 except ProcessLookupError:
                     pass
 
-    # The handler only takes note; the loop below acts (a handler runs between any two bytecodes).
-    stop = {"signum": 0, "count": 0, "deadline": 0.0}
-    termed: set[int] = set()
+    def note_stop(self, signum, _frame) -> None:
+        self.stop["signum"] = self.stop["signum"] or signum
+        self.stop["count"] += 1
 
-    def stop_all(signum, _frame):
-        stop["signum"] = stop["signum"] or signum
-        stop["count"] += 1
+    def stop_running(self) -> None:
+        """After a signal: start nothing more, ask the running jobs to stop (SIGTERM, once
+        each), and kill them on a second signal or when the grace time is over."""
+        stop = self.stop
+        for j in self.pending:
+            self.failed.append((self.req.logfile_for(j), "not started (interrupted)", 128 + stop["signum"]))
+        self.pending.clear()
+        if not stop["deadline"]:
+            grace = float(os.environ.get("PYXV_STOP_GRACE") or 120)
+            stop["deadline"] = time.monotonic() + grace
+            print(f"{self.prog}: interrupted (signal {stop['signum']}): asking {len(self.running)} running job(s) "
+                  f"to stop (SIGTERM) and waiting up to {grace:g} s for them to end (a training job "
+                  "writes a checkpoint); signal again to kill them now", file=sys.stderr, flush=True)
+        self.signal_all(signal.SIGTERM, skip=self.termed)
+        self.termed.update(r.proc.pid for r in self.running)
+        if stop["count"] > 1 or time.monotonic() > stop["deadline"]:
+            self.signal_all(signal.SIGKILL)
 
-    old = {s: signal.signal(s, stop_all) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        delay = 0.005
-        while pending or running:
-            if stop["signum"]:
-                for j in pending:
-                    failed.append((req.logfile_for(j), "not started (interrupted)", 128 + stop["signum"]))
-                pending.clear()
-                if not stop["deadline"]:
-                    grace = float(os.environ.get("PYXV_STOP_GRACE") or 120)
-                    stop["deadline"] = time.monotonic() + grace
-                    print(f"{prog}: interrupted (signal {stop['signum']}): asking {len(running)} running job(s) "
-                          f"to stop (SIGTERM) and waiting up to {grace:g} s for them to end (a training job "
-                          "writes a checkpoint); signal again to kill them now", file=sys.stderr, flush=True)
-                signal_all(signal.SIGTERM, skip=termed)
-                termed.update(r.proc.pid for r in running)
-                if stop["count"] > 1 or time.monotonic() > stop["deadline"]:
-                    signal_all(signal.SIGKILL)
-            while pending and len(running) < limit and not stop["signum"]:
-                gpus = pool.take(req.gpu) if pool else []
-                if gpus is None:
-                    break   # the GPUs are busy (maybe with another runner's jobs): wait
-                start(pending.pop(0), gpus)
-            done = [(r, r.proc.poll()) for r in running]
-            done = [(r, rc) for r, rc in done if rc is not None]
-            for r, rc in done:
-                running.remove(r)
-                finish(r, rc)
-            if done:
-                delay = 0.005
-            elif running or pending:
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    order = {req.logfile_for(j): i for i, j in enumerate(req.jobs)}
-    failed.sort(key=lambda f: order.get(f[0], 0))
-    rc = report(prog, failed, len(req.jobs))
-    if stop["signum"] and rc != PREEMPTED:
-        print(f"{prog}: interrupted (signal {stop['signum']})", file=sys.stderr)
-        return 128 + stop["signum"]
-    return rc
+    def run(self, limit: int) -> int:
+        """Start jobs while fewer than ``limit`` run (and GPUs are free), wait for them, report."""
+        req, pool, stop = self.req, self.pool, self.stop
+        old = {s: signal.signal(s, self.note_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            delay = 0.005
+            while self.pending or self.running:
+                if stop["signum"]:
+                    self.stop_running()
+                while self.pending and len(self.running) < limit and not stop["signum"]:
+                    gpus = pool.take(req.gpu) if pool else []
+                    if gpus is None:
+                        break   # the GPUs are busy (maybe with another runner's jobs): wait
+                    self.start(self.pending.pop(0), gpus)
+                done = [(r, r.proc.poll()) for r in self.running]
+                done = [(r, rc) for r, rc in done if rc is not None]
+                for r, rc in done:
+                    self.running.remove(r)
+                    self.finish(r, rc)
+                if done:
+                    delay = 0.005
+                elif self.running or self.pending:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.1)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        order = {req.logfile_for(j): i for i, j in enumerate(req.jobs)}
+        self.failed.sort(key=lambda f: order.get(f[0], 0))
+        rc = report(self.prog, self.failed, len(req.jobs))
+        if stop["signum"] and rc != PREEMPTED:
+            print(f"{self.prog}: interrupted (signal {stop['signum']})", file=sys.stderr)
+            return 128 + stop["signum"]
+        return rc
 
 
 def main_local(argv: list[str] | None = None, doc: str = "") -> int:
