@@ -30,7 +30,9 @@ def copied_by_hand(base: dict, cfg: dict, n: dict | None = None) -> dict:
               head_only_epochs=int(n["head_only_epochs"]), log_interval=10)
     if n.get("lr_schedule"):
         tr["lr_schedule"] = n["lr_schedule"]
-    tr["keep_checkpoints"] = 1
+    for k in ("keep_checkpoints",):
+        if k in tr:
+            tr[k] = 1
     return out
 
 
