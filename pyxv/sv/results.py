@@ -26,16 +26,35 @@ def write_results(out_dir: str | os.PathLike, table: CellTable, meta: dict, *, d
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summ = table_summary(table, calibration=calibration)
+    who = f"{meta.get('corpus', '?')}, x-vector {meta.get('model', '?')}, back-end {meta.get('backend', '?')}"
+    with atomic_open(out / "eer_by_emotion.csv") as f:
+        f.write(_csv(table.emotions, summ["cells"]))
+    with atomic_open(out / "eer_by_emotion.md") as f:
+        f.write("\n".join(_markdown(table, summ, meta, who, calibration)) + "\n")
+    summary = _summary(table.emotions, summ, meta, calibration)
+    with atomic_open(out / "summary.json") as f:
+        json.dump(summary, f, indent=1)
+    if det:
+        write_det(out / "det.png", table, title=who)
+    return summary
+
+
+def _csv(emos: list[str], M: dict) -> str:
+    """eer_by_emotion.csv: one line per (enrolment, test) cell."""
+    lines = ["enroll,test,eer,min_dcf_0.01,min_dcf_0.001,n_target,n_nontarget\n"]
+    for a, ea in enumerate(emos):
+        for b, eb in enumerate(emos):
+            m = M[(a, b)]
+            lines.append(f"{ea},{eb},{_fmt(m.eer, 4)},{_fmt(m.min_dcf_0_01, 4)},"
+                         f"{_fmt(m.min_dcf_0_001, 4)},{m.n_target},{m.n_nontarget}\n")
+    return "".join(lines)
+
+
+def _markdown(table: CellTable, summ: dict, meta: dict, who: str, calibration: bool) -> list[str]:
+    """eer_by_emotion.md's lines: the grids laid out like the paper's Tables 3-5, the overall figures, notes."""
     M, ov = summ["cells"], summ["overall"]
     emos = table.emotions
     E = len(emos)
-    with atomic_open(out / "eer_by_emotion.csv") as f:
-        f.write("enroll,test,eer,min_dcf_0.01,min_dcf_0.001,n_target,n_nontarget\n")
-        for a in range(E):
-            for b in range(E):
-                m = M[(a, b)]
-                f.write(f"{emos[a]},{emos[b]},{_fmt(m.eer, 4)},{_fmt(m.min_dcf_0_01, 4)},"
-                        f"{_fmt(m.min_dcf_0_001, 4)},{m.n_target},{m.n_nontarget}\n")
     undefined = [(emos[a], emos[b]) for a in range(E) for b in range(E) if math.isnan(M[(a, b)].eer)]
     cap = [e.capitalize() for e in emos]
 
@@ -46,7 +65,6 @@ def write_results(out_dir: str | os.PathLike, table: CellTable, meta: dict, *, d
             lines.append(f"| {cap[a]} | " + " | ".join(fn(M[(a, b)]) for b in range(E)) + " |")
         return lines + [""]
 
-    who = f"{meta.get('corpus', '?')}, x-vector {meta.get('model', '?')}, back-end {meta.get('backend', '?')}"
     md = [f"# Speaker verification by emotion ({who})", ""]
     md += grid("EER (%)", lambda m: _fmt(m.eer))
     md += grid("minDCF (p_target = 0.01)", lambda m: _fmt(m.min_dcf_0_01, 3))
@@ -76,24 +94,23 @@ def write_results(out_dir: str | os.PathLike, table: CellTable, meta: dict, *, d
         md.append("Undefined cells: " + ", ".join(f"{a}/{b}" for a, b in undefined) + ".")
     if meta.get("notes"):
         md += ["", "Notes:", ""] + [f"- {line}" for line in meta["notes"]]
-    with atomic_open(out / "eer_by_emotion.md") as f:
-        f.write("\n".join(md) + "\n")
-    d = ov.as_dict()
-    summary = {**d, "emotions": list(emos), "backend": meta.get("backend"), "model": meta.get("model"),
-               "corpus": meta.get("corpus"), "same_emotion_mean_eer": _nan_none(summ["same_emotion_mean_eer"]),
-               "cross_emotion_mean_eer": _nan_none(summ["cross_emotion_mean_eer"]),
-               "same_emotion_pooled_eer": _nan_none(summ["same_emotion_pooled_eer"]),
-               "cross_emotion_pooled_eer": _nan_none(summ["cross_emotion_pooled_eer"]),
-               **({"cllr": _nan_none(summ["calibration"].cllr), "min_cllr": _nan_none(summ["calibration"].min_cllr),
-                   "act_dcf_0.01": _nan_none(summ["calibration"].act_dcf_0_01)} if calibration else {}),
-               "eer_threshold": _nan_none(ov.eer_threshold),
-               "table": {f"{emos[a]}/{emos[b]}": M[(a, b)].as_dict() for a in range(E) for b in range(E)},
-               **{k: v for k, v in meta.items() if k not in ("notes",) and _jsonable(v)}}
-    with atomic_open(out / "summary.json") as f:
-        json.dump(summary, f, indent=1)
-    if det:
-        write_det(out / "det.png", table, title=who)
-    return summary
+    return md
+
+
+def _summary(emos: list[str], summ: dict, meta: dict, calibration: bool) -> dict:
+    """summary.json: the overall figures, the per-cell ones under "table", and the run's plain metadata."""
+    M, ov = summ["cells"], summ["overall"]
+    cal = summ["calibration"] if calibration else None
+    return {**ov.as_dict(), "emotions": list(emos), "backend": meta.get("backend"), "model": meta.get("model"),
+            "corpus": meta.get("corpus"), "same_emotion_mean_eer": _nan_none(summ["same_emotion_mean_eer"]),
+            "cross_emotion_mean_eer": _nan_none(summ["cross_emotion_mean_eer"]),
+            "same_emotion_pooled_eer": _nan_none(summ["same_emotion_pooled_eer"]),
+            "cross_emotion_pooled_eer": _nan_none(summ["cross_emotion_pooled_eer"]),
+            **({"cllr": _nan_none(cal.cllr), "min_cllr": _nan_none(cal.min_cllr),
+                "act_dcf_0.01": _nan_none(cal.act_dcf_0_01)} if cal is not None else {}),
+            "eer_threshold": _nan_none(ov.eer_threshold),
+            "table": {f"{ea}/{eb}": M[(a, b)].as_dict() for a, ea in enumerate(emos) for b, eb in enumerate(emos)},
+            **{k: v for k, v in meta.items() if k not in ("notes",) and _jsonable(v)}}
 
 
 def _nan_none(x):
