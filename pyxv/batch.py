@@ -83,7 +83,7 @@ class Timing:
     embed_seconds: float = 0.0     # network, in batches (stage 4's part)
     wall: float = 0.0
     workers: int = 1
-    setup: float | None = None     # loading the model and freezing its network, when the caller measured it
+    setup: float | None = None     # loading the model (on the CPU, and compiling its copy), when measured
 
     @staticmethod
     def _x(audio: float, secs: float) -> str:
