@@ -1,5 +1,9 @@
 """The DET figure of a scored table (probit axes): all trials, the same- and cross-emotion pools, each
-same-emotion cell. matplotlib is imported when a figure is drawn, so scoring alone does not need it."""
+same-emotion cell. matplotlib is imported when a figure is drawn, so scoring alone does not need it.
+
+It sits beside the writer that draws it with each system's tables (stage 6's det.png), not with the
+report's figures: pyxv.report is a layer above pyxv.sv (bench/house.py) and only copies det.png.
+"""
 from __future__ import annotations
 
 import os
