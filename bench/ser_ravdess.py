@@ -15,7 +15,8 @@ Every figure is weighted F1 (the paper's metric): the mean over folds (with std)
 pooled over all folds' predictions.
 
 References measured in the same run on the same folds, with the same logistic
-regression (balanced classes, C by inner speaker-grouped CV):
+regression (balanced classes, C by inner speaker-grouped CV), on the vectors of stage
+5's two references (pyxv.emotion.reference):
   * eGeMAPSv02 functionals (88, openSMILE) + standardisation + LR
   * MFCC statistics (mean and std over voiced frames of the 23 MFCC, 46) + standardisation + LR
 
@@ -35,8 +36,13 @@ front-end. --resemblyzer adds, on the same folds, Resemblyzer's own GE2E
 (preprocess_wav + VoiceEncoder.embed_utterance) + standardised LR as a reference,
 and times both extractors on the same in-memory clips (file reading excluded).
 
-Features (8 kHz MFCC of conf/mfcc_8k.conf + energy VAD of conf/vad.conf, eGeMAPS) and
-per-fold models are cached under --work; a second run reuses them.
+Data and features are the recipe's own: local/prepare_ravdess.py writes the corpus
+(all/ with the 4 classes, fold1..6/{train,test}) under --work, and the recipe's steps
+compute 8 kHz MFCC (conf/mfcc_8k.conf), energy VAD (conf/vad.conf) and eGeMAPS for
+it, as stage 2 does; pre-training reads a second data dir of every speech clip (all 8
+emotions) with the same ids, its MFCC and VAD made by the same steps. Features and
+per-fold models are cached under --work (the steps skip what is up to date); a second
+run reuses them.
 """
 from __future__ import annotations
 
@@ -46,7 +52,6 @@ import logging
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -54,28 +59,66 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful",
-            "07": "disgust", "08": "surprised"}
 CLASSES4 = ("neutral", "happy", "sad", "angry")
 log = logging.getLogger("ser_ravdess")
 
 
+def run_step(*args) -> None:
+    """One of the recipe's scripts, from the recipe root (its own freshness checks skip finished work)."""
+    import subprocess
+
+    subprocess.run([str(a) for a in args], cwd=REPO, check=True)
+
+
 # ------------------------------------------------------------------------ corpus
-def list_clips(root: Path) -> list[dict]:
-    """Every speech clip: {utt, spk, actor, emotion, path}; utt ids start with the speaker."""
-    clips = []
+def prepare_corpus(root: Path, work: Path, nj: int) -> Path:
+    """work/data/ravdess: all/ (the 4 classes) and fold1..6/{train,test}, by the recipe's
+    preparer (speakers ravdess_aNN, utterances ravdess_aNN-<file stem>)."""
+    emo = work / "data" / "ravdess"
+    if not (emo / "fold6" / "test" / "utt2spk").is_file():
+        run_step("local/prepare_ravdess.py", "--nj", nj, root, emo)
+    return emo
+
+
+def prepare_pretrain_dir(root: Path, work: Path) -> Path:
+    """work/data/pretrain_all: every RAVDESS speech clip (all 8 emotions, 60 per actor) for
+    speaker pre-training, named as the preparer names them."""
+    from pyxv.corpora.ravdess import NAME, spk_id
+    from pyxv.datadir import write_datadir
+
+    d = work / "data" / "pretrain_all"
+    if (d / "utt2spk").is_file():
+        return d
+    u2s, wav, s2g = {}, {}, {}
     for a in range(1, 25):
-        d = root / f"Actor_{a:02d}"
-        for f in sorted(d.glob("03-01-*.*")):
-            parts = f.stem.split("-")
-            if len(parts) != 7 or f.suffix.lower() not in (".wav", ".flac"):
+        for f in sorted((root / f"Actor_{a:02d}").glob("03-01-*.*")):
+            if not NAME.match(f.stem) or f.suffix.lower() not in (".wav", ".flac"):
                 continue
-            spk = f"a{a:02d}"
-            clips.append({"utt": f"{spk}-{f.stem}", "spk": spk, "actor": a, "emotion": EMOTIONS[parts[2]],
-                          "path": str(f)})
-    if len(clips) < 24 * 60:
-        log.warning("found %d speech clips under %s (RAVDESS speech has 1440)", len(clips), root)
-    return clips
+            spk = spk_id(a)
+            u2s[f"{spk}-{f.stem}"], wav[f"{spk}-{f.stem}"], s2g[spk] = spk, str(f.resolve()), "mf"[a % 2 == 0]
+    if len(u2s) < 24 * 60:
+        log.warning("found %d speech clips under %s (RAVDESS speech has 1440)", len(u2s), root)
+    write_datadir(d, utt2spk=u2s, wav_scp=wav, spk2gender=s2g)
+    return d
+
+
+def prepare_sp_dir(work: Path, factors=(0.9, 1.1)) -> Path:
+    """work/data/pretrain_sp: speed-perturbed copies of every clip of pretrain_all (Kaldi's
+    ``sox speed f``: tempo and pitch x f, read through a wav.scp pipe), utt ``<spk>-sp<f>-<clip>``."""
+    from pyxv.datadir import write_datadir
+    from pyxv.io import read_table
+
+    src, d = work / "data" / "pretrain_all", work / "data" / "pretrain_sp"
+    if (d / "utt2spk").is_file():
+        return d
+    u2s, wav = read_table(src / "utt2spk"), read_table(src / "wav.scp")
+    out_u2s, out_wav = {}, {}
+    for f in factors:
+        for u, spk in u2s.items():
+            v = f"{spk}-sp{f}-{u[len(spk) + 1:]}"
+            out_u2s[v], out_wav[v] = spk, f"sox -V1 {wav[u]} -t wav - speed {f} |"
+    write_datadir(d, utt2spk=out_u2s, wav_scp=out_wav)
+    return d
 
 
 def fold_test_actors(k: int) -> set[int]:
@@ -83,238 +126,104 @@ def fold_test_actors(k: int) -> set[int]:
 
 
 # ---------------------------------------------------------------------- features
-def _mfcc_vad(args):
-    path, mfcc_conf, vad_conf = args
-    from pyxv.features.mfcc import Mfcc
-    from pyxv.features.vad import VadOptions, compute_vad
-    from pyxv.io import read_audio
-
-    m = Mfcc.from_conf(mfcc_conf)
-    x, _ = read_audio(path, sample_rate=m.sample_rate)
-    feats = m(x, seed=0)
-    return feats, compute_vad(feats, VadOptions.from_conf(vad_conf))
-
-
-def _mfcc_vad_sp(args):
-    """MFCC + VAD of a speed-perturbed copy (Kaldi's sox ``speed`` f: tempo and pitch x f)."""
-    path, mfcc_conf, vad_conf, factor = args
-    from scipy.signal import resample_poly
-
-    from pyxv.features.mfcc import Mfcc
-    from pyxv.features.vad import VadOptions, compute_vad
-    from pyxv.io import read_audio
-
-    m = Mfcc.from_conf(mfcc_conf)
-    x, _ = read_audio(path, sample_rate=m.sample_rate)
-    up, down = 100, int(round(100 * factor))
-    x = resample_poly(x, up, down).astype(np.float32)
-    feats = m(x, seed=0)
-    return feats, compute_vad(feats, VadOptions.from_conf(vad_conf))
-
-
-def make_sp_features(clips, work: Path, nj: int, mfcc_conf: Path, vad_conf: Path, factors=(0.9, 1.1)) -> None:
-    """feats/sp_{feats,vad}.scp: speed-perturbed copies of every clip, utt ``<spk>-sp<f>-<clip>``."""
-    import kaldiio
-
-    fdir = work / "feats"
-    if (fdir / "sp_vad.scp").is_file():
-        return
+def make_features(data: Path, work: Path, nj: int, gemaps: bool = False) -> None:
+    """The recipe's stage-2 steps on one data dir: MFCC (conf/mfcc_8k.conf) and energy VAD
+    (conf/vad.conf), and with ``gemaps`` eGeMAPS LLDs and functionals."""
     t0 = time.time()
-    jobs = [(c, f) for f in factors for c in clips]
-    with ProcessPoolExecutor(nj) as ex:
-        res = list(ex.map(_mfcc_vad_sp, [(c["path"], str(mfcc_conf), str(vad_conf), f) for c, f in jobs],
-                          chunksize=16))
-    items = sorted(((f"{c['spk']}-sp{f}-{c['utt'][len(c['spk']) + 1:]}", r) for (c, f), r in zip(jobs, res)))
-    with kaldiio.WriteHelper(f"ark,scp:{fdir}/sp_feats.ark,{fdir}/sp_feats.scp") as w:
-        for u, (feat, _) in items:
-            w(u, feat)
-    with kaldiio.WriteHelper(f"ark,scp:{fdir}/sp_vad.ark,{fdir}/sp_vad.scp") as w:
-        for u, (_, v) in items:
-            w(u, v)
-    log.info("speed-perturbed MFCC + VAD of %d copies in %.1fs", len(items), time.time() - t0)
+    name = str(data.relative_to(work / "data")).replace("/", "_")
+    log_dir = work / "log" / name
+    run_step("steps/make_mfcc.sh", "--nj", nj, "--mfcc-config", "conf/mfcc_8k.conf", data, log_dir, work / "mfcc")
+    run_step("steps/compute_vad.sh", "--nj", nj, "--vad-config", "conf/vad.conf", data, log_dir, work / "mfcc")
+    if gemaps:
+        run_step("steps/make_gemaps.sh", "--nj", nj, data, log_dir, work / "gemaps")
+    log.info("features of %s ready in %.1fs", data, time.time() - t0)
 
 
-def _egemaps(paths):
-    import opensmile
-
-    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                            feature_level=opensmile.FeatureLevel.Functionals)
-    return [smile.process_file(p).to_numpy().reshape(-1).astype(np.float32) for p in paths]
-
-
-def make_features(clips, work: Path, nj: int, mfcc_conf: Path, vad_conf: Path) -> None:
-    """feats.scp/vad.scp for every clip, gemaps.scp (88 functionals) for the 4-class clips."""
-    import kaldiio
-
-    fdir = work / "feats"
-    fdir.mkdir(parents=True, exist_ok=True)
-    if not (fdir / "vad.scp").is_file():
-        t0 = time.time()
-        with ProcessPoolExecutor(nj) as ex:
-            res = list(ex.map(_mfcc_vad, [(c["path"], str(mfcc_conf), str(vad_conf)) for c in clips], chunksize=16))
-        with kaldiio.WriteHelper(f"ark,scp:{fdir}/feats.ark,{fdir}/feats.scp") as w:
-            for c, (f, _) in sorted(zip(clips, res), key=lambda t: t[0]["utt"]):
-                w(c["utt"], f)
-        with kaldiio.WriteHelper(f"ark,scp:{fdir}/vad.ark,{fdir}/vad.scp") as w:
-            for c, (_, v) in sorted(zip(clips, res), key=lambda t: t[0]["utt"]):
-                w(c["utt"], v)
-        log.info("MFCC + VAD of %d clips in %.1fs", len(clips), time.time() - t0)
-    four = [c for c in clips if c["emotion"] in CLASSES4]
-    if not (fdir / "gemaps.scp").is_file():
-        t0 = time.time()
-        paths = [c["path"] for c in four]
-        parts = [paths[i::nj] for i in range(nj)]
-        with ProcessPoolExecutor(nj) as ex:
-            outs = list(ex.map(_egemaps, parts))
-        vec = {}
-        for i in range(nj):
-            for c, v in zip(four[i::nj], outs[i]):
-                vec[c["utt"]] = v
-        with kaldiio.WriteHelper(f"ark,scp:{fdir}/gemaps.ark,{fdir}/gemaps.scp") as w:
-            for u in sorted(vec):
-                w(u, vec[u][None, :])
-        log.info("eGeMAPS functionals of %d clips in %.1fs", len(four), time.time() - t0)
-
-
-def write_dirs(clips, work: Path) -> Path:
-    """work/data/ravdess/all (4-class clips with features) and work/data/pretrain_all (every clip)."""
-    from pyxv.datadir import write_datadir
-    from pyxv.io import read_table, write_table
-
-    fdir = work / "feats"
-    feats, vad = read_table(fdir / "feats.scp"), read_table(fdir / "vad.scp")
-    four = [c for c in clips if c["emotion"] in CLASSES4]
-    for name, cs in (("ravdess/all", four), ("pretrain_all", clips)):
-        d = work / "data" / name
-        write_datadir(d, utt2spk={c["utt"]: c["spk"] for c in cs}, wav_scp={c["utt"]: c["path"] for c in cs},
-                      utt2emo={c["utt"]: c["emotion"] for c in cs},
-                      spk2gender={c["spk"]: "m" if c["actor"] % 2 else "f" for c in cs})
-        write_table(d / "feats.scp", {c["utt"]: feats[c["utt"]] for c in cs})
-        write_table(d / "vad.scp", {c["utt"]: vad[c["utt"]] for c in cs})
-    return work / "data" / "ravdess"
-
-
-def make_aug(work: Path, nj: int, copies: int, noise_dir: Path, mfcc_conf: Path, vad_conf: Path) -> None:
-    """work/data/ravdess/all_aug: ``copies`` augmented copies per 4-class clip (reverb, noise,
-    music, babble from ``noise_dir``, the recipe's steps/augment_data_dir.sh) with MFCC + VAD."""
-    import subprocess
-
-    import kaldiio
+def make_aug(emo: Path, work: Path, nj: int, copies: int, noise_dir: Path) -> None:
+    """emo/all_aug: ``copies`` augmented copies per 4-class clip (reverb, noise, music,
+    babble from ``noise_dir``, the recipe's steps/augment_data_dir.sh) with MFCC + VAD."""
     import yaml
 
-    from pyxv.io import read_table
-
-    out = work / "data" / "ravdess" / "all_aug"
-    if (out / "vad.scp").is_file():
-        return
-    t0 = time.time()
-    conf = yaml.safe_load((REPO / "conf" / "augment.yaml").read_text())
-    conf["copies_per_utt"] = copies
-    (work / "augment.yaml").write_text(yaml.safe_dump(conf))
-    subprocess.run(["steps/augment_data_dir.sh", "--nj", str(nj), "--config", str(work / "augment.yaml"),
-                    str(work / "data" / "ravdess" / "all"), str(noise_dir), str(out)], cwd=REPO, check=True)
-    wav = read_table(out / "wav.scp")
-    utts = sorted(wav)
-    with ProcessPoolExecutor(nj) as ex:
-        res = list(ex.map(_mfcc_vad, [(wav[u], str(mfcc_conf), str(vad_conf)) for u in utts], chunksize=16))
-    with kaldiio.WriteHelper(f"ark,scp:{out}/feats.ark,{out}/feats.scp") as w:
-        for u, (f, _) in zip(utts, res):
-            w(u, f)
-    with kaldiio.WriteHelper(f"ark,scp:{out}/vad.ark,{out}/vad.scp") as w:
-        for u, (_, v) in zip(utts, res):
-            w(u, v)
-    log.info("%d augmented copies with MFCC + VAD in %.1fs", len(utts), time.time() - t0)
-
-
-def fold_corpus(work: Path, k: int, clips) -> Path:
-    """work/data/ravdess_f<k>: all/ (a link to the shared 4-class dir) and fold<k>/{train,test}."""
-    from pyxv.datadir import write_datadir
-
-    emo = work / "data" / f"ravdess_f{k}"
-    (emo / "all").parent.mkdir(parents=True, exist_ok=True)
-    for sub in ("all", "all_aug"):
-        if not (emo / sub).exists() and (work / "data" / "ravdess" / sub).is_dir():
-            os.symlink(f"../ravdess/{sub}", emo / sub)
-    test = fold_test_actors(k)
-    four = [c for c in clips if c["emotion"] in CLASSES4]
-    for name, cs in (("train", [c for c in four if c["actor"] not in test]),
-                     ("test", [c for c in four if c["actor"] in test])):
-        write_datadir(emo / f"fold{k}" / name, utt2spk={c["utt"]: c["spk"] for c in cs},
-                      wav_scp={c["utt"]: c["path"] for c in cs}, utt2emo={c["utt"]: c["emotion"] for c in cs})
-    return emo
+    out = emo / "all_aug"
+    if not (out / "utt2spk").is_file():
+        conf = yaml.safe_load((REPO / "conf" / "augment.yaml").read_text())
+        conf["copies_per_utt"] = copies
+        (work / "augment.yaml").write_text(yaml.safe_dump(conf))
+        run_step("steps/augment_data_dir.sh", "--nj", nj, "--config", work / "augment.yaml", emo / "all",
+                 noise_dir, out)
+    make_features(out, work, nj)
 
 
 # -------------------------------------------------------------------- references
-def reference_lr(name: str, X: dict, clips, folds, seed: int) -> dict:
-    """The recipe's reference LR (pyxv.emotion.reference) per fold; returns the summary dict."""
-    from pyxv.emotion.reference import StandardizedLR
+def reference_lr(name: str, X: dict, emo: Path, folds, seed: int) -> dict:
+    """The recipe's reference LR (pyxv.emotion.lr.StandardizedLR) on ``X`` ({utt: vector})
+    per fold; returns the summary dict."""
+    from pyxv.emotion.data import discover_protocol, labeled_set
+    from pyxv.emotion.lr import StandardizedLR
     from pyxv.metrics.classification import classification_metrics, summarize_folds
 
-    four = [c for c in clips if c["emotion"] in CLASSES4]
+    splits = discover_protocol(emo)
     fm, T, P = {}, [], []
     for k in folds:
-        test = fold_test_actors(k)
-        tr = [c for c in four if c["actor"] not in test]
-        te = [c for c in four if c["actor"] in test]
-        assert not {c["spk"] for c in tr} & {c["spk"] for c in te}
+        sp = splits[k - 1]
+        tr, te = labeled_set(sp.train), labeled_set(sp.test)
+        assert not tr.speakers & te.speakers
         lr = StandardizedLR(sorted(CLASSES4), seed=seed)
-        lr.fit(np.stack([X[c["utt"]] for c in tr]), [c["emotion"] for c in tr], groups=[c["spk"] for c in tr])
-        pred = lr.predict(np.stack([X[c["utt"]] for c in te]))
-        truth = [c["emotion"] for c in te]
-        fm[f"fold{k}"] = classification_metrics(truth, pred, sorted(CLASSES4), fold=f"fold{k}")
-        T += truth
+        lr.fit(np.stack([X[u] for u in tr.utts]), tr.labels, groups=tr.spks)
+        pred = lr.predict(np.stack([X[u] for u in te.utts]))
+        fm[f"fold{k}"] = classification_metrics(te.labels, pred, sorted(CLASSES4), fold=f"fold{k}")
+        T += te.labels
         P += pred
     return summarize_folds(fm, T, P, sorted(CLASSES4), system=name)
 
 
-def mfcc_stats(work: Path, clips) -> dict:
-    import kaldiio
-
-    from pyxv.emotion.reference import mfcc_stats as stats
+def reference_vectors(system: str, emo: Path) -> dict:
+    """{utt: vector} of a reference system of stage 5 (ref_egemaps_lr, ref_mfccstats_lr) for
+    every clip of emo/all, read as the recipe reads them (pyxv.emotion.reference)."""
+    from pyxv.emotion.reference import load_vectors
     from pyxv.io import read_table
 
-    feats, vad = read_table(work / "feats" / "feats.scp"), read_table(work / "feats" / "vad.scp")
-    return {c["utt"]: stats(kaldiio.load_mat(feats[c["utt"]]), kaldiio.load_mat(vad[c["utt"]]), what=c["utt"])
-            for c in clips if c["emotion"] in CLASSES4}
+    utts = sorted(read_table(emo / "all" / "utt2spk"))
+    X, keep = load_vectors(system, [emo / "all"], utts, "ravdess/all")
+    return {utts[i]: x for i, x in zip(keep, X)}
 
 
 # ------------------------------------------------------------------- pre-training
-def pretrain(work: Path, k: int, clips, xcfg: Path, pretrain_sets: list[str]) -> Path:
+def pretrain(work: Path, k: int, xcfg: Path, pretrain_sets: list[str]) -> Path:
     """The fold's speaker x-vector on its 20 training actors' clips (every emotion)."""
     import torch
 
-    from pyxv.io import read_table
+    from pyxv.corpora.ravdess import spk_id
     from pyxv.features.network_input import FeatureSource
+    from pyxv.io import read_table, write_table
     from pyxv.train.trainer import train_classifier
 
     name = "xvector_clean" if pretrain_sets == ["train_actors"] else "xvector_" + "_".join(pretrain_sets)
     out = work / "models" / f"fold{k}" / name
     if (out / "final.pt").is_file():
         return out
-    test_spk = {f"a{a:02d}" for a in fold_test_actors(k)}
-    u2s = {}
-    d = work / "data" / "pretrain_all"
-    feats, vads = read_table(d / "feats.scp"), read_table(d / "vad.scp")
-    if "train_actors" in pretrain_sets:
-        u2s.update({c["utt"]: c["spk"] for c in clips if c["actor"] not in fold_test_actors(k)})
-    if "sp" in pretrain_sets:
-        # Speed-perturbed copies (0.9, 1.1) of the training actors' clips as new speakers (Kaldi's trick).
-        for u, v in read_table(work / "feats" / "sp_feats.scp").items():
-            spk, f = u.split("-")[:2]
-            if int(spk[1:]) not in fold_test_actors(k):
-                u2s[u] = f"{spk}-{f}"
-                feats[u] = v
-        vads.update(read_table(work / "feats" / "sp_vad.scp"))
+    test_spk = {spk_id(a) for a in fold_test_actors(k)}
+    u2s, feats, vads = {}, {}, {}
+    sets = (["pretrain_all"] if "train_actors" in pretrain_sets else []) + (["pretrain_sp"] if "sp" in pretrain_sets else [])
+    for s in sets:
+        d = work / "data" / s
+        f, v = read_table(d / "feats.scp"), read_table(d / "vad.scp")
+        for u, spk in read_table(d / "utt2spk").items():
+            if spk in test_spk or u not in f or u not in v:
+                continue
+            # Speed-perturbed copies (0.9, 1.1) of the training actors' clips are new speakers (Kaldi's trick).
+            u2s[u] = spk if s == "pretrain_all" else f"{spk}-{u.split('-')[1]}"
+            feats[u], vads[u] = f[u], v[u]
     # Never a test speaker in pre-training (pseudo-speakers carry their actor's id first):
     pre_actors = {s.split("-")[0] for s in u2s.values()}
     assert not pre_actors & test_spk, f"fold{k}: test actors {sorted(pre_actors & test_spk)} in pre-training data"
-    from pyxv.io import write_table
-    write_table(out / "pretrain.feats.scp", {u: v for u, v in feats.items() if u in u2s})
-    write_table(out / "pretrain.vad.scp", {u: v for u, v in vads.items() if u in u2s})
+    write_table(out / "pretrain.feats.scp", feats)
+    write_table(out / "pretrain.vad.scp", vads)
     src = FeatureSource(out / "pretrain.feats.scp", vad_scp=out / "pretrain.vad.scp", cmn_window=300)
     t0 = time.time()
     torch.set_num_threads(1)
-    train_classifier(src, u2s, str(xcfg), out, progress=False)
+    confs = {n: (work / "data" / "pretrain_all" / "conf" / n).read_text() for n in ("mfcc.conf", "vad.conf")}
+    train_classifier(src, u2s, str(xcfg), out, progress=False, extra=confs)
     log.info("fold%d: pre-trained the x-vector on %d clips of %d speakers in %.0fs", k, len(u2s),
              len(set(u2s.values())), time.time() - t0)
     return out
@@ -341,8 +250,8 @@ def extract(model_dir: Path, emo: Path) -> None:
 
 
 def encoder_model_dir(work: Path, encoder: Path) -> Path:
-    """work/models/<name>: the imported encoder's final.pt (linked), where the per-fold
-    x-vectors of all folds are extracted once (all folds share the 4-class clips)."""
+    """work/models/<name>: the imported encoder's final.pt (linked), where the x-vectors
+    of all folds are extracted once (all folds share the 4-class clips)."""
     if not (encoder / "final.pt").is_file():
         raise SystemExit(f"--encoder {encoder}: no final.pt (import one first: local/import_encoder.sh ge2e {encoder})")
     d = work / "models" / f"encoder_{encoder.resolve().name}"
@@ -352,23 +261,7 @@ def encoder_model_dir(work: Path, encoder: Path) -> Path:
     return d
 
 
-def link_shared_xvectors(model_dir: Path, work: Path, emo: Path) -> None:
-    """Fold corpora share all/ (and all_aug/): point each fold's x-vector dir at one extraction."""
-    from pyxv.emotion.systems import xvector_dir
-
-    for sub in ("all", "all_aug"):
-        shared = xvector_dir(model_dir, work / "data" / "ravdess", sub)
-        if not (emo / sub).exists():
-            continue
-        if not (shared / "xvector.scp").is_file():
-            extract(model_dir, work / "data" / "ravdess")
-        xd = xvector_dir(model_dir, emo, sub)
-        if not xd.exists():
-            xd.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(shared.resolve(), xd)
-
-
-def resemblyzer_reference(clips, folds, nj: int) -> tuple[dict, dict]:
+def resemblyzer_reference(emo: Path, folds) -> tuple[dict, dict]:
     """Resemblyzer's own GE2E embeddings + standardised LR (the issue's 63.4 reference),
     and both extractors' speed on the same in-memory 16 kHz clips, one thread each."""
     try:
@@ -379,16 +272,17 @@ def resemblyzer_reference(clips, folds, nj: int) -> tuple[dict, dict]:
     import torch
 
     from pyxv.features.frontend import Ge2eFrontEnd
-    from pyxv.io import read_audio
-    from pyxv.nnet.import_encoder import ge2e_state_dict, resemblyzer_weights
+    from pyxv.io import read_audio, read_table
+    from pyxv.train.import_encoder import ge2e_state_dict, resemblyzer_weights
     from pyxv.nnet.config import build_encoder
 
-    four = [c for c in clips if c["emotion"] in CLASSES4]
-    audio = [read_audio(c["path"]) for c in four]  # read once; timing excludes file reading
+    wav = read_table(emo / "all" / "wav.scp")
+    utts = sorted(wav)
+    audio = [read_audio(wav[u]) for u in utts]  # read once; timing excludes file reading
     enc = VoiceEncoder("cpu", verbose=False)
     torch.set_num_threads(1)
     t0 = time.time()
-    ref = {c["utt"]: enc.embed_utterance(preprocess_wav(x / 32768.0, source_sr=sr)) for c, (x, sr) in zip(four, audio)}
+    ref = {u: enc.embed_utterance(preprocess_wav(x / 32768.0, source_sr=sr)) for u, (x, sr) in zip(utts, audio)}
     t_ref = time.time() - t0
     net = build_encoder({"model": {"type": "ge2e_lstm"}}, 0)
     import tempfile
@@ -400,14 +294,14 @@ def resemblyzer_reference(clips, folds, nj: int) -> tuple[dict, dict]:
     mats = [front.from_samples(x, sr) for x, sr in audio]
     embs = net.embed_utterances(mats)
     t_ours = time.time() - t0
-    ours = dict(zip([c["utt"] for c in four], embs))
+    ours = dict(zip(utts, embs))
     dur = sum(len(x) / sr for x, sr in audio)
     cos = np.array([float(ref[u] @ ours[u]) for u in ref])
-    speed = {"clips": len(four), "audio_s": round(dur, 1), "resemblyzer_x_rt": round(dur / t_ref, 1),
+    speed = {"clips": len(utts), "audio_s": round(dur, 1), "resemblyzer_x_rt": round(dur / t_ref, 1),
              "pyxv_x_rt": round(dur / t_ours, 1), "ratio": round(t_ref / t_ours, 2),
              "cosine_whole_path_mean": round(float(cos.mean()), 4), "cosine_whole_path_min": round(float(cos.min()), 4),
              "cosine_whole_path_p5": round(float(np.percentile(cos, 5)), 4)}
-    return reference_lr("Resemblyzer GE2E + LR", ref, clips, folds, 777), speed
+    return reference_lr("Resemblyzer GE2E + LR", ref, emo, folds, 777), speed
 
 
 # ---------------------------------------------------------------------------- main
@@ -459,29 +353,31 @@ def main(argv=None) -> int:
     from pyxv.metrics.classification import summarize_folds
 
     t_start = time.time()
-    work = Path(a.work)
+    work = Path(a.work).resolve()
     root = Path(a.ravdess_root)
     if not (root / "Actor_01").is_dir():
         raise SystemExit(f"RAVDESS not found at {root} (Actor_01 ... Actor_24)")
     folds = parse_folds(a.folds)
-    clips = list_clips(root)
-    make_features(clips, work, a.nj, REPO / "conf" / "mfcc_8k.conf", REPO / "conf" / "vad.conf")
-    write_dirs(clips, work)
-    if "sp" in a.pretrain_data.split("+"):
-        make_sp_features(clips, work, a.nj, REPO / "conf" / "mfcc_8k.conf", REPO / "conf" / "vad.conf")
+    wanted = [s for s in a.systems.split(",") if s]
+    emo = prepare_corpus(root, work, a.nj)
+    make_features(emo / "all", work, a.nj, gemaps=True)
+    pretrain_sets = a.pretrain_data.split("+")
+    if any(s in ("frozen_lr", "finetune") for s in wanted) and not a.encoder:
+        make_features(prepare_pretrain_dir(root, work), work, a.nj)
+        if "sp" in pretrain_sets:
+            make_features(prepare_sp_dir(work), work, a.nj)
     if a.train_data == "clean+aug":
-        make_aug(work, a.nj, a.aug_copies, Path(a.noise_dir), REPO / "conf" / "mfcc_8k.conf", REPO / "conf" / "vad.conf")
+        make_aug(emo, work, a.nj, a.aug_copies, Path(a.noise_dir).resolve())
     timing = {"features": round(time.time() - t_start, 1)}
 
     results = {}
-    import kaldiio
-    from pyxv.io import read_table
-    gem = {u: kaldiio.load_mat(v).reshape(-1) for u, v in read_table(work / "feats" / "gemaps.scp").items()}
-    results["ref_egemaps_lr"] = reference_lr("eGeMAPS functionals + LR", gem, clips, folds, 777)
-    results["ref_mfcc_stats_lr"] = reference_lr("MFCC mean+std + LR", mfcc_stats(work, clips), clips, folds, 777)
+    results["ref_egemaps_lr"] = reference_lr("eGeMAPS functionals + LR", reference_vectors("ref_egemaps_lr", emo),
+                                             emo, folds, 777)
+    results["ref_mfcc_stats_lr"] = reference_lr("MFCC mean+std + LR", reference_vectors("ref_mfccstats_lr", emo),
+                                                emo, folds, 777)
     speed = None
     if a.resemblyzer:
-        results["ref_resemblyzer_lr"], speed = resemblyzer_reference(clips, folds, a.nj)
+        results["ref_resemblyzer_lr"], speed = resemblyzer_reference(emo, folds)
         timing["resemblyzer_reference"] = round(time.time() - t_start - sum(timing.values()), 1)
     encoder = Path(a.encoder) if a.encoder else None
 
@@ -498,7 +394,6 @@ def main(argv=None) -> int:
     overrides = {"nnet": {k: conv(v) for k, v in over_n.items()}, "lr": {k: conv(v) for k, v in over_l.items()}}
     if a.seed is not None:
         overrides["seed"] = a.seed
-    wanted = [s for s in a.systems.split(",") if s]
     sysnames = {"frozen_lr": "frozen_lr_clean", "finetune": "finetune_clean", "randinit_mfcc": "randinit_mfcc",
                 "randinit_gemaps": "randinit_gemaps"}
     fold_metrics = {s: {} for s in wanted}
@@ -506,14 +401,13 @@ def main(argv=None) -> int:
     out_root = work / f"emotion{a.tag}"
     t_pre = t_sys = 0.0
     for k in folds:
-        emo = fold_corpus(work, k, clips)
         t0 = time.time()
         model_dir = None
         if encoder is not None and any(s in ("frozen_lr", "finetune") for s in wanted):
             model_dir = encoder_model_dir(work, encoder)
-            link_shared_xvectors(model_dir, work, emo)
+            extract(model_dir, emo)
         elif any(s in ("frozen_lr", "finetune") for s in wanted):
-            model_dir = pretrain(work, k, clips, Path(a.xvector_config), a.pretrain_data.split("+"))
+            model_dir = pretrain(work, k, Path(a.xvector_config), pretrain_sets)
             extract(model_dir, emo)
         t_pre += time.time() - t0
         cfg = load_emotion_config(a.emotion_config, overrides=overrides)
@@ -523,7 +417,7 @@ def main(argv=None) -> int:
             cfg["nnet"]["architecture"] = a.xvector_config
         for s in wanted:
             t0 = time.time()
-            m = systems.run_fold(sysnames[s], a.train_data, emo, 1, out_root / f"fold{k}", cfg)
+            m = systems.run_fold(sysnames[s], a.train_data, emo, k, out_root / f"fold{k}", cfg)
             t_sys += time.time() - t0
             fold_metrics[s][f"fold{k}"] = m
             d = systems.system_dir(out_root / f"fold{k}", sysnames[s], a.train_data) / f"fold{k}"
