@@ -306,7 +306,7 @@ def test_eval_emotion_sh_writes_and_skips(tmp_path):
 
 def test_run_sh_cross_corpus_option(sandbox):
     """Stage 5 calls steps/eval_emotion.sh per target, system and training data (fake
-    step scripts record their arguments, in test_run_sh's sandbox); bad specs stop first."""
+    step scripts record their arguments, in run.sh's sandbox of tests/run_sh_sandbox.py); bad specs stop first."""
     import subprocess
 
     sb = sandbox
