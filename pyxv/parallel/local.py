@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .joblog import exit_why, log_footer, log_header, report
 from .preemption import PREEMPTED
-from .request import HelpRequested, Request, UsageError, parse_args
+from .request import Request, parse_command_line
 
 
 def job_env(req: Request, job: int | None, gpus: list[str] | None = None) -> dict[str, str]:
@@ -291,14 +291,5 @@ class _LocalJobs:
 
 def main_local(argv: list[str] | None = None, doc: str = "") -> int:
     prog = "run.py"
-    try:
-        # --config is accepted (and ignored) so that a cmd.sh line can switch
-        # between this runner and slurm.py by the program name alone.
-        req = parse_args(sys.argv[1:] if argv is None else argv, prog, extra_options=("config",))
-    except HelpRequested:
-        print(doc.strip())
-        return 0
-    except UsageError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
-    return run_local(req, prog)
+    got = parse_command_line(argv, prog, doc)
+    return got if isinstance(got, int) else run_local(got[0], prog)

@@ -3,6 +3,7 @@ command, with ``JOB`` replaced per job as Kaldi's ``run.pl`` replaces it."""
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 
 _RANGE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(\d+)(?::(\d+))?$")
@@ -176,3 +177,20 @@ def parse_args(argv: list[str], prog: str, extra_options: tuple[str, ...] = ()) 
         req.nodes = _int_opt("nodes", opts["nodes"], 1)
     req.extra = {k: v for k, v in opts.items() if k in extra_options}
     return req
+
+
+def parse_command_line(argv: list[str] | None, prog: str, doc: str, check=None):
+    """A runner's request from its command line, with what ``check(request)`` returns
+    (the Slurm runner reads its config there; it may raise :class:`UsageError` too);
+    or the exit status to end with: 0 after ``--help`` (``doc`` printed), 2 after a
+    usage error (one line). ``--config`` is accepted by both runners (the local one
+    ignores it) so that a cmd.sh line switches runner by the program's name alone."""
+    try:
+        req = parse_args(sys.argv[1:] if argv is None else argv, prog, extra_options=("config",))
+        return req, (check(req) if check else None)
+    except HelpRequested:
+        print(doc.strip())
+        return 0
+    except UsageError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .joblog import exit_why, report
 from .preemption import PREEMPTED
-from .request import HelpRequested, Request, UsageError, join_command, parse_args
+from .request import Request, UsageError, join_command, parse_command_line
 
 SLURM_DEFAULTS = {
     "partition": "",
@@ -435,13 +435,5 @@ def _unfinished_tasks(req: Request, keys: list[int], status: dict[int, Path], qd
 
 def main_slurm(argv: list[str] | None = None, doc: str = "") -> int:
     prog = "slurm.py"
-    try:
-        req = parse_args(sys.argv[1:] if argv is None else argv, prog, extra_options=("config",))
-        conf = read_slurm_config(req.extra.get("config"))
-    except HelpRequested:
-        print(doc.strip())
-        return 0
-    except UsageError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
-    return run_slurm(req, conf, prog)
+    got = parse_command_line(argv, prog, doc, check=lambda req: read_slurm_config(req.extra.get("config")))
+    return got if isinstance(got, int) else run_slurm(*got, prog)
