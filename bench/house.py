@@ -20,9 +20,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-# Lowest first. The name is the first part below pyxv (pyxv.features.mfcc -> features).
+# Lowest first. A name is a package or module below pyxv; a module takes the layer of the
+# longest name that contains it (pyxv.features.mfcc -> features; pyxv.report.plots -> report.plots).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("io", "params", "device", "segments", "labels", "config", "parallel", "metrics")),
+    # report.plots draws figures from arrays and knows nothing of the recipe: any layer may draw
+    ("base", ("io", "params", "device", "segments", "labels", "config", "parallel", "metrics", "report.plots")),
     ("data", ("datadir", "corpora", "features", "augment", "speaker")),
     ("model", ("nnet",)),
     ("fit", ("train", "backend", "extract", "batch")),
@@ -32,14 +34,16 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def layer_of(module: str) -> int | None:
-    """The layer index of a pyxv module (``pyxv`` itself: None)."""
-    parts = module.split(".")
-    if len(parts) < 2:
+    """The layer index of a pyxv module (``pyxv`` itself: None; a module in no layer: -1)."""
+    if "." not in module:
         return None
+    rest = module.split(".", 1)[1]
+    best, found = -1, ""
     for i, (_, names) in enumerate(LAYERS):
-        if parts[1] in names:
-            return i
-    return -1
+        for n in names:
+            if (rest == n or rest.startswith(n + ".")) and len(n) > len(found):
+                best, found = i, n
+    return best
 
 
 def find_modules(root: Path) -> dict[str, Path]:

@@ -3,7 +3,11 @@
 Every function draws one figure and writes it atomically to ``path``:
 confusion matrices (a grid per corpus), EER heat maps (a grid per corpus),
 utterance-duration histograms (the paper's Fig. 1), x-vector training curves,
-and a 2-D projection of x-vectors coloured by emotion and by speaker.
+a 2-D projection of x-vectors coloured by emotion and by speaker, and DET curves
+(stage 6 draws its det.png with :func:`det_curves`).
+
+The functions take arrays and labels and know nothing of the recipe's files, so
+any layer may draw with them (bench/house.py places this module in the lowest).
 """
 from __future__ import annotations
 
@@ -190,3 +194,34 @@ def projection(Y: np.ndarray, emotions: Sequence[str], speakers: Sequence[str], 
     fig.suptitle(f"{title} ({method.upper()})", fontsize=10)
     fig.tight_layout()
     return save(fig, path)
+
+
+def det_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray, Mapping]], path, title: str = ""):
+    """DET curves on probit axes: ``curves`` holds (label, false-alarm rates, miss rates,
+    matplotlib line options); an empty list draws a note that no cell could be scored."""
+    from scipy.stats import norm
+
+    def probit(p):
+        return norm.ppf(np.clip(p, 1e-5, 1 - 1e-5))
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    for name, pfa, pmiss, kw in curves:
+        ax.plot(probit(pfa), probit(pmiss), label=name, **kw)
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95])
+    ax.set_xticks(probit(ticks))
+    ax.set_xticklabels([f"{100 * t:g}" for t in ticks])
+    ax.set_yticks(probit(ticks))
+    ax.set_yticklabels([f"{100 * t:g}" for t in ticks])
+    ax.set_xlim(probit(0.0005), probit(0.99))
+    ax.set_ylim(probit(0.0005), probit(0.99))
+    ax.plot([-5, 5], [-5, 5], color="0.8", lw=0.5)
+    ax.set_xlabel("false alarm probability (%)")
+    ax.set_ylabel("miss probability (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0, 0, "no curve: every cell lacks targets or nontargets", ha="center", fontsize=8)
+    fig.tight_layout()
+    return save(fig, path, dpi=110)

@@ -1,4 +1,9 @@
-"""A scored table written out: eer_by_emotion.csv / .md, summary.json and the DET figure (stage 6's outputs)."""
+"""A scored table written out: eer_by_emotion.csv / .md, summary.json and the DET figure (stage 6's outputs).
+
+The DET figure's curves (all trials, the same- and cross-emotion pools, each same-emotion cell) are
+computed here and drawn by :func:`pyxv.report.plots.det_curves`, imported only when a figure is
+drawn, so scoring alone does not need matplotlib.
+"""
 from __future__ import annotations
 
 import json
@@ -8,7 +13,7 @@ from pathlib import Path
 
 from ..io import atomic_open
 from .cells import CellTable, table_summary
-from .det import write_det
+from ..metrics.sv import det_curve_sorted
 
 __all__ = ["write_results"]
 
@@ -35,8 +40,27 @@ def write_results(out_dir: str | os.PathLike, table: CellTable, meta: dict, *, d
     with atomic_open(out / "summary.json") as f:
         json.dump(summary, f, indent=1)
     if det:
-        write_det(out / "det.png", table, title=who)
+        from ..report.plots import det_curves
+
+        det_curves(_det_curves(table), out / "det.png", title=who)
     return summary
+
+
+def _det_curves(table: CellTable) -> list:
+    """(label, false-alarm rates, miss rates, line options) of every curve that has points."""
+    if "overall" in table.info:
+        pools = [("all trials", table.info["overall"], dict(color="k", lw=2))]
+    else:
+        pools = [("all trials", table.pooled("all"), dict(color="k", lw=2)),
+                 ("same emotion", table.pooled("same"), dict(color="tab:blue", lw=1.5)),
+                 ("cross emotion", table.pooled("cross"), dict(color="tab:red", lw=1.5))]
+    pools += [(f"{e}/{e}", table.cell(a, a), dict(lw=0.8, ls="--")) for a, e in enumerate(table.emotions)]
+    curves = []
+    for name, (tar, non), kw in pools:
+        pfa, pmiss = det_curve_sorted(tar, non, max_points=1000)
+        if pfa.size:
+            curves.append((name, pfa, pmiss, kw))
+    return curves
 
 
 def _csv(emos: list[str], M: dict) -> str:
