@@ -58,8 +58,10 @@ if [ "$overwrite" != true ] && [ -f "$out/metrics.json" ]; then
   for f in "$sys/final/final.json" "$data/utt2emo" "$data"/feats.scp "$data"/gemaps.scp $label_map; do
     if [ -e "$f" ] && [ "$f" -nt "$out/metrics.json" ]; then stale=true; fi
   done
+  # Standardised scores exist only for the systems with a back-end (the table's LR methods).
+  lr_systems=$(python -m pyxv.bin.train_emotion --list-systems --method frozen_lr,reference | cut -f1 | paste -sd'|' -)
   if [ $stale = false ] && { [ $std = no ] || [ -f "$out/posteriors_standardised" ] || \
-      ! grep -q '"frozen_lr_\|"ref_' "$out/metrics.json"; }; then
+      ! grep -Eq "\"system\": \"($lr_systems)\"" "$out/metrics.json"; }; then
     echo "$0: $out/metrics.json is newer than its inputs; skipping (--overwrite true redoes)"
     exit 0
   fi

@@ -128,11 +128,13 @@ mkdir -p "$dir/log"
 cp "$config" "$dir/emotion.yaml"
 # A fold's (and the final model's) network training resumes from its checkpoints unless told to start over.
 if [ "$overwrite" = true ]; then rm -rf "$dir"/*/checkpoints "$dir"/*/best.pt; fi
-# Only the networks have work for a GPU; a job asked not to use one sees none.
-case $use_gpu:$system in
-  true:randinit_*|true:finetune_*) gpu_opt=(--gpu 1); dev=yes; where=", a GPU each" ;;
-  *) gpu_opt=(--gpu 0); dev=no; where= ;;
-esac
+# Only the networks (the table's randinit and finetune methods) have work for a GPU; a job
+# asked not to use one sees none.
+gpu_opt=(--gpu 0); dev=no; where=
+if [ "$use_gpu" = true ] && python -m pyxv.bin.train_emotion --list-systems --method randinit,finetune \
+    | cut -f1 | grep -qx "$system"; then
+  gpu_opt=(--gpu 1); dev=yes; where=", a GPU each"
+fi
 start=$(date +%s)
 preempted() {  # preempted WHAT: the jobs stopped for pre-emption (exit 75)
   echo "$0: $1 stopped for pre-emption; finished folds and the networks' checkpoints are kept: run the same" \
