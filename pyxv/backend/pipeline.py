@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import ConfigError
 from ..labels import order_emotions
 from ..params import ParamsError, from_table, load_trusted_pickle, params_paths, read_params, write_params
 from .asnorm import ASNorm, EmotionASNorm
@@ -64,11 +65,12 @@ DEFAULT_CONFIG = {
 
 
 def _section(cfg: dict, name: str) -> dict:
-    sec = {**DEFAULT_CONFIG[name], **(cfg.get(name) or {})}
-    unknown = set(sec) - set(DEFAULT_CONFIG[name])
+    """A back-end section over its defaults. conf/sv.yaml is checked in full by pyxv.sv.config
+    before it gets here; this guards a caller that builds the mapping itself."""
+    unknown = sorted(set(cfg.get(name) or {}) - set(DEFAULT_CONFIG[name]))
     if unknown:
-        raise ValueError(f"sv config: unknown keys in '{name}': {sorted(unknown)}")
-    return sec
+        raise ConfigError(f"sv config: {name}.{unknown[0]}: unknown key (known: {', '.join(DEFAULT_CONFIG[name])})")
+    return {**DEFAULT_CONFIG[name], **(cfg.get(name) or {})}
 
 
 class CalibrationError(ValueError):
