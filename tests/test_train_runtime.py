@@ -16,7 +16,7 @@ import torch
 import torch.utils._python_dispatch
 
 from pyxv.config import ConfigError
-from pyxv.nnet.config import validate_config
+from pyxv.nnet.config import build_encoder, validate_config
 from pyxv.train import checkpoint as ckpt
 from pyxv.train import distributed as dd
 from pyxv.train import trainer
@@ -77,7 +77,7 @@ def test_precision_bf16_where_native_else_fp16_with_a_grad_scaler(monkeypatch, d
         assert trainer.precision(amp, torch.device("cpu")) == (None, False)
     # and the optimiser set-up builds the GradScaler exactly then (on a faked GPU)
     c = validate_config(cfg(amp="auto"))
-    net = torch.nn.Linear(3, 2)
+    net = build_encoder(c, 2)                          # the optimiser takes its body and head parameters
     with warnings.catch_warnings():                    # GradScaler: "CUDA is not available" without a GPU
         warnings.simplefilter("ignore")
         o = trainer._build_optimizer(net, c, 10, None, cuda)
