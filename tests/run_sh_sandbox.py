@@ -13,7 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 RUN_SH = REPO / "run.sh"
 # What run.sh sources or runs itself, beside the steps a test fakes.
-RUN_SH_PARTS = ("utils/parse_options.sh", "utils/recipe_lib.sh", "steps/train_emotion_systems.sh")
+RUN_SH_PARTS = ("utils/parse_options.sh", "utils/recipe_lib.sh", "steps/train_emotion_systems.sh",
+                "steps/eval_emotion_systems.sh")
 
 
 @pytest.fixture
