@@ -133,14 +133,14 @@ def test_explicit_device_that_is_not_the_models_is_a_value_error_naming_both():
 def test_model_device_and_cpu_results():
     net = resnet()
     assert model_device(net) == torch.device("cpu") and model_device(on_meta(net)[0]).type == "meta"
-    frozen = for_cpu_extraction(net)
-    assert isinstance(frozen, CpuEmbedder) and model_device(frozen) == torch.device("cpu")
+    compiled = for_cpu_extraction(net)
+    assert isinstance(compiled, CpuEmbedder) and model_device(compiled) == torch.device("cpu")
     assert input_device(net, "cpu") == torch.device("cpu")
     # The model's own device, named or not, gives the same numbers on the CPU.
     mats = list(mats_for(net).values())
     np.testing.assert_array_equal(embed_matrices(net, mats, chunk_frames=100),
                                   embed_matrices(net, mats, chunk_frames=100, device="cpu"))
-    np.testing.assert_allclose(embed_matrices(frozen, mats, chunk_frames=100),
+    np.testing.assert_allclose(embed_matrices(compiled, mats, chunk_frames=100),
                                embed_matrices(net, mats, chunk_frames=100), rtol=1e-4, atol=1e-5)
 
 
