@@ -114,6 +114,17 @@ def parse_time(value: str) -> str:
     return value.strip()
 
 
+# The options every runner takes: name -> its checker (the Request field is the name with '_').
+_OPTIONS = {
+    "mem": parse_mem,
+    "num-threads": lambda v: _int_opt("num-threads", v, 1),
+    "gpu": lambda v: _int_opt("gpu", v, 0),
+    "time": parse_time,
+    "max-jobs-run": lambda v: _int_opt("max-jobs-run", v, 1),
+    "nodes": lambda v: _int_opt("nodes", v, 1),
+}
+
+
 def parse_args(argv: list[str], prog: str, extra_options: tuple[str, ...] = ()) -> Request:
     """Parse ``[options] [VAR=a:b] logfile command...``.
 
@@ -122,7 +133,7 @@ def parse_args(argv: list[str], prog: str, extra_options: tuple[str, ...] = ()) 
     """
     args = list(argv)
     opts: dict[str, str] = {}
-    known = {"mem", "num-threads", "gpu", "time", "max-jobs-run", "nodes", *extra_options}
+    known = {*_OPTIONS, *extra_options}
     while args and args[0].startswith("--"):
         a = args.pop(0)
         if a == "--":
@@ -163,18 +174,9 @@ def parse_args(argv: list[str], prog: str, extra_options: tuple[str, ...] = ()) 
         raise UsageError(f"{end - start + 1} jobs ({req_var}={start}:{end}) would share one log "
                          f"'{logfile}': put {req_var} in the log path (e.g. log/name.{req_var}.log)")
     req = Request(logfile=logfile, command=command, var=req_var, start=start, end=end)
-    if "mem" in opts:
-        req.mem = parse_mem(opts["mem"])
-    if "num-threads" in opts:
-        req.num_threads = _int_opt("num-threads", opts["num-threads"], 1)
-    if "gpu" in opts:
-        req.gpu = _int_opt("gpu", opts["gpu"], 0)
-    if "time" in opts:
-        req.time = parse_time(opts["time"])
-    if "max-jobs-run" in opts:
-        req.max_jobs_run = _int_opt("max-jobs-run", opts["max-jobs-run"], 1)
-    if "nodes" in opts:
-        req.nodes = _int_opt("nodes", opts["nodes"], 1)
+    for name, parse in _OPTIONS.items():
+        if name in opts:
+            setattr(req, name.replace("-", "_"), parse(opts[name]))
     req.extra = {k: v for k, v in opts.items() if k in extra_options}
     return req
 
