@@ -81,6 +81,22 @@ def emotion_config(root, **nnet):
     return c
 
 
+def write_emotion_yaml(tmp_path, root, **nnet):
+    """Config files for ``train_emotion`` on the command line: the tiny network (arch.yaml)
+    and emotion.yaml with the corpus's x-vector models and a 2-epoch schedule of the tiny
+    network's chunks, ``nnet`` over it. Returns emotion.yaml's path."""
+    import yaml
+
+    arch = tmp_path / "arch.yaml"
+    arch.write_text(json.dumps(TINY))
+    conf = tmp_path / "emotion.yaml"
+    conf.write_text(yaml.safe_dump({
+        "xvector_models": {"clean": str(root / "exp" / "xvector_clean"), "aug": str(root / "exp" / "xvector_aug")},
+        "nnet": {"architecture": str(arch), "epochs": 2, "batch_size": 8, "chunk_min": 50, "chunk_max": 80,
+                 "dev_fraction": 0.0, **nnet}}))
+    return conf
+
+
 def pretrain_xvector(root, emo, name="xvector_clean", **model):
     """A tiny speaker x-vector trained for a few steps on fold1's training actors."""
     from pyxv.features.network_input import FeatureSource

@@ -14,7 +14,7 @@ from pyxv.emotion.config import load_emotion_config
 from pyxv.emotion.data import discover_protocol, labeled_set
 from pyxv.emotion.nnet import FeatureMismatchError
 
-from ravdess_emotion import MFCC_8K, TINY, emotion_config, pretrain_xvector
+from ravdess_emotion import MFCC_8K, TINY, emotion_config, pretrain_xvector, write_emotion_yaml
 from ravdess_emotion import corpus  # noqa: F401  (the module's fixture: RAVDESS clips in 6 folds, MFCC + VAD)
 
 
@@ -162,16 +162,8 @@ def test_a_job_of_several_folds_gives_what_one_job_per_fold_gives(corpus, tmp_pa
     import subprocess
     import sys
 
-    import yaml
-
     root, emo = corpus
-    arch = tmp_path / "arch.yaml"
-    arch.write_text(json.dumps(TINY))
-    conf = tmp_path / "emotion.yaml"
-    conf.write_text(yaml.safe_dump({
-        "xvector_models": {"clean": str(root / "exp" / "xvector_clean"), "aug": str(root / "exp" / "xvector_aug")},
-        "nnet": {"architecture": str(arch), "epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "chunk_min": 50,
-                 "chunk_max": 80, "dev_fraction": 0.0}}))
+    conf = write_emotion_yaml(tmp_path, root, steps_per_epoch=2)
 
     def job(system, emo_dir, out, *fold):
         return subprocess.run([sys.executable, "-m", "pyxv.bin.train_emotion", "--config", str(conf), "--system",

@@ -10,16 +10,14 @@ sitecustomize.py on PYTHONPATH wraps the trainer's step when PYXV_TEST_SIGNAL_IN
 names the fold), so where it lands does not depend on the machine's speed."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from ravdess_emotion import TINY
+from ravdess_emotion import write_emotion_yaml
 from ravdess_emotion import corpus  # noqa: F401  (the fixture: RAVDESS clips in 6 folds, MFCC + VAD)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,14 +49,8 @@ def _setup(corpus, tmp_path):
     emo2 = tmp_path / "data" / "ravd"          # two folds are enough: one finishes, one is stopped
     for d in ("all", "fold1", "fold2"):
         shutil.copytree(emo / d, emo2 / d)
-    arch = tmp_path / "arch.yaml"
-    arch.write_text(json.dumps(TINY))
-    conf = tmp_path / "emotion.yaml"
     # 2 epochs of 12 steps; the trainer's log points (where a stop is agreed) every 10 steps
-    conf.write_text(yaml.safe_dump({
-        "xvector_models": {"clean": str(root / "exp" / "xvector_clean"), "aug": str(root / "exp" / "xvector_aug")},
-        "nnet": {"architecture": str(arch), "epochs": 2, "steps_per_epoch": 12, "batch_size": 8, "chunk_min": 50,
-                 "chunk_max": 80, "dev_fraction": 0.0}}))
+    conf = write_emotion_yaml(tmp_path, root, steps_per_epoch=12)
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
