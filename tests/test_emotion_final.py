@@ -14,7 +14,7 @@ from pyxv.emotion import crosscorpus, systems
 from pyxv.emotion.config import load_emotion_config
 from pyxv.emotion.data import discover_protocol, final_training_set
 
-from emotion_synth import labelled_speakers
+from emotion_synth import labelled_speakers, write_folds
 from run_sh_sandbox import fake_steps, recorded_calls
 from run_sh_sandbox import sandbox  # noqa: F401  (the fixture: run.sh in a folder of its own)
 
@@ -61,12 +61,7 @@ def gen_corpus(root, name, *, n_folds=3, spk_per_fold=2, utts_per_class=4, label
             us = {u: s for u, s in u2s.items() if s in ss}
             write_datadir(emo / sub, utt2spk=us, wav_scp={u: "/dev/null" for u in us}, utt2emo={u: lab[u] for u in us})
         return emo
-    for k in range(1, n_folds + 1):
-        test_spk = {s for s in spks if s.startswith(f"{name}-s{k}")}
-        for sub, ss in (("test", test_spk), ("train", set(spks) - test_spk)):
-            us = {u: s for u, s in u2s.items() if s in ss}
-            write_datadir(emo / f"fold{k}" / sub, utt2spk=us, wav_scp={u: "/dev/null" for u in us},
-                          utt2emo={u: lab[u] for u in us})
+    write_folds(emo, u2s, lab, [{s for s in spks if s.startswith(f"{name}-s{k}")} for k in range(1, n_folds + 1)])
     return emo
 
 

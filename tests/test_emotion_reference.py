@@ -15,7 +15,7 @@ from pyxv.emotion.lr import StandardizedLR, load_lr_model
 from pyxv.emotion.reference import mfcc_stats
 from pyxv.emotion.spec import REFERENCE_SYSTEMS
 
-from emotion_synth import labelled_speakers, write_ravdess_folds
+from emotion_synth import labelled_speakers, write_folds, write_ravdess_folds
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 
@@ -89,12 +89,7 @@ def make_corpus(root, n_folds=3, spk_per_fold=2, utts_per_class=4, seed=0):
                   wav_scp={a: "/dev/null" for a in aug}, utt2emo={a: u2e[o] for a, o in aug.items()}, utt2orig=aug)
     features(emo / "all", u2e)
     features(emo / "all_aug", {a: u2e[o] for a, o in aug.items()})
-    for k in range(1, n_folds + 1):
-        test_spk = {s for s in spks if s.startswith(f"s{k}")}
-        for name, ss in (("test", test_spk), ("train", set(spks) - test_spk)):
-            us = {u: s for u, s in u2s.items() if s in ss}
-            write_datadir(emo / f"fold{k}" / name, utt2spk=us, wav_scp={u: "/dev/null" for u in us},
-                          utt2emo={u: u2e[u] for u in us})
+    write_folds(emo, u2s, u2e, [{s for s in spks if s.startswith(f"s{k}")} for k in range(1, n_folds + 1)])
     return emo
 
 
