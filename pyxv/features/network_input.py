@@ -107,9 +107,7 @@ class FeatureSource:
         return x
 
     def load(self, utt: str) -> np.ndarray:
-        if utt not in self.table:
-            raise KeyError(f"{self.scp}: no features for utterance {utt}")
-        spec = self.table[utt]
+        spec = self._spec(utt)
         try:
             x = np.asarray(kaldiio.load_mat(spec), dtype=np.float32)
         except OSError:

@@ -89,10 +89,8 @@ CHOICES = {
 
 def config_schema(encoder: type) -> Schema:
     """The schema of a config whose ``model.type`` is ``encoder``'s."""
-    defaults = {"model": encoder.MODEL_DEFAULTS, **DEFAULTS,
-                "frontend": getattr(encoder, "FRONTEND_DEFAULTS", {})}
-    defaults = copy.deepcopy(defaults)
-    for section, values in getattr(encoder, "SECTION_DEFAULTS", {}).items():
+    defaults = copy.deepcopy({"model": encoder.MODEL_DEFAULTS, **DEFAULTS, "frontend": encoder.FRONTEND_DEFAULTS})
+    for section, values in encoder.SECTION_DEFAULTS.items():
         defaults[section].update(values)
     note = f" of model type {encoder.type_name}"
     return Schema(defaults, choices=CHOICES, unknown_note={"model": note, "frontend": note})
@@ -164,4 +162,5 @@ def describe(cfg: Mapping) -> str:
 def build_encoder(cfg: Mapping, num_classes: int):
     """The network of a (validated or partial) config with ``num_classes`` outputs."""
     cfg = validate_config(cfg)
-    return encoder_class(cfg["model"]["type"]).from_config(cfg, num_classes)
+    cls = encoder_class(cfg["model"]["type"])
+    return cls(num_classes=num_classes, **cls.init_args(cfg))

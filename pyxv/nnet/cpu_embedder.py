@@ -72,8 +72,7 @@ class CpuEmbedder:
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 3 or x.shape[-1] != self.input_dim:
-            raise ValueError(f"XVectorNet expects (batch, frames, {self.input_dim}) input, got {tuple(x.shape)}")
+        self._net.check_input(x)
         masks = [torch.ones(x.shape[0], 1, 1, -(-x.shape[1] // 2 ** g)) for g in range(self.levels)]
         return self._net.embed_frames(self.frames(x, masks))
 

@@ -151,7 +151,7 @@ class SpeakerEncoder(nn.Module):
         if self.head is not None:
             kw.update(loss=self.head.loss, margin=self.head.margin, scale=self.head.scale)
         kw.update({k: v for k, v in (("loss", loss), ("margin", margin), ("scale", scale)) if v is not None})
-        device = next(iter(self.body_parameters())).device
+        device = next(self.parameters()).device
         self.head = MarginHead(self.embed_dim, num_classes, **kw).to(device)
 
     def _need_head(self) -> MarginHead:
