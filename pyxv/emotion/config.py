@@ -15,11 +15,10 @@ options when an encoder of that type is fine-tuned (:func:`nnet_options`).
 """
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any, Mapping
 
-from ..config import ConfigError, Schema, check_value, read_yaml
+from ..config import ConfigError, Schema, read_yaml
 from ..nnet.config import CHOICES as TRAINER_CHOICES
 from ..nnet.config import DEFAULTS as TRAINER_DEFAULTS
 from ..nnet.config import validate_config
@@ -106,7 +105,7 @@ SCHEMA = Schema(
     nullable={"classes": ["label"], "lr.lda_dim": 1, "nnet.architecture": "conf/xvector.yaml",
               **{f"nnet.{k}": _trainer_default(key) for k, key in TRAINER_KEYS.items()
                  if NNET_OPTIONS[k][0] is None}},
-    free={"xvector_models": "exp/xvector", "finetune_by_type": None},
+    free={"xvector_models": "exp/xvector"},   # finetune_by_type: checked as nnet options by _merge
 )
 
 
@@ -163,15 +162,14 @@ def trainer_config(base: dict, cfg: dict, n: dict | None = None) -> dict:
     model) with the nnet options ``n`` (default ``cfg['nnet']``) over the keys
     :data:`TRAINER_KEYS` names (an option left null keeps the base's), the seed,
     :data:`EMOTION_TRAINING` and the loss's margin (:data:`LOSS_MARGIN`)."""
-    out = validate_config(copy.deepcopy(base))
+    # The options were checked against the trainer keys' types and choices when the config was read (SCHEMA).
+    out = validate_config(base)
     n = n or cfg["nnet"]
-    out["train"]["seed"] = check_value("seed", cfg["seed"], out["train"]["seed"])
+    out["train"]["seed"] = cfg["seed"]
     for option, key in TRAINER_KEYS.items():
-        if n.get(option) is None:
-            continue
-        section, name = key.split(".")
-        out[section][name] = check_value(f"nnet.{option}", n[option], out[section][name],
-                                         choices=TRAINER_CHOICES.get(key))
+        if n.get(option) is not None:
+            section, name = key.split(".")
+            out[section][name] = n[option]
     for key, value in EMOTION_TRAINING.items():
         section, name = key.split(".")
         out[section][name] = value
