@@ -30,10 +30,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..config import ConfigError
+from ..config import ConfigError, Schema
 from ..labels import order_emotions
 from ..params import ParamsError, from_table, load_trusted_pickle, params_paths, read_params, write_params
 from .asnorm import ASNorm, EmotionASNorm
@@ -64,13 +65,20 @@ DEFAULT_CONFIG = {
 }
 
 
-def _section(cfg: dict, name: str) -> dict:
-    """A back-end section over its defaults. conf/sv.yaml is checked in full by pyxv.sv.config
-    before it gets here; this guards a caller that builds the mapping itself."""
-    unknown = sorted(set(cfg.get(name) or {}) - set(DEFAULT_CONFIG[name]))
-    if unknown:
-        raise ConfigError(f"sv config: {name}.{unknown[0]}: unknown key (known: {', '.join(DEFAULT_CONFIG[name])})")
-    return {**DEFAULT_CONFIG[name], **(cfg.get(name) or {})}
+class BackendSchema(Schema):
+    """The back-end's settings (:data:`DEFAULT_CONFIG`, conf/sv.yaml's sections). nap.dim is 'auto'
+    or a number of dimensions: two types, which a default alone cannot say."""
+
+    def check(self, path: str, value: Any, *, where: str = "", key: str | None = None) -> Any:
+        if path != "nap.dim":
+            return super().check(path, value, where=where, key=key)
+        if value != "auto" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise ConfigError(f"{where}{key or path}: expected 'auto' or a number of dimensions, got {value!r}")
+        return value
+
+
+BACKEND_CHOICES = {"nap.dim_criterion": ("cross", "all", "mean")}
+BACKEND_SCHEMA = BackendSchema(DEFAULT_CONFIG, choices=BACKEND_CHOICES)
 
 
 class CalibrationError(ValueError):
@@ -175,16 +183,17 @@ class Backend:
     @classmethod
     def from_config(cls, cfg: dict | None, kind: str) -> "Backend":
         """Build from a conf/sv.yaml-style dict (missing keys take DEFAULT_CONFIG values)."""
-        cfg = cfg or {}
         if kind not in ("cosine", "plda"):
             raise ValueError(f"unknown back-end '{kind}' (cosine|plda)")
-        sec = _section(cfg, kind)
-        thr = _section(cfg, "threshold")
-        return cls(kind, center=bool(sec["center"]), lda_dim=int(sec.get("lda_dim") or 0),
-                   whiten=bool(sec["whiten"]), length_norm=bool(sec["length_norm"]),
-                   n_iter=int(sec.get("n_iter", 10)), asnorm=_section(cfg, "asnorm"),
-                   threshold_max_utts=int(thr["max_utts"]), seed=int(cfg.get("seed", 777)),
-                   nap=_section(cfg, "nap"), calibration=_section(cfg, "calibration"))
+        # The back-end's part of the settings (conf/sv.yaml also holds the scorer's keys), checked:
+        # pyxv.sv.config has checked a file already; this checks a mapping a caller built itself.
+        c = BACKEND_SCHEMA.complete({k: v for k, v in (cfg or {}).items() if k in DEFAULT_CONFIG},
+                                    where="sv config: ")
+        sec = c[kind]
+        return cls(kind, center=sec["center"], lda_dim=sec["lda_dim"], whiten=sec["whiten"],
+                   length_norm=sec["length_norm"], n_iter=sec.get("n_iter", 10), asnorm=c["asnorm"],
+                   threshold_max_utts=c["threshold"]["max_utts"], seed=c["seed"], nap=c["nap"],
+                   calibration=c["calibration"])
 
     @property
     def needs_trial_emotions(self) -> bool:

@@ -2,7 +2,8 @@
 
 The back-end's sections (cosine, plda, nap, asnorm, calibration, threshold) and
 ``seed`` take their defaults from the back-end itself
-(``pyxv.backend.pipeline.DEFAULT_CONFIG``); the scorer's keys (``block_size``,
+(``pyxv.backend.pipeline.DEFAULT_CONFIG``) and its schema (``BackendSchema``, which
+``Backend.from_config`` checks with too); the scorer's keys (``block_size``,
 ``max_exact_trials``, ``hist_bins``) from ``pyxv.sv.scoring``. A file lists only
 what it changes; an unknown key or section, or a value of the wrong type, is a
 ``ConfigError`` naming the file and the dotted key.
@@ -10,30 +11,17 @@ what it changes; an unknown key or section, or a value of the wrong type, is a
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Mapping
 
-from ..backend.pipeline import DEFAULT_CONFIG
-from ..config import ConfigError, Schema, read_yaml
+from ..backend.pipeline import BACKEND_CHOICES, DEFAULT_CONFIG, BackendSchema
+from ..config import ConfigError, read_yaml
 from .scoring import BLOCK_SIZE, HIST_BINS, MAX_EXACT_TRIALS
 
 __all__ = ["SV_SCHEMA", "load_sv_config", "validate_sv_config"]
 
-
-class _SVSchema(Schema):
-    """nap.dim is 'auto' or a number of dimensions: two types, which a default alone cannot say."""
-
-    def check(self, path: str, value: Any, *, where: str = "", key: str | None = None) -> Any:
-        if path == "nap.dim" and value != "auto" and not (isinstance(value, int) and not isinstance(value, bool)
-                                                          and value >= 0):
-            raise ConfigError(f"{where}{key or path}: expected 'auto' or a number of dimensions, got {value!r}")
-        if path == "nap.dim":
-            return value
-        return super().check(path, value, where=where, key=key)
-
-
-SV_SCHEMA = _SVSchema(
+SV_SCHEMA = BackendSchema(
     {**DEFAULT_CONFIG, "block_size": BLOCK_SIZE, "max_exact_trials": MAX_EXACT_TRIALS, "hist_bins": HIST_BINS},
-    choices={"nap.dim_criterion": ("cross", "all", "mean")})
+    choices=BACKEND_CHOICES)
 
 
 def validate_sv_config(cfg: Mapping | None, *, where: str = "") -> dict:
