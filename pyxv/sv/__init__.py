@@ -5,7 +5,7 @@
 * ``cells``: the per-(enrolment emotion, test emotion) score table and its EER/minDCF figures;
 * ``folds``: the per-fold protocol (a back-end per fold of the corpus's speaker-disjoint folds);
 * ``posteriors``: trial-side emotions from the recipe's emotion recogniser;
-* ``results``, ``det``: a table written out (csv, md, json; the DET figure);
+* ``results``: a table written out (csv, md, json; det.png, drawn by ``pyxv.report.plots.det_curves``);
 * ``config``: conf/sv.yaml's settings, checked;
 * ``run``: stage 6's scoring runs (``pyxv.bin.score_sv`` is their command line).
 

@@ -126,19 +126,20 @@ def _summary(emos: list[str], summ: dict, meta: dict, calibration: bool) -> dict
     M, ov = summ["cells"], summ["overall"]
     cal = summ["calibration"] if calibration else None
     return {**ov.as_dict(), "emotions": list(emos), "backend": meta.get("backend"), "model": meta.get("model"),
-            "corpus": meta.get("corpus"), "same_emotion_mean_eer": _nan_none(summ["same_emotion_mean_eer"]),
-            "cross_emotion_mean_eer": _nan_none(summ["cross_emotion_mean_eer"]),
-            "same_emotion_pooled_eer": _nan_none(summ["same_emotion_pooled_eer"]),
-            "cross_emotion_pooled_eer": _nan_none(summ["cross_emotion_pooled_eer"]),
-            **({"cllr": _nan_none(cal.cllr), "min_cllr": _nan_none(cal.min_cllr),
-                "act_dcf_0.01": _nan_none(cal.act_dcf_0_01)} if cal is not None else {}),
-            "eer_threshold": _nan_none(ov.eer_threshold),
+            "corpus": meta.get("corpus"), "same_emotion_mean_eer": json_number(summ["same_emotion_mean_eer"]),
+            "cross_emotion_mean_eer": json_number(summ["cross_emotion_mean_eer"]),
+            "same_emotion_pooled_eer": json_number(summ["same_emotion_pooled_eer"]),
+            "cross_emotion_pooled_eer": json_number(summ["cross_emotion_pooled_eer"]),
+            **({"cllr": json_number(cal.cllr), "min_cllr": json_number(cal.min_cllr),
+                "act_dcf_0.01": json_number(cal.act_dcf_0_01)} if cal is not None else {}),
+            "eer_threshold": json_number(ov.eer_threshold),
             "table": {f"{ea}/{eb}": M[(a, b)].as_dict() for a, ea in enumerate(emos) for b, eb in enumerate(emos)},
             **{k: v for k, v in meta.items() if k not in ("notes",) and _jsonable(v)}}
 
 
-def _nan_none(x):
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+def json_number(x):
+    """A figure for JSON: None for a missing or NaN one, else a plain float."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 def _jsonable(v) -> bool:

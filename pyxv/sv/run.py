@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from .cells import CellTable
 from .config import load_sv_config
 from .folds import PerFoldNotPossible, plan_sv_folds, score_folds
 from .posteriors import posterior_matrix, read_all_fold_posteriors
-from .results import write_results
+from .results import json_number, write_results
 from .scoring import score_all_pairs, score_trials_file
 from .trials import TrialSet, load_trial_set
 
@@ -126,7 +125,7 @@ def run(job: ScoringJob) -> int:
     meta = {"backend": job.backend if not job.backend_in else be.kind, "model": _model_name(job),
             "corpus": job.corpus or _corpus_name(job.data),
             "xvector_dir": str(job.xvector_dir), "data": str(job.data), "backend_train": train_desc,
-            "backend_threshold": _num(be.threshold), "backend_train_eer": _num(be.train_eer),
+            "backend_threshold": json_number(be.threshold), "backend_train_eer": json_number(be.train_eer),
             "n_utts": len(ts), "n_speakers": len(ts.speakers), "genders": ts.genders,
             "skipped_utts": ts.skipped, "trials_file": job.trials or None,
             "score_seconds": round(table.info.get("score_seconds", 0.0), 2),
@@ -144,6 +143,7 @@ def _backend(job: ScoringJob, cfg: dict, ts: TrialSet, Xe: np.ndarray, dim: int,
         be = Backend.load(job.backend_in)   # an old pickled backend.pkl only with PYXV_TRUST_PICKLE=1
         log.info("loaded back-end %s", be)
         return be, job.backend_in
+    be = Backend.from_config(cfg, job.backend)
     if job.backend_train:
         tutts, TX, tbad = read_xvectors(job.backend_train)
         tdata = Path(job.backend_train_data) if job.backend_train_data else derive_data_dir(job.backend_train)
@@ -161,7 +161,7 @@ def _backend(job: ScoringJob, cfg: dict, ts: TrialSet, Xe: np.ndarray, dim: int,
                      len(tutts) - len(keep), tdata)
         TX = TX[keep]
         tspk = np.array([u2s[tutts[i]] for i in keep])
-        temo, tgen = _train_labels(tdata, [tutts[i] for i in keep], tspk, cfg, job.backend)
+        temo, tgen = _train_labels(tdata, [tutts[i] for i in keep], tspk, be.needs_training_emotions)
         train_desc = job.backend_train
     else:
         TX, tspk = Xe, np.array([ts.speakers[s] for s in ts.spk])
@@ -172,7 +172,7 @@ def _backend(job: ScoringJob, cfg: dict, ts: TrialSet, Xe: np.ndarray, dim: int,
         log.warning("no --backend-train: fitting the back-end on the evaluation set itself")
     if TX.shape[1] != dim:
         raise ValueError(f"back-end training x-vectors have dim {TX.shape[1]}, evaluation ones {dim}")
-    be = Backend.from_config(cfg, job.backend).fit(TX, tspk, temo, tgen)
+    be.fit(TX, tspk, temo, tgen)
     log.info("fitted %s on %d x-vectors of %d speakers (%s); threshold %.4g (EER %.2f%% on training pairs)",
              be, TX.shape[0], np.unique(tspk).size, train_desc, be.threshold, be.train_eer)
     be.save(out / "backend.json")   # + backend.npz
@@ -234,12 +234,11 @@ def _log_summary(summ, out, t0):
     log.info("wrote %s in %.1fs", out, time.time() - t0)
 
 
-def _train_labels(tdata, tutts, tspk, cfg, kind):
+def _train_labels(tdata, tutts, tspk, need: bool):
     """Emotion and gender labels of the back-end training utterances (None where the data dir has none).
 
-    A back-end that learns from emotions and has no utt2emo for its training data is an error naming the file.
+    ``need``: the back-end learns from emotions; then no utt2emo for its training data is an error naming the file.
     """
-    need = Backend.from_config(cfg, kind).needs_training_emotions
     emo = None
     f = Path(tdata) / "utt2emo"
     if f.is_file():
@@ -333,10 +332,6 @@ def _not_possible(out: Path, corpus: str, job: ScoringJob, reason: str) -> int:
     log.warning("%s: per-fold back-ends not possible (%s, %s): %s; only the plain back-ends are scored",
                 corpus, job.config, job.folds, reason)
     return 0
-
-
-def _num(x):
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 def _f(x, nd=2):
