@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pyxv.datadir import utt2spk_to_spk2utt
+from pyxv.datadir import DataDir, utt2spk_to_spk2utt, write_datadir
 from pyxv.datadir.split import _balanced_chunks, split_datadir
 from pyxv.datadir.tables import VERBATIM, c_less, c_sorted, ckey, classify, first_dups, read_lines, table_lines
 from pyxv.datadir.validate import validate_datadir
@@ -489,3 +489,13 @@ def test_io_tables_and_audio(tmp_path):
         pio.read_audio(str(tmp_path / "missing.wav"), name="u1")
     with pytest.raises(pio.AudioError, match="exit status 3"):
         pio.read_audio("exit 3 |")
+
+
+def test_write_datadir_writes_the_tables_and_returns_the_dir(tmp_path):
+    d = write_datadir(tmp_path / "dd", utt2spk={"s1-a": "s1", "s1-b": "s1", "s2-a": "s2"},
+                      wav_scp={"s1-a": "a.wav", "s1-b": "b.wav", "s2-a": "c.wav"}, utt2emo={"s1-a": "sad"},
+                      feats_scp=None)
+    assert d == tmp_path / "dd"
+    assert (d / "spk2utt").read_text() == "s1 s1-a s1-b\ns2 s2-a\n"
+    assert (d / "utt2emo").read_text() == "s1-a sad\n" and not (d / "feats.scp").exists()
+    assert DataDir(d).utt2spk == {"s1-a": "s1", "s1-b": "s1", "s2-a": "s2"}

@@ -118,3 +118,4 @@ def write_datadir(path: str | os.PathLike, *, utt2spk: dict[str, str], wav_scp: 
             continue
         fname = name.replace("_scp", ".scp")
         write_table(path / fname, table)
+    return path
