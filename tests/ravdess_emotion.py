@@ -9,13 +9,13 @@ import kaldiio
 import pytest
 import torch
 
+from pyxv.corpora.ravdess import EMOTIONS as EMO  # the recipe's four RAVDESS classes
 from pyxv.datadir import write_datadir
 from pyxv.emotion.config import load_emotion_config
 from pyxv.emotion.data import discover_protocol, labeled_set
 
 from emotion_synth import write_ravdess_folds
 
-EMO = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
 MFCC_8K = ("--sample-frequency=8000\n--frame-length=25\n--low-freq=20\n--high-freq=3700\n"
            "--num-ceps=23\n--snip-edges=false\n")
 TINY = {"model": {"input_dim": 23, "channels": [4, 8], "blocks": [1, 1], "heads": 2, "embed_dim": 16,

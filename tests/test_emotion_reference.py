@@ -7,6 +7,7 @@ import kaldiio
 import numpy as np
 import pytest
 
+from pyxv.corpora.ravdess import EMOTIONS as EMO  # the recipe's four RAVDESS classes
 from pyxv.datadir import write_datadir
 from pyxv.emotion import systems
 from pyxv.emotion.config import load_emotion_config
@@ -129,7 +130,6 @@ def test_reference_missing_features_named(tmp_path):
 
 
 # ------------------------------------------------------------------ real RAVDESS clips
-EMO = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
 MFCC_8K = ("--sample-frequency=8000\n--frame-length=25\n--low-freq=20\n--high-freq=3700\n"
            "--num-ceps=23\n--snip-edges=false\n")
 

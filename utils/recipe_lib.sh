@@ -10,6 +10,9 @@
 #   run_stage N DESCRIPTION, end_stage N
 #                 whether stage N is in the asked range, its banner, its wall time
 #                 appended to exp/stage_times (the report reads it)
+#   set_aside_xvectors_of_another_init
+#                 stage 3's step aside: models made with another --xvector-init move
+#                 into a dated folder before the new ones are made
 
 # run.sh's option block: the lines above the one that sources this file, from the
 # first option on; the last line of each option (its continuations included) ends

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+# StandardizedLR lives in .lr; imported here too, an older pyxv's pickled model.pkl names it
+# pyxv.emotion.reference.StandardizedLR (read with trust, e.g. by pyxv.bin.convert_models).
 from .lr import StandardizedLR, save_lr_model
 from .spec import EGEMAPS, MFCC_STATS, REFERENCE_SYSTEMS, system_spec
 

@@ -42,10 +42,6 @@ class Request:
             return [None]
         return list(range(self.start, self.end + 1))
 
-    @property
-    def is_array(self) -> bool:
-        return self.var is not None
-
     def logfile_for(self, job: int | None) -> str:
         return substitute(self.logfile, self.var, job)
 

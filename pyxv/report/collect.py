@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..emotion.spec import split_system_dir_name
-from ..labels import emotion_sort_key
+from ..labels import emotion_sort_key, order_emotions
 
 STAGE_NAMES = {
     "0": "data directories", "1": "augmentation", "2": "features", "3": "x-vector training",
@@ -285,7 +285,7 @@ def read_sv_result(d: Path, corpus: str, model: str, backend: str, notes: Notes)
     emos = {e for r in rows for e in r[:2] if e.lower() not in pooled}
     if isinstance(summary, dict) and isinstance(summary.get("emotions"), list):
         emos |= {str(e) for e in summary["emotions"]}
-    emotions = sorted(emos, key=emotion_sort_key)
+    emotions = order_emotions(emos)
     if not emotions:
         notes.add(f"{path}: no emotion rows; treated as missing")
         return None
