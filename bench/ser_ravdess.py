@@ -121,10 +121,6 @@ def prepare_sp_dir(work: Path, factors=(0.9, 1.1)) -> Path:
     return d
 
 
-def fold_test_actors(k: int) -> set[int]:
-    return set(range(4 * k - 3, 4 * k + 1))
-
-
 # ---------------------------------------------------------------------- features
 def make_features(data: Path, work: Path, nj: int, gemaps: bool = False) -> None:
     """The recipe's stage-2 steps on one data dir: MFCC (conf/mfcc_8k.conf) and energy VAD
@@ -193,7 +189,6 @@ def pretrain(work: Path, k: int, xcfg: Path, pretrain_sets: list[str]) -> Path:
     """The fold's speaker x-vector on its 20 training actors' clips (every emotion)."""
     import torch
 
-    from pyxv.corpora.ravdess import spk_id
     from pyxv.features.network_input import FeatureSource
     from pyxv.io import read_table, write_table
     from pyxv.train.trainer import train_classifier
@@ -202,7 +197,8 @@ def pretrain(work: Path, k: int, xcfg: Path, pretrain_sets: list[str]) -> Path:
     out = work / "models" / f"fold{k}" / name
     if (out / "final.pt").is_file():
         return out
-    test_spk = {spk_id(a) for a in fold_test_actors(k)}
+    # the fold's test actors as the recipe's preparer wrote them: never pre-trained on
+    test_spk = set(read_table(work / "data" / "ravdess" / f"fold{k}" / "test" / "spk2utt"))
     u2s, feats, vads = {}, {}, {}
     sets = (["pretrain_all"] if "train_actors" in pretrain_sets else []) + (["pretrain_sp"] if "sp" in pretrain_sets else [])
     for s in sets:
